@@ -1,0 +1,50 @@
+//! Condition types and reasons written to `status.conditions`.
+//!
+//! Reasons are CamelCase, as Kubernetes asks; they are part of the API (users alert on them).
+
+/// McpServer: the Deployment has the desired number of ready pods running the current spec.
+pub const READY: &str = "Ready";
+/// McpServer: a rollout is under way.
+pub const PROGRESSING: &str = "Progressing";
+/// McpServer: it works, but not as it should (insecure settings, unauthenticated entry points).
+pub const DEGRADED: &str = "Degraded";
+/// McpRoute: the route is valid and bound to its server.
+pub const ACCEPTED: &str = "Accepted";
+/// McpRoute: its Service (and Ingress or HTTPRoute) are in place and its entry point is live.
+pub const PROGRAMMED: &str = "Programmed";
+
+/// Reasons used with the condition types above.
+pub mod reasons {
+    /// Everything converged.
+    pub const AVAILABLE: &str = "Available";
+    /// The Deployment does not have enough ready replicas.
+    pub const DEPLOYMENT_UNAVAILABLE: &str = "DeploymentUnavailable";
+    /// A new ReplicaSet is rolling out.
+    pub const ROLLING_OUT: &str = "RollingOut";
+    /// The rollout finished.
+    pub const ROLLED_OUT: &str = "RolledOut";
+    /// A Secret the spec references does not exist.
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// A ConfigMap the spec references does not exist.
+    pub const CONFIG_MAP_NOT_FOUND: &str = "ConfigMapNotFound";
+    /// The policy cannot be translated into sidecar configuration.
+    pub const INVALID_POLICY: &str = "InvalidPolicy";
+    /// The spec is valid for the schema but cannot be rendered (e.g. OAuth without a public URL).
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// TLS verification towards Phabricator is disabled.
+    pub const INSECURE: &str = "Insecure";
+    /// An entry point accepts callers without authentication.
+    pub const UNAUTHENTICATED: &str = "Unauthenticated";
+    /// Nothing is wrong.
+    pub const AS_EXPECTED: &str = "AsExpected";
+    /// McpRoute: `spec.serverRef` names no McpServer in the namespace.
+    pub const SERVER_NOT_FOUND: &str = "ServerNotFound";
+    /// McpRoute: another route claims the same host and path, or a name is taken.
+    pub const CONFLICTING_ROUTE: &str = "ConflictingRoute";
+    /// McpRoute: accepted by its server.
+    pub const ACCEPTED: &str = "Accepted";
+    /// McpRoute: its objects are applied.
+    pub const PROGRAMMED: &str = "Programmed";
+    /// McpRoute: no free sidecar listener port is left on the server.
+    pub const NO_FREE_PORT: &str = "NoFreePort";
+}

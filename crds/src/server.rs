@@ -1,0 +1,458 @@
+//! `McpServer`: one Conduit deployment with its sidecar, Service and policy.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
+use k8s_openapi::api::networking::v1::{NetworkPolicyEgressRule, NetworkPolicyPeer};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::policy::Policy;
+use crate::refs::{ConfigMapKeyRef, SecretKeyRef};
+
+/// The Phabricator MCP server (Conduit) run by Sluice: a Deployment whose pods hold Conduit
+/// behind the sluice-proxy sidecar, a Service for in-cluster callers, and the policy that
+/// guards it.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "sluice.dev",
+    version = "v1alpha1",
+    kind = "McpServer",
+    doc = "An McpServer runs the Phabricator MCP server (Conduit) behind the sluice-proxy sidecar.",
+    namespaced,
+    status = "McpServerStatus",
+    shortname = "mcps",
+    category = "mcp",
+    printcolumn(json_path = ".status.conditions[?(@.type==\"Ready\")].status", name = "Ready", type_ = "string"),
+    printcolumn(json_path = ".status.readyReplicas", name = "Replicas", type_ = "integer"),
+    printcolumn(json_path = ".spec.replicas", name = "Desired", type_ = "integer"),
+    printcolumn(json_path = ".status.url", name = "URL", type_ = "string"),
+    printcolumn(json_path = ".metadata.creationTimestamp", name = "Age", type_ = "date"),
+    validation = kube::core::Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$')").message("metadata.name must be a DNS label of at most 40 characters starting with a letter (it names the Service and Deployment)").field_path(".metadata.name")
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = kube::core::Rule::new("self.auth.mode != 'oauth' || self.replicas <= 1 || self.sessionAffinity == 'ClientIP'").message("OAuth mode keeps its state in each pod: more than one replica needs sessionAffinity: ClientIP").field_path(".replicas"))]
+#[x_kube(validation = kube::core::Rule::new("self.sessions != 'stateful' || self.replicas <= 1 || self.sessionAffinity == 'ClientIP'").message("stateful sessions live in one pod: more than one replica needs sessionAffinity: ClientIP").field_path(".replicas"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.policy) || !has(self.policy.rateLimits) || !self.policy.rateLimits.exists(r, r.scope == 'global') || has(self.redis)").message("a global rate limit needs spec.redis").field_path(".redis"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.policy) || !has(self.policy.authentication) || !has(self.policy.authentication.mode) || self.policy.authentication.mode != 'oauth' || self.auth.mode == 'oauth'").message("policy.authentication.mode oauth needs auth.mode oauth").field_path(".policy.authentication.mode"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.policy) || !has(self.policy.authentication) || !has(self.policy.authentication.mode) || self.policy.authentication.mode == 'oauth' || self.auth.mode != 'oauth'").message("in auth.mode oauth, Conduit checks bearer tokens itself: policy.authentication.mode must be oauth").field_path(".policy.authentication.mode"))]
+pub struct McpServerSpec {
+    /// The Phabricator (or Phorge) instance Conduit talks to.
+    pub phabricator: Phabricator,
+
+    /// How Conduit authenticates its calls to Phabricator.
+    #[serde(default)]
+    pub auth: UpstreamAuth,
+
+    /// Conduit container image. Defaults to the release this operator is tested with
+    /// (`ghcr.io/skroutz/conduit:0.2.2` unless the operator is configured otherwise). Pin by
+    /// digest in production.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+
+    /// When the kubelet pulls images.
+    #[serde(default)]
+    pub image_pull_policy: PullPolicy,
+
+    /// Secrets for pulling the Conduit and sidecar images from private registries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+
+    /// Number of pods. More than one gets a PodDisruptionBudget. With `auth.mode: oauth` or
+    /// stateful sessions, more than one needs `sessionAffinity: ClientIP`.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+
+    /// `None`, or `ClientIP` to keep each caller on one pod (needed by OAuth mode and
+    /// stateful sessions when there is more than one replica). Behind an Ingress the caller is
+    /// the Ingress controller: configure stickiness there as well.
+    #[serde(default)]
+    pub session_affinity: SessionAffinity,
+
+    /// `stateless` (default): every request stands alone, any replica can serve it.
+    /// `stateful`: Conduit hands out `Mcp-Session-Id` and keeps sessions in memory.
+    #[serde(default)]
+    pub sessions: Sessions,
+
+    /// Compute resources of the Conduit container. Defaults: requests 100m CPU and 128Mi
+    /// memory, limit 512Mi memory.
+    #[serde(default = "default_conduit_resources")]
+    pub resources: ResourceRequirements,
+
+    /// Pod placement and metadata. These can never weaken the pod's hardening.
+    #[serde(default)]
+    pub pod: PodOverrides,
+
+    /// The sluice-proxy sidecar.
+    #[serde(default)]
+    pub proxy: ProxySpec,
+
+    /// Policy of the server's own in-cluster Service (`http://<name>.<namespace>.svc`).
+    /// McpRoutes carry their own.
+    #[serde(default)]
+    pub policy: Policy,
+
+    /// Redis for rate limits with `scope: global`, shared by all replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<Redis>,
+
+    /// The NetworkPolicy that fences the pods.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
+
+    /// Prometheus scraping.
+    #[serde(default)]
+    pub monitoring: Monitoring,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// The Phabricator instance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Phabricator {
+    /// Base URL of Phabricator, e.g. `https://phabricator.example.com`. The Conduit API path
+    /// `/api/` is appended when missing.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = kube::core::Rule::new(r"self.matches('^https?://[^/?#@\\s]+(/[^?#\\s]*)?$')").message("phabricator.url must be an http(s) URL without credentials, query or fragment"))]
+    pub url: String,
+
+    /// A CA bundle (PEM) to trust for Phabricator's TLS certificate, from a ConfigMap or a
+    /// Secret. It is mounted into Conduit and exported as `SSL_CERT_FILE`: the right answer for
+    /// an internal CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<CaBundle>,
+
+    /// An outbound proxy for Conduit's calls to Phabricator (`http://`, `https://` or
+    /// `socks5://`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = kube::core::Rule::new(r"self.matches('^(https?|socks5h?)://[^/?#\\s]+/?$')").message("phabricator.proxy must be an http(s) or socks5 URL"))]
+    pub proxy: Option<String>,
+
+    /// Skip TLS certificate verification towards Phabricator. Works, but leaves the server
+    /// open to interception: the McpServer is marked Degraded (reason `Insecure`) while it is
+    /// set. Prefer `caBundle`.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+/// Where a CA bundle comes from: exactly one of a ConfigMap key or a Secret key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = kube::core::Rule::new("has(self.configMapKeyRef) != has(self.secretKeyRef)").message("caBundle needs exactly one of configMapKeyRef or secretKeyRef"))]
+pub struct CaBundle {
+    /// A key of a ConfigMap in the same namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<ConfigMapKeyRef>,
+    /// A key of a Secret in the same namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeyRef>,
+}
+
+/// How Conduit authenticates to Phabricator.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = kube::core::Rule::new("(self.mode == 'oauth') == has(self.oauth)").message("auth.oauth must be set exactly when auth.mode is oauth"))]
+pub struct UpstreamAuth {
+    /// `headerToken` (default): each request carries the caller's Phabricator API token in
+    /// `X-PHABRICATOR-TOKEN` (or the sidecar injects one, see `policy.upstreamToken`).
+    /// `oauth`: Conduit runs its OAuth proxy; users log in to Phabricator through it.
+    #[serde(default)]
+    pub mode: UpstreamAuthMode,
+    /// Settings for `oauth` mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuth>,
+}
+
+/// Conduit's authentication mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum UpstreamAuthMode {
+    #[default]
+    HeaderToken,
+    #[serde(rename = "oauth")]
+    OAuth,
+}
+
+/// Conduit's OAuth-proxy settings. Register an OAuth application in Phabricator whose
+/// redirect URI is `<public URL>/auth/callback` (the McpRoute's status shows it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OAuth {
+    /// The OAuth application's client id (`PHID-OASC-...`).
+    #[schemars(length(min = 1, max = 256))]
+    pub client_id: String,
+    /// The Secret key holding the client secret. Passed to Conduit by reference; the value
+    /// never appears in any object Sluice writes.
+    pub client_secret_ref: SecretKeyRef,
+    /// Phabricator OAuth scopes to request.
+    #[serde(default = "default_scopes")]
+    #[schemars(length(min = 1, max = 16))]
+    pub scopes: Vec<String>,
+    /// The public https URL clients use, e.g. `https://phabricator.example.com/ai`. Defaults
+    /// to the public URL of the one McpRoute that exposes this server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = kube::core::Rule::new(r"self.matches('^https?://[^/?#@\\s]+(/[A-Za-z0-9._~-]+)*$')").message("auth.oauth.publicUrl must be an http(s) URL with an optional path, without a trailing slash, query or fragment"))]
+    pub public_url: Option<String>,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["maniphest".into(), "file".into()]
+}
+
+/// When the kubelet pulls an image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum PullPolicy {
+    Always,
+    #[default]
+    IfNotPresent,
+    Never,
+}
+
+/// Service session affinity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum SessionAffinity {
+    #[default]
+    None,
+    #[serde(rename = "ClientIP")]
+    ClientIp,
+}
+
+/// Conduit's session handling (its `--stateless` / `--no-stateless` flag).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Sessions {
+    #[default]
+    Stateless,
+    Stateful,
+}
+
+fn default_conduit_resources() -> ResourceRequirements {
+    resources("100m", "128Mi", "512Mi")
+}
+
+fn default_proxy_resources() -> ResourceRequirements {
+    resources("50m", "32Mi", "128Mi")
+}
+
+fn resources(cpu: &str, memory: &str, memory_limit: &str) -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.into())),
+            ("memory".to_string(), Quantity(memory.into())),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_string(), Quantity(memory_limit.into()))])),
+        ..Default::default()
+    }
+}
+
+/// Pod-level settings users may add. Labels and annotations Sluice relies on, and
+/// annotations that would weaken the container sandbox, are refused.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodOverrides {
+    /// Extra pod labels. Keys under `app.kubernetes.io/` are Sluice's own and refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(k, !k.startsWith('app.kubernetes.io/') && !k.startsWith('sluice.dev/'))").message("pod.labels may not set app.kubernetes.io/* or sluice.dev/* labels: Sluice selects its pods by them"))]
+    pub labels: BTreeMap<String, String>,
+    /// Extra pod annotations. Sluice's own (`sluice.dev/`) and sandbox-weakening ones
+    /// (AppArmor and seccomp annotations) are refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(k, !k.startsWith('sluice.dev/') && !k.startsWith('container.apparmor.security.beta.kubernetes.io/') && !k.startsWith('seccomp.security.alpha.kubernetes.io/'))").message("pod.annotations may not set sluice.dev/*, AppArmor or seccomp annotations"))]
+    pub annotations: BTreeMap<String, String>,
+    /// Node labels the pods must be scheduled on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pods tolerate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Node and pod (anti-)affinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// How pods spread over zones and nodes. Leave `labelSelector` empty to select this
+    /// server's own pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// PriorityClass of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub priority_class_name: Option<String>,
+}
+
+/// The sluice-proxy sidecar.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxySpec {
+    /// Sidecar image. Defaults to the sidecar released with this operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+    /// Compute resources of the sidecar. Defaults: requests 50m CPU and 32Mi memory, limit
+    /// 128Mi memory.
+    #[serde(default = "default_proxy_resources")]
+    pub resources: ResourceRequirements,
+    /// Log level.
+    #[serde(default)]
+    pub log_level: LogLevel,
+    /// Log format: `json` (one object per line) or `text`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+impl Default for ProxySpec {
+    fn default() -> Self {
+        Self {
+            image: None,
+            resources: default_proxy_resources(),
+            log_level: LogLevel::default(),
+            log_format: LogFormat::default(),
+        }
+    }
+}
+
+/// Log verbosity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+/// Log encoding.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+/// Redis for global rate limits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Redis {
+    /// `host:port` of the Redis server, e.g. `redis.infra.svc:6379`.
+    #[schemars(length(min = 3, max = 260))]
+    #[x_kube(validation = kube::core::Rule::new(r"self.matches('^[A-Za-z0-9.-]+:[0-9]{1,5}$')").message("redis.address must be host:port"))]
+    pub address: String,
+    /// The Secret key holding the Redis password, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+    /// When Redis cannot be reached: `open` lets requests through (counted locally only),
+    /// `closed` refuses them with HTTP 503.
+    #[serde(default)]
+    pub fail_mode: FailMode,
+}
+
+/// What to do when a dependency of a policy is down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum FailMode {
+    #[default]
+    Open,
+    Closed,
+}
+
+/// The NetworkPolicy Sluice writes for the server's pods.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkPolicySpec {
+    /// Write the NetworkPolicy. On by default: the sidecar's guarantees hold only if callers
+    /// cannot go around it.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Who may call the server's own entry point. Defaults to every pod in the server's
+    /// namespace. McpRoutes say who may call theirs (`allowedClients`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_clients: Option<Vec<NetworkPolicyPeer>>,
+    /// Who may scrape the sidecar's metrics port (9090). Defaults to every namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_from: Option<Vec<NetworkPolicyPeer>>,
+    /// Egress allowed besides DNS, Phabricator's port, and what the policy needs (Redis,
+    /// identity providers, the Kubernetes API for TokenReview).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<NetworkPolicyEgressRule>,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self { enabled: true, allowed_clients: None, metrics_from: None, egress: Vec::new() }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Prometheus scraping of the sidecar's `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Monitoring {
+    /// A Prometheus Operator ServiceMonitor for the sidecar's metrics.
+    #[serde(default)]
+    pub service_monitor: ServiceMonitorSpec,
+}
+
+/// ServiceMonitor settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceMonitorSpec {
+    /// Write a ServiceMonitor (needs the Prometheus Operator's CRDs in the cluster).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Scrape interval.
+    #[serde(default = "default_scrape_interval")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub interval: String,
+    /// Extra labels on the ServiceMonitor, e.g. the `release` label a Prometheus selects by.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for ServiceMonitorSpec {
+    fn default() -> Self {
+        Self { enabled: false, interval: default_scrape_interval(), labels: BTreeMap::new() }
+    }
+}
+
+fn default_scrape_interval() -> String {
+    "30s".into()
+}
+
+/// Observed state of an McpServer.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct McpServerStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing` and `Degraded`, with reasons and messages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Pods of the current Deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Pods ready to serve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// The in-cluster URL of the server's MCP endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}

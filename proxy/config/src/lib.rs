@@ -1,0 +1,427 @@
+//! The sluice-proxy configuration model: the one file the operator writes for the sidecar.
+//!
+//! The sidecar knows nothing of Kubernetes or CRDs; it reads this model, and the operator
+//! translates McpServers and McpRoutes into it. Everything is serde with camelCase names and
+//! unknown fields refused, so a typo fails loudly instead of silently dropping a policy.
+//! [`ProxyConfig::from_yaml`] parses *and* validates; a config that fails is never used.
+
+mod auth;
+mod duration;
+mod entry_point;
+mod pattern;
+mod policy;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use auth::{
+    ApiKeyAuth, Auth, JwtAlgorithm, JwtAuth, OAuthAuth, PhabricatorTokenAuth, ServiceAccountAuth,
+    TokenReview, WhoamiCache,
+};
+pub use duration::Duration;
+pub use entry_point::{Discovery, EntryPoint, Tls, UpstreamToken};
+pub use pattern::{Pattern, PatternError};
+pub use policy::{NameFilter, RateLimit, RateLimitKey, RateLimitScope, ToolPolicy, ToolRule};
+pub use validate::{ConfigError, Problem};
+
+/// Largest config file accepted, in bytes. A ConfigMap holds at most 1 MiB.
+pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+
+/// The whole sidecar configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// The MCP server the sidecar guards.
+    #[serde(default)]
+    pub upstream: Upstream,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`).
+    #[serde(default)]
+    pub admin: Admin,
+    /// Size limits on what callers send.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Timeouts towards callers and the upstream.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Server-sent event streams.
+    #[serde(default)]
+    pub streaming: Streaming,
+    /// Graceful shutdown on SIGTERM.
+    #[serde(default)]
+    pub shutdown: Shutdown,
+    /// Logging.
+    #[serde(default)]
+    pub log: Log,
+    /// Phabricator's Conduit API, for `user.whoami` (token verification, OAuth identities).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phabricator: Option<PhabricatorApi>,
+    /// Redis, for rate limits with `scope: global`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<Redis>,
+    /// The entry points: one listener each, with its own policy.
+    pub entry_points: Vec<EntryPoint>,
+}
+
+impl ProxyConfig {
+    /// Parses a YAML (or JSON) document and validates it. The error lists every problem.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        if text.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge { size: text.len(), max: MAX_CONFIG_BYTES });
+        }
+        if text.trim().is_empty() {
+            return Err(ConfigError::Empty);
+        }
+        let config: ProxyConfig =
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a config file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| ConfigError::Read { path: path.to_path_buf(), message: e.to_string() })?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| ConfigError::Parse("the file is not valid UTF-8".into()))?;
+        Self::from_yaml(&text)
+    }
+
+    /// Serialises to YAML, the form the operator writes into the ConfigMap.
+    pub fn to_yaml(&self) -> Result<String, ConfigError> {
+        serde_saphyr::to_string(self).map_err(|e| ConfigError::Serialize(e.to_string()))
+    }
+
+    /// Checks everything the types alone cannot: uniqueness, ports, URLs, patterns.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate::validate(self)
+    }
+
+    /// The JSON schema of the file (committed as `proxy/config/schema.json`).
+    pub fn json_schema() -> serde_json::Value {
+        serde_json::to_value(schemars::schema_for!(ProxyConfig))
+            .expect("a JSON schema always serialises")
+    }
+
+    /// The entry point named `name`.
+    pub fn entry_point(&self, name: &str) -> Option<&EntryPoint> {
+        self.entry_points.iter().find(|e| e.name == name)
+    }
+}
+
+/// The upstream MCP server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Upstream {
+    /// Base URL of the upstream (plain http on loopback).
+    #[serde(default = "default_upstream_url")]
+    pub url: String,
+    /// Idle pooled connections kept to the upstream.
+    #[serde(default = "default_pool_max_idle")]
+    pub pool_max_idle: usize,
+    /// How long an idle pooled connection is kept.
+    #[serde(default = "default_pool_idle_timeout")]
+    pub pool_idle_timeout: Duration,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Self {
+            url: default_upstream_url(),
+            pool_max_idle: default_pool_max_idle(),
+            pool_idle_timeout: default_pool_idle_timeout(),
+        }
+    }
+}
+
+fn default_upstream_url() -> String {
+    "http://127.0.0.1:8000".into()
+}
+
+fn default_pool_max_idle() -> usize {
+    64
+}
+
+fn default_pool_idle_timeout() -> Duration {
+    Duration::from_secs(90)
+}
+
+/// The admin listener.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Admin {
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self { listen: default_admin_listen() }
+    }
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9090))
+}
+
+/// Size limits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request head (request line and headers), in bytes; over it: 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Most request headers; over it: 431.
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    /// Default largest request body, in bytes, for entry points that set none; over it: 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Most concurrent HTTP/2 streams per connection.
+    #[serde(default = "default_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    /// Most requests in flight over all entry points (SSE streams included); over it: 503.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: default_max_header_bytes(),
+            max_headers: default_max_headers(),
+            max_body_bytes: default_max_body_bytes(),
+            max_concurrent_streams: default_max_concurrent_streams(),
+            max_in_flight: default_max_in_flight(),
+        }
+    }
+}
+
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+
+fn default_max_headers() -> usize {
+    100
+}
+
+fn default_max_body_bytes() -> u64 {
+    1024 * 1024
+}
+
+fn default_max_concurrent_streams() -> u32 {
+    256
+}
+
+fn default_max_in_flight() -> usize {
+    10_000
+}
+
+/// Timeouts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Timeouts {
+    /// Time a caller has to send a complete request head (slowloris protection).
+    #[serde(default = "default_header_read")]
+    pub header_read: Duration,
+    /// Time a caller has to send a complete request body.
+    #[serde(default = "default_body_read")]
+    pub body_read: Duration,
+    /// Time to open a connection to the upstream; over it: 503.
+    #[serde(default = "default_upstream_connect")]
+    pub upstream_connect: Duration,
+    /// Time from sending a request to the upstream's response head; over it: 504.
+    #[serde(default = "default_upstream_first_byte")]
+    pub upstream_first_byte: Duration,
+    /// Idle time after which a caller's keep-alive connection is closed.
+    #[serde(default = "default_idle")]
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            header_read: default_header_read(),
+            body_read: default_body_read(),
+            upstream_connect: default_upstream_connect(),
+            upstream_first_byte: default_upstream_first_byte(),
+            idle: default_idle(),
+        }
+    }
+}
+
+fn default_header_read() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_body_read() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_upstream_connect() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_upstream_first_byte() -> Duration {
+    Duration::from_secs(120)
+}
+
+fn default_idle() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// Server-sent event streams.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Streaming {
+    /// Send a `:` comment line on an SSE stream after this much upstream silence, so idle
+    /// streams survive load balancers. Absent: never.
+    #[serde(default = "default_keep_alive", skip_serializing_if = "Option::is_none")]
+    pub keep_alive: Option<Duration>,
+}
+
+impl Default for Streaming {
+    fn default() -> Self {
+        Self { keep_alive: default_keep_alive() }
+    }
+}
+
+fn default_keep_alive() -> Option<Duration> {
+    Some(Duration::from_secs(15))
+}
+
+/// Graceful shutdown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Shutdown {
+    /// After SIGTERM, keep serving (with `/readyz` failing) this long so endpoints drain.
+    #[serde(default = "default_drain_delay")]
+    pub drain_delay: Duration,
+    /// Then stop accepting and give requests and streams in flight this long to finish.
+    #[serde(default = "default_grace_period")]
+    pub grace_period: Duration,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self { drain_delay: default_drain_delay(), grace_period: default_grace_period() }
+    }
+}
+
+fn default_drain_delay() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_grace_period() -> Duration {
+    Duration::from_secs(20)
+}
+
+/// Logging.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Log {
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    #[serde(default)]
+    pub level: LogLevel,
+    /// `json` (one object per line) or `text`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self { level: LogLevel::Info, format: LogFormat::Json }
+    }
+}
+
+/// Log verbosity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// The level's name as tracing filters spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// Log encoding.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+/// Phabricator's Conduit API, as the sidecar calls it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PhabricatorApi {
+    /// The API base, ending in `/api/` (e.g. `https://phabricator.example.com/api/`).
+    pub url: String,
+    /// A PEM bundle of CAs to trust besides the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Skip TLS verification (mirrors the server's insecure switch).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// Time allowed for one API call.
+    #[serde(default = "default_phabricator_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_phabricator_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// Redis for global rate limits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Redis {
+    /// `host:port`.
+    pub address: String,
+    /// A file holding the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// `open`: let requests through when Redis is down; `closed`: refuse them with 503.
+    #[serde(default)]
+    pub fail_mode: FailMode,
+    /// Time allowed for one Redis round trip.
+    #[serde(default = "default_redis_timeout")]
+    pub timeout: Duration,
+    /// Prefix of every key, so several servers can share one Redis.
+    #[serde(default)]
+    pub key_prefix: String,
+}
+
+fn default_redis_timeout() -> Duration {
+    Duration::from_millis(250)
+}
+
+/// Behaviour when a dependency is down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum FailMode {
+    #[default]
+    Open,
+    Closed,
+}

@@ -1,0 +1,98 @@
+//! Parsing and validating whole config files.
+
+use sluice_proxy_config::{Auth, ConfigError, Duration, ProxyConfig};
+
+const FULL: &str = r#"
+upstream:
+  url: http://127.0.0.1:8000
+phabricator:
+  url: https://phabricator.example.com/api/
+redis:
+  address: redis.infra.svc:6379
+  failMode: closed
+entryPoints:
+  - name: phabricator-mcp
+    listen: 0.0.0.0:8080
+    auth:
+      mode: phabricatorToken
+      verify:
+        cacheTtl: 10m
+    tools:
+      deny: ["pha_passphrase_*"]
+  - name: public
+    listen: 0.0.0.0:8081
+    pathPrefix: /ai
+    publicUrl: https://phabricator.example.com/ai
+    auth:
+      mode: serviceAccount
+      audience: http://public.tools.svc
+      allowed: ["agents/*", "ci/builder"]
+    upstreamToken:
+      file: /var/run/sluice/upstream-token/token
+    rateLimits:
+      - name: per-caller
+        by: [identity, tool]
+        requests: 60
+        period: 1m
+        methods: [tools/call]
+        scope: global
+"#;
+
+#[test]
+fn a_full_config_parses_validates_and_round_trips() {
+    let config = ProxyConfig::from_yaml(FULL).unwrap();
+    assert_eq!(config.entry_points.len(), 2);
+    match &config.entry_points[0].auth {
+        Auth::PhabricatorToken(p) => {
+            assert_eq!(p.verify.as_ref().unwrap().cache_ttl, Duration::from_secs(600));
+        }
+        other => panic!("unexpected auth {other:?}"),
+    }
+    let again = ProxyConfig::from_yaml(&config.to_yaml().unwrap()).unwrap();
+    assert_eq!(again, config);
+}
+
+#[test]
+fn unknown_fields_are_refused_with_their_name() {
+    let text = FULL.replace("failMode: closed", "failMode: closed\n  pasword: x");
+    let err = ProxyConfig::from_yaml(&text).unwrap_err().to_string();
+    assert!(err.contains("pasword"), "{err}");
+    let text = FULL.replace("cacheTtl: 10m", "cacheTTL: 10m");
+    let err = ProxyConfig::from_yaml(&text).unwrap_err().to_string();
+    assert!(err.contains("cacheTTL"), "{err}");
+}
+
+#[test]
+fn rule_violations_name_their_path() {
+    let text = FULL
+        .replace("listen: 0.0.0.0:8081", "listen: 0.0.0.0:8080")
+        .replace("pathPrefix: /ai", "pathPrefix: /ai/");
+    let Err(ConfigError::Invalid(problems)) = ProxyConfig::from_yaml(&text) else {
+        panic!("expected an invalid config");
+    };
+    let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert!(paths.contains(&"entryPoints[1].listen"), "{problems:?}");
+    assert!(paths.contains(&"entryPoints[1].pathPrefix"), "{problems:?}");
+}
+
+#[test]
+fn global_limits_need_redis_and_bad_patterns_are_named() {
+    let text = FULL
+        .replace("redis:\n  address: redis.infra.svc:6379\n  failMode: closed\n", "")
+        .replace("pha_passphrase_*", "pha:passphrase");
+    let Err(ConfigError::Invalid(problems)) = ProxyConfig::from_yaml(&text) else {
+        panic!("expected an invalid config");
+    };
+    let text = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+    assert!(text.contains("entryPoints[1].rateLimits[0].scope: scope global needs the top-level redis"), "{text}");
+    assert!(text.contains("entryPoints[0].tools.deny[0]"), "{text}");
+}
+
+#[test]
+fn empty_huge_and_non_yaml_inputs_fail_cleanly() {
+    assert!(matches!(ProxyConfig::from_yaml("  \n"), Err(ConfigError::Empty)));
+    let huge = "#".repeat(sluice_proxy_config::MAX_CONFIG_BYTES + 1);
+    assert!(matches!(ProxyConfig::from_yaml(&huge), Err(ConfigError::TooLarge { .. })));
+    assert!(matches!(ProxyConfig::from_yaml("{{{"), Err(ConfigError::Parse(_))));
+    assert!(matches!(ProxyConfig::from_yaml("entryPoints: 3"), Err(ConfigError::Parse(_))));
+}
