@@ -1,0 +1,1 @@
+//! The CRD YAML files generated from the API types.

@@ -1,0 +1,1 @@
+//! Reading McpServer and McpRoute manifests from files and stdin.

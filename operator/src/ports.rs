@@ -1,0 +1,1 @@
+//! Sidecar listener ports for McpRoutes: assigned once, kept stable.

@@ -1,0 +1,1 @@
+//! Builds every Kubernetes object the operator applies for an McpServer and its routes.

@@ -1,0 +1,1 @@
+//! McpServer + McpRoutes → the sidecar configuration (sluice-proxy-config).
