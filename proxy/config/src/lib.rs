@@ -389,6 +389,18 @@ pub struct PhabricatorApi {
     pub timeout: Duration,
 }
 
+impl PhabricatorApi {
+    /// The API at `url` (ending in `/api/`), with the system roots and the default timeout.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ca_file: None,
+            insecure_skip_verify: false,
+            timeout: default_phabricator_timeout(),
+        }
+    }
+}
+
 fn default_phabricator_timeout() -> Duration {
     Duration::from_secs(5)
 }
@@ -411,6 +423,20 @@ pub struct Redis {
     /// Prefix of every key, so several servers can share one Redis.
     #[serde(default)]
     pub key_prefix: String,
+}
+
+impl Redis {
+    /// Redis at `address` (`host:port`), without a password, failing open, default timeout,
+    /// no key prefix.
+    pub fn new(address: impl Into<String>) -> Self {
+        Self {
+            address: address.into(),
+            password_file: None,
+            fail_mode: FailMode::default(),
+            timeout: default_redis_timeout(),
+            key_prefix: String::new(),
+        }
+    }
 }
 
 fn default_redis_timeout() -> Duration {
