@@ -1,1 +1,217 @@
 //! McpServer + McpRoutes → the sidecar configuration (sluice-proxy-config).
+//!
+//! Pure: no cluster access. Every path the config names (Secret files, the CA bundle, the
+//! ServiceAccount token) is recorded in [`SidecarFiles`], from which `render` mounts exactly
+//! those files into the sidecar, so the config and the pod cannot disagree.
+
+pub mod files;
+mod policy;
+
+use std::net::SocketAddr;
+
+use sluice_crds::McpServer;
+use sluice_crds::defaults::{ADMIN_PORT, SERVER_LISTENER_PORT};
+use sluice_crds::policy::Policy;
+use sluice_crds::server::{self, UpstreamAuthMode};
+use sluice_proxy_config::{
+    Admin, EntryPoint, Limits, Log, PhabricatorApi, ProxyConfig, Redis, Shutdown, Streaming,
+    Timeouts, Upstream,
+};
+
+use crate::render::RenderError;
+use crate::render::names::ObjectKey;
+
+pub use policy::effective_mode;
+
+pub use files::{
+    CONFIG_DIR, CONFIG_FILE, PHABRICATOR_CA_DIR, PHABRICATOR_CA_FILE, SECRETS_DIR,
+    SERVICE_ACCOUNT_DIR, SecretFiles, SidecarFiles,
+};
+
+/// Where an entry point sits: what translating its policy needs besides the policy itself.
+#[derive(Clone, Debug)]
+pub struct Site<'a> {
+    /// The McpServer or McpRoute the policy comes from (named in errors).
+    pub object: &'a ObjectKey,
+    /// The entry point's name: the server's or the route's name.
+    pub name: &'a str,
+    /// Its sidecar listener port.
+    pub port: u16,
+    /// The path prefix callers use (`/` for the server's own entry point).
+    pub path_prefix: &'a str,
+    /// The public URL (origin + prefix), when the entry point has one.
+    pub public_url: Option<&'a str>,
+    /// The in-cluster base URL of its Service, `http://<service>.<namespace>.svc`: the
+    /// default audience of ServiceAccount tokens.
+    pub service_url: &'a str,
+}
+
+/// The entry point of the server's own Service, on port 8080 at `/`.
+pub fn server_site<'a>(object: &'a ObjectKey, service_url: &'a str) -> Site<'a> {
+    Site {
+        object,
+        name: &object.name,
+        port: SERVER_LISTENER_PORT,
+        path_prefix: "/",
+        public_url: None,
+        service_url,
+    }
+}
+
+/// One entry point of the sidecar config from a policy, and the files it refers to.
+pub fn entry_point(
+    server: &McpServer,
+    site: &Site<'_>,
+    policy: &Policy,
+) -> Result<(EntryPoint, SidecarFiles), RenderError> {
+    let mut files = SidecarFiles::default();
+    let at = "spec.policy";
+    let auth = policy::auth(server, site, &policy.authentication, &mut files)?;
+    let discovery = policy::discovery(site, &policy.authentication);
+    let upstream_token = policy
+        .upstream_token
+        .as_ref()
+        .map(|token| policy::upstream_token(site, token, &mut files))
+        .transpose()?;
+    let max_body_bytes = u64::try_from(policy.max_body_bytes)
+        .ok()
+        .filter(|bytes| *bytes > 0)
+        .ok_or_else(|| {
+            invalid_policy(
+                site.object,
+                format!("{at}.maxBodyBytes"),
+                "must be positive",
+            )
+        })?;
+    let entry_point = EntryPoint {
+        name: site.name.to_string(),
+        listen: SocketAddr::from(([0, 0, 0, 0], site.port)),
+        tls: None,
+        path_prefix: site.path_prefix.to_string(),
+        public_url: site.public_url.map(str::to_string),
+        allowed_origins: policy.allowed_origins.clone(),
+        max_body_bytes: Some(max_body_bytes),
+        auth,
+        upstream_token,
+        tools: policy::tools(site.object, &policy.tools)?,
+        rate_limits: policy::rate_limits(server, site.object, &policy.rate_limits)?,
+        discovery,
+    };
+    Ok((entry_point, files))
+}
+
+/// The whole sidecar config of `server` around its entry points (the server's own first).
+/// The result passes [`ProxyConfig::validate`]; `files` gains what the globals refer to.
+pub fn proxy_config(
+    server: &McpServer,
+    key: &ObjectKey,
+    entry_points: Vec<EntryPoint>,
+    files: &mut SidecarFiles,
+) -> Result<ProxyConfig, RenderError> {
+    let spec = &server.spec;
+    let mut phabricator = PhabricatorApi::new(phabricator_api_url(&spec.phabricator.url));
+    phabricator.insecure_skip_verify = spec.phabricator.insecure_skip_verify;
+    if spec.phabricator.ca_bundle.is_some() {
+        phabricator.ca_file = Some(files.phabricator_ca());
+    }
+    let redis = spec.redis.as_ref().map(|r| {
+        let mut redis = Redis::new(&r.address);
+        redis.password_file = r.password_secret_ref.as_ref().map(|s| files.secret_key(s));
+        redis.fail_mode = match r.fail_mode {
+            server::FailMode::Open => sluice_proxy_config::FailMode::Open,
+            server::FailMode::Closed => sluice_proxy_config::FailMode::Closed,
+        };
+        // Several servers may share one Redis: their budgets must not mix.
+        redis.key_prefix = format!("sluice:{}:{}:", key.namespace, key.name);
+        redis
+    });
+    let config = ProxyConfig {
+        upstream: Upstream::default(),
+        admin: Admin {
+            listen: SocketAddr::from(([0, 0, 0, 0], ADMIN_PORT)),
+        },
+        limits: Limits::default(),
+        timeouts: Timeouts::default(),
+        streaming: Streaming::default(),
+        shutdown: Shutdown::default(),
+        log: log(&spec.proxy),
+        phabricator: Some(phabricator),
+        redis,
+        entry_points,
+    };
+    config
+        .validate()
+        .map_err(|source| RenderError::InvalidProxyConfig {
+            server: key.clone(),
+            source,
+        })?;
+    Ok(config)
+}
+
+/// Phabricator's Conduit API base as Conduit wants it: the URL with `/api/` appended unless
+/// it already ends so (`https://phab.example.com` → `https://phab.example.com/api/`).
+pub fn phabricator_api_url(url: &str) -> String {
+    let base = url.trim_end_matches('/');
+    if base.ends_with("/api") {
+        format!("{base}/")
+    } else {
+        format!("{base}/api/")
+    }
+}
+
+/// Whether the server's Conduit runs its OAuth proxy.
+pub fn is_oauth(server: &McpServer) -> bool {
+    server.spec.auth.mode == UpstreamAuthMode::OAuth
+}
+
+fn log(proxy: &server::ProxySpec) -> Log {
+    use sluice_proxy_config::{LogFormat, LogLevel};
+    Log {
+        level: match proxy.log_level {
+            server::LogLevel::Error => LogLevel::Error,
+            server::LogLevel::Warn => LogLevel::Warn,
+            server::LogLevel::Info => LogLevel::Info,
+            server::LogLevel::Debug => LogLevel::Debug,
+            server::LogLevel::Trace => LogLevel::Trace,
+        },
+        format: match proxy.log_format {
+            server::LogFormat::Json => LogFormat::Json,
+            server::LogFormat::Text => LogFormat::Text,
+        },
+    }
+}
+
+fn invalid_policy(object: &ObjectKey, field: String, message: impl Into<String>) -> RenderError {
+    RenderError::InvalidPolicy {
+        object: object.clone(),
+        field,
+        message: message.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phabricator_urls_end_in_api() {
+        for (given, want) in [
+            ("https://phab.example.com", "https://phab.example.com/api/"),
+            ("https://phab.example.com/", "https://phab.example.com/api/"),
+            (
+                "https://phab.example.com/api",
+                "https://phab.example.com/api/",
+            ),
+            (
+                "https://phab.example.com/api/",
+                "https://phab.example.com/api/",
+            ),
+            (
+                "http://10.0.0.1:8080/phab",
+                "http://10.0.0.1:8080/phab/api/",
+            ),
+        ] {
+            assert_eq!(phabricator_api_url(given), want, "{given}");
+        }
+    }
+}

@@ -109,7 +109,9 @@ fn is_label_value(value: &str) -> bool {
         && bytes.len() <= 63
         && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
         && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
 }
 
 /// The object an owner reference points to.
@@ -159,7 +161,14 @@ pub fn placeholder_uid(key: &ObjectKey) -> String {
     bytes[6] = (bytes[6] & 0x0f) | 0x80;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     let hex = hex::encode(bytes);
-    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }
 
 /// A volume name (a DNS label, at most 63 characters) for a source named `name`: the name
@@ -167,7 +176,9 @@ pub fn placeholder_uid(key: &ObjectKey) -> String {
 pub fn volume_name(prefix: &str, name: &str) -> String {
     let candidate = format!("{prefix}{name}");
     let is_label = candidate.len() <= 63
-        && candidate.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && candidate
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !candidate.ends_with('-');
     if is_label {
         return candidate;
@@ -175,7 +186,13 @@ pub fn volume_name(prefix: &str, name: &str) -> String {
     let hash = hex::encode(&Sha256::digest(name.as_bytes())[..4]);
     let readable: String = name
         .chars()
-        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(63 - prefix.len() - hash.len() - 1)
         .collect();
     format!("{prefix}{}-{hash}", readable.trim_end_matches('-'))
@@ -187,9 +204,18 @@ mod tests {
 
     #[test]
     fn image_versions() {
-        assert_eq!(image_version("ghcr.io/skroutz/conduit:0.2.2").as_deref(), Some("0.2.2"));
-        assert_eq!(image_version("localhost:5000/conduit:v1").as_deref(), Some("v1"));
-        assert_eq!(image_version("conduit:v1@sha256:abcd").as_deref(), Some("v1"));
+        assert_eq!(
+            image_version("ghcr.io/skroutz/conduit:0.2.2").as_deref(),
+            Some("0.2.2")
+        );
+        assert_eq!(
+            image_version("localhost:5000/conduit:v1").as_deref(),
+            Some("v1")
+        );
+        assert_eq!(
+            image_version("conduit:v1@sha256:abcd").as_deref(),
+            Some("v1")
+        );
         assert_eq!(image_version("localhost:5000/conduit"), None);
         assert_eq!(image_version("conduit@sha256:abcd"), None);
         assert_eq!(image_version("conduit:-bad"), None);

@@ -1,0 +1,417 @@
+//! McpRoutes of one server: conflicts, public and in-cluster URLs, ports, acceptance.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sluice_crds::policy::AuthMode;
+use sluice_crds::route::DiscoveryUrls;
+use sluice_crds::{API_VERSION, McpRoute, McpServer};
+use sluice_proxy_config::EntryPoint;
+
+use super::names::{ObjectKey, Owner, placeholder_uid};
+use super::{AcceptedRoute, Observed, RenderError, RouteOutcome, RouteRejection};
+use crate::ports;
+use crate::translate::{self, SidecarFiles, Site};
+
+/// `kind` of a route.
+pub const KIND: &str = "McpRoute";
+
+/// The route's key; its namespace defaults to `default`, as `kubectl apply` without a context
+/// namespace would.
+pub fn key(route: &McpRoute) -> Result<ObjectKey, RenderError> {
+    let namespace = route
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = route
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| RenderError::MissingName {
+            kind: KIND,
+            namespace: namespace.clone(),
+        })?;
+    Ok(ObjectKey {
+        kind: KIND,
+        namespace,
+        name,
+    })
+}
+
+/// `http://<service>.<namespace>.svc`: an entry point's in-cluster base URL.
+pub fn service_url(service: &str, namespace: &str) -> String {
+    format!("http://{service}.{namespace}.svc")
+}
+
+/// The MCP endpoint under a base URL that ends in the path prefix (or in the host for `/`).
+pub fn mcp_endpoint(base: &str) -> String {
+    format!("{}/mcp", base.trim_end_matches('/'))
+}
+
+/// The route's public base URL: `spec.publicUrl`, else `https://<first hostname><prefix>`
+/// when it is exposed.
+pub fn public_url(route: &McpRoute) -> Option<String> {
+    if let Some(url) = &route.spec.public_url {
+        return Some(url.clone());
+    }
+    route.spec.expose.as_ref()?;
+    let host = route.spec.hostnames.first()?;
+    Some(with_prefix(
+        &format!("https://{host}"),
+        &route.spec.path_prefix,
+    ))
+}
+
+/// `base` followed by a path prefix (nothing for `/`).
+fn with_prefix(base: &str, prefix: &str) -> String {
+    if prefix == "/" {
+        base.to_string()
+    } else {
+        format!("{base}{prefix}")
+    }
+}
+
+/// Where OAuth clients look for the metadata of an entry point whose public base URL is
+/// `public_url`: the well-known segment goes between the origin and the path (RFC 9728,
+/// RFC 8414). OAuth mode gets every document and the redirect URI to register in
+/// Phabricator; `jwt` gets the protected-resource document the sidecar serves.
+pub fn discovery_urls(public_url: &str, mode: AuthMode) -> Option<DiscoveryUrls> {
+    let url = url::Url::parse(public_url).ok()?;
+    let origin = url.origin().ascii_serialization();
+    let path = url.path().trim_end_matches('/');
+    let protected_resource = Some(format!(
+        "{origin}/.well-known/oauth-protected-resource{path}/mcp"
+    ));
+    match mode {
+        AuthMode::OAuth => Some(DiscoveryUrls {
+            protected_resource,
+            authorization_server: Some(format!(
+                "{origin}/.well-known/oauth-authorization-server{path}"
+            )),
+            openid_configuration: Some(format!("{origin}/.well-known/openid-configuration{path}")),
+            redirect_uri: Some(format!(
+                "{}/auth/callback",
+                public_url.trim_end_matches('/')
+            )),
+        }),
+        AuthMode::Jwt => Some(DiscoveryUrls {
+            protected_resource,
+            ..DiscoveryUrls::default()
+        }),
+        _ => None,
+    }
+}
+
+/// A route that made it into its server's config.
+#[derive(Clone, Debug)]
+pub struct PlannedRoute<'a> {
+    /// The route.
+    pub route: &'a McpRoute,
+    /// Its key.
+    pub key: ObjectKey,
+    /// Owner of its objects.
+    pub owner: Owner,
+    /// Its port and URLs.
+    pub accepted: AcceptedRoute,
+    /// Its entry point in the sidecar config.
+    pub entry_point: EntryPoint,
+    /// The files its policy refers to.
+    pub files: SidecarFiles,
+}
+
+/// The routes of `server`, accepted (with ports and entry points) or rejected. The caller
+/// passes only routes whose `spec.serverRef` names this server.
+pub fn plan<'a>(
+    server: &McpServer,
+    server_key: &ObjectKey,
+    routes: &[&'a McpRoute],
+    observed: &Observed,
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<PlannedRoute<'a>>, Vec<RouteOutcome>), RenderError> {
+    let mut keyed = routes
+        .iter()
+        .map(|route| Ok((key(route)?, *route)))
+        .collect::<Result<Vec<_>, RenderError>>()?;
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut outcomes = Vec::new();
+    let mut candidates: Vec<PlannedRoute<'a>> = Vec::new();
+    let mut claims: BTreeMap<(String, String), ObjectKey> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    for (key, route) in keyed {
+        if key.namespace != server_key.namespace || route.spec.server_ref.name != server_key.name {
+            return Err(RenderError::InvalidSpec {
+                object: key,
+                field: "spec.serverRef.name".into(),
+                message: format!(
+                    "names McpServer {:?}, not {server_key}",
+                    route.spec.server_ref.name
+                ),
+            });
+        }
+        if !seen.insert(key.clone()) {
+            return Err(RenderError::Duplicate { object: key });
+        }
+        if route.metadata.namespace.is_none() {
+            warnings.push(format!(
+                "{key} has no metadata.namespace; rendered for namespace default"
+            ));
+        }
+        match candidate(server, server_key, &key, route, &claims, warnings) {
+            Ok(planned) => {
+                for host in &route.spec.hostnames {
+                    claims.insert((host.clone(), route.spec.path_prefix.clone()), key.clone());
+                }
+                candidates.push(planned);
+            }
+            Err(error) => outcomes.push(rejected(key, error)),
+        }
+    }
+    let ports = ports::assign(
+        candidates.iter().map(|c| c.key.name.as_str()),
+        &observed.route_ports,
+    );
+    let mut planned = Vec::new();
+    for mut candidate in candidates {
+        match ports.get(&candidate.key.name).copied().flatten() {
+            Some(port) => {
+                candidate.accepted.listener_port = port;
+                candidate.entry_point.listen.set_port(port);
+                outcomes.push(RouteOutcome {
+                    route: candidate.key.clone(),
+                    result: Ok(candidate.accepted.clone()),
+                });
+                planned.push(candidate);
+            }
+            None => {
+                let error = RenderError::NoFreePort {
+                    route: candidate.key.clone(),
+                    server: server_key.name.clone(),
+                    first: *ports::ROUTE_PORTS.start(),
+                    last: *ports::ROUTE_PORTS.end(),
+                };
+                outcomes.push(rejected(candidate.key, error));
+            }
+        }
+    }
+    outcomes.sort_by(|a, b| a.route.cmp(&b.route));
+    Ok((planned, outcomes))
+}
+
+fn rejected(route: ObjectKey, error: RenderError) -> RouteOutcome {
+    RouteOutcome {
+        route,
+        result: Err(RouteRejection {
+            reason: error.reason(),
+            error,
+        }),
+    }
+}
+
+/// The route checked and translated, with its port still to be assigned.
+fn candidate<'a>(
+    server: &McpServer,
+    server_key: &ObjectKey,
+    key: &ObjectKey,
+    route: &'a McpRoute,
+    claims: &BTreeMap<(String, String), ObjectKey>,
+    warnings: &mut Vec<String>,
+) -> Result<PlannedRoute<'a>, RenderError> {
+    let spec = &route.spec;
+    let invalid = |field: &str, message: String| RenderError::InvalidSpec {
+        object: key.clone(),
+        field: field.into(),
+        message,
+    };
+    if key.name == server_key.name {
+        return Err(RenderError::ServiceNameTaken {
+            object: key.clone(),
+            service: key.name.clone(),
+            other: Box::new(server_key.clone()),
+        });
+    }
+    if spec.expose.is_some() && spec.hostnames.is_empty() {
+        return Err(invalid(
+            "spec.hostnames",
+            "an exposed route needs at least one hostname".into(),
+        ));
+    }
+    for host in &spec.hostnames {
+        if let Some(other) = claims.get(&(host.clone(), spec.path_prefix.clone())) {
+            return Err(conflict(key, other, host, &spec.path_prefix));
+        }
+    }
+    let public_url = public_url(route);
+    if let Some(url) = &public_url {
+        check_public_url(url, &spec.path_prefix)
+            .map_err(|message| invalid("spec.publicUrl", message))?;
+    }
+    let service_url = service_url(&key.name, &key.namespace);
+    let site = Site {
+        object: key,
+        name: &key.name,
+        port: 0,
+        path_prefix: &spec.path_prefix,
+        public_url: public_url.as_deref(),
+        service_url: &service_url,
+    };
+    let (entry_point, files) = translate::entry_point(server, &site, &spec.policy)?;
+    let internal_url = mcp_endpoint(&with_prefix(&service_url, &spec.path_prefix));
+    let mode = translate::effective_mode(server, &spec.policy.authentication);
+    let discovery = public_url
+        .as_deref()
+        .and_then(|url| discovery_urls(url, mode));
+    let uid = route.metadata.uid.clone().unwrap_or_else(|| {
+        warnings.push(super::server::PLACEHOLDER_UID_WARNING.into());
+        placeholder_uid(key)
+    });
+    Ok(PlannedRoute {
+        route,
+        key: key.clone(),
+        owner: Owner {
+            api_version: API_VERSION.into(),
+            key: key.clone(),
+            uid,
+        },
+        accepted: AcceptedRoute {
+            listener_port: 0,
+            url: public_url
+                .as_deref()
+                .map(mcp_endpoint)
+                .unwrap_or_else(|| internal_url.clone()),
+            internal_url,
+            public_url,
+            discovery,
+        },
+        entry_point,
+        files,
+    })
+}
+
+/// The sidecar serves the route at its path prefix, so a public URL must end in exactly it.
+fn check_public_url(public_url: &str, prefix: &str) -> Result<(), String> {
+    let url =
+        url::Url::parse(public_url).map_err(|e| format!("{public_url:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!("{public_url:?} must be an http(s) URL"));
+    }
+    if url.path() != prefix {
+        return Err(format!(
+            "the path of {public_url:?} must be the pathPrefix {prefix:?}"
+        ));
+    }
+    Ok(())
+}
+
+fn conflict(route: &ObjectKey, other: &ObjectKey, host: &str, prefix: &str) -> RenderError {
+    RenderError::ConflictingRoute {
+        route: route.clone(),
+        other: Box::new(other.clone()),
+        hostname: host.into(),
+        path_prefix: prefix.into(),
+    }
+}
+
+/// Rules that span servers, for the offline render: a route's Service must not take another
+/// server's Service name, and no two routes may claim the same host and path prefix.
+pub fn check_across_servers(
+    servers: &[(ObjectKey, &McpServer)],
+    routes: &[(ObjectKey, &McpRoute)],
+) -> Result<(), RenderError> {
+    let server_names: BTreeMap<(&str, &str), &ObjectKey> = servers
+        .iter()
+        .map(|(key, _)| ((key.namespace.as_str(), key.name.as_str()), key))
+        .collect();
+    let mut claims: BTreeMap<(&str, &str), &ObjectKey> = BTreeMap::new();
+    for (key, route) in routes {
+        if let Some(server) = server_names.get(&(key.namespace.as_str(), key.name.as_str())) {
+            return Err(RenderError::ServiceNameTaken {
+                object: key.clone(),
+                service: key.name.clone(),
+                other: Box::new((*server).clone()),
+            });
+        }
+        for host in &route.spec.hostnames {
+            let claim = (host.as_str(), route.spec.path_prefix.as_str());
+            if let Some(other) = claims.get(&claim) {
+                return Err(conflict(key, other, host, &route.spec.path_prefix));
+            }
+            claims.insert(claim, key);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_urls_put_the_well_known_segment_before_the_prefix() {
+        let urls = discovery_urls("https://phab.example.com/ai", AuthMode::OAuth).unwrap();
+        assert_eq!(
+            urls.protected_resource.as_deref(),
+            Some("https://phab.example.com/.well-known/oauth-protected-resource/ai/mcp")
+        );
+        assert_eq!(
+            urls.authorization_server.as_deref(),
+            Some("https://phab.example.com/.well-known/oauth-authorization-server/ai")
+        );
+        assert_eq!(
+            urls.openid_configuration.as_deref(),
+            Some("https://phab.example.com/.well-known/openid-configuration/ai")
+        );
+        assert_eq!(
+            urls.redirect_uri.as_deref(),
+            Some("https://phab.example.com/ai/auth/callback")
+        );
+    }
+
+    #[test]
+    fn discovery_urls_at_the_root() {
+        let urls = discovery_urls("https://mcp.example.com", AuthMode::OAuth).unwrap();
+        assert_eq!(
+            urls.protected_resource.as_deref(),
+            Some("https://mcp.example.com/.well-known/oauth-protected-resource/mcp")
+        );
+        assert_eq!(
+            urls.authorization_server.as_deref(),
+            Some("https://mcp.example.com/.well-known/oauth-authorization-server")
+        );
+        assert_eq!(
+            urls.redirect_uri.as_deref(),
+            Some("https://mcp.example.com/auth/callback")
+        );
+    }
+
+    #[test]
+    fn only_oauth_and_jwt_serve_discovery() {
+        let jwt = discovery_urls("https://h/a/b", AuthMode::Jwt).unwrap();
+        assert_eq!(
+            jwt.protected_resource.as_deref(),
+            Some("https://h/.well-known/oauth-protected-resource/a/b/mcp")
+        );
+        assert_eq!(jwt.redirect_uri, None);
+        assert_eq!(discovery_urls("https://h/a", AuthMode::ApiKey), None);
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(mcp_endpoint("http://r.ns.svc"), "http://r.ns.svc/mcp");
+        assert_eq!(
+            mcp_endpoint(&with_prefix("http://r.ns.svc", "/ai")),
+            "http://r.ns.svc/ai/mcp"
+        );
+        assert_eq!(
+            mcp_endpoint(&with_prefix("http://r.ns.svc", "/")),
+            "http://r.ns.svc/mcp"
+        );
+    }
+
+    #[test]
+    fn public_urls_must_end_in_the_prefix() {
+        assert!(check_public_url("https://h/ai", "/ai").is_ok());
+        assert!(check_public_url("https://h", "/").is_ok());
+        assert!(check_public_url("https://h/x/ai", "/ai").is_err());
+        assert!(check_public_url("https://h/ai", "/").is_err());
+    }
+}

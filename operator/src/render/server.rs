@@ -1,0 +1,325 @@
+//! One McpServer with its routes → its objects, config, route outcomes and findings.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use sha2::{Digest, Sha256};
+use sluice_crds::conditions::reasons;
+use sluice_crds::{API_VERSION, McpRoute, McpServer};
+use sluice_proxy_config::{Auth, ProxyConfig};
+
+use super::names::{
+    self, COMPONENT_ROUTE, COMPONENT_SERVER, ObjectKey, Owner, image_version, placeholder_uid,
+};
+use super::routes::{self, PlannedRoute};
+use super::{
+    Notice, Object, Observed, OnChange, Reference, RenderError, RenderOptions, Rendered, config,
+    disruption, expose, monitoring, network, rbac, service, workload,
+};
+use crate::translate::{self, SidecarFiles};
+
+/// `kind` of a server.
+pub const KIND: &str = "McpServer";
+
+/// Said once when owner references carry placeholder uids.
+pub const PLACEHOLDER_UID_WARNING: &str = "objects read from files have no metadata.uid: owner references carry a placeholder uid; the controller uses the live object's uid when it applies";
+
+/// The server's key; its namespace defaults to `default`, as `kubectl apply` without a
+/// context namespace would.
+pub fn key(server: &McpServer) -> Result<ObjectKey, RenderError> {
+    let namespace = server
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = server
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| RenderError::MissingName {
+            kind: KIND,
+            namespace: namespace.clone(),
+        })?;
+    Ok(ObjectKey {
+        kind: KIND,
+        namespace,
+        name,
+    })
+}
+
+/// What every builder needs to know about the server being rendered.
+#[derive(Clone, Debug)]
+pub struct Context<'a> {
+    /// The server.
+    pub server: &'a McpServer,
+    /// Its key.
+    pub key: ObjectKey,
+    /// Owner of its objects.
+    pub owner: Owner,
+    /// `app.kubernetes.io/version`: the Conduit image tag.
+    pub version: Option<String>,
+    /// The Conduit image.
+    pub conduit_image: String,
+    /// The sidecar image.
+    pub proxy_image: String,
+}
+
+impl Context<'_> {
+    /// Labels of the server's own objects.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        names::common_labels(&self.key.name, COMPONENT_SERVER, self.version.as_deref())
+    }
+
+    /// Metadata of a server object named `name`.
+    pub fn metadata(&self, name: &str) -> ObjectMeta {
+        self.owner.metadata(name, self.labels())
+    }
+
+    /// Metadata of a route's object: the route's name, labels and ownership.
+    pub fn route_metadata(&self, route: &PlannedRoute<'_>) -> ObjectMeta {
+        let mut labels =
+            names::common_labels(&self.key.name, COMPONENT_ROUTE, self.version.as_deref());
+        labels.insert(names::label::ROUTE.into(), route.key.name.clone());
+        route.owner.metadata(&route.key.name, labels)
+    }
+}
+
+/// Renders one server with its routes (those whose `spec.serverRef` names it). Routes that
+/// cannot be served are rejected (see [`Rendered::routes`]) without failing the server; an
+/// error means the server itself cannot be rendered.
+pub fn render_server(
+    server: &McpServer,
+    routes: &[&McpRoute],
+    options: &RenderOptions,
+    observed: &Observed,
+) -> Result<Rendered, RenderError> {
+    let key = key(server)?;
+    let mut warnings = Vec::new();
+    if server.metadata.namespace.is_none() {
+        warnings.push(format!(
+            "{key} has no metadata.namespace; rendered for namespace default"
+        ));
+    }
+    let uid = server.metadata.uid.clone().unwrap_or_else(|| {
+        warnings.push(PLACEHOLDER_UID_WARNING.into());
+        placeholder_uid(&key)
+    });
+    let conduit_image = server
+        .spec
+        .image
+        .clone()
+        .unwrap_or_else(|| options.conduit_image.clone());
+    let ctx = Context {
+        server,
+        owner: Owner {
+            api_version: API_VERSION.into(),
+            key: key.clone(),
+            uid,
+        },
+        version: image_version(&conduit_image),
+        conduit_image,
+        proxy_image: server
+            .spec
+            .proxy
+            .image
+            .clone()
+            .unwrap_or_else(|| options.proxy_image.clone()),
+        key,
+    };
+    let key = &ctx.key;
+
+    let service_url = routes::service_url(&key.name, &key.namespace);
+    let site = translate::server_site(key, &service_url);
+    let (server_entry_point, mut files) =
+        translate::entry_point(server, &site, &server.spec.policy)?;
+    let (planned, outcomes) = routes::plan(server, key, routes, observed, &mut warnings)?;
+    let oauth_public_url = oauth_public_url(server, key, &planned)?;
+    let mut entry_points = vec![server_entry_point];
+    for route in &planned {
+        entry_points.push(route.entry_point.clone());
+        files.merge(route.files.clone());
+    }
+    let config = translate::proxy_config(server, key, entry_points, &mut files)?;
+    let references = references(server, &files);
+    let restart_hash = restart_hash(&references, observed);
+
+    let mut objects = vec![Object::ServiceAccount(workload::service_account(&ctx))];
+    if files.service_account_token {
+        objects.push(Object::ClusterRoleBinding(rbac::token_review_binding(&ctx)));
+    }
+    objects.push(Object::ConfigMap(config::config_map(&ctx, &config)?));
+    objects.push(Object::Service(service::server_service(&ctx)));
+    objects.extend(
+        planned
+            .iter()
+            .map(|route| Object::Service(service::route_service(&ctx, route))),
+    );
+    let pod = workload::PodInputs {
+        config: &config,
+        files: &files,
+        oauth_public_url: oauth_public_url.as_deref(),
+        restart_hash: &restart_hash,
+    };
+    objects.push(Object::Deployment(workload::deployment(&ctx, &pod)));
+    if server.spec.replicas > 1 {
+        objects.push(Object::PodDisruptionBudget(
+            disruption::pod_disruption_budget(&ctx),
+        ));
+    }
+    if server.spec.network_policy.enabled {
+        objects.push(Object::NetworkPolicy(network::network_policy(
+            &ctx, &config, &planned,
+        )));
+    }
+    objects.extend(
+        planned
+            .iter()
+            .filter_map(|route| expose::exposure(&ctx, route)),
+    );
+    if server.spec.monitoring.service_monitor.enabled {
+        objects.push(Object::ServiceMonitor(monitoring::service_monitor(&ctx)));
+    }
+
+    Ok(Rendered {
+        objects,
+        degraded: degraded(server, &config),
+        config,
+        server_url: routes::mcp_endpoint(&service_url),
+        routes: outcomes,
+        warnings,
+        references,
+    })
+}
+
+/// The public URL Conduit's OAuth proxy advertises (`PHABRICATOR_MCP_SERVER_URL`):
+/// `spec.auth.oauth.publicUrl`, else the one public URL among the server's routes.
+fn oauth_public_url(
+    server: &McpServer,
+    key: &ObjectKey,
+    planned: &[PlannedRoute<'_>],
+) -> Result<Option<String>, RenderError> {
+    if !translate::is_oauth(server) {
+        return Ok(None);
+    }
+    let invalid = |field: &str, message: String| RenderError::InvalidSpec {
+        object: key.clone(),
+        field: field.into(),
+        message,
+    };
+    let Some(oauth) = &server.spec.auth.oauth else {
+        return Err(invalid(
+            "spec.auth.oauth",
+            "needed with auth.mode oauth".into(),
+        ));
+    };
+    if let Some(url) = &oauth.public_url {
+        return Ok(Some(url.clone()));
+    }
+    let mut by_url: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for route in planned {
+        if let Some(url) = &route.accepted.public_url {
+            by_url.entry(url).or_default().push(&route.key.name);
+        }
+    }
+    let mut urls = by_url.iter();
+    match (urls.next(), urls.next()) {
+        (Some((url, _)), None) => Ok(Some(url.to_string())),
+        (None, _) => Err(invalid(
+            "spec.auth.oauth.publicUrl",
+            "Conduit's OAuth mode needs the public URL clients use: set spec.auth.oauth.publicUrl, or expose one McpRoute of this server".into(),
+        )),
+        (Some(_), Some(_)) => {
+            let listed: Vec<String> = by_url
+                .iter()
+                .map(|(url, routes)| format!("{url} (McpRoute {})", routes.join(", ")))
+                .collect();
+            Err(invalid(
+                "spec.auth.oauth.publicUrl",
+                format!(
+                    "the server's routes have different public URLs ({}); set spec.auth.oauth.publicUrl to the one Conduit's OAuth proxy should advertise",
+                    listed.join("; ")
+                ),
+            ))
+        }
+    }
+}
+
+/// Why the server works, but not as it should.
+fn degraded(server: &McpServer, config: &ProxyConfig) -> Vec<Notice> {
+    let mut notices = Vec::new();
+    if server.spec.phabricator.insecure_skip_verify {
+        notices.push(Notice {
+            reason: reasons::INSECURE,
+            message: "spec.phabricator.insecureSkipVerify is set: Phabricator's TLS certificate is not verified; trust its CA with spec.phabricator.caBundle instead".into(),
+        });
+    }
+    for entry_point in &config.entry_points {
+        if matches!(entry_point.auth, Auth::None) {
+            notices.push(Notice {
+                reason: reasons::UNAUTHENTICATED,
+                message: format!(
+                    "entry point {} accepts callers without authentication (policy.authentication.mode none)",
+                    entry_point.name
+                ),
+            });
+        }
+    }
+    notices
+}
+
+/// The Secrets and ConfigMaps the objects refer to. Conduit reads its environment and CA
+/// bundle only at start (a rollout); the sidecar re-reads its mounted files (a reload).
+fn references(server: &McpServer, files: &SidecarFiles) -> Vec<Reference> {
+    let mut references = Vec::new();
+    let mut add = |kind, name: &str, on_change| {
+        references.push(Reference {
+            kind,
+            name: name.to_string(),
+            on_change,
+        });
+    };
+    if let Some(oauth) = server
+        .spec
+        .auth
+        .oauth
+        .as_ref()
+        .filter(|_| translate::is_oauth(server))
+    {
+        add("Secret", &oauth.client_secret_ref.name, OnChange::Rollout);
+    }
+    if let Some(ca) = &server.spec.phabricator.ca_bundle {
+        if let Some(r) = &ca.config_map_key_ref {
+            add("ConfigMap", &r.name, OnChange::Rollout);
+        }
+        if let Some(r) = &ca.secret_key_ref {
+            add("Secret", &r.name, OnChange::Rollout);
+        }
+    }
+    for name in files.secrets.keys() {
+        add("Secret", name, OnChange::Reload);
+    }
+    references.sort();
+    references.dedup_by(|later, earlier| later.kind == earlier.kind && later.name == earlier.name);
+    references
+}
+
+/// A hash of what needs a rollout to take effect: the Secrets and ConfigMaps Conduit reads at
+/// start, with their observed versions. The sidecar config is not in it: it reloads live.
+fn restart_hash(references: &[Reference], observed: &Observed) -> String {
+    let mut hasher = Sha256::new();
+    for reference in references
+        .iter()
+        .filter(|r| r.on_change == OnChange::Rollout)
+    {
+        let versions = match reference.kind {
+            "Secret" => &observed.secret_versions,
+            _ => &observed.config_map_versions,
+        };
+        let version = versions
+            .get(&reference.name)
+            .map(String::as_str)
+            .unwrap_or_default();
+        hasher.update(format!("{}/{}={version}\n", reference.kind, reference.name));
+    }
+    hex::encode(&hasher.finalize()[..8])
+}

@@ -1,0 +1,205 @@
+//! The two containers: Conduit on loopback, and the sidecar in front of it.
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle,
+    LifecycleHandler, Probe, SecretKeySelector, SecurityContext, SleepAction, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use sluice_crds::defaults::{ADMIN_PORT, CONDUIT_PORT, NON_ROOT_ID, SERVER_LISTENER_PORT};
+use sluice_crds::server::{PullPolicy, Sessions};
+use sluice_proxy_config::ProxyConfig;
+
+use super::super::server::Context;
+use super::{PodInputs, runtime_default_seccomp};
+use crate::translate::{self, CONFIG_DIR, CONFIG_FILE, PHABRICATOR_CA_DIR, PHABRICATOR_CA_FILE};
+
+/// Name of the Conduit container.
+pub const CONDUIT: &str = "conduit";
+/// Name of the sidecar container.
+pub const SIDECAR: &str = "sluice-proxy";
+/// Where Conduit's OAuth state lives (on the `/tmp` emptyDir).
+pub const FASTMCP_HOME: &str = "/tmp/fastmcp";
+
+/// How long Conduit's preStop sleep lasts: the sidecar's drain delay plus its grace period,
+/// so Conduit serves until the sidecar has finished every request in flight.
+pub fn pre_stop_seconds(config: &ProxyConfig) -> i64 {
+    let total = config.shutdown.drain_delay.get() + config.shutdown.grace_period.get();
+    i64::try_from(total.as_millis().div_ceil(1000)).unwrap_or(i64::MAX)
+}
+
+/// Conduit, listening on the pod's loopback only.
+pub fn conduit(ctx: &Context<'_>, inputs: &PodInputs<'_>, mounts: Vec<VolumeMount>) -> Container {
+    let spec = &ctx.server.spec;
+    let sessions = match spec.sessions {
+        Sessions::Stateless => "--stateless",
+        Sessions::Stateful => "--no-stateless",
+    };
+    let args = [
+        "--transport",
+        "http",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &CONDUIT_PORT.to_string(),
+        sessions,
+    ]
+    .map(String::from)
+    .to_vec();
+    Container {
+        name: CONDUIT.into(),
+        image: Some(ctx.conduit_image.clone()),
+        image_pull_policy: Some(pull_policy(spec.image_pull_policy).into()),
+        args: Some(args),
+        env: Some(conduit_env(ctx, inputs)),
+        // The image has no shell: a sleep action, not `sh -c sleep`.
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: pre_stop_seconds(inputs.config),
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
+        resources: Some(spec.resources.clone()),
+        security_context: Some(hardened()),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    }
+}
+
+fn conduit_env(ctx: &Context<'_>, inputs: &PodInputs<'_>) -> Vec<EnvVar> {
+    let phabricator = &ctx.server.spec.phabricator;
+    let mut env = vec![
+        value(
+            "PHABRICATOR_URL",
+            translate::phabricator_api_url(&phabricator.url),
+        ),
+        value("FASTMCP_CHECK_FOR_UPDATES", "off".into()),
+        value("FASTMCP_HOME", FASTMCP_HOME.into()),
+        // Only the sidecar, on loopback, may set X-Forwarded-*.
+        value("FORWARDED_ALLOW_IPS", "127.0.0.1".into()),
+    ];
+    if let Some(proxy) = &phabricator.proxy {
+        env.push(value("PHABRICATOR_PROXY", proxy.clone()));
+    }
+    if phabricator.insecure_skip_verify {
+        env.push(value("PHABRICATOR_DISABLE_CERT_VERIFY", "true".into()));
+    }
+    if phabricator.ca_bundle.is_some() {
+        env.push(value(
+            "SSL_CERT_FILE",
+            format!("{PHABRICATOR_CA_DIR}/{PHABRICATOR_CA_FILE}"),
+        ));
+    }
+    if let Some(oauth) = ctx
+        .server
+        .spec
+        .auth
+        .oauth
+        .as_ref()
+        .filter(|_| translate::is_oauth(ctx.server))
+    {
+        env.push(value(
+            "PHABRICATOR_OAUTH_CLIENT_ID",
+            oauth.client_id.clone(),
+        ));
+        env.push(EnvVar {
+            name: "PHABRICATOR_OAUTH_CLIENT_SECRET".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: oauth.client_secret_ref.name.clone(),
+                    key: oauth.client_secret_ref.key.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
+        env.push(value("PHABRICATOR_OAUTH_SCOPE", oauth.scopes.join(" ")));
+        if let Some(url) = inputs.oauth_public_url {
+            env.push(value("PHABRICATOR_MCP_SERVER_URL", url.into()));
+        }
+    }
+    env
+}
+
+/// The sidecar: every listener, the admin port with the probes, the config and the files
+/// its policies need.
+pub fn sidecar(ctx: &Context<'_>, mounts: Vec<VolumeMount>) -> Container {
+    let spec = &ctx.server.spec;
+    let probe = |path: &str, period: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("admin".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        ..Probe::default()
+    };
+    Container {
+        name: SIDECAR.into(),
+        image: Some(ctx.proxy_image.clone()),
+        image_pull_policy: Some(pull_policy(spec.image_pull_policy).into()),
+        args: Some(vec![
+            "--config".into(),
+            format!("{CONFIG_DIR}/{CONFIG_FILE}"),
+        ]),
+        // Route listener ports are deliberately not listed: a Service may target an unlisted
+        // port, so adding a route changes no pod template.
+        ports: Some(vec![
+            container_port("http", SERVER_LISTENER_PORT),
+            container_port("admin", ADMIN_PORT),
+        ]),
+        liveness_probe: Some(probe("/healthz", 10)),
+        readiness_probe: Some(probe("/readyz", 5)),
+        resources: Some(spec.proxy.resources.clone()),
+        security_context: Some(hardened()),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    }
+}
+
+/// Both containers: non-root, read-only root, no privilege escalation, no capabilities, the
+/// runtime's default seccomp profile. No spec field reaches this.
+fn hardened() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(NON_ROOT_ID),
+        run_as_group: Some(NON_ROOT_ID),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        ..SecurityContext::default()
+    }
+}
+
+fn pull_policy(policy: PullPolicy) -> &'static str {
+    match policy {
+        PullPolicy::Always => "Always",
+        PullPolicy::IfNotPresent => "IfNotPresent",
+        PullPolicy::Never => "Never",
+    }
+}
+
+fn value(name: &str, value: String) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value),
+        ..EnvVar::default()
+    }
+}
+
+fn container_port(name: &str, port: u16) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: i32::from(port),
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }
+}

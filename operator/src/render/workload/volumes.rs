@@ -1,0 +1,178 @@
+//! The pod's volumes and which container mounts what: each container sees only its own.
+
+use k8s_openapi::api::core::v1::{
+    ConfigMapProjection, ConfigMapVolumeSource, EmptyDirVolumeSource, KeyToPath,
+    ProjectedVolumeSource, SecretVolumeSource, ServiceAccountTokenProjection, Volume, VolumeMount,
+    VolumeProjection,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use super::super::names::{config_map_name, volume_name};
+use super::super::server::Context;
+use crate::translate::files::secret_dir;
+use crate::translate::{
+    CONFIG_DIR, PHABRICATOR_CA_DIR, PHABRICATOR_CA_FILE, SERVICE_ACCOUNT_DIR, SecretFiles,
+    SidecarFiles,
+};
+
+/// Size limit of Conduit's `/tmp` (FastMCP's OAuth state lives there).
+pub const TMP_SIZE_LIMIT: &str = "64Mi";
+/// Lifetime of the sidecar's projected ServiceAccount token (the kubelet renews it).
+const TOKEN_EXPIRATION_SECONDS: i64 = 3600;
+/// Secret files: readable by the owner and the pod's fsGroup only.
+const SECRET_MODE: i32 = 0o440;
+/// ConfigMap files: nothing secret in them.
+const CONFIG_MODE: i32 = 0o444;
+
+/// The volumes of the pod and each container's mounts.
+#[derive(Clone, Debug, Default)]
+pub struct VolumePlan {
+    /// The pod's volumes.
+    pub volumes: Vec<Volume>,
+    /// Conduit's mounts.
+    pub conduit_mounts: Vec<VolumeMount>,
+    /// The sidecar's mounts.
+    pub sidecar_mounts: Vec<VolumeMount>,
+}
+
+/// `/tmp` and the CA bundle for Conduit; the config, the CA bundle, each needed Secret and the
+/// TokenReview credentials for the sidecar. All mounts are read-only except `/tmp`.
+pub fn plan(ctx: &Context<'_>, files: &SidecarFiles) -> VolumePlan {
+    let mut plan = VolumePlan::default();
+    plan.volumes.push(Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity(TMP_SIZE_LIMIT.into())),
+            ..EmptyDirVolumeSource::default()
+        }),
+        ..Volume::default()
+    });
+    plan.conduit_mounts.push(mount("tmp", "/tmp", false));
+
+    plan.volumes.push(Volume {
+        name: "sluice-proxy-config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: config_map_name(&ctx.key.name),
+            default_mode: Some(CONFIG_MODE),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    });
+    // The whole directory, not a subPath: the kubelet then updates the file in place.
+    plan.sidecar_mounts
+        .push(mount("sluice-proxy-config", CONFIG_DIR, true));
+
+    if let Some(ca) = &ctx.server.spec.phabricator.ca_bundle {
+        let item = |key: &str| {
+            Some(vec![KeyToPath {
+                key: key.into(),
+                path: PHABRICATOR_CA_FILE.into(),
+                mode: None,
+            }])
+        };
+        let mut volume = Volume {
+            name: "phabricator-ca".into(),
+            ..Volume::default()
+        };
+        if let Some(r) = &ca.config_map_key_ref {
+            volume.config_map = Some(ConfigMapVolumeSource {
+                name: r.name.clone(),
+                items: item(&r.key),
+                default_mode: Some(CONFIG_MODE),
+                ..ConfigMapVolumeSource::default()
+            });
+        } else if let Some(r) = &ca.secret_key_ref {
+            volume.secret = Some(SecretVolumeSource {
+                secret_name: Some(r.name.clone()),
+                items: item(&r.key),
+                default_mode: Some(SECRET_MODE),
+                ..SecretVolumeSource::default()
+            });
+        }
+        plan.volumes.push(volume);
+        plan.conduit_mounts
+            .push(mount("phabricator-ca", PHABRICATOR_CA_DIR, true));
+        if files.phabricator_ca {
+            plan.sidecar_mounts
+                .push(mount("phabricator-ca", PHABRICATOR_CA_DIR, true));
+        }
+    }
+
+    for (secret, wanted) in &files.secrets {
+        let name = volume_name("secret-", secret);
+        let items = match wanted {
+            SecretFiles::Whole => None,
+            SecretFiles::Keys(keys) => Some(
+                keys.iter()
+                    .map(|key| KeyToPath {
+                        key: key.clone(),
+                        path: key.clone(),
+                        mode: None,
+                    })
+                    .collect(),
+            ),
+        };
+        plan.volumes.push(Volume {
+            name: name.clone(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                items,
+                default_mode: Some(SECRET_MODE),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        plan.sidecar_mounts
+            .push(mount(&name, &secret_dir(secret).to_string_lossy(), true));
+    }
+
+    if files.service_account_token {
+        plan.volumes.push(service_account_token_volume());
+        plan.sidecar_mounts
+            .push(mount("service-account-token", SERVICE_ACCOUNT_DIR, true));
+    }
+    plan
+}
+
+/// The sidecar's own token (audience: the API server) and the cluster CA, as TokenReview
+/// needs them. The pod does not automount a token: only this container gets one.
+fn service_account_token_volume() -> Volume {
+    Volume {
+        name: "service-account-token".into(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(SECRET_MODE),
+            sources: Some(vec![
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        path: "token".into(),
+                        expiration_seconds: Some(TOKEN_EXPIRATION_SECONDS),
+                        audience: None,
+                    }),
+                    ..VolumeProjection::default()
+                },
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: "kube-root-ca.crt".into(),
+                        items: Some(vec![KeyToPath {
+                            key: "ca.crt".into(),
+                            path: "ca.crt".into(),
+                            mode: None,
+                        }]),
+                        optional: None,
+                    }),
+                    ..VolumeProjection::default()
+                },
+            ]),
+        }),
+        ..Volume::default()
+    }
+}
+
+fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: volume.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    }
+}

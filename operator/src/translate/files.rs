@@ -1,0 +1,137 @@
+//! The files the sidecar config names, and where in the sidecar they are mounted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use sluice_crds::refs::SecretKeyRef;
+
+/// Directory of the sidecar config (a ConfigMap mounted whole, so updates reach the file).
+pub const CONFIG_DIR: &str = "/etc/sluice/config";
+/// The sidecar config file: the ConfigMap's key, inside [`CONFIG_DIR`].
+pub const CONFIG_FILE: &str = "config.yaml";
+/// Each referenced Secret is mounted at `SECRETS_DIR/<secret name>`.
+pub const SECRETS_DIR: &str = "/etc/sluice/secrets";
+/// Phabricator's CA bundle, in both containers.
+pub const PHABRICATOR_CA_DIR: &str = "/etc/sluice/phabricator-ca";
+/// The CA bundle's file name inside [`PHABRICATOR_CA_DIR`].
+pub const PHABRICATOR_CA_FILE: &str = "ca.crt";
+/// Where the projected ServiceAccount token and the cluster CA go (the sidecar only), for
+/// TokenReview: the paths the sidecar's TokenReview settings name.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// Which files of one Secret the sidecar needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretFiles {
+    /// Every key (an API-key directory: one file per client).
+    Whole,
+    /// Only these keys; the others stay out of the pod.
+    Keys(BTreeSet<String>),
+}
+
+/// Everything the sidecar config refers to on disk.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SidecarFiles {
+    /// Secrets to mount, by name, each at `SECRETS_DIR/<name>`.
+    pub secrets: BTreeMap<String, SecretFiles>,
+    /// Phabricator's CA bundle (for `user.whoami`).
+    pub phabricator_ca: bool,
+    /// A projected ServiceAccount token and the cluster CA, for TokenReview.
+    pub service_account_token: bool,
+}
+
+impl SidecarFiles {
+    /// The path of one Secret key, which is then mounted.
+    pub fn secret_key(&mut self, key: &SecretKeyRef) -> PathBuf {
+        match self
+            .secrets
+            .entry(key.name.clone())
+            .or_insert_with(|| SecretFiles::Keys(BTreeSet::new()))
+        {
+            SecretFiles::Whole => {}
+            SecretFiles::Keys(keys) => {
+                keys.insert(key.key.clone());
+            }
+        }
+        secret_dir(&key.name).join(&key.key)
+    }
+
+    /// The directory of a whole Secret, which is then mounted.
+    pub fn whole_secret(&mut self, name: &str) -> PathBuf {
+        self.secrets.insert(name.to_string(), SecretFiles::Whole);
+        secret_dir(name)
+    }
+
+    /// The path of Phabricator's CA bundle, which is then mounted.
+    pub fn phabricator_ca(&mut self) -> PathBuf {
+        self.phabricator_ca = true;
+        PathBuf::from(PHABRICATOR_CA_DIR).join(PHABRICATOR_CA_FILE)
+    }
+
+    /// The paths of the sidecar's own ServiceAccount token and the cluster CA, which are
+    /// then mounted.
+    pub fn service_account_token(&mut self) -> (PathBuf, PathBuf) {
+        self.service_account_token = true;
+        let dir = PathBuf::from(SERVICE_ACCOUNT_DIR);
+        (dir.join("token"), dir.join("ca.crt"))
+    }
+
+    /// Adds what `other` needs.
+    pub fn merge(&mut self, other: SidecarFiles) {
+        for (name, files) in other.secrets {
+            match (self.secrets.get_mut(&name), files) {
+                (None, files) => {
+                    self.secrets.insert(name, files);
+                }
+                (Some(mine), SecretFiles::Whole) => *mine = SecretFiles::Whole,
+                (Some(SecretFiles::Whole), SecretFiles::Keys(_)) => {}
+                (Some(SecretFiles::Keys(mine)), SecretFiles::Keys(theirs)) => mine.extend(theirs),
+            }
+        }
+        self.phabricator_ca |= other.phabricator_ca;
+        self.service_account_token |= other.service_account_token;
+    }
+}
+
+/// Where Secret `name` is mounted in the sidecar.
+pub fn secret_dir(name: &str) -> PathBuf {
+    PathBuf::from(SECRETS_DIR).join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str, key: &str) -> SecretKeyRef {
+        SecretKeyRef {
+            name: name.into(),
+            key: key.into(),
+        }
+    }
+
+    #[test]
+    fn keys_accumulate_and_a_whole_secret_absorbs_them() {
+        let mut files = SidecarFiles::default();
+        assert_eq!(
+            files.secret_key(&key("bot", "token")),
+            PathBuf::from("/etc/sluice/secrets/bot/token")
+        );
+        let mut other = SidecarFiles::default();
+        other.secret_key(&key("bot", "map"));
+        other.whole_secret("keys");
+        files.merge(other);
+        assert_eq!(
+            files.secrets["bot"],
+            SecretFiles::Keys(BTreeSet::from(["map".to_string(), "token".to_string()]))
+        );
+        assert_eq!(files.secrets["keys"], SecretFiles::Whole);
+        let mut whole = SidecarFiles::default();
+        whole.whole_secret("bot");
+        files.merge(whole);
+        assert_eq!(files.secrets["bot"], SecretFiles::Whole);
+        assert_eq!(
+            files.secret_key(&key("bot", "x")),
+            PathBuf::from("/etc/sluice/secrets/bot/x")
+        );
+        assert_eq!(files.secrets["bot"], SecretFiles::Whole);
+    }
+}
