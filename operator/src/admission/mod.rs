@@ -1,0 +1,216 @@
+//! Checks objects against the generated CRD schemas and their CEL rules, as the API server does.
+//!
+//! The schema is the one `crdgen` writes, not rules restated by hand: what `render` accepts,
+//! the API server accepts. Admission runs in the API server's order: drop what it ignores
+//! (`status`, `null`s), check the structure (types, ranges, patterns, enums, required and
+//! unknown fields), apply schema defaults, evaluate the CEL rules. Only an object that passes
+//! is turned into the typed `McpServer` or `McpRoute`.
+
+mod cel;
+mod path;
+mod structural;
+
+use std::fmt;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use serde_json::Value;
+use sluice_crds::{McpRoute, McpServer};
+
+pub use self::cel::CelRules;
+pub use self::path::FieldPath;
+use crate::error::{Error, Problem, Problems, Result};
+use crate::manifest::{self, Input, Kind, Object, Origin};
+
+/// The Sluice objects of a set of inputs, admitted and typed.
+#[derive(Clone, Debug, Default)]
+pub struct Admitted {
+    /// Every McpServer, in input order.
+    pub servers: Vec<McpServer>,
+    /// Every McpRoute, in input order.
+    pub routes: Vec<McpRoute>,
+}
+
+/// Reads, splits and admits every input: the path `render` takes from files to typed
+/// objects. Every problem found in any input is reported, not just the first.
+pub fn load(inputs: &[Input], default_namespace: &str) -> Result<Admitted> {
+    let admission = Admission::new()?;
+    let parsed = manifest::parse(inputs, default_namespace);
+    let mut problems: Vec<Problem> = parsed.problems.into_iter().map(Problem::from).collect();
+    let admitted = match admission.admit(parsed.objects) {
+        Ok(admitted) => admitted,
+        Err(violations) => {
+            problems.extend(violations.into_iter().map(Problem::from));
+            Admitted::default()
+        }
+    };
+    if problems.is_empty() {
+        Ok(admitted)
+    } else {
+        Err(Error::Invalid(Problems(problems)))
+    }
+}
+
+/// The compiled schemas of both kinds.
+pub struct Admission {
+    server: KindSchema,
+    route: KindSchema,
+}
+
+/// One kind's schema, compiled twice: for structure and for CEL rules.
+struct KindSchema {
+    structure: jsonschema::Validator,
+    rules: CelRules,
+}
+
+impl Admission {
+    /// Compiles the schemas of the generated CRDs.
+    pub fn new() -> Result<Self> {
+        let crds = sluice_crds::crds();
+        Ok(Self {
+            server: KindSchema::compile(&crds, Kind::McpServer)?,
+            route: KindSchema::compile(&crds, Kind::McpRoute)?,
+        })
+    }
+
+    /// Why CEL rules of the CRDs do not compile (empty when all do).
+    pub fn rule_compilation_errors(&self) -> Vec<String> {
+        let mut errors = self.server.rules.compilation_errors();
+        errors.extend(self.route.rules.compilation_errors());
+        errors
+    }
+
+    /// Admits every object; on failure, returns every violation of every object.
+    pub fn admit(&self, objects: Vec<Object>) -> Result<Admitted, Vec<Violation>> {
+        let mut admitted = Admitted::default();
+        let mut violations = Vec::new();
+        for object in objects {
+            let checked = self.check(&object);
+            let typed = checked.and_then(|value| match object.kind {
+                Kind::McpServer => {
+                    typed(&object.origin, value).map(|server| admitted.servers.push(server))
+                }
+                Kind::McpRoute => {
+                    typed(&object.origin, value).map(|route| admitted.routes.push(route))
+                }
+            });
+            if let Err(found) = typed {
+                violations.extend(found);
+            }
+        }
+        if violations.is_empty() {
+            Ok(admitted)
+        } else {
+            Err(violations)
+        }
+    }
+
+    /// Checks one object. Returns it as the API server would store it (status and nulls
+    /// dropped, defaults applied), or every violation found.
+    pub fn check(&self, object: &Object) -> Result<Value, Vec<Violation>> {
+        let schema = match object.kind {
+            Kind::McpServer => &self.server,
+            Kind::McpRoute => &self.route,
+        };
+        let mut value = object.value.clone();
+        if let Some(fields) = value.as_object_mut() {
+            // The status subresource is on: writes to the object ignore status.
+            fields.remove("status");
+        }
+        structural::drop_nulls(&mut value);
+        let violation = |(field, detail): (FieldPath, String)| Violation {
+            at: object.origin.clone(),
+            field,
+            detail,
+        };
+        let structural: Vec<Violation> = schema
+            .structure
+            .iter_errors(&value)
+            .flat_map(|error| structural::describe(&error, &value))
+            .map(violation)
+            .collect();
+        if !structural.is_empty() {
+            // CEL rules assume a well-typed object; their failures would only add noise.
+            return Err(structural);
+        }
+        let rules: Vec<Violation> = schema
+            .rules
+            .check(&value)
+            .into_iter()
+            .map(violation)
+            .collect();
+        if !rules.is_empty() {
+            return Err(rules);
+        }
+        Ok(schema.rules.with_defaults(&value))
+    }
+}
+
+impl KindSchema {
+    fn compile(crds: &[CustomResourceDefinition], kind: Kind) -> Result<Self> {
+        let schema = crds
+            .iter()
+            .find(|crd| crd.spec.names.kind == kind.as_str())
+            .and_then(|crd| {
+                crd.spec
+                    .versions
+                    .iter()
+                    .find(|version| version.name == sluice_crds::VERSION)
+            })
+            .and_then(|version| version.schema.as_ref())
+            .and_then(|schema| schema.open_api_v3_schema.as_ref())
+            .ok_or_else(|| Error::Schema {
+                kind,
+                message: "the CRD has no openAPIV3Schema".into(),
+            })?;
+        let schema = serde_json::to_value(schema).map_err(|error| Error::Schema {
+            kind,
+            message: error.to_string(),
+        })?;
+        let structure = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft4)
+            .build(&structural::api_server_dialect(&schema))
+            .map_err(|error| Error::Schema {
+                kind,
+                message: error.to_string(),
+            })?;
+        Ok(Self {
+            structure,
+            rules: CelRules::compile(&schema, kind.as_str()),
+        })
+    }
+}
+
+/// Turns an admitted (defaulted) object into its API type. Failing here means the schema
+/// and the types disagree: a bug, but reported like any other problem, never a panic.
+fn typed<T: serde::de::DeserializeOwned>(at: &Origin, value: Value) -> Result<T, Vec<Violation>> {
+    serde_json::from_value(value).map_err(|error| {
+        vec![Violation {
+            at: at.clone(),
+            field: FieldPath::root(),
+            detail: format!(
+                "Internal error: the object passed the schema but not the API types: {error}"
+            ),
+        }]
+    })
+}
+
+/// One way an object breaks its schema: the object, the field, and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct Violation {
+    /// The object.
+    pub at: Origin,
+    /// The field, e.g. `spec.policy.rateLimits[0].period`.
+    pub field: FieldPath,
+    /// What is wrong, e.g. `Invalid value: 200: must be less than or equal to 100`.
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_root() {
+            write!(f, "{}: {}", self.at, self.detail)
+        } else {
+            write!(f, "{}: {}: {}", self.at, self.field, self.detail)
+        }
+    }
+}
