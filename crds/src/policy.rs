@@ -12,7 +12,7 @@ use crate::refs::{SecretKeyRef, SecretRef};
 
 /// Who may call an entry point, which tools they may use, how often, and with whose
 /// Phabricator credentials the sidecar calls Conduit on their behalf.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Policy {
     /// How callers authenticate to this entry point.
@@ -50,6 +50,21 @@ pub struct Policy {
     #[schemars(length(max = 32), inner(length(max = 256)))]
     #[x_kube(validation = kube::core::Rule::new(r"self.all(o, o.matches('^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$'))").message("each allowed origin must be scheme://host[:port], without a path"))]
     pub allowed_origins: Vec<String>,
+}
+
+// Written out, not derived: a derived Default would set `maxBodyBytes` to 0, and an absent
+// `spec.policy` (whose schema default is this value) would then refuse every request.
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            authentication: Authentication::default(),
+            upstream_token: None,
+            tools: ToolPolicy::default(),
+            rate_limits: Vec::new(),
+            max_body_bytes: default_max_body_bytes(),
+            allowed_origins: Vec::new(),
+        }
+    }
 }
 
 fn default_max_body_bytes() -> i64 {
