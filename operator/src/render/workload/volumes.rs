@@ -172,7 +172,7 @@ fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: volume.into(),
         mount_path: path.into(),
-        read_only: Some(read_only),
+        read_only: read_only.then_some(true),
         ..VolumeMount::default()
     }
 }

@@ -1,0 +1,807 @@
+//! The rendered pod: hardening that no spec can weaken, overrides, env, mounts, restart hash.
+
+mod render_fixtures;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use render_fixtures::*;
+use serde_json::json;
+use sluice_crds::{McpRoute, McpServer};
+use sluice_operator::render::{Observed, RESTART_HASH_ANNOTATION};
+
+/// A server that sets every pod override, trying to weaken the pod where it can.
+fn server_with_every_override() -> McpServer {
+    ServerBuilder::new("overridden")
+        .set("replicas", json!(3))
+        .set(
+            "pod",
+            json!({
+                "labels": {"team": "ai", "app.kubernetes.io/name": "hijack"},
+                "annotations": {
+                    "owner": "ai-team",
+                    "sluice.dev/restart-hash": "forced",
+                    "kubectl.kubernetes.io/default-container": "sluice-proxy",
+                },
+                "nodeSelector": {"kubernetes.io/os": "linux"},
+                "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ai", "effect": "NoSchedule"}],
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]
+                }}},
+                "topologySpreadConstraints": [
+                    {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"},
+                    {"maxSkew": 2, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
+                     "labelSelector": {"matchLabels": {"custom": "yes"}}}
+                ],
+                "priorityClassName": "high",
+            }),
+        )
+        .set("imagePullPolicy", json!("Always"))
+        .set("imagePullSecrets", json!([{"name": "registry"}]))
+        .build()
+}
+
+/// Servers (with routes) covering every feature that touches the pod.
+fn pod_variants() -> Vec<(Vec<McpServer>, Vec<McpRoute>)> {
+    vec![
+        (vec![ServerBuilder::new("plain").build()], vec![]),
+        (
+            vec![
+                ServerBuilder::new("oauth")
+                    .oauth("oauth-client", Some("https://mcp.example.com"))
+                    .set(
+                        "phabricator.caBundle",
+                        json!({"secretKeyRef": {"name": "corp-ca", "key": "bundle.pem"}}),
+                    )
+                    .set("phabricator.proxy", json!("socks5://proxy.internal:1080"))
+                    .set("phabricator.insecureSkipVerify", json!(true))
+                    .set("sessions", json!("stateful"))
+                    .build(),
+            ],
+            vec![],
+        ),
+        (
+            vec![server_with_every_override()],
+            vec![
+                RouteBuilder::new("bots", "overridden")
+                    .set(
+                        "policy.authentication",
+                        json!({"mode": "serviceAccount", "serviceAccount": {"allowed": ["ci/*"]}}),
+                    )
+                    .set(
+                        "policy.upstreamToken",
+                        json!({"secretKeyRef": {"name": "bot", "key": "token"}}),
+                    )
+                    .build(),
+                RouteBuilder::new("keys", "overridden")
+                    .set(
+                        "policy.authentication",
+                        json!({"mode": "apiKey", "apiKey": {"secretRef": {"name": "api-keys"}}}),
+                    )
+                    .build(),
+            ],
+        ),
+    ]
+}
+
+fn assert_container_hardened(c: &Container) {
+    let sc = c
+        .security_context
+        .as_ref()
+        .unwrap_or_else(|| panic!("{}: no securityContext", c.name));
+    assert_eq!(sc.run_as_non_root, Some(true), "{}", c.name);
+    assert_eq!(sc.run_as_user, Some(65532), "{}", c.name);
+    assert_eq!(sc.run_as_group, Some(65532), "{}", c.name);
+    assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
+    assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+    assert_ne!(sc.privileged, Some(true), "{}", c.name);
+    let caps = sc.capabilities.as_ref().expect("capabilities");
+    assert_eq!(
+        caps.drop.as_deref(),
+        Some(&["ALL".to_string()][..]),
+        "{}",
+        c.name
+    );
+    assert!(caps.add.as_ref().is_none_or(Vec::is_empty), "{}", c.name);
+    assert_eq!(
+        sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+        Some("RuntimeDefault")
+    );
+    assert!(
+        sc.windows_options.is_none() && sc.se_linux_options.is_none() && sc.proc_mount.is_none()
+    );
+}
+
+fn assert_pod_hardened(pod: &PodSpec) {
+    let names: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["conduit", "sluice-proxy"]);
+    assert!(pod.init_containers.is_none() && pod.ephemeral_containers.is_none());
+    for c in &pod.containers {
+        assert_container_hardened(c);
+    }
+    let psc = pod.security_context.as_ref().expect("pod securityContext");
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(psc.run_as_user, Some(65532));
+    assert_eq!(psc.run_as_group, Some(65532));
+    assert_eq!(psc.fs_group, Some(65532));
+    assert_eq!(
+        psc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+        Some("RuntimeDefault")
+    );
+    assert!(psc.sysctls.is_none());
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    for flag in [pod.host_network, pod.host_pid, pod.host_ipc] {
+        assert_ne!(flag, Some(true));
+    }
+
+    // Conduit listens on loopback only, and nothing in the pod spec exposes its port.
+    let conduit = container(pod, "conduit");
+    let args = conduit.args.clone().unwrap_or_default();
+    assert_eq!(
+        args[..6],
+        [
+            "--transport",
+            "http",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "8000"
+        ]
+    );
+    assert!(conduit.ports.is_none());
+    let sidecar = container(pod, "sluice-proxy");
+    let ports: Vec<(Option<&str>, i32)> = sidecar
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.as_deref(), p.container_port))
+        .collect();
+    assert_eq!(ports, [(Some("http"), 8080), (Some("admin"), 9090)]);
+
+    // Every mount is read-only except Conduit's /tmp; no hostPath; /tmp is size-limited.
+    for c in &pod.containers {
+        for m in c.volume_mounts.iter().flatten() {
+            let writable = c.name == "conduit" && m.mount_path == "/tmp";
+            assert_eq!(
+                m.read_only == Some(true),
+                !writable,
+                "{} {}",
+                c.name,
+                m.mount_path
+            );
+            assert!(
+                m.sub_path.is_none(),
+                "{}: no subPath, so updates arrive",
+                m.mount_path
+            );
+        }
+    }
+    for v in pod.volumes.iter().flatten() {
+        assert!(v.host_path.is_none(), "{}", v.name);
+    }
+    let tmp = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "tmp")
+        .expect("tmp volume");
+    assert_eq!(
+        tmp.empty_dir
+            .as_ref()
+            .and_then(|e| e.size_limit.as_ref())
+            .map(|q| q.0.as_str()),
+        Some("64Mi")
+    );
+    // A ServiceAccount token reaches the sidecar at most, never Conduit.
+    for m in conduit.volume_mounts.iter().flatten() {
+        assert!(
+            !m.mount_path.starts_with("/var/run/secrets"),
+            "{}",
+            m.mount_path
+        );
+    }
+}
+
+#[test]
+fn every_spec_renders_a_hardened_pod() {
+    for (servers, routes) in pod_variants() {
+        let docs = rendered_documents(&servers, &routes);
+        for server in &servers {
+            let name = server.metadata.name.as_deref().expect("named");
+            assert_pod_hardened(&pod_of(&docs, name));
+            let sa: k8s_openapi::api::core::v1::ServiceAccount =
+                find(&docs, "ServiceAccount", name);
+            assert_eq!(sa.automount_service_account_token, Some(false));
+        }
+    }
+}
+
+#[test]
+fn pod_overrides_apply_without_touching_sluice_labels_or_annotations() {
+    let docs = rendered_documents(&[server_with_every_override()], &[]);
+    let overridden = deployment(&docs, "overridden");
+    let template = overridden.spec.as_ref().expect("spec").template.clone();
+    let meta = template.metadata.expect("template metadata");
+    let labels = meta.labels.expect("labels");
+    assert_eq!(labels["team"], "ai");
+    assert_eq!(
+        labels["app.kubernetes.io/name"], "mcp-server",
+        "Sluice's selector labels win"
+    );
+    assert_eq!(labels["app.kubernetes.io/instance"], "overridden");
+    let annotations = meta.annotations.expect("annotations");
+    assert_eq!(annotations["owner"], "ai-team");
+    assert_ne!(annotations[RESTART_HASH_ANNOTATION], "forced");
+    assert_eq!(
+        annotations["kubectl.kubernetes.io/default-container"],
+        "conduit"
+    );
+
+    let pod = template.spec.expect("pod");
+    assert_eq!(
+        pod.node_selector.as_ref().expect("nodeSelector")["kubernetes.io/os"],
+        "linux"
+    );
+    assert_eq!(
+        pod.tolerations.as_ref().expect("tolerations")[0]
+            .key
+            .as_deref(),
+        Some("dedicated")
+    );
+    assert!(
+        pod.affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .is_some()
+    );
+    assert_eq!(pod.priority_class_name.as_deref(), Some("high"));
+    let spread = pod.topology_spread_constraints.expect("spread");
+    let selector = |i: usize| {
+        spread[i]
+            .label_selector
+            .clone()
+            .and_then(|s| s.match_labels)
+            .expect("selector")
+    };
+    assert_eq!(
+        selector(0),
+        BTreeMap::from([
+            (
+                "app.kubernetes.io/instance".to_string(),
+                "overridden".to_string()
+            ),
+            (
+                "app.kubernetes.io/name".to_string(),
+                "mcp-server".to_string()
+            ),
+        ]),
+        "an empty labelSelector selects the server's own pods"
+    );
+    assert_eq!(
+        selector(1),
+        BTreeMap::from([("custom".to_string(), "yes".to_string())])
+    );
+    assert_eq!(
+        pod.image_pull_secrets.expect("pull secrets")[0].name,
+        "registry"
+    );
+    for c in &pod.containers {
+        assert_eq!(c.image_pull_policy.as_deref(), Some("Always"));
+    }
+    let selector = overridden
+        .spec
+        .expect("spec")
+        .selector
+        .match_labels
+        .expect("selector");
+    assert_eq!(
+        selector.len(),
+        2,
+        "the immutable selector holds name and instance only"
+    );
+}
+
+#[test]
+fn conduit_env_follows_the_spec() {
+    let docs = rendered_documents(&[ServerBuilder::new("plain").build()], &[]);
+    let pod = pod_of(&docs, "plain");
+    let conduit = container(&pod, "conduit");
+    assert_eq!(
+        env(conduit, "PHABRICATOR_URL"),
+        Some("https://phabricator.example.com/api/")
+    );
+    assert_eq!(env(conduit, "FASTMCP_CHECK_FOR_UPDATES"), Some("off"));
+    assert_eq!(env(conduit, "FASTMCP_HOME"), Some("/tmp/fastmcp"));
+    assert_eq!(env(conduit, "FORWARDED_ALLOW_IPS"), Some("127.0.0.1"));
+    for absent in [
+        "PHABRICATOR_PROXY",
+        "PHABRICATOR_DISABLE_CERT_VERIFY",
+        "SSL_CERT_FILE",
+        "PHABRICATOR_OAUTH_CLIENT_ID",
+        "PHABRICATOR_OAUTH_CLIENT_SECRET",
+        "PHABRICATOR_MCP_SERVER_URL",
+    ] {
+        assert!(
+            conduit.env.iter().flatten().all(|e| e.name != absent),
+            "{absent}"
+        );
+    }
+    assert_eq!(
+        conduit
+            .args
+            .as_ref()
+            .and_then(|a| a.last())
+            .map(String::as_str),
+        Some("--stateless")
+    );
+
+    let server = ServerBuilder::new("tuned")
+        .set(
+            "phabricator.url",
+            json!("https://phab.internal:8443/phab/api"),
+        )
+        .set("phabricator.proxy", json!("socks5://proxy.internal:1080"))
+        .set("phabricator.insecureSkipVerify", json!(true))
+        .set(
+            "phabricator.caBundle",
+            json!({"configMapKeyRef": {"name": "corp-ca", "key": "ca.pem"}}),
+        )
+        .set("sessions", json!("stateful"))
+        .build();
+    let docs = rendered_documents(&[server], &[]);
+    let pod = pod_of(&docs, "tuned");
+    let conduit = container(&pod, "conduit");
+    assert_eq!(
+        env(conduit, "PHABRICATOR_URL"),
+        Some("https://phab.internal:8443/phab/api/")
+    );
+    assert_eq!(
+        env(conduit, "PHABRICATOR_PROXY"),
+        Some("socks5://proxy.internal:1080")
+    );
+    assert_eq!(
+        env(conduit, "PHABRICATOR_DISABLE_CERT_VERIFY"),
+        Some("true")
+    );
+    assert_eq!(
+        env(conduit, "SSL_CERT_FILE"),
+        Some("/etc/sluice/phabricator-ca/ca.crt")
+    );
+    assert_eq!(
+        conduit
+            .args
+            .as_ref()
+            .and_then(|a| a.last())
+            .map(String::as_str),
+        Some("--no-stateless")
+    );
+}
+
+#[test]
+fn the_ca_bundle_is_mounted_where_conduit_and_the_sidecar_look() {
+    for (source, volume_kind) in [
+        (
+            json!({"configMapKeyRef": {"name": "corp-ca", "key": "ca.pem"}}),
+            "configMap",
+        ),
+        (
+            json!({"secretKeyRef": {"name": "corp-ca", "key": "ca.pem"}}),
+            "secret",
+        ),
+    ] {
+        let server = ServerBuilder::new("ca")
+            .set("phabricator.caBundle", source)
+            .build();
+        let docs = rendered_documents(&[server], &[]);
+        let pod = pod_of(&docs, "ca");
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "phabricator-ca")
+            .expect("volume");
+        let volume_json = serde_json::to_value(volume).expect("json");
+        assert_eq!(
+            volume_json[volume_kind]["items"],
+            json!([{"key": "ca.pem", "path": "ca.crt"}])
+        );
+        for c in ["conduit", "sluice-proxy"] {
+            let mounts = container(&pod, c).volume_mounts.clone().unwrap_or_default();
+            let mount = mounts
+                .iter()
+                .find(|m| m.name == "phabricator-ca")
+                .expect("mounted");
+            assert_eq!(mount.mount_path, "/etc/sluice/phabricator-ca");
+            assert_eq!(mount.read_only, Some(true));
+        }
+        let config = proxy_config(&docs, "ca");
+        let ca_file = config.phabricator.and_then(|p| p.ca_file).expect("caFile");
+        assert_eq!(ca_file.to_str(), Some("/etc/sluice/phabricator-ca/ca.crt"));
+    }
+}
+
+#[test]
+fn shutdown_order_lets_conduit_outlive_the_sidecar() {
+    let docs = rendered_documents(&[ServerBuilder::new("plain").build()], &[]);
+    let pod = pod_of(&docs, "plain");
+    let config = proxy_config(&docs, "plain");
+    let drain = config.shutdown.drain_delay.get() + config.shutdown.grace_period.get();
+    let conduit = container(&pod, "conduit");
+    let sleep = conduit
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.pre_stop.as_ref())
+        .and_then(|h| h.sleep.as_ref())
+        .expect("a preStop sleep")
+        .seconds;
+    assert!(
+        sleep >= i64::try_from(drain.as_secs()).expect("small"),
+        "{sleep}s < {drain:?}"
+    );
+    assert!(pod.termination_grace_period_seconds.expect("grace") > sleep);
+    let sidecar = container(&pod, "sluice-proxy");
+    let probe_path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+        let get = p
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .expect("httpGet probe");
+        (get.path.clone(), get.port.clone())
+    };
+    let admin = IntOrString::String("admin".into());
+    assert_eq!(
+        probe_path(&sidecar.liveness_probe),
+        (Some("/healthz".into()), admin.clone())
+    );
+    assert_eq!(
+        probe_path(&sidecar.readiness_probe),
+        (Some("/readyz".into()), admin)
+    );
+    assert!(conduit.liveness_probe.is_none() && conduit.readiness_probe.is_none());
+}
+
+#[test]
+fn a_pod_disruption_budget_only_with_more_than_one_replica() {
+    for (replicas, expected) in [(0, false), (1, false), (2, true), (5, true)] {
+        let server = ServerBuilder::new("s")
+            .set("replicas", json!(replicas))
+            .build();
+        let docs = rendered_documents(&[server], &[]);
+        assert_eq!(
+            has(&docs, "PodDisruptionBudget", "s"),
+            expected,
+            "{replicas} replicas"
+        );
+        if expected {
+            let pdb: PodDisruptionBudget = find(&docs, "PodDisruptionBudget", "s");
+            let spec = pdb.spec.expect("spec");
+            assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
+            assert!(spec.min_available.is_none());
+            assert_eq!(
+                spec.selector.and_then(|s| s.match_labels).map(|l| l.len()),
+                Some(2)
+            );
+        }
+    }
+}
+
+#[test]
+fn policy_files_are_mounted_into_the_sidecar_at_the_paths_the_config_names() {
+    let server = ServerBuilder::new("files")
+        .set("redis", json!({"address": "redis.infra.svc:6379", "passwordSecretRef": {"name": "redis", "key": "password"}}))
+        .set("policy.authentication", json!({"mode": "apiKey", "apiKey": {"secretRef": {"name": "keys.example"}}}))
+        .set("policy.upstreamToken", json!({"perIdentitySecretRef": {"name": "tokens", "key": "map.json"}}))
+        .build();
+    let route = RouteBuilder::new("bots", "files")
+        .set(
+            "policy.authentication",
+            json!({"mode": "serviceAccount", "serviceAccount": {"allowed": ["ci/*"]}}),
+        )
+        .set(
+            "policy.upstreamToken",
+            json!({"secretKeyRef": {"name": "tokens", "key": "bot"}}),
+        )
+        .build();
+    let docs = rendered_documents(&[server], &[route]);
+    let pod = pod_of(&docs, "files");
+    let config = proxy_config(&docs, "files");
+    let sidecar = container(&pod, "sluice-proxy");
+    let mounts = sidecar.volume_mounts.clone().unwrap_or_default();
+    let volumes = pod.volumes.clone().unwrap_or_default();
+    // Each path the config names lies under a sidecar mount that provides that file.
+    let provided = |path: &std::path::Path| {
+        let path = path.to_str().expect("utf-8");
+        mounts.iter().any(|m| {
+            let Some(rest) = path.strip_prefix(&m.mount_path) else {
+                return false;
+            };
+            let file = rest.trim_start_matches('/');
+            let volume = volumes
+                .iter()
+                .find(|v| v.name == m.name)
+                .expect("volume of mount");
+            match (&volume.secret, &volume.projected) {
+                (Some(secret), _) => match &secret.items {
+                    None => true,
+                    Some(items) => items.iter().any(|i| i.path == file),
+                },
+                (None, Some(projected)) => serde_json::to_string(projected)
+                    .expect("json")
+                    .contains(file),
+                _ => false,
+            }
+        })
+    };
+    let server_ep = config.entry_point("files").expect("server entry point");
+    let route_ep = config.entry_point("bots").expect("route entry point");
+    let mut paths = vec![
+        config
+            .redis
+            .clone()
+            .and_then(|r| r.password_file)
+            .expect("password file"),
+    ];
+    match &server_ep.auth {
+        sluice_proxy_config::Auth::ApiKey(a) => paths.push(a.keys_dir.clone()),
+        other => panic!("{other:?}"),
+    }
+    match &route_ep.auth {
+        sluice_proxy_config::Auth::ServiceAccount(sa) => {
+            paths.push(sa.token_review.token_file.clone());
+            paths.push(sa.token_review.ca_file.clone());
+        }
+        other => panic!("{other:?}"),
+    }
+    for token in [&server_ep.upstream_token, &route_ep.upstream_token] {
+        match token {
+            Some(sluice_proxy_config::UpstreamToken::File(p))
+            | Some(sluice_proxy_config::UpstreamToken::PerIdentityFile(p)) => paths.push(p.clone()),
+            None => panic!("an upstream token"),
+        }
+    }
+    for path in &paths {
+        assert!(
+            provided(path),
+            "{} is not mounted: {mounts:#?}",
+            path.display()
+        );
+    }
+    // One volume per Secret, holding only the keys the config uses (all keys for API keys).
+    let tokens = volumes
+        .iter()
+        .find(|v| {
+            v.secret
+                .as_ref()
+                .is_some_and(|s| s.secret_name.as_deref() == Some("tokens"))
+        })
+        .expect("tokens");
+    let keys: Vec<String> = tokens
+        .secret
+        .as_ref()
+        .and_then(|s| s.items.clone())
+        .expect("items")
+        .into_iter()
+        .map(|i| i.key)
+        .collect();
+    assert_eq!(keys, ["bot", "map.json"]);
+    let api_keys = volumes
+        .iter()
+        .find(|v| {
+            v.secret
+                .as_ref()
+                .is_some_and(|s| s.secret_name.as_deref() == Some("keys.example"))
+        })
+        .expect("keys");
+    assert!(api_keys.secret.as_ref().is_some_and(|s| s.items.is_none()));
+    assert!(
+        api_keys.name.len() <= 63 && !api_keys.name.contains('.'),
+        "{}",
+        api_keys.name
+    );
+    // Conduit sees none of it.
+    let conduit_mounts: Vec<String> = container(&pod, "conduit")
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.name.clone())
+        .collect();
+    assert_eq!(conduit_mounts, ["tmp"]);
+}
+
+#[test]
+fn token_review_gets_a_projected_token_in_the_sidecar_and_a_binding() {
+    let plain = rendered_documents(&[ServerBuilder::new("plain").build()], &[]);
+    assert!(of_kind(&plain, "ClusterRoleBinding").is_empty());
+    assert!(
+        pod_of(&plain, "plain")
+            .volumes
+            .iter()
+            .flatten()
+            .all(|v| v.projected.is_none())
+    );
+
+    let route = RouteBuilder::new("bots", "plain")
+        .set(
+            "policy.authentication",
+            json!({"mode": "serviceAccount", "serviceAccount": {"allowed": ["ci/*"]}}),
+        )
+        .build();
+    let docs = rendered_documents(&[ServerBuilder::new("plain").build()], &[route]);
+    let pod = pod_of(&docs, "plain");
+    let projected = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.projected.is_some())
+        .expect("projected volume");
+    let mounts_of = |c: &str| -> Vec<String> {
+        container(&pod, c)
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| m.name == projected.name)
+            .map(|m| m.mount_path.clone())
+            .collect()
+    };
+    assert_eq!(
+        mounts_of("sluice-proxy"),
+        ["/var/run/secrets/kubernetes.io/serviceaccount"]
+    );
+    assert!(mounts_of("conduit").is_empty());
+    assert_eq!(pod.automount_service_account_token, Some(false));
+
+    let binding: ClusterRoleBinding = find(
+        &docs,
+        "ClusterRoleBinding",
+        "sluice-tools-plain-tokenreview",
+    );
+    assert_eq!(binding.role_ref.name, "system:auth-delegator");
+    assert_eq!(binding.role_ref.kind, "ClusterRole");
+    let subject = &binding.subjects.expect("subjects")[0];
+    assert_eq!(
+        (
+            subject.kind.as_str(),
+            subject.name.as_str(),
+            subject.namespace.as_deref()
+        ),
+        ("ServiceAccount", "plain", Some("tools"))
+    );
+    assert!(
+        binding.metadata.owner_references.is_none(),
+        "cluster-scoped: no namespaced owner"
+    );
+    assert!(binding.metadata.namespace.is_none());
+    let labels = binding.metadata.labels.expect("labels");
+    assert_eq!(labels["sluice.dev/namespace"], "tools");
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "sluice-operator");
+}
+
+fn template_of(server: &McpServer, routes: &[McpRoute], observed: &Observed) -> serde_json::Value {
+    let rendered = render_server(server, routes, observed);
+    let docs = objects_documents(&rendered.objects);
+    docs.iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("deployment")["spec"]["template"]
+        .clone()
+}
+
+fn restart_hash(template: &serde_json::Value) -> String {
+    template["metadata"]["annotations"][RESTART_HASH_ANNOTATION]
+        .as_str()
+        .expect("hash")
+        .to_string()
+}
+
+#[test]
+fn the_restart_hash_follows_what_conduit_reads_at_start_and_nothing_else() {
+    let observed = Observed::default();
+    let server = ServerBuilder::new("oauth")
+        .oauth("oauth-client", Some("https://mcp.example.com"))
+        .build();
+    let base = template_of(&server, &[], &observed);
+
+    let renamed = ServerBuilder::new("oauth")
+        .oauth("other-client", Some("https://mcp.example.com"))
+        .build();
+    assert_ne!(
+        restart_hash(&base),
+        restart_hash(&template_of(&renamed, &[], &observed))
+    );
+
+    let mut rotated = observed.clone();
+    rotated
+        .secret_versions
+        .insert("oauth-client".into(), "v2".into());
+    let rotated_hash = restart_hash(&template_of(&server, &[], &rotated));
+    assert_ne!(
+        restart_hash(&base),
+        rotated_hash,
+        "a new version of the client secret rolls out"
+    );
+    let mut unrelated = observed.clone();
+    unrelated
+        .secret_versions
+        .insert("something-else".into(), "v2".into());
+    assert_eq!(
+        restart_hash(&base),
+        restart_hash(&template_of(&server, &[], &unrelated))
+    );
+
+    // Policy and routes reload live: the whole pod template stays the same.
+    let header = ServerBuilder::new("plain").build();
+    let before = template_of(&header, &[], &observed);
+    let tightened = ServerBuilder::new("plain")
+        .set("policy.tools", json!({"deny": ["pha_passphrase_*"]}))
+        .set(
+            "policy.rateLimits",
+            json!([{"name": "per-user", "by": ["identity"], "requests": 10}]),
+        )
+        .build();
+    let routes = [
+        RouteBuilder::new("public", "plain")
+            .ingress("mcp.example.com", "/ai")
+            .build(),
+        RouteBuilder::new("internal", "plain")
+            .set("policy.tools.allow", json!(["pha_task_*"]))
+            .build(),
+    ];
+    assert_eq!(before, template_of(&tightened, &routes, &observed));
+    // ... while a CA bundle, read by Conduit at start, changes it.
+    let ca = ServerBuilder::new("plain")
+        .set(
+            "phabricator.caBundle",
+            json!({"configMapKeyRef": {"name": "corp-ca", "key": "ca.pem"}}),
+        )
+        .build();
+    let with_ca = template_of(&ca, &[], &observed);
+    assert_ne!(restart_hash(&before), restart_hash(&with_ca));
+    let mut new_ca = observed.clone();
+    new_ca
+        .config_map_versions
+        .insert("corp-ca".into(), "42".into());
+    assert_ne!(
+        restart_hash(&with_ca),
+        restart_hash(&template_of(&ca, &[], &new_ca))
+    );
+}
+
+#[test]
+fn images_come_from_the_spec_or_the_operator() {
+    let docs = rendered_documents(&[ServerBuilder::new("plain").build()], &[]);
+    let pod = pod_of(&docs, "plain");
+    assert_eq!(
+        container(&pod, "conduit").image.as_deref(),
+        Some(sluice_crds::defaults::CONDUIT_IMAGE)
+    );
+    assert_eq!(
+        container(&pod, "sluice-proxy").image.as_deref(),
+        Some(sluice_crds::defaults::PROXY_IMAGE)
+    );
+    let plain = deployment(&docs, "plain");
+    assert_eq!(
+        plain.metadata.labels.expect("labels")["app.kubernetes.io/version"],
+        "0.2.2"
+    );
+
+    let pinned = ServerBuilder::new("pinned")
+        .set("image", json!("registry.internal/conduit@sha256:0123"))
+        .set("proxy.image", json!("registry.internal/sluice-proxy:dev"))
+        .build();
+    let docs = rendered_documents(&[pinned], &[]);
+    let pod = pod_of(&docs, "pinned");
+    assert_eq!(
+        container(&pod, "conduit").image.as_deref(),
+        Some("registry.internal/conduit@sha256:0123")
+    );
+    assert_eq!(
+        container(&pod, "sluice-proxy").image.as_deref(),
+        Some("registry.internal/sluice-proxy:dev")
+    );
+    let labels = deployment(&docs, "pinned").metadata.labels.expect("labels");
+    assert!(
+        !labels.contains_key("app.kubernetes.io/version"),
+        "a digest has no version"
+    );
+}
