@@ -1,0 +1,194 @@
+//! The NetworkPolicy: each listener only from its allowed callers, egress only where needed.
+
+mod render_fixtures;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::networking::v1::{NetworkPolicyPeer, NetworkPolicySpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use render_fixtures::*;
+use serde_json::{Value, json};
+use sluice_crds::{McpRoute, McpServer};
+
+fn policy_spec(server: McpServer, routes: &[McpRoute]) -> NetworkPolicySpec {
+    let name = server.metadata.name.clone().expect("named");
+    let docs = rendered_documents(&[server], routes);
+    network_policy(&docs, &name).spec.expect("spec")
+}
+
+/// Port → who may reach it (`None`: anyone), for the TCP ingress rules.
+fn ingress_by_port(spec: &NetworkPolicySpec) -> BTreeMap<i32, Option<Vec<NetworkPolicyPeer>>> {
+    let mut by_port = BTreeMap::new();
+    for rule in spec.ingress.iter().flatten() {
+        let ports = rule.ports.clone().expect("every rule names its ports");
+        assert_eq!(ports.len(), 1);
+        let IntOrString::Int(port) = ports[0].port.clone().expect("port") else {
+            panic!("numeric ports only")
+        };
+        assert_eq!(ports[0].protocol.as_deref(), Some("TCP"));
+        assert!(
+            by_port.insert(port, rule.from.clone()).is_none(),
+            "one rule per port"
+        );
+    }
+    by_port
+}
+
+fn egress_ports(spec: &NetworkPolicySpec) -> Vec<(i32, String)> {
+    spec.egress
+        .iter()
+        .flatten()
+        .filter(|rule| rule.to.is_none())
+        .flat_map(|rule| rule.ports.clone().unwrap_or_default())
+        .map(|p| match p.port {
+            Some(IntOrString::Int(port)) => (port, p.protocol.unwrap_or_default()),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+fn peers(value: Value) -> Option<Vec<NetworkPolicyPeer>> {
+    Some(serde_json::from_value(value).expect("peers"))
+}
+
+#[test]
+fn defaults_admit_the_namespace_to_the_server_and_every_namespace_to_metrics() {
+    let spec = policy_spec(ServerBuilder::new("s").build(), &[]);
+    let selector = spec
+        .pod_selector
+        .clone()
+        .and_then(|s| s.match_labels)
+        .expect("selector");
+    assert_eq!(selector["app.kubernetes.io/instance"], "s");
+    assert_eq!(selector.len(), 2);
+    assert_eq!(
+        spec.policy_types.clone().unwrap_or_default(),
+        ["Ingress", "Egress"]
+    );
+    assert_eq!(
+        ingress_by_port(&spec),
+        BTreeMap::from([
+            (8080, peers(json!([{"podSelector": {}}]))),
+            (9090, peers(json!([{"namespaceSelector": {}}]))),
+        ])
+    );
+    assert_eq!(
+        egress_ports(&spec),
+        [(53, "UDP".into()), (53, "TCP".into()), (443, "TCP".into())]
+    );
+}
+
+#[test]
+fn each_route_port_admits_its_own_callers() {
+    let server = ServerBuilder::new("s")
+        .set(
+            "networkPolicy.allowedClients",
+            json!([{"podSelector": {"matchLabels": {"role": "agent"}}}]),
+        )
+        .set(
+            "networkPolicy.metricsFrom",
+            json!([{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]),
+        )
+        .build();
+    let routes = [
+        RouteBuilder::new("a-internal", "s").build(),
+        RouteBuilder::new("b-exposed", "s").ingress("mcp.example.com", "/ai").build(),
+        RouteBuilder::new("c-narrowed", "s")
+            .ingress("mcp.example.com", "/team")
+            .set("allowedClients", json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]))
+            .build(),
+        RouteBuilder::new("d-closed", "s").set("allowedClients", json!([])).build(),
+    ];
+    let spec = policy_spec(server, &routes);
+    // d-closed (8084) has an empty list: no rule at all (an empty `from` would admit all).
+    assert_eq!(
+        ingress_by_port(&spec),
+        BTreeMap::from([
+            (
+                8080,
+                peers(json!([{"podSelector": {"matchLabels": {"role": "agent"}}}]))
+            ),
+            (8081, peers(json!([{"podSelector": {}}]))),
+            // Exposed: the Ingress controller may run anywhere, so anyone (until narrowed).
+            (8082, None),
+            (
+                8083,
+                peers(
+                    json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}])
+                )
+            ),
+            (
+                9090,
+                peers(json!([{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]))
+            ),
+        ])
+    );
+}
+
+#[test]
+fn empty_allowed_clients_close_the_server_port() {
+    let server = ServerBuilder::new("s")
+        .set("networkPolicy.allowedClients", json!([]))
+        .set("networkPolicy.metricsFrom", json!([]))
+        .build();
+    let spec = policy_spec(server, &[]);
+    assert_eq!(ingress_by_port(&spec), BTreeMap::new());
+    assert_eq!(
+        spec.ingress,
+        Some(Vec::new()),
+        "Ingress is still a policy type: nothing gets in"
+    );
+}
+
+#[test]
+fn egress_follows_phabricator_the_proxy_and_what_policies_need() {
+    let server = ServerBuilder::new("s")
+        .set("phabricator.url", json!("https://phab.internal:8443"))
+        .set("phabricator.proxy", json!("socks5://proxy.internal"))
+        .set("redis", json!({"address": "redis.infra.svc:6380"}))
+        .set(
+            "policy.authentication",
+            json!({"mode": "jwt", "jwt": {"issuer": "https://idp.example.com", "audiences": ["mcp"],
+                "jwksUrl": "https://keys.example.com:9443/jwks.json"}}),
+        )
+        .set(
+            "networkPolicy.egress",
+            json!([{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"port": 5432}]}]),
+        )
+        .build();
+    let route = RouteBuilder::new("bots", "s")
+        .set(
+            "policy.authentication",
+            json!({"mode": "serviceAccount", "serviceAccount": {"allowed": ["ci/*"]}}),
+        )
+        .build();
+    let spec = policy_spec(server, &[route]);
+    let tcp: Vec<i32> = egress_ports(&spec)
+        .into_iter()
+        .filter(|(_, protocol)| protocol == "TCP")
+        .map(|(port, _)| port)
+        .collect();
+    // DNS, the API server (443, 6443), the issuer (443), Phabricator (8443), SOCKS (1080),
+    // Redis (6380), the JWKS host (9443).
+    assert_eq!(tcp, [53, 443, 1080, 6380, 6443, 8443, 9443]);
+    let extra = spec
+        .egress
+        .clone()
+        .expect("egress")
+        .into_iter()
+        .find(|r| r.to.is_some())
+        .expect("user rule");
+    assert_eq!(
+        serde_json::to_value(extra).expect("json")["to"][0]["ipBlock"]["cidr"],
+        "10.0.0.0/8"
+    );
+}
+
+#[test]
+fn no_network_policy_when_disabled() {
+    let server = ServerBuilder::new("s")
+        .set("networkPolicy.enabled", json!(false))
+        .build();
+    let docs = rendered_documents(&[server], &[]);
+    assert!(of_kind(&docs, "NetworkPolicy").is_empty());
+}
