@@ -1,1 +1,98 @@
-fn main() {}
+//! The sluice-proxy binary: parses the command line and runs the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use sluice_proxy::{Options, Proxy, logging};
+use sluice_proxy_config::{ConfigError, ProxyConfig};
+
+/// An MCP-aware reverse proxy in front of Conduit.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// The config file (YAML or JSON); re-read when it changes.
+    #[arg(
+        long,
+        env = "SLUICE_CONFIG",
+        value_name = "FILE",
+        required_unless_present = "check"
+    )]
+    config: Option<PathBuf>,
+    /// Validate FILE and exit: 0 when it is valid, 1 with every problem listed otherwise.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    check: Option<PathBuf>,
+    /// How often the config and certificate files are checked for changes (e.g. 2s, 500ms).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = sluice_proxy_config::Duration::parse)]
+    reload_interval: sluice_proxy_config::Duration,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(path) = cli.check {
+        return check(&path);
+    }
+    let Some(config_path) = cli.config else {
+        eprintln!("--config FILE (or SLUICE_CONFIG) is required");
+        return ExitCode::FAILURE;
+    };
+    // Read once for the log settings; Proxy::start reads it again (and validates it) itself.
+    let config = match ProxyConfig::from_file(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    logging::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = Options {
+        config_path,
+        reload_interval: cli.reload_interval.get(),
+    };
+    runtime.block_on(async {
+        let proxy = match Proxy::start(options).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
+        match proxy.run().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot wait for signals");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match ProxyConfig::from_file(path) {
+        Ok(_) => {
+            println!("{}: valid", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(ConfigError::Invalid(problems)) => {
+            eprintln!("{}: invalid", path.display());
+            for p in problems {
+                eprintln!("  {p}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}

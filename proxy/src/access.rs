@@ -1,0 +1,61 @@
+//! What each request leaves behind: request metrics and one access log line. Never a token,
+//! a header value or a body value; the tool name is the one body field logged.
+
+use http::Response;
+
+use crate::body::ResponseBody;
+use crate::errors::UpstreamFailure;
+use crate::metrics::{self, LatencyLabels, RequestLabels, UpstreamErrorLabels};
+use crate::stack::RequestContext;
+use crate::state::State;
+
+/// Counts and logs a request when its response head is ready.
+pub fn record(state: &State, cx: &RequestContext, response: &Response<ResponseBody>) {
+    let elapsed = cx.started.elapsed();
+    let m = &state.metrics;
+    let inspection = cx.inspection.as_ref();
+    let mcp_method = inspection.map_or("", |i| i.method_label());
+    let tool = inspection.and_then(|i| i.tool());
+    let status = response.status();
+    m.requests
+        .get_or_create(&RequestLabels {
+            entry_point: cx.entry.name.clone(),
+            http_method: metrics::http_method(&cx.method),
+            mcp_method,
+            tool: m.tools.label(tool),
+            status: metrics::status_class(status),
+        })
+        .inc();
+    m.latency
+        .get_or_create(&LatencyLabels {
+            entry_point: cx.entry.name.clone(),
+            mcp_method,
+        })
+        .observe(elapsed.as_secs_f64());
+    tracing::info!(
+        target: "sluice::access",
+        entry_point = &*cx.entry.name,
+        method = cx.method.as_str(),
+        mcp_method,
+        tool,
+        status = status.as_u16(),
+        latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+    );
+}
+
+/// Counts an upstream failure.
+pub fn upstream_failed(state: &State, cx: &RequestContext, failure: UpstreamFailure) {
+    state
+        .metrics
+        .upstream_errors
+        .get_or_create(&UpstreamErrorLabels {
+            entry_point: cx.entry.name.clone(),
+            kind: failure.label(),
+        })
+        .inc();
+    tracing::warn!(
+        entry_point = &*cx.entry.name,
+        kind = failure.label(),
+        "{failure}"
+    );
+}

@@ -1,0 +1,117 @@
+//! The response body: upstream bytes as they arrive, an event stream with keep-alives, or an
+//! answer the proxy made. It carries the request's guards, so a request counts as in flight
+//! (and its connection as busy) until the caller has the last byte or goes away.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+
+use crate::conn::Busy;
+use crate::limits::Permit;
+use crate::metrics::GaugeGuard;
+use crate::sse::KeepAlive;
+
+/// What a response body holds on to until it is finished.
+#[derive(Debug, Default)]
+pub struct Guards {
+    /// Marks the caller's connection busy (not idle).
+    pub busy: Option<Busy>,
+    /// A place among `limits.maxInFlight`.
+    pub permit: Option<Permit>,
+    /// `sluice_open_streams`.
+    pub stream: Option<GaugeGuard>,
+}
+
+pin_project! {
+    /// A response body.
+    pub struct ResponseBody {
+        #[pin]
+        kind: Kind,
+        guards: Guards,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind {
+        Full { data: Option<Bytes> },
+        Upstream { #[pin] body: Incoming },
+        Stream { #[pin] body: KeepAlive<Incoming> },
+    }
+}
+
+impl ResponseBody {
+    /// A complete body the proxy made.
+    pub fn full(data: Bytes) -> Self {
+        let data = (!data.is_empty()).then_some(data);
+        Self {
+            kind: Kind::Full { data },
+            guards: Guards::default(),
+        }
+    }
+
+    /// The upstream's body, passed through frame by frame.
+    pub fn upstream(body: Incoming) -> Self {
+        Self {
+            kind: Kind::Upstream { body },
+            guards: Guards::default(),
+        }
+    }
+
+    /// The upstream's event stream, with keep-alive comments.
+    pub fn stream(body: KeepAlive<Incoming>) -> Self {
+        Self {
+            kind: Kind::Stream { body },
+            guards: Guards::default(),
+        }
+    }
+
+    /// The guards, to fill in.
+    pub fn guards_mut(&mut self) -> &mut Guards {
+        &mut self.guards
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let polled = match this.kind.project() {
+            KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Upstream { body } => body.poll_frame(cx),
+            KindProj::Stream { body } => body.poll_frame(cx),
+        };
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            // Finished: release the guards now rather than whenever the server drops the body.
+            *this.guards = Guards::default();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full { data } => data.is_none(),
+            Kind::Upstream { body } => body.is_end_stream(),
+            Kind::Stream { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            Kind::Upstream { body } => body.size_hint(),
+            Kind::Stream { .. } => SizeHint::default(),
+        }
+    }
+}

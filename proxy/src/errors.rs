@@ -1,0 +1,245 @@
+//! Every refusal and upstream failure, mapped to an HTTP status and a JSON-RPC error body.
+//!
+//! This is the one place that decides what a caller sees when the proxy answers instead of
+//! the upstream: the status, the JSON-RPC code and message, and the request's id.
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use sluice_proxy_config::Duration;
+
+use crate::body::ResponseBody;
+
+/// JSON-RPC error codes the proxy answers with.
+pub mod code {
+    /// The body is not JSON.
+    pub const PARSE_ERROR: i32 = -32700;
+    /// The JSON is not an acceptable JSON-RPC message, or the HTTP request is refused.
+    pub const INVALID_REQUEST: i32 = -32600;
+    /// A method's params lack what the method needs (e.g. `tools/call` without a name).
+    pub const INVALID_PARAMS: i32 = -32602;
+    /// The upstream failed.
+    pub const INTERNAL_ERROR: i32 = -32603;
+    /// A time limit passed (the MCP SDKs' `RequestTimeout`).
+    pub const REQUEST_TIMEOUT: i32 = -32001;
+    /// MCP 2026-07-28: a required `Mcp-*` header is missing or disagrees with the body.
+    pub const HEADER_MISMATCH: i32 = -32020;
+}
+
+/// Why the proxy answered a request itself.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The path is not under the entry point's prefix.
+    #[error("no such path on this entry point")]
+    NotFound,
+    /// A present `Origin` is not one of the entry point's (DNS-rebinding protection).
+    #[error("requests from this Origin are not allowed")]
+    Origin,
+    /// The request line and headers are larger than `limits.maxHeaderBytes`.
+    #[error("the request headers exceed {max} bytes")]
+    HeadersTooLarge { max: usize },
+    /// The body is larger than the entry point's body limit.
+    #[error("the request body exceeds {max} bytes")]
+    BodyTooLarge { max: u64 },
+    /// The body did not arrive within `timeouts.bodyRead`.
+    #[error("the request body did not arrive within {0}")]
+    BodyTimeout(Duration),
+    /// The caller broke off or garbled the body.
+    #[error("the request body could not be read")]
+    BodyRead,
+    /// The body is not JSON.
+    #[error("parse error: the body is not valid JSON (line {line}, column {column})")]
+    Parse { line: usize, column: usize },
+    /// The JSON nests deeper than the proxy inspects.
+    #[error("parse error: the JSON nests deeper than {0} levels")]
+    TooDeep(usize),
+    /// The JSON is not an acceptable JSON-RPC message.
+    #[error("invalid request: {0}")]
+    InvalidRequest(&'static str),
+    /// The params lack what the method needs.
+    #[error("invalid params: {0}")]
+    InvalidParams(&'static str),
+    /// `Mcp-Method` / `Mcp-Name` missing or disagreeing with the body.
+    #[error("header mismatch: {0}")]
+    HeaderMismatch(&'static str),
+    /// `limits.maxInFlight` requests are already in flight.
+    #[error("the proxy is at its limit of requests in flight; retry later")]
+    Overloaded,
+    /// The upstream could not be reached or failed.
+    #[error("{0}")]
+    Upstream(UpstreamFailure),
+}
+
+/// How the upstream failed; also the `kind` label of `sluice_upstream_errors_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// Nothing listens on the upstream port.
+    ConnectRefused,
+    /// Opening a connection took longer than `timeouts.upstreamConnect`.
+    ConnectTimeout,
+    /// Opening a connection failed otherwise.
+    Connect,
+    /// The connection broke before a complete response head arrived.
+    Reset,
+    /// No response head within `timeouts.upstreamFirstByte`.
+    FirstByteTimeout,
+    /// The upstream answered something that is not HTTP/1.1.
+    Protocol,
+}
+
+impl UpstreamFailure {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            UpstreamFailure::ConnectRefused => "connect_refused",
+            UpstreamFailure::ConnectTimeout => "connect_timeout",
+            UpstreamFailure::Connect => "connect",
+            UpstreamFailure::Reset => "reset",
+            UpstreamFailure::FirstByteTimeout => "first_byte_timeout",
+            UpstreamFailure::Protocol => "protocol",
+        }
+    }
+}
+
+impl fmt::Display for UpstreamFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UpstreamFailure::ConnectRefused => "the upstream is not accepting connections",
+            UpstreamFailure::ConnectTimeout => "connecting to the upstream timed out",
+            UpstreamFailure::Connect => "cannot connect to the upstream",
+            UpstreamFailure::Reset => "the upstream closed the connection without answering",
+            UpstreamFailure::FirstByteTimeout => "the upstream did not answer in time",
+            UpstreamFailure::Protocol => "the upstream sent an invalid response",
+        })
+    }
+}
+
+// === impl Refusal ===
+
+impl Refusal {
+    /// The HTTP status. Upstream failures: 503 when nothing reached the upstream (a retry is
+    /// safe), 502 when the request may have reached it, 504 when it did not answer in time.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::NotFound => StatusCode::NOT_FOUND,
+            Refusal::Origin => StatusCode::FORBIDDEN,
+            Refusal::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Refusal::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Refusal::BodyRead
+            | Refusal::Parse { .. }
+            | Refusal::TooDeep(_)
+            | Refusal::InvalidRequest(_)
+            | Refusal::InvalidParams(_)
+            | Refusal::HeaderMismatch(_) => StatusCode::BAD_REQUEST,
+            Refusal::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Upstream(f) => match f {
+                UpstreamFailure::ConnectRefused
+                | UpstreamFailure::ConnectTimeout
+                | UpstreamFailure::Connect => StatusCode::SERVICE_UNAVAILABLE,
+                UpstreamFailure::Reset | UpstreamFailure::Protocol => StatusCode::BAD_GATEWAY,
+                UpstreamFailure::FirstByteTimeout => StatusCode::GATEWAY_TIMEOUT,
+            },
+        }
+    }
+
+    /// The JSON-RPC error code.
+    pub fn code(&self) -> i32 {
+        match self {
+            Refusal::Parse { .. } | Refusal::TooDeep(_) => code::PARSE_ERROR,
+            Refusal::InvalidParams(_) => code::INVALID_PARAMS,
+            Refusal::HeaderMismatch(_) => code::HEADER_MISMATCH,
+            Refusal::BodyTimeout(_) | Refusal::Upstream(UpstreamFailure::FirstByteTimeout) => {
+                code::REQUEST_TIMEOUT
+            }
+            Refusal::Overloaded | Refusal::Upstream(_) => code::INTERNAL_ERROR,
+            Refusal::NotFound
+            | Refusal::Origin
+            | Refusal::HeadersTooLarge { .. }
+            | Refusal::BodyTooLarge { .. }
+            | Refusal::BodyRead
+            | Refusal::InvalidRequest(_) => code::INVALID_REQUEST,
+        }
+    }
+
+    /// The answer: the status, `Content-Type: application/json` and a JSON-RPC error object
+    /// carrying `id` (the request's id where known, else `null`).
+    pub fn to_response(&self, id: Option<&RawValue>) -> Response<ResponseBody> {
+        let mut response = Response::new(ResponseBody::full(error_body(self.code(), self, id)));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if matches!(self, Refusal::BodyTooLarge { .. } | Refusal::BodyTimeout(_)) {
+            // The rest of the body was never read: the connection cannot carry another request.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    jsonrpc: &'static str,
+    id: Option<&'a RawValue>,
+    error: ErrorObject,
+}
+
+#[derive(Serialize)]
+struct ErrorObject {
+    code: i32,
+    message: String,
+}
+
+/// A JSON-RPC error response.
+pub fn error_body(code: i32, message: &dyn fmt::Display, id: Option<&RawValue>) -> Bytes {
+    let body = ErrorBody {
+        jsonrpc: "2.0",
+        id,
+        error: ErrorObject {
+            code,
+            message: message.to_string(),
+        },
+    };
+    match serde_json::to_vec(&body) {
+        Ok(bytes) => Bytes::from(bytes),
+        // Serialising a string and a validated raw id cannot fail; stay well-formed anyway.
+        Err(_) => Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"internal error"}}"#,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_carry_the_raw_id_and_escape_the_message() {
+        let id = RawValue::from_string("\"a\\\"b\"".into()).unwrap();
+        let body = error_body(-32600, &"say \"hi\"", Some(&id));
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["id"], "a\"b");
+        assert_eq!(v["error"]["code"], -32600);
+        assert_eq!(v["error"]["message"], "say \"hi\"");
+        let v: serde_json::Value = serde_json::from_slice(&error_body(1, &"x", None)).unwrap();
+        assert!(v["id"].is_null());
+    }
+
+    #[test]
+    fn upstream_failures_map_to_gateway_statuses() {
+        let s = |f| Refusal::Upstream(f).status().as_u16();
+        assert_eq!(s(UpstreamFailure::ConnectRefused), 503);
+        assert_eq!(s(UpstreamFailure::ConnectTimeout), 503);
+        assert_eq!(s(UpstreamFailure::Reset), 502);
+        assert_eq!(s(UpstreamFailure::FirstByteTimeout), 504);
+    }
+}

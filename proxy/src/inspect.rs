@@ -1,0 +1,464 @@
+//! MCP inspection of a POST body: each JSON-RPC message's method, id and the name a policy acts
+//! on (`tools/call` and `prompts/get`: `params.name`; `resources/read`: `params.uri`).
+//!
+//! Values nobody needs (arguments, results) are skipped, never copied. A batch is inspected
+//! item by item, so a policy applied to every message cannot be bypassed by batching; a batch
+//! with one bad item is refused whole. Ambiguous input is refused rather than guessed at:
+//! duplicate keys, a message that is both request and response, ids that are not scalars.
+
+use std::borrow::Cow;
+
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use crate::errors::Refusal;
+
+/// Deepest JSON nesting accepted. serde skips nested values iteratively, so this is for the
+/// upstream's sake: its parser has a recursion limit and a defined refusal beats its crash.
+pub const MAX_DEPTH: usize = 128;
+
+/// What a POST body says, for the policies that act on it.
+#[derive(Debug)]
+pub struct Inspection {
+    messages: Messages,
+}
+
+#[derive(Debug)]
+enum Messages {
+    One(Message),
+    Batch(Vec<Message>),
+}
+
+/// One JSON-RPC message.
+#[derive(Debug)]
+pub struct Message {
+    method: Option<Method>,
+    id: Option<Box<RawValue>>,
+    name: Option<Box<str>>,
+}
+
+/// A JSON-RPC method; the ones MCP defines are interned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// A method of the MCP specification.
+    Known(&'static str),
+    /// Anything else, as sent.
+    Other(Box<str>),
+}
+
+// === impl Inspection ===
+
+impl Inspection {
+    /// The messages, in body order.
+    pub fn messages(&self) -> &[Message] {
+        match &self.messages {
+            Messages::One(m) => std::slice::from_ref(m),
+            Messages::Batch(v) => v,
+        }
+    }
+
+    /// The message when the body is not a batch.
+    pub fn single(&self) -> Option<&Message> {
+        match &self.messages {
+            Messages::One(m) => Some(m),
+            Messages::Batch(_) => None,
+        }
+    }
+
+    /// Whether the body is a JSON array of messages.
+    pub fn is_batch(&self) -> bool {
+        matches!(self.messages, Messages::Batch(_))
+    }
+
+    /// The id a refusal answers with: a single request's id; none for batches.
+    pub fn reply_id(&self) -> Option<&RawValue> {
+        self.single().and_then(Message::id)
+    }
+
+    /// The `mcp_method` metric label: a known method, `other`, `response` or `batch`.
+    pub fn method_label(&self) -> &'static str {
+        match &self.messages {
+            Messages::One(m) => m.method.as_ref().map_or("response", Method::label),
+            Messages::Batch(_) => "batch",
+        }
+    }
+
+    /// The tool of a single `tools/call`.
+    pub fn tool(&self) -> Option<&str> {
+        let m = self.single()?;
+        (m.method.as_ref()?.as_str() == "tools/call").then_some(m.name.as_deref()?)
+    }
+}
+
+// === impl Message ===
+
+impl Message {
+    /// The method; `None` for a response.
+    pub fn method(&self) -> Option<&Method> {
+        self.method.as_ref()
+    }
+
+    /// The id as sent (a JSON string or number; `null` only on responses).
+    pub fn id(&self) -> Option<&RawValue> {
+        self.id.as_deref()
+    }
+
+    /// `params.name` of `tools/call` and `prompts/get`, `params.uri` of `resources/read`.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// A request expects an answer: a method and an id.
+    pub fn is_request(&self) -> bool {
+        self.method.is_some() && self.id.is_some()
+    }
+
+    /// A notification: a method without an id.
+    pub fn is_notification(&self) -> bool {
+        self.method.is_some() && self.id.is_none()
+    }
+}
+
+// === impl Method ===
+
+impl Method {
+    fn new(name: &str) -> Self {
+        KNOWN_METHODS
+            .iter()
+            .find(|known| **known == name)
+            .map_or_else(|| Method::Other(name.into()), |known| Method::Known(known))
+    }
+
+    /// The method as sent.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Method::Known(m) => m,
+            Method::Other(m) => m,
+        }
+    }
+
+    /// A metric label of bounded cardinality.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Method::Known(m) => m,
+            Method::Other(_) => "other",
+        }
+    }
+}
+
+/// The methods of MCP revisions 2024-11-05 to 2026-07-28, most frequent first.
+const KNOWN_METHODS: &[&str] = &[
+    "tools/call",
+    "tools/list",
+    "notifications/initialized",
+    "initialize",
+    "ping",
+    "resources/read",
+    "resources/list",
+    "resources/templates/list",
+    "prompts/get",
+    "prompts/list",
+    "server/discover",
+    "subscriptions/listen",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+    "completion/complete",
+    "logging/setLevel",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "tasks/get",
+    "tasks/list",
+    "tasks/result",
+    "tasks/cancel",
+];
+
+/// Methods whose params carry the name a policy acts on, and where.
+fn named_param(method: &str) -> Option<(NameField, &'static str)> {
+    match method {
+        "tools/call" => Some((NameField::Name, "tools/call needs params.name as a string")),
+        "prompts/get" => Some((NameField::Name, "prompts/get needs params.name as a string")),
+        "resources/read" => Some((
+            NameField::Uri,
+            "resources/read needs params.uri as a string",
+        )),
+        _ => None,
+    }
+}
+
+#[derive(Clone, Copy)]
+enum NameField {
+    Name,
+    Uri,
+}
+
+// === parsing ===
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow, default)]
+    method: Option<Cow<'a, str>>,
+    // `present` keeps `"id": null` apart from a missing id.
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+    #[serde(default)]
+    result: Option<IgnoredAny>,
+    #[serde(default)]
+    error: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct NameParams<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct UriParams<'a> {
+    #[serde(borrow)]
+    uri: Option<Cow<'a, str>>,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// Inspects a POST body.
+pub fn inspect(body: &[u8]) -> Result<Inspection, Refusal> {
+    check_depth(body)?;
+    let messages = match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Messages::One(message(body)?),
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| refusal(&e))?;
+            if items.is_empty() {
+                return Err(Refusal::InvalidRequest("an empty batch"));
+            }
+            Messages::Batch(
+                items
+                    .iter()
+                    .map(|i| message(i.get().as_bytes()))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        _ => {
+            return Err(match serde_json::from_slice::<IgnoredAny>(body) {
+                Err(e) => refusal(&e),
+                Ok(_) => Refusal::InvalidRequest("a JSON-RPC message must be an object"),
+            });
+        }
+    };
+    Ok(Inspection { messages })
+}
+
+fn message(json: &[u8]) -> Result<Message, Refusal> {
+    let wire: Wire<'_> = serde_json::from_slice(json).map_err(|e| refusal(&e))?;
+    let is_response = wire.result.is_some() || wire.error.is_some();
+    if let Some(id) = wire.id {
+        let scalar = matches!(id.get().as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9'));
+        let null_reply = id.get() == "null" && wire.method.is_none();
+        if !scalar && !null_reply {
+            return Err(Refusal::InvalidRequest(
+                "an id must be a string or a number",
+            ));
+        }
+    }
+    let Some(method) = wire.method else {
+        if !is_response {
+            return Err(Refusal::InvalidRequest(
+                "a message needs a method, a result or an error",
+            ));
+        }
+        return Ok(Message {
+            method: None,
+            id: wire.id.map(RawValue::to_owned),
+            name: None,
+        });
+    };
+    if is_response {
+        return Err(Refusal::InvalidRequest(
+            "a message cannot be both a request and a response",
+        ));
+    }
+    let name = match named_param(&method) {
+        None => None,
+        Some((field, missing)) => {
+            let params = wire
+                .params
+                .ok_or(Refusal::InvalidParams(missing))?
+                .get()
+                .as_bytes();
+            // serde would also read a struct from an array, positionally.
+            if params.first() != Some(&b'{') {
+                return Err(Refusal::InvalidParams(missing));
+            }
+            let name = match field {
+                NameField::Name => serde_json::from_slice::<NameParams<'_>>(params).map(|p| p.name),
+                NameField::Uri => serde_json::from_slice::<UriParams<'_>>(params).map(|p| p.uri),
+            };
+            Some(Box::from(
+                name.ok().flatten().ok_or(Refusal::InvalidParams(missing))?,
+            ))
+        }
+    };
+    Ok(Message {
+        method: Some(Method::new(&method)),
+        id: wire.id.map(RawValue::to_owned),
+        name,
+    })
+}
+
+fn refusal(e: &serde_json::Error) -> Refusal {
+    match e.classify() {
+        serde_json::error::Category::Data => {
+            Refusal::InvalidRequest("the body is not a valid JSON-RPC message")
+        }
+        _ => Refusal::Parse {
+            line: e.line(),
+            column: e.column(),
+        },
+    }
+}
+
+/// Refuses JSON nested deeper than [`MAX_DEPTH`], in one pass without allocating.
+fn check_depth(body: &[u8]) -> Result<(), Refusal> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(Refusal::TooDeep(MAX_DEPTH));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(body: &str) -> Inspection {
+        inspect(body.as_bytes()).unwrap()
+    }
+
+    fn code(body: &str) -> i32 {
+        inspect(body.as_bytes()).unwrap_err().code()
+    }
+
+    #[test]
+    fn a_tool_call_yields_method_id_and_tool() {
+        let i = ok(
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{"a":[1,{"b":2}]},"name":"pha_task_get"}}"#,
+        );
+        let m = i.single().unwrap();
+        assert_eq!(m.method(), Some(&Method::Known("tools/call")));
+        assert_eq!(m.id().unwrap().get(), "7");
+        assert_eq!(i.tool(), Some("pha_task_get"));
+        assert!(m.is_request());
+        assert_eq!(i.method_label(), "tools/call");
+    }
+
+    #[test]
+    fn names_are_unescaped_as_the_upstream_reads_them() {
+        let i = ok(
+            r#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"pha_\u0074ask_get"}}"#,
+        );
+        assert_eq!(i.tool(), Some("pha_task_get"));
+        let i = ok(
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"phab://T1"}}"#,
+        );
+        assert_eq!(i.single().unwrap().name(), Some("phab://T1"));
+    }
+
+    #[test]
+    fn notifications_responses_and_unknown_methods() {
+        let i = ok(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        assert!(i.single().unwrap().is_notification());
+        let i = ok(r#"{"jsonrpc":"2.0","id":null,"error":{"code":1,"message":"x"}}"#);
+        assert_eq!(i.method_label(), "response");
+        let i = ok(r#"{"jsonrpc":"2.0","id":1,"method":"x/custom"}"#);
+        assert_eq!(i.single().unwrap().method().unwrap().as_str(), "x/custom");
+        assert_eq!(i.method_label(), "other");
+    }
+
+    #[test]
+    fn batches_are_inspected_item_by_item() {
+        let i = ok(r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},
+                      {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"pha_passphrase_get"}}]"#);
+        assert!(i.is_batch());
+        assert_eq!(i.messages()[1].name(), Some("pha_passphrase_get"));
+        assert!(i.reply_id().is_none());
+        assert_eq!(i.method_label(), "batch");
+        assert_eq!(code("[]"), -32600);
+        assert_eq!(
+            code(r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call"}]"#),
+            -32602
+        );
+        assert_eq!(code(r#"[1]"#), -32600);
+    }
+
+    #[test]
+    fn malformed_and_ambiguous_bodies_are_refused() {
+        assert_eq!(code(""), -32700);
+        assert_eq!(code("{\"id\":1,"), -32700);
+        assert_eq!(code("{} x"), -32700);
+        assert_eq!(code("\"str\""), -32600);
+        assert_eq!(
+            code(r#"{"id":1,"method":"a","method":"tools/call"}"#),
+            -32600
+        );
+        assert_eq!(
+            code(r#"{"id":1,"method":"tools/list","result":{}}"#),
+            -32600
+        );
+        assert_eq!(code(r#"{"id":{},"method":"tools/list"}"#), -32600);
+        assert_eq!(code(r#"{"id":null,"method":"tools/list"}"#), -32600);
+        assert_eq!(code(r#"{"jsonrpc":"2.0"}"#), -32600);
+        assert_eq!(code(r#"{"id":1,"method":7}"#), -32600);
+        assert_eq!(
+            code(r#"{"id":1,"method":"tools/call","params":{"name":3}}"#),
+            -32602
+        );
+        assert_eq!(
+            code(r#"{"id":1,"method":"tools/call","params":["x"]}"#),
+            -32602
+        );
+        assert_eq!(
+            code(r#"{"id":1,"method":"tools/call","params":{"name":"a","name":"b"}}"#),
+            -32602
+        );
+    }
+
+    #[test]
+    fn nesting_bombs_are_refused_but_brackets_in_strings_are_not() {
+        let bomb = format!(
+            r#"{{"id":1,"method":"tools/call","params":{{"name":"x","arguments":{}1{}}}}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        assert_eq!(code(&bomb), -32700);
+        let text = format!(
+            r#"{{"id":1,"method":"tools/call","params":{{"name":"x","arguments":"{}\"\\"}}}}"#,
+            "[".repeat(500)
+        );
+        assert_eq!(ok(&text).tool(), Some("x"));
+    }
+}

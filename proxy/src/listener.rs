@@ -1,0 +1,265 @@
+//! Listeners: one per entry point plus the admin one, opened and closed as the config changes,
+//! and the accept loop that hands each connection to conn.rs.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use hyper::service::service_fn;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use crate::admin;
+use crate::conn::{self, Activity};
+use crate::stack::{self, Conn};
+use crate::state::{Entry, State};
+
+/// What a listener is for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// An entry point, by name and configured address.
+    Entry(Arc<str>, SocketAddr),
+    /// The admin listener.
+    Admin(SocketAddr),
+}
+
+/// A listener the config wants.
+pub enum Desired {
+    Entry(Arc<Entry>, SocketAddr),
+    Admin(SocketAddr),
+}
+
+struct Running {
+    local: SocketAddr,
+    entry: Option<Arc<ArcSwap<Entry>>>,
+    _stop: oneshot::Sender<()>,
+}
+
+/// The open listeners.
+#[derive(Default)]
+pub struct Listeners {
+    running: Mutex<HashMap<Key, Running>>,
+}
+
+impl Listeners {
+    /// Opens what `desired` adds, closes what it drops, and points kept entry-point listeners
+    /// at their new `Entry`. Connections of a closed listener finish on their own. Returns
+    /// the listeners that could not be opened.
+    pub fn reconcile(&self, state: &Arc<State>, desired: Vec<Desired>) -> Vec<String> {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let wanted: Vec<(Key, Desired)> = desired
+            .into_iter()
+            .map(|d| match &d {
+                Desired::Entry(e, addr) => (Key::Entry(e.name.clone(), *addr), d),
+                Desired::Admin(addr) => (Key::Admin(*addr), d),
+            })
+            .collect();
+        // Close first, so a port moving between entry points is free to bind.
+        running.retain(|key, _| wanted.iter().any(|(k, _)| k == key));
+        let mut errors = Vec::new();
+        for (key, want) in wanted {
+            if let (Some(run), Desired::Entry(entry, _)) = (running.get(&key), &want) {
+                if let Some(slot) = &run.entry {
+                    slot.store(entry.clone());
+                }
+                continue;
+            }
+            if running.contains_key(&key) {
+                continue;
+            }
+            match open(state, want) {
+                Ok(run) => {
+                    running.insert(key, run);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        errors
+    }
+
+    /// The bound address of an entry point's listener.
+    pub fn entry_addr(&self, name: &str) -> Option<SocketAddr> {
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        running
+            .iter()
+            .find_map(|(k, r)| matches!(k, Key::Entry(n, _) if &**n == name).then_some(r.local))
+    }
+
+    /// The bound address of the admin listener.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        running
+            .iter()
+            .find_map(|(k, r)| matches!(k, Key::Admin(_)).then_some(r.local))
+    }
+}
+
+fn open(state: &Arc<State>, want: Desired) -> Result<Running, String> {
+    let (addr, what) = match &want {
+        Desired::Entry(e, addr) => (*addr, format!("entry point {}", e.name)),
+        Desired::Admin(addr) => (*addr, "the admin listener".to_owned()),
+    };
+    let listener = bind(addr).map_err(|e| format!("cannot listen on {addr} for {what}: {e}"))?;
+    let local = listener.local_addr().unwrap_or(addr);
+    let (stop, stopped) = oneshot::channel();
+    let entry = match want {
+        Desired::Entry(entry, _) => {
+            let slot = Arc::new(ArcSwap::new(entry));
+            tokio::spawn(accept_entry(listener, slot.clone(), state.clone(), stopped));
+            Some(slot)
+        }
+        Desired::Admin(_) => {
+            tokio::spawn(accept_admin(listener, state.clone(), stopped));
+            None
+        }
+    };
+    tracing::info!(%local, "listening for {what}");
+    Ok(Running {
+        local,
+        entry,
+        _stop: stop,
+    })
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let std_listener = std::net::TcpListener::bind(addr)?;
+    std_listener.set_nonblocking(true)?;
+    TcpListener::from_std(std_listener)
+}
+
+/// Accepts until the listener is dropped from the config or shutdown begins.
+async fn accept_entry(
+    listener: TcpListener,
+    entry: Arc<ArcSwap<Entry>>,
+    state: Arc<State>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let mut shutdown = state.shutdown.subscribe();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, say: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stopped => return,
+            _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => return,
+        };
+        tokio::spawn(serve_entry(tcp, peer, entry.clone(), state.clone()));
+    }
+}
+
+async fn serve_entry(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    slot: Arc<ArcSwap<Entry>>,
+    state: Arc<State>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let shutdown = state.shutdown.subscribe();
+    let entry = slot.load_full();
+    let snapshot = entry.snapshot.clone();
+    let activity = Activity::new();
+    let conn = Arc::new(Conn {
+        peer,
+        peer_ip: HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown")),
+        activity: activity.clone(),
+        entry: slot,
+        state,
+    });
+    let service = service_fn(move |req| {
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(stack::serve(req, &conn).await) }
+    });
+    let timers = snapshot.timers;
+    match &entry.tls {
+        None => {
+            conn::serve(
+                tcp,
+                &snapshot.http,
+                service,
+                activity,
+                timers,
+                Some(shutdown),
+            )
+            .await
+        }
+        Some(acceptor) => {
+            let tls = match tokio::time::timeout(timers.header_read, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            conn::serve(
+                tls,
+                &snapshot.http,
+                service,
+                activity,
+                timers,
+                Some(shutdown),
+            )
+            .await;
+        }
+    }
+}
+
+/// Accepts admin connections until the admin listener is dropped from the config. It keeps
+/// serving through shutdown, so probes see `/readyz` fail rather than a refused connection.
+async fn accept_admin(
+    listener: TcpListener,
+    state: Arc<State>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stopped => return,
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let snapshot = state.snapshot.load_full();
+            let activity = Activity::new();
+            let act = activity.clone();
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                let busy = act.begin();
+                async move {
+                    let mut response = admin::serve(req, &state).await;
+                    response.body_mut().guards_mut().busy = Some(busy);
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            conn::serve(
+                tcp,
+                &snapshot.http,
+                service,
+                activity,
+                snapshot.timers,
+                None,
+            )
+            .await;
+        });
+    }
+}

@@ -1,0 +1,264 @@
+//! Prometheus metrics, registered under the `sluice_` prefix.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Most distinct `tool` label values; later tools count as `other`.
+pub const MAX_TOOL_LABELS: usize = 256;
+
+/// Request latency buckets, in seconds: sub-millisecond proxy refusals to minute-long calls.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// Labels of `sluice_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub entry_point: Arc<str>,
+    pub http_method: &'static str,
+    pub mcp_method: &'static str,
+    pub tool: Arc<str>,
+    pub status: &'static str,
+}
+
+/// Labels of `sluice_request_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LatencyLabels {
+    pub entry_point: Arc<str>,
+    pub mcp_method: &'static str,
+}
+
+/// An entry point.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EntryLabels {
+    pub entry_point: Arc<str>,
+}
+
+/// Labels of `sluice_upstream_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamErrorLabels {
+    pub entry_point: Arc<str>,
+    pub kind: &'static str,
+}
+
+/// An outcome (`applied`, `rejected`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+/// An entry point's certificate reload outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsLabels {
+    pub entry_point: Arc<str>,
+    pub result: &'static str,
+}
+
+type LatencyFamily = Family<LatencyLabels, Histogram, fn() -> Histogram>;
+
+/// Every metric the proxy keeps.
+#[derive(Debug)]
+pub struct Metrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: LatencyFamily,
+    pub in_flight: Family<EntryLabels, Gauge>,
+    pub open_streams: Family<EntryLabels, Gauge>,
+    pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    pub config_reloads: Family<ResultLabels, Counter>,
+    pub config_rejected: Gauge,
+    pub tls_reloads: Family<TlsLabels, Counter>,
+    pub tools: ToolLabels,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in a `sluice` sub-registry of `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
+            in_flight: Family::default(),
+            open_streams: Family::default(),
+            upstream_errors: Family::default(),
+            config_reloads: Family::default(),
+            config_rejected: Gauge::default(),
+            tls_reloads: Family::default(),
+            tools: ToolLabels::default(),
+        };
+        let r = registry.sub_registry_with_prefix("sluice");
+        r.register(
+            "requests",
+            "Requests by entry point, HTTP and MCP method, tool and status class",
+            m.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Time to the response head, by entry point and MCP method",
+            m.latency.clone(),
+        );
+        r.register(
+            "in_flight_requests",
+            "Requests being served, streams included",
+            m.in_flight.clone(),
+        );
+        r.register(
+            "open_streams",
+            "Event streams open to callers",
+            m.open_streams.clone(),
+        );
+        r.register(
+            "upstream_errors",
+            "Upstream failures by kind",
+            m.upstream_errors.clone(),
+        );
+        r.register(
+            "config_reloads",
+            "Config file changes by result",
+            m.config_reloads.clone(),
+        );
+        r.register(
+            "config_rejected",
+            "1 while the config file on disk is rejected and the last good config is served",
+            m.config_rejected.clone(),
+        );
+        r.register(
+            "tls_reloads",
+            "Certificate changes by result",
+            m.tls_reloads.clone(),
+        );
+        m
+    }
+}
+
+/// The `status` label: `2xx` … `5xx`.
+pub fn status_class(status: http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// The `http_method` label, bounded.
+pub fn http_method(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::POST => "POST",
+        http::Method::GET => "GET",
+        http::Method::DELETE => "DELETE",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::HEAD => "HEAD",
+        _ => "other",
+    }
+}
+
+/// Holds a gauge up by one while alive (a request in flight, a stream open).
+#[derive(Debug)]
+pub struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    /// Increments `gauge` until the guard is dropped.
+    pub fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Tool label values, capped at [`MAX_TOOL_LABELS`] so callers cannot grow the metric without
+/// bound. Reads are lock-free; the set is copied on the rare insert.
+#[derive(Debug)]
+pub struct ToolLabels {
+    seen: ArcSwap<HashSet<Arc<str>>>,
+    none: Arc<str>,
+    other: Arc<str>,
+}
+
+impl Default for ToolLabels {
+    fn default() -> Self {
+        Self {
+            seen: ArcSwap::default(),
+            none: Arc::from(""),
+            other: Arc::from("other"),
+        }
+    }
+}
+
+impl ToolLabels {
+    /// The label for `tool`: itself while the cap allows, else `other`; empty for no tool.
+    pub fn label(&self, tool: Option<&str>) -> Arc<str> {
+        let Some(tool) = tool else {
+            return self.none.clone();
+        };
+        {
+            let seen = self.seen.load();
+            if let Some(known) = seen.get(tool) {
+                return known.clone();
+            }
+            let valid = tool.len() <= 128
+                && tool
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-./".contains(&b));
+            if !valid || seen.len() >= MAX_TOOL_LABELS {
+                return self.other.clone();
+            }
+        }
+        let name: Arc<str> = Arc::from(tool);
+        let mut admitted = false;
+        self.seen.rcu(|seen| {
+            let mut next = HashSet::clone(seen);
+            admitted = seen.contains(tool) || seen.len() < MAX_TOOL_LABELS;
+            if admitted {
+                next.insert(name.clone());
+            }
+            next
+        });
+        if admitted { name } else { self.other.clone() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_labels_are_capped() {
+        let t = ToolLabels::default();
+        for i in 0..MAX_TOOL_LABELS {
+            assert_eq!(&*t.label(Some(&format!("tool_{i}"))), format!("tool_{i}"));
+        }
+        assert_eq!(&*t.label(Some("one_too_many")), "other");
+        assert_eq!(&*t.label(Some("tool_3")), "tool_3");
+        assert_eq!(&*t.label(Some("bad name")), "other");
+        assert_eq!(&*t.label(None), "");
+    }
+
+    #[test]
+    fn metrics_are_prefixed() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        m.config_reloads
+            .get_or_create(&ResultLabels { result: "applied" })
+            .inc();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("sluice_config_reloads_total{result=\"applied\"} 1"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,161 @@
+//! The request path, top to bottom: every step a caller's request goes through, in order.
+//!
+//! Each step either passes the request on or refuses it with a [`Refusal`]; refusals become
+//! responses in one place (errors.rs) carrying the request's JSON-RPC id once it is known.
+//! Later policies (authentication, tool policy, rate limits) are steps here that read and
+//! fill the [`RequestContext`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use http::{HeaderValue, Method, Request, Response};
+use hyper::body::Incoming;
+use percent_encoding::percent_decode_str;
+use serde_json::value::RawValue;
+
+use crate::access;
+use crate::body::ResponseBody;
+use crate::conn::Activity;
+use crate::errors::Refusal;
+use crate::inspect::{self, Inspection};
+use crate::state::{Entry, State};
+use crate::{forward, limits, mcp_headers};
+
+/// A caller connection, as the request path needs it.
+pub struct Conn {
+    pub peer: SocketAddr,
+    /// `peer`'s IP, ready for `X-Forwarded-For`.
+    pub peer_ip: HeaderValue,
+    pub activity: Arc<Activity>,
+    /// The listener's entry point; swapped by reloads, read once per request.
+    pub entry: Arc<ArcSwap<Entry>>,
+    pub state: Arc<State>,
+}
+
+/// What the steps of one request learn and share.
+pub struct RequestContext {
+    /// The entry point as it was when the request arrived.
+    pub entry: Arc<Entry>,
+    pub started: Instant,
+    pub method: Method,
+    /// What the body says (inspected POSTs only).
+    pub inspection: Option<Inspection>,
+}
+
+impl RequestContext {
+    /// The id refusals answer with.
+    pub fn reply_id(&self) -> Option<&RawValue> {
+        self.inspection.as_ref().and_then(Inspection::reply_id)
+    }
+}
+
+/// POST paths of the upstream's OAuth endpoints (Conduit's OAuth-proxy mode): forms and
+/// registrations, not JSON-RPC. Compared after percent-decoding, as the upstream routes; every
+/// other POST is inspected, so no spelling of the MCP path escapes inspection.
+const PLAIN_POST_PATHS: &[&str] = &[
+    "/token",
+    "/register",
+    "/authorize",
+    "/consent",
+    "/auth/callback",
+    "/revoke",
+];
+
+/// Serves one request.
+pub async fn serve(req: Request<Incoming>, conn: &Conn) -> Response<ResponseBody> {
+    let busy = conn.activity.begin();
+    let mut cx = RequestContext {
+        entry: conn.entry.load_full(),
+        started: Instant::now(),
+        method: req.method().clone(),
+        inspection: None,
+    };
+    let mut response = match handle(req, conn, &mut cx).await {
+        Ok(response) => response,
+        Err(refusal) => {
+            if let Refusal::Upstream(failure) = &refusal {
+                access::upstream_failed(&conn.state, &cx, *failure);
+            }
+            refusal.to_response(cx.reply_id())
+        }
+    };
+    access::record(&conn.state, &cx, &response);
+    response.body_mut().guards_mut().busy = Some(busy);
+    response
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    conn: &Conn,
+    cx: &mut RequestContext,
+) -> Result<Response<ResponseBody>, Refusal> {
+    let entry = cx.entry.clone();
+    let config = &entry.snapshot.config;
+
+    // Limits: a place among the requests in flight (held until the response ends), a head of
+    // bounded size.
+    let permit = limits::admit(
+        &conn.state.in_flight,
+        config.limits.max_in_flight,
+        &entry.in_flight,
+    )?;
+    limits::check_head(&req, config.limits.max_header_bytes)?;
+
+    // (OAuth discovery documents are public: they will be answered here, before any check.)
+
+    // DNS rebinding: a browser page may only call from an allowed Origin.
+    entry.origins.check(req.headers())?;
+
+    // The upstream path: prefix stripped, `/mcp/` normalised.
+    let path = entry
+        .prefix
+        .upstream_path(req.uri())
+        .ok_or(Refusal::NotFound)?;
+
+    // (Authentication will establish the caller's identity here.)
+
+    // The body, bounded in size and time; then what it says, for MCP POSTs.
+    let (parts, body) = req.into_parts();
+    let body = limits::read_body(body, entry.max_body, config.timeouts.body_read).await?;
+    if parts.method == Method::POST && !is_plain_post(path.path()) {
+        let inspection = cx.inspection.insert(inspect::inspect(&body)?);
+        mcp_headers::check(&parts.headers, inspection)?;
+    }
+
+    // (Tool policy and rate limits will act on `cx.inspection` here.)
+
+    // Forward, and stream the answer back.
+    let host = forward::caller_host(&parts);
+    let upstream_req = forward::request(parts, body, path, host.as_ref(), &conn.peer_ip, &entry);
+    let upstream_resp = entry
+        .snapshot
+        .upstream
+        .send(upstream_req)
+        .await
+        .map_err(Refusal::Upstream)?;
+    let mut response = forward::response(upstream_resp, host.as_ref(), &entry);
+    response.body_mut().guards_mut().permit = Some(permit);
+    Ok(response)
+}
+
+fn is_plain_post(path: &str) -> bool {
+    let decoded = percent_decode_str(path).decode_utf8_lossy();
+    PLAIN_POST_PATHS.contains(&decoded.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_exact_oauth_paths_skip_inspection() {
+        assert!(is_plain_post("/token"));
+        assert!(is_plain_post("/%74oken"));
+        assert!(!is_plain_post("/mcp"));
+        assert!(!is_plain_post("/token/"));
+        assert!(!is_plain_post("/token/../mcp"));
+        assert!(!is_plain_post("/%6dcp"));
+    }
+}

@@ -1,0 +1,186 @@
+//! What the proxy knows: process-wide state, and per config generation a snapshot and one
+//! compiled entry point per listener. A request holds the `Arc<Entry>` it started with, so a
+//! reload never changes the rules under a request in flight.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use sluice_proxy_config::{EntryPoint, ProxyConfig};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::conn::Timers;
+use crate::forward::Upstream;
+use crate::limits::InFlight;
+use crate::metrics::{EntryLabels, Metrics};
+use crate::origin::Origins;
+use crate::prefix::Prefix;
+
+/// Process-wide state.
+#[derive(Debug)]
+pub struct State {
+    pub registry: Registry,
+    pub metrics: Metrics,
+    pub in_flight: Arc<InFlight>,
+    /// The config generation new connections and the admin listener use.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Set on SIGTERM: `/readyz` fails from then on.
+    pub draining: AtomicBool,
+    /// Turns true when listeners must stop accepting and connections close gracefully; its
+    /// receivers are the accept loops and connections still open.
+    pub shutdown: watch::Sender<bool>,
+    /// What `/readyz` reports besides the upstream.
+    pub status: Mutex<Status>,
+    /// The last upstream readiness probe.
+    pub probe: Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+/// Problems that do not take the pod out of service but must be visible.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// Why the config file on disk is not in use (the last good one is).
+    pub config_rejected: Option<String>,
+    /// Listeners that could not be opened.
+    pub listen_errors: Vec<String>,
+    /// Certificates that do not load (the last good ones are in use).
+    pub tls_errors: Vec<String>,
+}
+
+impl State {
+    /// State for a first, valid config.
+    pub fn new(snapshot: Arc<Snapshot>) -> Self {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        Self {
+            registry,
+            metrics,
+            in_flight: Arc::default(),
+            snapshot: ArcSwap::new(snapshot),
+            draining: AtomicBool::new(false),
+            shutdown: watch::channel(false).0,
+            status: Mutex::default(),
+            probe: Mutex::default(),
+        }
+    }
+
+    /// Locks the status; a panic elsewhere must not take readiness reporting down with it.
+    pub fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// One config generation.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: Arc<ProxyConfig>,
+    pub upstream: Arc<Upstream>,
+    /// Connection settings (limits, h2 streams) for connections accepted under this config.
+    pub http: auto::Builder<TokioExecutor>,
+    pub timers: Timers,
+}
+
+impl Snapshot {
+    /// A generation for `config`, with `upstream` built for it (or kept from the last one).
+    pub fn new(config: Arc<ProxyConfig>, upstream: Arc<Upstream>) -> Self {
+        let limits = &config.limits;
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .keep_alive(true)
+            .half_close(false)
+            .max_headers(limits.max_headers)
+            // hyper refuses heads over its buffer with 431 before we see them; it needs 8 KiB.
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .timer(TokioTimer::new())
+            // conn.rs runs the head timer itself (see there why).
+            .header_read_timeout(None);
+        http.http2()
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .timer(TokioTimer::new());
+        let timers = Timers {
+            header_read: config.timeouts.header_read.get(),
+            idle: config.timeouts.idle.get(),
+        };
+        Self {
+            config,
+            upstream,
+            http,
+            timers,
+        }
+    }
+}
+
+/// An entry point compiled for the request path.
+pub struct Entry {
+    pub name: Arc<str>,
+    pub prefix: Prefix,
+    pub origins: Origins,
+    pub max_body: u64,
+    pub tls: Option<TlsAcceptor>,
+    /// `X-Forwarded-Proto`: the public URL's scheme, else the listener's.
+    pub proto: HeaderValue,
+    /// `X-Forwarded-Host`: the public URL's host, else the caller's `Host`.
+    pub public_host: Option<HeaderValue>,
+    /// `scheme://host[:port]` of the public URL, for rebasing upstream redirects.
+    pub public_base: Option<Box<str>>,
+    pub in_flight: Gauge,
+    pub streams: Gauge,
+    pub snapshot: Arc<Snapshot>,
+}
+
+impl Entry {
+    /// Compiles `ep` for `snapshot`.
+    pub fn new(
+        ep: &EntryPoint,
+        snapshot: Arc<Snapshot>,
+        tls: Option<TlsAcceptor>,
+        metrics: &Metrics,
+    ) -> Self {
+        let public = ep
+            .public_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok());
+        let scheme = match &public {
+            Some(u) => u.scheme().to_owned(),
+            None if tls.is_some() => "https".into(),
+            None => "http".into(),
+        };
+        let public_authority = public
+            .as_ref()
+            .map(|u| u[url::Position::BeforeHost..url::Position::AfterPort].to_owned());
+        let name: Arc<str> = Arc::from(ep.name.as_str());
+        let labels = EntryLabels {
+            entry_point: name.clone(),
+        };
+        Self {
+            prefix: Prefix::new(&ep.path_prefix),
+            origins: Origins::new(ep.public_url.as_deref(), &ep.allowed_origins),
+            max_body: ep
+                .max_body_bytes
+                .unwrap_or(snapshot.config.limits.max_body_bytes),
+            tls,
+            proto: if scheme == "https" {
+                HeaderValue::from_static("https")
+            } else {
+                HeaderValue::from_static("http")
+            },
+            public_host: public_authority
+                .as_deref()
+                .and_then(|a| HeaderValue::from_str(a).ok()),
+            public_base: public_authority.map(|a| format!("{scheme}://{a}").into()),
+            in_flight: metrics.in_flight.get_or_create(&labels).clone(),
+            streams: metrics.open_streams.get_or_create(&labels).clone(),
+            name,
+            snapshot,
+        }
+    }
+}
