@@ -37,9 +37,9 @@ pub fn crd_stream() -> Result<String> {
 
 fn crd_file(crd: &CustomResourceDefinition) -> Result<CrdFile> {
     let name = crd.metadata.name.clone().unwrap_or_default();
-    let body = serde_saphyr::to_string(crd).map_err(|source| Error::CrdYaml {
+    let body = serde_saphyr::to_string(crd).map_err(|error| Error::CrdYaml {
         name: name.clone(),
-        source,
+        error,
     })?;
     Ok(CrdFile {
         file_name: format!("{name}.yaml"),

@@ -4,6 +4,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sluice_operator::Error;
+use sluice_operator::admission::Admission;
+use sluice_operator::render::RenderOptions;
 
 /// The Sluice operator: runs the Phabricator MCP server (Conduit) on Kubernetes from
 /// McpServer and McpRoute resources.
@@ -20,11 +23,30 @@ enum Command {
     Run,
     /// Print the McpServer and McpRoute CRDs as a YAML stream.
     Crds,
+    /// Print every object the operator would apply for McpServer and McpRoute manifests,
+    /// without a cluster: the same checks and builders as the controller.
+    Render(RenderArgs),
 }
 
-/// Exit status of `run` while the controller does not exist yet: the command is known but
-/// cannot do its job, which is neither success nor a usage error's 2... except that clap
-/// uses 2 for usage errors too, and scripts only need "not zero".
+#[derive(Debug, clap::Args)]
+struct RenderArgs {
+    /// A manifest file, or a directory of them (YAML, several documents allowed); `-` reads
+    /// stdin. Repeat to read more.
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    files: Vec<String>,
+    /// Namespace of the objects whose manifest names none.
+    #[arg(short = 'n', long, value_name = "NS", default_value = "default")]
+    namespace: String,
+    /// Conduit image for servers that do not pin one.
+    #[arg(long, value_name = "IMAGE", default_value = sluice_crds::defaults::CONDUIT_IMAGE)]
+    conduit_image: String,
+    /// Sidecar image for servers that do not pin one.
+    #[arg(long, value_name = "IMAGE", default_value = sluice_crds::defaults::PROXY_IMAGE)]
+    proxy_image: String,
+}
+
+/// Exit status of `run` while the controller does not exist yet (as for a command line the
+/// binary cannot carry out).
 const EXIT_NOT_BUILT: u8 = 2;
 
 fn main() -> ExitCode {
@@ -38,7 +60,24 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_NOT_BUILT)
         }
         Command::Crds => finish(print_crds()),
+        Command::Render(args) => finish(render(args)),
     }
+}
+
+fn render(args: RenderArgs) -> anyhow::Result<()> {
+    let admission = Admission::new()?;
+    let admitted = admission.load_files(&args.files, &args.namespace)?;
+    let options = RenderOptions {
+        conduit_image: args.conduit_image,
+        proxy_image: args.proxy_image,
+    };
+    let output = admitted.render(&options)?;
+    let stream = sluice_operator::render::to_yaml_stream(&output.objects)?;
+    for warning in &output.warnings {
+        eprintln!("warning: {warning}");
+    }
+    std::io::stdout().lock().write_all(stream.as_bytes())?;
+    Ok(())
 }
 
 fn print_crds() -> anyhow::Result<()> {
@@ -47,13 +86,19 @@ fn print_crds() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reports an error on stderr (with its causes) and turns the outcome into an exit status.
+/// Reports an error on stderr and turns the outcome into an exit status. Problems with the
+/// inputs get one line each, so every one of them is easy to find.
 fn finish(outcome: anyhow::Result<()>) -> ExitCode {
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+    let Err(error) = outcome else {
+        return ExitCode::SUCCESS;
+    };
+    match error.downcast_ref::<Error>() {
+        Some(Error::Invalid(problems)) => {
+            for problem in &problems.0 {
+                eprintln!("error: {problem}");
+            }
         }
+        _ => eprintln!("error: {error:#}"),
     }
+    ExitCode::FAILURE
 }

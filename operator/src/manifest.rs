@@ -17,6 +17,9 @@ use serde_saphyr::Spanned;
 /// mistaken `-f` from reading a disk image into memory.
 pub const MAX_INPUT_BYTES: usize = 4 * 1024 * 1024;
 
+/// Most YAML nodes one document may hold (aliases expanded).
+const MAX_NODES_PER_DOCUMENT: usize = 20_000;
+
 /// The file name that means standard input.
 pub const STDIN: &str = "-";
 
@@ -275,7 +278,12 @@ pub fn parse(inputs: &[Input], default_namespace: &str) -> Parsed {
 
 fn parse_input(input: &Input, default_namespace: &str, parsed: &mut Parsed) {
     let options = serde_saphyr::options! {
-        budget: serde_saphyr::budget! { max_reader_input_bytes: Some(MAX_INPUT_BYTES) },
+        // Budgets count per document. One object is a few hundred nodes; the cap stops alias
+        // bombs early (the default, 250 000, takes seconds to reach).
+        budget: serde_saphyr::budget! {
+            max_reader_input_bytes: Some(MAX_INPUT_BYTES),
+            max_nodes: MAX_NODES_PER_DOCUMENT,
+        },
         with_snippet: false,
     };
     let mut text = input.text.as_bytes();
@@ -329,7 +337,7 @@ fn read_object(
     let Value::Object(mut fields) = value else {
         return Err(vec![ManifestError::NotAMapping {
             at: origin,
-            found: json_type(&value),
+            found: yaml_type(&value),
         }]);
     };
     let mut problems = Vec::new();
@@ -337,11 +345,11 @@ fn read_object(
     let identity = read_metadata(&mut fields, &origin, default_namespace, &mut problems);
     let (Some(kind), Some((namespace, name)), true) = (kind, identity, problems.is_empty()) else {
         if let Some(kind) = kind {
-            let object = fields
+            let name = fields
                 .get("metadata")
                 .and_then(|metadata| metadata.get("name"))
-                .and_then(Value::as_str)
-                .map(|name| format!("{kind} {name}"));
+                .and_then(Value::as_str);
+            let object = name.map_or_else(|| kind.to_string(), |name| format!("{kind} {name}"));
             for problem in &mut problems {
                 problem.set_object(object.clone());
             }
@@ -375,8 +383,8 @@ fn read_kind(
             sluice_crds::API_VERSION
         )
     };
-    let api_version = required_string(fields, "apiVersion", at, problems);
-    let kind = required_string(fields, "kind", at, problems);
+    let api_version = required_string(fields, "apiVersion", "apiVersion", at, problems);
+    let kind = required_string(fields, "kind", "kind", at, problems);
     if let Some(api_version) = api_version
         && api_version != sluice_crds::API_VERSION
     {
@@ -405,35 +413,22 @@ fn read_kind(
     }
 }
 
+/// The string at `fields[key]`; `path` names the field in messages.
 fn required_string<'a>(
     fields: &'a Map<String, Value>,
-    field: &str,
+    key: &str,
+    path: &str,
     at: &Origin,
     problems: &mut Vec<ManifestError>,
 ) -> Option<&'a str> {
-    match fields.get(field) {
-        None | Some(Value::Null) => {
-            problems.push(ManifestError::field(
-                at,
-                field,
-                "Required value".to_string(),
-            ));
-            None
-        }
-        Some(Value::String(value)) if value.is_empty() => {
-            problems.push(ManifestError::field(
-                at,
-                field,
-                "Required value".to_string(),
-            ));
-            None
-        }
-        Some(Value::String(value)) => Some(value),
-        Some(other) => {
-            problems.push(ManifestError::field(at, field, wrong_type(other, "string")));
-            None
-        }
-    }
+    let problem = match fields.get(key) {
+        Some(Value::String(value)) if !value.is_empty() => return Some(value),
+        None | Some(Value::Null) => "Required value".to_string(),
+        Some(Value::String(_)) => "Required value".to_string(),
+        Some(other) => wrong_type(other, "string"),
+    };
+    problems.push(ManifestError::field(at, path, problem));
+    None
 }
 
 /// Checks `metadata`, fills in the namespace, and returns `(namespace, name)`.
@@ -475,7 +470,7 @@ fn read_metadata(
             check_string_map(value, &field, at, problems);
         }
     }
-    let name = required_string(metadata, "name", at, problems).map(str::to_string);
+    let name = required_string(metadata, "name", "metadata.name", at, problems).map(str::to_string);
     let namespace = match metadata.get("namespace") {
         None | Some(Value::Null) => Some(default_namespace.to_string()),
         Some(Value::String(namespace)) => match namespace_problem(namespace) {
@@ -536,23 +531,33 @@ fn namespace_problem(namespace: &str) -> Option<&'static str> {
 }
 
 fn refuse_duplicates(parsed: &mut Parsed) {
-    let mut seen: BTreeMap<(Kind, &str, &str), &Origin> = BTreeMap::new();
-    let mut duplicates = Vec::new();
-    for (index, object) in parsed.objects.iter().enumerate() {
-        let key = (object.kind, object.namespace.as_str(), object.name.as_str());
-        match seen.get(&key) {
-            Some(first) => duplicates.push((index, Box::new((*first).clone()))),
+    let mut first_seen: BTreeMap<(Kind, String, String), Origin> = BTreeMap::new();
+    let mut unique = Vec::with_capacity(parsed.objects.len());
+    for object in std::mem::take(&mut parsed.objects) {
+        let key = (object.kind, object.namespace.clone(), object.name.clone());
+        match first_seen.get(&key) {
+            Some(first) => parsed.problems.push(ManifestError::Duplicate {
+                at: object.origin,
+                first: Box::new(first.clone()),
+            }),
             None => {
-                seen.insert(key, &object.origin);
+                first_seen.insert(key, object.origin.clone());
+                unique.push(object);
             }
         }
     }
-    for (index, first) in duplicates.into_iter().rev() {
-        let object = parsed.objects.remove(index);
-        parsed.problems.push(ManifestError::Duplicate {
-            at: object.origin,
-            first,
-        });
+    parsed.objects = unique;
+}
+
+/// What a document is, in YAML words, for a message.
+fn yaml_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string (is this YAML?)",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
     }
 }
 
@@ -642,12 +647,12 @@ pub enum ManifestError {
     },
     /// A document is a scalar or a list instead of an object.
     #[error(
-        "{at}: not a Kubernetes object: expected a mapping with apiVersion, kind, metadata and spec, found a {found}"
+        "{at}: not a Kubernetes object: expected a mapping with apiVersion, kind, metadata and spec, found {found}"
     )]
     NotAMapping {
         /// Where.
         at: Origin,
-        /// The JSON type found.
+        /// What was found, e.g. `a list`.
         found: &'static str,
     },
     /// A field of the object's envelope (apiVersion, kind, metadata) is wrong.
@@ -679,6 +684,17 @@ pub enum ManifestError {
 }
 
 impl ManifestError {
+    /// The document the problem is in, when it is about one.
+    pub fn origin(&self) -> Option<&Origin> {
+        match self {
+            Self::Yaml { at, .. }
+            | Self::NotAMapping { at, .. }
+            | Self::Field { at, .. }
+            | Self::Duplicate { at, .. } => Some(at),
+            _ => None,
+        }
+    }
+
     fn field(at: &Origin, field: &str, problem: String) -> Self {
         Self::Field {
             at: at.clone(),
@@ -687,9 +703,9 @@ impl ManifestError {
         }
     }
 
-    fn set_object(&mut self, object: Option<String>) {
+    fn set_object(&mut self, object: String) {
         if let Self::Field { at, .. } = self {
-            at.object = object;
+            at.object = Some(object);
         }
     }
 }

@@ -1,5 +1,8 @@
 //! The committed CRD YAML must match the API types, and the CRDs must carry what users see.
-#![allow(clippy::unwrap_used, reason = "a test's helpers fail the test by panicking")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test's helpers fail the test by panicking"
+)]
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -4,6 +4,7 @@ use kube::core::cel::{CompiledSchema, ErrorKind, RootContext, ValidationError, V
 use serde_json::Value;
 
 use super::path::FieldPath;
+use crate::manifest::json_type;
 
 /// A CRD schema's CEL rules, compiled once.
 pub struct CelRules {
@@ -55,19 +56,23 @@ impl CelRules {
         ) else {
             return Vec::new();
         };
-        let mut failures: Vec<(FieldPath, String)> =
-            errors.iter().map(|error| self.describe(error)).collect();
+        let mut failures: Vec<(FieldPath, String)> = errors
+            .iter()
+            .map(|error| self.describe(error, object))
+            .collect();
         // kube-cel walks properties in hash order; sort for stable output.
         failures.sort();
         failures.dedup();
         failures
     }
 
-    /// Says which rule failed, in the API server's words: the schema type of the field as
-    /// the "value" (it does not print whole objects) and the rule's message.
-    fn describe(&self, error: &ValidationError) -> (FieldPath, String) {
+    /// Says which rule failed, in the API server's words: the type of the field as the
+    /// "value" (it does not print whole objects) and the rule's message.
+    fn describe(&self, error: &ValidationError, object: &Value) -> (FieldPath, String) {
         let field = FieldPath::from_dotted(&error.field_path);
-        let schema_type = schema_type_at(&self.schema, &field);
+        let schema_type = schema_type_at(&self.schema, &field)
+            .or_else(|| value_at(object, &field).map(|value| json_type(value).to_string()))
+            .unwrap_or_else(|| "object".to_string());
         let detail = match error.kind {
             ErrorKind::ValidationFailure => {
                 format!("Invalid value: \"{schema_type}\": {}", error.message)
@@ -81,8 +86,8 @@ impl CelRules {
     }
 }
 
-/// The `type` the schema declares for a field (`object` when it declares none).
-fn schema_type_at(schema: &Value, field: &FieldPath) -> String {
+/// The `type` the schema declares for a field, if it declares the field.
+fn schema_type_at(schema: &Value, field: &FieldPath) -> Option<String> {
     let mut node = Some(schema);
     for segment in segments(field.as_str()) {
         node = node.and_then(|current| match segment {
@@ -94,21 +99,31 @@ fn schema_type_at(schema: &Value, field: &FieldPath) -> String {
                         .get("additionalProperties")
                         .filter(|v| v.is_object())
                 }),
-            Segment::Index => current.get("items"),
+            Segment::Index(_) => current.get("items"),
         });
     }
     node.and_then(|node| node.get("type"))
         .and_then(Value::as_str)
-        .unwrap_or("object")
-        .to_string()
+        .map(str::to_string)
+}
+
+/// The value of a field of `object` (for fields the schema leaves to the API server, such
+/// as `metadata.name`).
+fn value_at<'a>(object: &'a Value, field: &FieldPath) -> Option<&'a Value> {
+    segments(field.as_str())
+        .into_iter()
+        .try_fold(object, |node, segment| match segment {
+            Segment::Name(name) => node.get(name),
+            Segment::Index(index) => node.get(index),
+        })
 }
 
 enum Segment<'a> {
     Name(&'a str),
-    Index,
+    Index(usize),
 }
 
-/// Splits `a.b[0].c` into `a`, `b`, index, `c`.
+/// Splits `a.b[0].c` into `a`, `b`, `0`, `c`.
 fn segments(path: &str) -> Vec<Segment<'_>> {
     let mut segments = Vec::new();
     for part in path.split('.').filter(|part| !part.is_empty()) {
@@ -118,7 +133,12 @@ fn segments(path: &str) -> Vec<Segment<'_>> {
         if !name.is_empty() {
             segments.push(Segment::Name(name));
         }
-        segments.extend(indexes.matches(']').map(|_| Segment::Index));
+        for index in indexes.split(['[', ']']).filter(|index| !index.is_empty()) {
+            match index.parse() {
+                Ok(index) => segments.push(Segment::Index(index)),
+                Err(_) => segments.push(Segment::Name(index)),
+            }
+        }
     }
     segments
 }

@@ -10,6 +10,7 @@ mod cel;
 mod path;
 mod structural;
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -19,7 +20,8 @@ use sluice_crds::{McpRoute, McpServer};
 pub use self::cel::CelRules;
 pub use self::path::FieldPath;
 use crate::error::{Error, Problem, Problems, Result};
-use crate::manifest::{self, Input, Kind, Object, Origin};
+use crate::manifest::{self, Input, Kind, ManifestError, Object, Origin};
+use crate::render::{self, ObjectKey, Output, RenderError, RenderOptions};
 
 /// The Sluice objects of a set of inputs, admitted and typed.
 #[derive(Clone, Debug, Default)]
@@ -28,25 +30,53 @@ pub struct Admitted {
     pub servers: Vec<McpServer>,
     /// Every McpRoute, in input order.
     pub routes: Vec<McpRoute>,
+    /// Where each object came from, by kind, namespace and name.
+    origins: BTreeMap<(String, String, String), Origin>,
 }
 
-/// Reads, splits and admits every input: the path `render` takes from files to typed
-/// objects. Every problem found in any input is reported, not just the first.
-pub fn load(inputs: &[Input], default_namespace: &str) -> Result<Admitted> {
-    let admission = Admission::new()?;
-    let parsed = manifest::parse(inputs, default_namespace);
-    let mut problems: Vec<Problem> = parsed.problems.into_iter().map(Problem::from).collect();
-    let admitted = match admission.admit(parsed.objects) {
-        Ok(admitted) => admitted,
-        Err(violations) => {
-            problems.extend(violations.into_iter().map(Problem::from));
-            Admitted::default()
-        }
-    };
-    if problems.is_empty() {
-        Ok(admitted)
-    } else {
-        Err(Error::Invalid(Problems(problems)))
+impl Admitted {
+    /// Where the object `key` came from, if it came from an input.
+    pub fn origin_of(&self, key: &ObjectKey) -> Option<&Origin> {
+        self.origins.get(&(
+            key.kind.to_string(),
+            key.namespace.clone(),
+            key.name.clone(),
+        ))
+    }
+
+    /// Renders every object, as `sluice-operator render` prints them. An error names the
+    /// input and document of the object it is about.
+    pub fn render(&self, options: &RenderOptions) -> Result<Output> {
+        render::render_all(&self.servers, &self.routes, options).map_err(|error| {
+            // The render error names the object already; the origin adds file and document.
+            let at = subject(&error)
+                .and_then(|key| self.origin_of(key))
+                .map(|origin| {
+                    Box::new(Origin {
+                        object: None,
+                        ..origin.clone()
+                    })
+                });
+            Error::Render {
+                at,
+                error: Box::new(error),
+            }
+        })
+    }
+}
+
+/// The object a render error is about.
+fn subject(error: &RenderError) -> Option<&ObjectKey> {
+    match error {
+        RenderError::ServerNotFound { route, .. }
+        | RenderError::ConflictingRoute { route, .. }
+        | RenderError::NoFreePort { route, .. } => Some(route),
+        RenderError::InvalidSpec { object, .. }
+        | RenderError::InvalidPolicy { object, .. }
+        | RenderError::ServiceNameTaken { object, .. }
+        | RenderError::Duplicate { object } => Some(object),
+        RenderError::InvalidProxyConfig { server, .. } => Some(server),
+        RenderError::MissingName { .. } | RenderError::Serialize { .. } => None,
     }
 }
 
@@ -79,12 +109,65 @@ impl Admission {
         errors
     }
 
+    /// Reads every path (`-` is stdin; a directory is read file by file) and admits what
+    /// it holds: the way `render` takes from files to typed objects. Every problem found in
+    /// any input is reported, not just the first.
+    pub fn load_files(&self, paths: &[String], default_namespace: &str) -> Result<Admitted> {
+        let (inputs, unreadable) = manifest::read_inputs(paths);
+        self.load_inputs(&inputs, unreadable, default_namespace)
+    }
+
+    /// Splits and admits inputs already in memory.
+    pub fn load(&self, inputs: &[Input], default_namespace: &str) -> Result<Admitted> {
+        self.load_inputs(inputs, Vec::new(), default_namespace)
+    }
+
+    fn load_inputs(
+        &self,
+        inputs: &[Input],
+        unreadable: Vec<ManifestError>,
+        default_namespace: &str,
+    ) -> Result<Admitted> {
+        let parsed = manifest::parse(inputs, default_namespace);
+        let mut problems: Vec<Problem> = unreadable
+            .into_iter()
+            .chain(parsed.problems)
+            .map(Problem::from)
+            .collect();
+        let admitted = match self.admit(parsed.objects) {
+            Ok(admitted) => admitted,
+            Err(violations) => {
+                problems.extend(violations.into_iter().map(Problem::from));
+                Admitted::default()
+            }
+        };
+        // Reading, splitting and admitting find problems in passes; report them as a reader
+        // meets them: input by input, document by document.
+        problems.sort_by_key(|problem| {
+            problem.origin().map(|origin| {
+                let input = inputs.iter().position(|input| input.name == origin.input);
+                (input, origin.document)
+            })
+        });
+        if problems.is_empty() {
+            Ok(admitted)
+        } else {
+            Err(Error::Invalid(Problems(problems)))
+        }
+    }
+
     /// Admits every object; on failure, returns every violation of every object.
     pub fn admit(&self, objects: Vec<Object>) -> Result<Admitted, Vec<Violation>> {
         let mut admitted = Admitted::default();
         let mut violations = Vec::new();
         for object in objects {
             let checked = self.check(&object);
+            let key = (
+                object.kind.as_str().to_string(),
+                object.namespace.clone(),
+                object.name.clone(),
+            );
+            admitted.origins.insert(key, object.origin.clone());
             let typed = checked.and_then(|value| match object.kind {
                 Kind::McpServer => {
                     typed(&object.origin, value).map(|server| admitted.servers.push(server))

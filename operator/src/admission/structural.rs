@@ -144,16 +144,28 @@ pub fn describe(error: &jsonschema::ValidationError<'_>, root: &Value) -> Vec<(F
             )
         }
         ValidationErrorKind::Minimum { limit } => {
-            format!("Invalid value: {value}: must be greater than or equal to {limit}")
+            format!(
+                "Invalid value: {value}: must be greater than or equal to {}",
+                number(limit)
+            )
         }
         ValidationErrorKind::Maximum { limit } => {
-            format!("Invalid value: {value}: must be less than or equal to {limit}")
+            format!(
+                "Invalid value: {value}: must be less than or equal to {}",
+                number(limit)
+            )
         }
         ValidationErrorKind::ExclusiveMinimum { limit } => {
-            format!("Invalid value: {value}: must be greater than {limit}")
+            format!(
+                "Invalid value: {value}: must be greater than {}",
+                number(limit)
+            )
         }
         ValidationErrorKind::ExclusiveMaximum { limit } => {
-            format!("Invalid value: {value}: must be less than {limit}")
+            format!(
+                "Invalid value: {value}: must be less than {}",
+                number(limit)
+            )
         }
         ValidationErrorKind::MinLength { limit } => {
             format!("Invalid value: {value}: must be at least {limit} characters long")
@@ -197,6 +209,14 @@ pub fn describe(error: &jsonschema::ValidationError<'_>, root: &Value) -> Vec<(F
         _ => format!("Invalid value: {value}: {error}"),
     };
     vec![(field, detail)]
+}
+
+/// A schema limit as written in the API (`100`, not the `100.0` schemars stores).
+fn number(limit: &Value) -> String {
+    match limit.as_f64() {
+        Some(float) if float.fract() == 0.0 && float.abs() < 1e15 => format!("{}", float as i64),
+        _ => limit.to_string(),
+    }
 }
 
 fn expected_types(kind: &TypeKind) -> String {
