@@ -1,1 +1,42 @@
-//! placeholder
+//! The end-to-end harness: Sluice's binaries as real processes, next to real peers.
+//!
+//! Tests in `e2e/tests/` and programs in `e2e/src/bin/` use it to
+//! - find the workspace and build/locate its binaries ([`binaries`]),
+//! - start processes that are killed when the test ends and whose logs are shown when it fails
+//!   ([`process::Process`]), and run short commands with a deadline ([`process::run`]),
+//! - pick free loopback ports and wait for them ([`ports`], [`wait`]),
+//! - talk HTTP ([`http`]),
+//! - reach the peers that `scripts/setup.sh` installs ([`peers`]): the Python venvs, Node 22, the
+//!   npm packages, Redis ([`redis`]) and server-everything ([`everything`]),
+//! - validate Kubernetes objects against the 1.30 and 1.37 schemas ([`kubernetes`]) and render
+//!   examples with `sluice-operator render` ([`render`]).
+//!
+//! A missing peer is an error that says to run `make setup`, never a skipped test: CI installs
+//! every peer, so a test that cannot find one must fail. Everything is bounded in time and bound
+//! to loopback.
+//!
+//! Errors are `anyhow` errors: the harness's callers are tests, which only ever show an error,
+//! never match on it; each one says what failed and with which input.
+
+pub mod binaries;
+pub mod everything;
+pub mod http;
+pub mod kubernetes;
+pub mod peers;
+pub mod ports;
+pub mod process;
+pub mod redis;
+pub mod render;
+pub mod wait;
+pub mod workspace;
+
+pub use binaries::{cargo_bin, sluice_operator, sluice_proxy};
+pub use everything::ServerEverything;
+pub use kubernetes::{KUBERNETES_VERSIONS, ValidationReport};
+pub use ports::free_port;
+pub use process::{Process, run};
+pub use redis::Redis;
+pub use workspace::{e2e_dir, workspace_root};
+
+/// The harness's result type.
+pub type Result<T, E = anyhow::Error> = std::result::Result<T, E>;
