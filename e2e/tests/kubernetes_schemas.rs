@@ -1,0 +1,283 @@
+//! Everything Sluice ships or renders passes strict validation against the Kubernetes 1.30 and
+//! 1.37 schemas (kubernetes-validate: unknown fields are errors): the CRDs in `crds/`, and every
+//! object `sluice-operator render` prints for every manifest in `examples/`.
+//!
+//! kubernetes-validate has no schema for custom resources (HTTPRoute, ServiceMonitor): those are
+//! reported as not validated, and the tests insist that the set of such types is exactly the one
+//! expected, so that a typo'd apiVersion or an unexpected kind cannot slip through unvalidated.
+#![allow(clippy::unwrap_used, reason = "test helpers fail the test")]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use sluice_e2e::kubernetes::{KUBERNETES_VERSIONS, Status, ValidationReport};
+use sluice_e2e::{kubernetes, render, workspace_root};
+
+/// The CRD files `sluice-operator crds` generates, one per CRD.
+const CRD_FILES: [&str; 2] = ["mcproutes.sluice.dev.yaml", "mcpservers.sluice.dev.yaml"];
+
+/// The types (apiVersion, kind) that rendering all of `examples/` produces and that have no
+/// bundled schema. Today every example renders only built-in kinds (the public route is an
+/// Ingress, monitoring is off). An example that renders a Gateway-API HTTPRoute or a
+/// ServiceMonitor must add it here: the point is that it is noticed.
+const EXPECTED_UNVALIDATED: &[(&str, &str)] = &[];
+
+fn yaml_files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|error| panic!("cannot list {}: {error}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            path.is_file()
+                && path
+                    .extension()
+                    .is_some_and(|ext| ext == "yaml" || ext == "yml")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+fn assert_valid(report: &ValidationReport) {
+    if let Err(error) = report.ensure_valid() {
+        panic!("{error:#}");
+    }
+    for document in &report.documents {
+        assert_eq!(
+            document
+                .results
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            KUBERNETES_VERSIONS.to_vec(),
+            "{} was not checked against every version",
+            document.label()
+        );
+    }
+}
+
+#[test]
+fn crds_are_valid_custom_resource_definitions() {
+    let files = yaml_files_in(&workspace_root().join("crds"));
+    let names: Vec<String> = files.iter().map(|path| file_name(path)).collect();
+    assert_eq!(
+        names, CRD_FILES,
+        "crds/ should hold exactly the generated CRD files"
+    );
+
+    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let report = kubernetes::validate_files(&paths, &KUBERNETES_VERSIONS).unwrap();
+    assert_valid(&report);
+
+    assert_eq!(report.documents.len(), CRD_FILES.len(), "one CRD per file");
+    for document in &report.documents {
+        assert_eq!(
+            document.type_key(),
+            (
+                "apiextensions.k8s.io/v1".to_owned(),
+                "CustomResourceDefinition".to_owned()
+            ),
+            "{}",
+            document.label()
+        );
+        let expected_name = document
+            .source
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .trim_end_matches(".yaml");
+        assert_eq!(
+            document.name.as_deref(),
+            Some(expected_name),
+            "{}",
+            document.label()
+        );
+    }
+    assert_eq!(report.fully_valid(), CRD_FILES.len());
+    assert_eq!(report.unvalidated_types(), BTreeSet::new());
+}
+
+#[test]
+fn rendered_examples_are_deterministic_and_valid() {
+    let examples = yaml_files_in(&workspace_root().join("examples"));
+    let names: Vec<String> = examples.iter().map(|path| file_name(path)).collect();
+    assert!(
+        names.contains(&"phabricator-header-token.yaml".to_owned()),
+        "examples/ lacks the README's first example: {names:?}"
+    );
+
+    // Render each example twice, in two processes: the outputs must be byte-identical.
+    let rendered_dir = tempfile::tempdir().unwrap();
+    let mut rendered = Vec::new();
+    for example in &examples {
+        let first = render::render_files(&[example]).unwrap();
+        let second = render::render_files(&[example]).unwrap();
+        assert!(
+            first == second,
+            "rendering {} twice gave different output:\n--- first ---\n{first}\n--- second ---\n{second}",
+            example.display()
+        );
+        assert!(
+            !first.trim().is_empty(),
+            "{} rendered nothing",
+            example.display()
+        );
+        // Named after the example, so every validation message says which example it is from.
+        let path = rendered_dir.path().join(file_name(example));
+        std::fs::write(&path, &first).unwrap();
+        rendered.push(path);
+    }
+
+    let paths: Vec<&Path> = rendered.iter().map(PathBuf::as_path).collect();
+    let report = kubernetes::validate_files(&paths, &KUBERNETES_VERSIONS).unwrap();
+    assert_valid(&report);
+
+    // Not vacuous: every example renders real workload objects that were validated.
+    for name in &names {
+        let validated_kinds: BTreeSet<&str> = report
+            .documents
+            .iter()
+            .filter(|document| document.source.ends_with(&format!("/{name}")))
+            .filter(|document| document.results.values().all(|r| r.status == Status::Valid))
+            .filter_map(|document| document.kind.as_deref())
+            .collect();
+        for kind in ["Deployment", "Service", "ConfigMap"] {
+            assert!(
+                validated_kinds.contains(kind),
+                "{name} rendered no validated {kind}: {validated_kinds:?}"
+            );
+        }
+    }
+
+    let expected: BTreeSet<(String, String)> = EXPECTED_UNVALIDATED
+        .iter()
+        .map(|(api_version, kind)| ((*api_version).to_owned(), (*kind).to_owned()))
+        .collect();
+    let unvalidated: Vec<String> = report
+        .documents
+        .iter()
+        .filter(|document| {
+            document
+                .results
+                .values()
+                .any(|r| r.status == Status::NoSchema)
+        })
+        .map(|document| document.label())
+        .collect();
+    assert_eq!(
+        report.unvalidated_types(),
+        expected,
+        "objects without a Kubernetes schema (not validated): {unvalidated:#?}"
+    );
+}
+
+/// The validator really rejects what the API server would: without this, a validator that
+/// accepted everything would make the tests above pass vacuously.
+#[test]
+fn validator_rejects_invalid_objects() {
+    let stream = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: demo
+spec:
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+        - name: web
+          image: example.com/web:1
+          securityContext:
+            runAsNonRoot: true
+            readOnlyRootFilesytem: true
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  ports:
+    - port: "eighty"
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: fine
+data:
+  config.yaml: "a: 1"
+---
+apiVersion: apps/v2
+kind: Deployment
+metadata:
+  name: wrong-group-version
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: route
+spec: {}
+"#;
+    let report = kubernetes::validate_yaml(stream, &KUBERNETES_VERSIONS).unwrap();
+    assert!(report.ensure_valid().is_err());
+    let [deployment, service, config_map, wrong, route] = report.documents.as_slice() else {
+        panic!("expected 5 documents: {report:#?}");
+    };
+    for version in KUBERNETES_VERSIONS {
+        let result = &deployment.results[version];
+        assert_eq!(result.status, Status::Invalid, "{version}: {result:?}");
+        assert!(
+            result.errors.iter().any(|error| error.starts_with(
+                "spec.template.spec.containers[0].securityContext: Additional properties"
+            ) && error.contains("readOnlyRootFilesytem")),
+            "{version}: the misspelt field is not reported: {:?}",
+            result.errors
+        );
+        let result = &service.results[version];
+        assert_eq!(result.status, Status::Invalid, "{version}: {result:?}");
+        assert!(
+            result
+                .errors
+                .iter()
+                .any(|error| error.starts_with("spec.ports[0].port:")),
+            "{version}: {:?}",
+            result.errors
+        );
+        assert_eq!(config_map.results[version].status, Status::Valid);
+        assert_eq!(wrong.results[version].status, Status::NoSchema);
+        assert_eq!(route.results[version].status, Status::NoSchema);
+    }
+    // A core kind with a wrong apiVersion is "not validated", which the exact-set check above
+    // would catch.
+    assert_eq!(
+        report.unvalidated_types(),
+        BTreeSet::from([
+            ("apps/v2".to_owned(), "Deployment".to_owned()),
+            (
+                "gateway.networking.k8s.io/v1".to_owned(),
+                "HTTPRoute".to_owned()
+            ),
+        ])
+    );
+    assert_eq!(report.fully_valid(), 1);
+}
+
+/// Streams that are not Kubernetes objects, or not clean YAML, are refused rather than skipped.
+#[test]
+fn validator_refuses_malformed_streams() {
+    let report = kubernetes::validate_yaml("- just\n- a list\n", &KUBERNETES_VERSIONS).unwrap();
+    assert!(report.ensure_valid().is_err(), "{report:#?}");
+
+    let error = kubernetes::validate_yaml(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\nmetadata: {name: b}\n",
+        &KUBERNETES_VERSIONS,
+    )
+    .unwrap_err();
+    assert!(format!("{error:#}").contains("duplicate key"), "{error:#}");
+}
