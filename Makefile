@@ -1,0 +1,72 @@
+# Sluice's commands. `make test` is the test command (README) and exactly what CI runs
+# (.ci/run): it installs what the tests need by itself (scripts/setup.sh), then checks
+# formatting, lints and runs every test, stopping at the first failure.
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+# The manifest `make render` renders.
+EXAMPLE ?= examples/phabricator-header-token.yaml
+# Extra arguments for the benchmark program, e.g. `make bench BENCH_ARGS='--rounds 5'`.
+BENCH_ARGS ?=
+
+ifneq ($(CI),)
+# CI builds from scratch once: incremental artifacts only cost time and disk there, and the
+# committed Cargo.lock must be the one that is tested.
+export CARGO_INCREMENTAL := 0
+LOCKED := --locked
+endif
+
+# The steps of `make test` run in order even under `make -j`.
+.NOTPARALLEL:
+
+step = @printf '\n==> %s\n' "$(1)"
+
+.PHONY: help setup test fmt fmt-check clippy cargo-test render generate bench clean-peers
+
+help:
+	@echo 'make test        install the test peers, then fmt check, clippy, all tests (what CI runs)'
+	@echo 'make render      render $(EXAMPLE) offline (no cluster needed)'
+	@echo 'make setup       install the test peers only (Debian packages, Python venvs, npm)'
+	@echo 'make fmt         format the code'
+	@echo 'make generate    regenerate the committed CRD YAML and sidecar config schema'
+	@echo 'make bench       benchmark sluice-proxy against a direct path and nginx'
+	@echo 'make clean-peers remove the Python venvs and node_modules under e2e/'
+
+setup:
+	$(call step,scripts/setup.sh)
+	scripts/setup.sh
+
+test: setup fmt-check clippy cargo-test
+
+fmt-check:
+	$(call step,cargo fmt --all --check)
+	$(CARGO) fmt --all --check
+
+clippy:
+	$(call step,cargo clippy --workspace --all-targets -- -D warnings)
+	$(CARGO) clippy $(LOCKED) --workspace --all-targets -- -D warnings
+
+# --workspace includes sluice-e2e, which the default members leave out.
+cargo-test:
+	$(call step,cargo test --workspace)
+	$(CARGO) test $(LOCKED) --workspace
+
+fmt:
+	$(CARGO) fmt --all
+
+render:
+	$(CARGO) run -q -p sluice-operator -- render -f $(EXAMPLE)
+
+generate:
+	SLUICE_UPDATE_GENERATED=1 $(CARGO) test -p sluice-operator --test crds
+	SLUICE_UPDATE_GENERATED=1 $(CARGO) test -p sluice-proxy-config --test schema
+
+bench: setup
+	$(call step,cargo run --release -p sluice-e2e --bin bench-proxy)
+	$(CARGO) run --release -p sluice-e2e --bin bench-proxy -- $(BENCH_ARGS)
+
+clean-peers:
+	rm -rf e2e/.venv-mcp2 e2e/.venv-mcp1 e2e/node_modules
