@@ -729,6 +729,25 @@ fn the_restart_hash_follows_what_conduit_reads_at_start_and_nothing_else() {
         restart_hash(&template_of(&server, &[], &unrelated))
     );
 
+    // Files the sidecar re-reads (API keys here) do not roll the pod when they change.
+    let keys = RouteBuilder::new("keys", "oauth")
+        .ingress("mcp.example.com", "/")
+        .set("policy.authentication", json!({"mode": "oauth"}))
+        .set(
+            "policy.upstreamToken",
+            json!({"secretKeyRef": {"name": "bot", "key": "token"}}),
+        )
+        .build();
+    let with_keys = template_of(&server, std::slice::from_ref(&keys), &observed);
+    let mut rotated_keys = observed.clone();
+    rotated_keys
+        .secret_versions
+        .insert("bot".into(), "v2".into());
+    assert_eq!(
+        with_keys,
+        template_of(&server, std::slice::from_ref(&keys), &rotated_keys)
+    );
+
     // Policy and routes reload live: the whole pod template stays the same.
     let header = ServerBuilder::new("plain").build();
     let before = template_of(&header, &[], &observed);
