@@ -1,0 +1,156 @@
+//! Event streams: passed through as they arrive, kept alive while the upstream is silent.
+#![allow(clippy::unwrap_used, reason = "test helpers fail the test")]
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::channel::{Channel, Sender};
+use http_body_util::{BodyExt, Full};
+use support::*;
+
+/// An upstream whose one response is an event stream the test writes into.
+async fn streaming_upstream() -> (Upstream, tokio::sync::oneshot::Receiver<Sender<Bytes>>) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = Arc::new(Mutex::new(Some(tx)));
+    let upstream = Upstream::start(move |_| {
+        let tx = tx.lock().unwrap().take();
+        async move {
+            let (sender, body) = Channel::<Bytes, std::convert::Infallible>::new(4);
+            if let Some(tx) = tx {
+                let _ = tx.send(sender);
+            }
+            http::Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(body.boxed_unsync())
+                .unwrap()
+        }
+    })
+    .await;
+    (upstream, rx)
+}
+
+/// Reads the next data frame of a response body (bounded).
+async fn next_data(body: &mut hyper::body::Incoming) -> Option<Bytes> {
+    loop {
+        match within("the next frame", body.frame()).await? {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    return Some(data);
+                }
+            }
+            Err(e) => panic!("stream failed: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_event_reaches_the_caller_before_the_upstream_ends_the_stream() {
+    let (upstream, sender) = streaming_upstream().await;
+    let sluice = Sluice::start(&config(upstream.addr, "streaming: {}", "")).await;
+    let req = post(&sluice.url("/mcp")).body(body(TOOLS_CALL)).unwrap();
+    let response = within("the response head", client().request(req))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-accel-buffering"], "no");
+    let mut body = response.into_body();
+    let mut sender = within("the upstream stream", sender).await.unwrap();
+
+    sender
+        .send_data(Bytes::from_static(b"event: message\ndata: {\"n\":1}\n\n"))
+        .await
+        .unwrap();
+    // The upstream's stream is still open (the sender is alive): the event arrived unbuffered.
+    assert_eq!(
+        next_data(&mut body).await.unwrap(),
+        "event: message\ndata: {\"n\":1}\n\n"
+    );
+    let gauge = "sluice_open_streams{entry_point=\"main\"}";
+    assert_eq!(sluice.metric(gauge).await, Some(1.0));
+
+    sender
+        .send_data(Bytes::from_static(b"data: 2\n\n"))
+        .await
+        .unwrap();
+    assert_eq!(next_data(&mut body).await.unwrap(), "data: 2\n\n");
+    drop(sender);
+    assert_eq!(next_data(&mut body).await, None);
+    eventually("the stream gauge to drop", async || {
+        sluice.metric(gauge).await == Some(0.0)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn silent_streams_get_keep_alive_comments_only_between_events() {
+    let (upstream, sender) = streaming_upstream().await;
+    let sluice = Sluice::start(&config(upstream.addr, "streaming:\n  keepAlive: 100ms", "")).await;
+    let req = Request::get(sluice.url("/mcp"))
+        .header("accept", "text/event-stream")
+        .body(Full::default())
+        .unwrap();
+    let response = within("the response head", client().request(req))
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    let mut sender = within("the upstream stream", sender).await.unwrap();
+
+    // Silence at the start of the stream: a comment.
+    assert_eq!(next_data(&mut body).await.unwrap(), ": keep-alive\n\n");
+
+    // Silence in the middle of an event: no comment until the event is complete.
+    sender
+        .send_data(Bytes::from_static(b"id: 1\ndata: par"))
+        .await
+        .unwrap();
+    assert_eq!(next_data(&mut body).await.unwrap(), "id: 1\ndata: par");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    sender
+        .send_data(Bytes::from_static(b"t\n\n"))
+        .await
+        .unwrap();
+    assert_eq!(next_data(&mut body).await.unwrap(), "t\n\n");
+    assert_eq!(next_data(&mut body).await.unwrap(), ": keep-alive\n\n");
+    drop(sender);
+}
+
+#[tokio::test]
+async fn a_reload_that_turns_keep_alive_off_applies_to_new_streams() {
+    let (upstream, sender) = streaming_upstream().await;
+    let sluice = Sluice::start(&config(upstream.addr, "streaming:\n  keepAlive: 100ms", "")).await;
+    sluice.write_config(&config(upstream.addr, "streaming:\n  keepAlive: null", ""));
+    let applied = "sluice_config_reloads_total{result=\"applied\"}";
+    eventually("the reload", async || {
+        sluice.metric(applied).await == Some(1.0)
+    })
+    .await;
+
+    let req = Request::get(sluice.url("/mcp"))
+        .body(Full::default())
+        .unwrap();
+    let response = within("the response head", client().request(req))
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    let mut sender = within("the upstream stream", sender).await.unwrap();
+    sender
+        .send_data(Bytes::from_static(b"data: 1\n\n"))
+        .await
+        .unwrap();
+    assert_eq!(next_data(&mut body).await.unwrap(), "data: 1\n\n");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    sender
+        .send_data(Bytes::from_static(b"data: 2\n\n"))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_data(&mut body).await.unwrap(),
+        "data: 2\n\n",
+        "a keep-alive was sent"
+    );
+    drop(sender);
+    assert_eq!(next_data(&mut body).await, None);
+}

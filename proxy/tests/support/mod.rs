@@ -1,0 +1,338 @@
+//! Test fixtures: an in-process upstream, the proxy with a config written to a temp dir, and
+//! clients (pooled HTTP/1.1, h2c, raw TCP). Every wait is bounded.
+#![allow(dead_code, reason = "each test crate uses a different part")]
+#![allow(clippy::unwrap_used, reason = "test helpers fail the test")]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use sluice_proxy::{Options, Proxy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// The longest any single wait in a test may take.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Awaits `f`, failing the test if it takes longer than [`PATIENCE`].
+pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(PATIENCE, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+/// Polls `check` until it holds (bounded).
+pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    within(what, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    })
+    .await;
+}
+
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+pub fn full(data: impl Into<Bytes>) -> Body {
+    Full::new(data.into()).boxed_unsync()
+}
+
+// === Upstream ===
+
+/// A request as the upstream saw it.
+#[derive(Debug)]
+pub struct Seen {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// An in-process HTTP/1.1 upstream that records what it receives.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: mpsc::UnboundedReceiver<Seen>,
+}
+
+type Handler = Arc<
+    dyn Fn(&Seen) -> std::pin::Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync,
+>;
+
+impl Upstream {
+    /// An upstream answering each request with `handler`.
+    pub async fn start<F, Fut>(handler: F) -> Self
+    where
+        F: Fn(&Seen) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |s| Box::pin(handler(s)));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, seen) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (handler, tx) = (handler.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let (handler, tx) = (handler.clone(), tx.clone());
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes())
+                                .unwrap_or_default();
+                            let seen = Seen {
+                                method: parts.method,
+                                uri: parts.uri,
+                                headers: parts.headers,
+                                body,
+                            };
+                            let response = handler(&seen).await;
+                            let _ = tx.send(seen);
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, seen }
+    }
+
+    /// An upstream answering every request with 200 and a small JSON body.
+    pub async fn ok() -> Self {
+        Self::start(|_| async { json(StatusCode::OK, r#"{"jsonrpc":"2.0","id":1,"result":{}}"#) })
+            .await
+    }
+
+    /// The next request the upstream saw.
+    pub async fn next(&mut self) -> Seen {
+        within("the upstream to see a request", self.seen.recv())
+            .await
+            .expect("upstream gone")
+    }
+
+    /// Whether the upstream saw a request (without waiting).
+    pub fn saw_any(&mut self) -> bool {
+        self.seen.try_recv().is_ok()
+    }
+}
+
+pub fn json(status: StatusCode, body: &'static str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(full(body))
+        .unwrap()
+}
+
+/// Signals when dropped: proves a handler's future was cancelled.
+pub struct DropSignal(pub Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+// === The proxy ===
+
+/// A config with one entry point `main` in front of `upstream`; `entry` lines are added to the
+/// entry point (indented by 4), `top` lines at the top level.
+pub fn config(upstream: SocketAddr, top: &str, entry: &str) -> String {
+    let entry: String = entry.lines().map(|l| format!("    {l}\n")).collect();
+    format!(
+        "upstream:\n  url: http://{upstream}\nadmin:\n  listen: 127.0.0.1:0\n{top}\nentryPoints:\n  - name: main\n    listen: 127.0.0.1:0\n    auth:\n      mode: none\n{entry}"
+    )
+}
+
+/// The proxy, running in this test's runtime with its config in a temp dir.
+pub struct Sluice {
+    pub proxy: Proxy,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+impl Sluice {
+    pub async fn start(yaml: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("config.yaml");
+        std::fs::write(&config_path, yaml).unwrap();
+        Self::start_at(dir, config_path).await
+    }
+
+    /// The proxy reading an existing config file.
+    pub async fn start_at(dir: tempfile::TempDir, config_path: PathBuf) -> Self {
+        let options = Options {
+            config_path: config_path.clone(),
+            reload_interval: Duration::from_millis(50),
+        };
+        let proxy = Proxy::start(options)
+            .await
+            .unwrap_or_else(|e| panic!("proxy did not start: {e}"));
+        Self {
+            proxy,
+            dir,
+            config_path,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.proxy
+            .entry_addr("main")
+            .expect("entry point main is listening")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr())
+    }
+
+    pub fn admin(&self, path: &str) -> String {
+        format!(
+            "http://{}{path}",
+            self.proxy.admin_addr().expect("admin is listening")
+        )
+    }
+
+    pub fn write_config(&self, yaml: &str) {
+        write_atomically(&self.config_path, yaml);
+    }
+
+    /// The value of a metric line starting with `prefix` (labels included), if present.
+    pub async fn metric(&self, prefix: &str) -> Option<f64> {
+        let text = get(&self.admin("/metrics")).await.text();
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+}
+
+/// Replaces a file the way editors and kubelet do: write aside, rename over.
+pub fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+// === Clients ===
+
+/// A complete response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// The JSON-RPC error code of the body.
+    pub fn rpc_code(&self) -> i64 {
+        self.json()["error"]["code"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no JSON-RPC error: {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+}
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn h2c_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+pub async fn send_with(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+) -> Reply {
+    let response = within("a response", client.request(req))
+        .await
+        .expect("request failed");
+    collect(response).await
+}
+
+pub async fn send(req: Request<Full<Bytes>>) -> Reply {
+    send_with(&client(), req).await
+}
+
+pub async fn collect(response: Response<Incoming>) -> Reply {
+    let (parts, body) = response.into_parts();
+    let body = within("a response body", body.collect())
+        .await
+        .expect("body failed")
+        .to_bytes();
+    Reply {
+        status: parts.status,
+        version: parts.version,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn get(url: &str) -> Reply {
+    send(Request::get(url).body(Full::default()).unwrap()).await
+}
+
+/// A POST of a JSON-RPC body, with the headers an MCP client sends.
+pub fn post(url: &str) -> http::request::Builder {
+    Request::post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+}
+
+pub fn body(text: &str) -> Full<Bytes> {
+    Full::new(Bytes::copy_from_slice(text.as_bytes()))
+}
+
+pub const TOOLS_CALL: &str = r#"{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"pha_task_get","arguments":{"id":1}}}"#;
+
+/// Sends raw bytes on a fresh connection and reads until the server closes it (bounded).
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = within(
+        "the server to close the connection",
+        tcp.read_to_end(&mut out),
+    )
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
