@@ -1,0 +1,351 @@
+//! The files in the pod: CA bundle, policy Secrets, the TokenReview token, the restart hash.
+
+mod render_fixtures;
+
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use render_fixtures::*;
+use serde_json::json;
+use sluice_crds::{McpRoute, McpServer};
+use sluice_operator::render::{Observed, RESTART_HASH_ANNOTATION};
+
+#[test]
+fn the_ca_bundle_is_mounted_where_conduit_and_the_sidecar_look() {
+    for (source, volume_kind) in [
+        (
+            json!({"configMapKeyRef": {"name": "corp-ca", "key": "ca.pem"}}),
+            "configMap",
+        ),
+        (
+            json!({"secretKeyRef": {"name": "corp-ca", "key": "ca.pem"}}),
+            "secret",
+        ),
+    ] {
+        let server = ServerBuilder::new("ca")
+            .set("phabricator.caBundle", source)
+            .build();
+        let docs = rendered_documents(&[server], &[]);
+        let pod = pod_of(&docs, "ca");
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "phabricator-ca")
+            .expect("volume");
+        let volume_json = serde_json::to_value(volume).expect("json");
+        assert_eq!(
+            volume_json[volume_kind]["items"],
+            json!([{"key": "ca.pem", "path": "ca.crt"}])
+        );
+        for c in ["conduit", "sluice-proxy"] {
+            let mounts = container(&pod, c).volume_mounts.clone().unwrap_or_default();
+            let mount = mounts
+                .iter()
+                .find(|m| m.name == "phabricator-ca")
+                .expect("mounted");
+            assert_eq!(mount.mount_path, "/etc/sluice/phabricator-ca");
+            assert_eq!(mount.read_only, Some(true));
+        }
+        let config = proxy_config(&docs, "ca");
+        let ca_file = config.phabricator.and_then(|p| p.ca_file).expect("caFile");
+        assert_eq!(ca_file.to_str(), Some("/etc/sluice/phabricator-ca/ca.crt"));
+    }
+}
+
+#[test]
+fn policy_files_are_mounted_into_the_sidecar_at_the_paths_the_config_names() {
+    let server = ServerBuilder::new("files")
+        .set("redis", json!({"address": "redis.infra.svc:6379", "passwordSecretRef": {"name": "redis", "key": "password"}}))
+        .set("policy.authentication", json!({"mode": "apiKey", "apiKey": {"secretRef": {"name": "keys.example"}}}))
+        .set("policy.upstreamToken", json!({"perIdentitySecretRef": {"name": "tokens", "key": "map.json"}}))
+        .build();
+    let route = RouteBuilder::new("bots", "files")
+        .set(
+            "policy.authentication",
+            json!({"mode": "serviceAccount", "serviceAccount": {"allowed": ["ci/*"]}}),
+        )
+        .set(
+            "policy.upstreamToken",
+            json!({"secretKeyRef": {"name": "tokens", "key": "bot"}}),
+        )
+        .build();
+    let docs = rendered_documents(&[server], &[route]);
+    let pod = pod_of(&docs, "files");
+    let config = proxy_config(&docs, "files");
+    let sidecar = container(&pod, "sluice-proxy");
+    let mounts = sidecar.volume_mounts.clone().unwrap_or_default();
+    let volumes = pod.volumes.clone().unwrap_or_default();
+    // Each path the config names lies under a sidecar mount that provides that file.
+    let provided = |path: &std::path::Path| {
+        let path = path.to_str().expect("utf-8");
+        mounts.iter().any(|m| {
+            let Some(rest) = path.strip_prefix(&m.mount_path) else {
+                return false;
+            };
+            let file = rest.trim_start_matches('/');
+            let volume = volumes
+                .iter()
+                .find(|v| v.name == m.name)
+                .expect("volume of mount");
+            match (&volume.secret, &volume.projected) {
+                (Some(secret), _) => match &secret.items {
+                    None => true,
+                    Some(items) => items.iter().any(|i| i.path == file),
+                },
+                (None, Some(projected)) => serde_json::to_string(projected)
+                    .expect("json")
+                    .contains(file),
+                _ => false,
+            }
+        })
+    };
+    let server_ep = config.entry_point("files").expect("server entry point");
+    let route_ep = config.entry_point("bots").expect("route entry point");
+    let mut paths = vec![
+        config
+            .redis
+            .clone()
+            .and_then(|r| r.password_file)
+            .expect("password file"),
+    ];
+    match &server_ep.auth {
+        sluice_proxy_config::Auth::ApiKey(a) => paths.push(a.keys_dir.clone()),
+        other => panic!("{other:?}"),
+    }
+    match &route_ep.auth {
+        sluice_proxy_config::Auth::ServiceAccount(sa) => {
+            paths.push(sa.token_review.token_file.clone());
+            paths.push(sa.token_review.ca_file.clone());
+        }
+        other => panic!("{other:?}"),
+    }
+    for token in [&server_ep.upstream_token, &route_ep.upstream_token] {
+        match token {
+            Some(sluice_proxy_config::UpstreamToken::File(p))
+            | Some(sluice_proxy_config::UpstreamToken::PerIdentityFile(p)) => paths.push(p.clone()),
+            None => panic!("an upstream token"),
+        }
+    }
+    for path in &paths {
+        assert!(
+            provided(path),
+            "{} is not mounted: {mounts:#?}",
+            path.display()
+        );
+    }
+    // One volume per Secret, holding only the keys the config uses (all keys for API keys).
+    let tokens = volumes
+        .iter()
+        .find(|v| {
+            v.secret
+                .as_ref()
+                .is_some_and(|s| s.secret_name.as_deref() == Some("tokens"))
+        })
+        .expect("tokens");
+    let keys: Vec<String> = tokens
+        .secret
+        .as_ref()
+        .and_then(|s| s.items.clone())
+        .expect("items")
+        .into_iter()
+        .map(|i| i.key)
+        .collect();
+    assert_eq!(keys, ["bot", "map.json"]);
+    let api_keys = volumes
+        .iter()
+        .find(|v| {
+            v.secret
+                .as_ref()
+                .is_some_and(|s| s.secret_name.as_deref() == Some("keys.example"))
+        })
+        .expect("keys");
+    assert!(api_keys.secret.as_ref().is_some_and(|s| s.items.is_none()));
+    assert!(
+        api_keys.name.len() <= 63 && !api_keys.name.contains('.'),
+        "{}",
+        api_keys.name
+    );
+    // Conduit sees none of it.
+    let conduit_mounts: Vec<String> = container(&pod, "conduit")
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.name.clone())
+        .collect();
+    assert_eq!(conduit_mounts, ["tmp"]);
+}
+
+#[test]
+fn token_review_gets_a_projected_token_in_the_sidecar_and_a_binding() {
+    let plain = rendered_documents(&[ServerBuilder::new("plain").build()], &[]);
+    assert!(of_kind(&plain, "ClusterRoleBinding").is_empty());
+    assert!(
+        pod_of(&plain, "plain")
+            .volumes
+            .iter()
+            .flatten()
+            .all(|v| v.projected.is_none())
+    );
+
+    let route = RouteBuilder::new("bots", "plain")
+        .set(
+            "policy.authentication",
+            json!({"mode": "serviceAccount", "serviceAccount": {"allowed": ["ci/*"]}}),
+        )
+        .build();
+    let docs = rendered_documents(&[ServerBuilder::new("plain").build()], &[route]);
+    let pod = pod_of(&docs, "plain");
+    let projected = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.projected.is_some())
+        .expect("projected volume");
+    let mounts_of = |c: &str| -> Vec<String> {
+        container(&pod, c)
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| m.name == projected.name)
+            .map(|m| m.mount_path.clone())
+            .collect()
+    };
+    assert_eq!(
+        mounts_of("sluice-proxy"),
+        ["/var/run/secrets/kubernetes.io/serviceaccount"]
+    );
+    assert!(mounts_of("conduit").is_empty());
+    assert_eq!(pod.automount_service_account_token, Some(false));
+
+    let binding: ClusterRoleBinding = find(
+        &docs,
+        "ClusterRoleBinding",
+        "sluice-tools-plain-tokenreview",
+    );
+    assert_eq!(binding.role_ref.name, "system:auth-delegator");
+    assert_eq!(binding.role_ref.kind, "ClusterRole");
+    let subject = &binding.subjects.expect("subjects")[0];
+    assert_eq!(
+        (
+            subject.kind.as_str(),
+            subject.name.as_str(),
+            subject.namespace.as_deref()
+        ),
+        ("ServiceAccount", "plain", Some("tools"))
+    );
+    assert!(
+        binding.metadata.owner_references.is_none(),
+        "cluster-scoped: no namespaced owner"
+    );
+    assert!(binding.metadata.namespace.is_none());
+    let labels = binding.metadata.labels.expect("labels");
+    assert_eq!(labels["sluice.dev/namespace"], "tools");
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "sluice-operator");
+}
+
+fn template_of(server: &McpServer, routes: &[McpRoute], observed: &Observed) -> serde_json::Value {
+    let rendered = render_server(server, routes, observed);
+    let docs = objects_documents(&rendered.objects);
+    docs.iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("deployment")["spec"]["template"]
+        .clone()
+}
+
+fn restart_hash(template: &serde_json::Value) -> String {
+    template["metadata"]["annotations"][RESTART_HASH_ANNOTATION]
+        .as_str()
+        .expect("hash")
+        .to_string()
+}
+
+#[test]
+fn the_restart_hash_follows_what_conduit_reads_at_start_and_nothing_else() {
+    let observed = Observed::default();
+    let server = ServerBuilder::new("oauth")
+        .oauth("oauth-client", Some("https://mcp.example.com"))
+        .build();
+    let base = template_of(&server, &[], &observed);
+
+    let renamed = ServerBuilder::new("oauth")
+        .oauth("other-client", Some("https://mcp.example.com"))
+        .build();
+    assert_ne!(
+        restart_hash(&base),
+        restart_hash(&template_of(&renamed, &[], &observed))
+    );
+
+    let mut rotated = observed.clone();
+    rotated
+        .secret_versions
+        .insert("oauth-client".into(), "v2".into());
+    let rotated_hash = restart_hash(&template_of(&server, &[], &rotated));
+    assert_ne!(
+        restart_hash(&base),
+        rotated_hash,
+        "a new version of the client secret rolls out"
+    );
+    let mut unrelated = observed.clone();
+    unrelated
+        .secret_versions
+        .insert("something-else".into(), "v2".into());
+    assert_eq!(
+        restart_hash(&base),
+        restart_hash(&template_of(&server, &[], &unrelated))
+    );
+
+    // Files the sidecar re-reads (API keys here) do not roll the pod when they change.
+    let keys = RouteBuilder::new("keys", "oauth")
+        .ingress("mcp.example.com", "/")
+        .set("policy.authentication", json!({"mode": "oauth"}))
+        .set(
+            "policy.upstreamToken",
+            json!({"secretKeyRef": {"name": "bot", "key": "token"}}),
+        )
+        .build();
+    let with_keys = template_of(&server, std::slice::from_ref(&keys), &observed);
+    let mut rotated_keys = observed.clone();
+    rotated_keys
+        .secret_versions
+        .insert("bot".into(), "v2".into());
+    assert_eq!(
+        with_keys,
+        template_of(&server, std::slice::from_ref(&keys), &rotated_keys)
+    );
+
+    // Policy and routes reload live: the whole pod template stays the same.
+    let header = ServerBuilder::new("plain").build();
+    let before = template_of(&header, &[], &observed);
+    let tightened = ServerBuilder::new("plain")
+        .set("policy.tools", json!({"deny": ["pha_passphrase_*"]}))
+        .set(
+            "policy.rateLimits",
+            json!([{"name": "per-user", "by": ["identity"], "requests": 10}]),
+        )
+        .build();
+    let routes = [
+        RouteBuilder::new("public", "plain")
+            .ingress("mcp.example.com", "/ai")
+            .build(),
+        RouteBuilder::new("internal", "plain")
+            .set("policy.tools.allow", json!(["pha_task_*"]))
+            .build(),
+    ];
+    assert_eq!(before, template_of(&tightened, &routes, &observed));
+    // ... while a CA bundle, read by Conduit at start, changes it.
+    let ca = ServerBuilder::new("plain")
+        .set(
+            "phabricator.caBundle",
+            json!({"configMapKeyRef": {"name": "corp-ca", "key": "ca.pem"}}),
+        )
+        .build();
+    let with_ca = template_of(&ca, &[], &observed);
+    assert_ne!(restart_hash(&before), restart_hash(&with_ca));
+    let mut new_ca = observed.clone();
+    new_ca
+        .config_map_versions
+        .insert("corp-ca".into(), "42".into());
+    assert_ne!(
+        restart_hash(&with_ca),
+        restart_hash(&template_of(&ca, &[], &new_ca))
+    );
+}
