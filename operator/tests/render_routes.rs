@@ -393,7 +393,23 @@ fn two_routes_claiming_one_host_and_prefix_conflict() {
     let first = RouteBuilder::new("first", "s")
         .ingress("mcp.example.com", "/ai")
         .build();
-    render(&[server], &[first, other_prefix, other_host]);
+    // Hostnames of in-cluster routes reach nothing and claim nothing.
+    let internal = |name: &str| {
+        RouteBuilder::new(name, "s")
+            .set("hostnames", json!(["mcp.example.com"]))
+            .set("pathPrefix", json!("/ai"))
+            .build()
+    };
+    render(
+        &[server],
+        &[
+            first,
+            other_prefix,
+            other_host,
+            internal("i1"),
+            internal("i2"),
+        ],
+    );
 }
 
 #[test]
@@ -509,6 +525,15 @@ fn bad_input_is_refused_with_object_and_field() {
                     .build(),
             ],
             &["McpRoute tools/hostless", "spec.hostnames"],
+        ),
+        (
+            vec![
+                RouteBuilder::new("nowhere", "s")
+                    .set("hostnames", json!(["h.example.com"]))
+                    .set("expose", json!({}))
+                    .build(),
+            ],
+            &["McpRoute tools/nowhere", "spec.expose", "exactly one"],
         ),
         (
             vec![

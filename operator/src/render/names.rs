@@ -193,7 +193,7 @@ pub fn volume_name(prefix: &str, name: &str) -> String {
                 '-'
             }
         })
-        .take(63 - prefix.len() - hash.len() - 1)
+        .take(63usize.saturating_sub(prefix.len() + hash.len() + 1))
         .collect();
     format!("{prefix}{}-{hash}", readable.trim_end_matches('-'))
 }

@@ -158,7 +158,7 @@ pub fn plan<'a>(
         }
         match candidate(server, server_key, &key, route, &claims, warnings) {
             Ok(planned) => {
-                for host in &route.spec.hostnames {
+                for host in public_hosts(route) {
                     claims.insert((host.clone(), route.spec.path_prefix.clone()), key.clone());
                 }
                 candidates.push(planned);
@@ -229,13 +229,21 @@ fn candidate<'a>(
             other: Box::new(server_key.clone()),
         });
     }
+    if let Some(expose) = &spec.expose
+        && expose.ingress.is_some() == expose.http_route.is_some()
+    {
+        return Err(invalid(
+            "spec.expose",
+            "needs exactly one of ingress or httpRoute".into(),
+        ));
+    }
     if spec.expose.is_some() && spec.hostnames.is_empty() {
         return Err(invalid(
             "spec.hostnames",
             "an exposed route needs at least one hostname".into(),
         ));
     }
-    for host in &spec.hostnames {
+    for host in public_hosts(route) {
         if let Some(other) = claims.get(&(host.clone(), spec.path_prefix.clone())) {
             return Err(conflict(key, other, host, &spec.path_prefix));
         }
@@ -302,6 +310,16 @@ fn check_public_url(public_url: &str, prefix: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The hosts a route claims at its prefix: those of an exposed route (an in-cluster route's
+/// hostnames reach nothing, so they cannot conflict).
+fn public_hosts(route: &McpRoute) -> &[String] {
+    if route.spec.expose.is_some() {
+        &route.spec.hostnames
+    } else {
+        &[]
+    }
+}
+
 fn conflict(route: &ObjectKey, other: &ObjectKey, host: &str, prefix: &str) -> RenderError {
     RenderError::ConflictingRoute {
         route: route.clone(),
@@ -330,7 +348,7 @@ pub fn check_across_servers(
                 other: Box::new((*server).clone()),
             });
         }
-        for host in &route.spec.hostnames {
+        for host in public_hosts(route) {
             let claim = (host.as_str(), route.spec.path_prefix.as_str());
             if let Some(other) = claims.get(&claim) {
                 return Err(conflict(key, other, host, &route.spec.path_prefix));
