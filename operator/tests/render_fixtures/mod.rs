@@ -140,9 +140,24 @@ fn set(target: &mut Value, path: &str, value: Value) {
     }
 }
 
-/// Renders offline with the default images.
+/// Renders offline with the default images. Every sidecar config in the output must pass
+/// the sidecar's own loader (parse and validation).
 pub fn render(servers: &[McpServer], routes: &[McpRoute]) -> Output {
-    render::render_all(servers, routes, &RenderOptions::default()).expect("the fixtures render")
+    let output = render::render_all(servers, routes, &RenderOptions::default())
+        .expect("the fixtures render");
+    for object in &output.objects {
+        if let render::Object::ConfigMap(map) = object {
+            let text = map
+                .data
+                .as_ref()
+                .and_then(|d| d.get("config.yaml"))
+                .expect("config.yaml");
+            if let Err(e) = ProxyConfig::from_yaml(text) {
+                panic!("{}: {e}", object.describe());
+            }
+        }
+    }
+    output
 }
 
 /// The YAML stream of the offline render.
