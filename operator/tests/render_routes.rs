@@ -378,6 +378,13 @@ fn two_routes_claiming_one_host_and_prefix_conflict() {
         .expect("second");
     let rejection = outcome.result.as_ref().expect_err("rejected");
     assert_eq!(rejection.reason, reasons::CONFLICTING_ROUTE);
+    assert!(
+        rejection
+            .message()
+            .contains("already claimed by McpRoute tools/first"),
+        "{}",
+        rejection.message()
+    );
     assert!(accepted(&rendered).contains_key("first"));
     assert!(rendered.config.entry_point("second").is_none());
     let docs = objects_documents(&rendered.objects);

@@ -146,6 +146,13 @@ pub struct RouteRejection {
     pub error: RenderError,
 }
 
+impl RouteRejection {
+    /// The message for the route's `Accepted` condition: the error, naming object and field.
+    pub fn message(&self) -> String {
+        self.error.to_string()
+    }
+}
+
 /// A Secret or ConfigMap the rendered objects refer to.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Reference {
