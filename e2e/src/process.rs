@@ -513,6 +513,29 @@ mod tests {
     }
 
     #[test]
+    fn logs_are_kept_when_the_test_fails_and_removed_when_it_passes() {
+        let log_dir_after = |fail: bool| {
+            let (sender, receiver) = mpsc::channel();
+            let outcome = thread::spawn(move || {
+                let mut process =
+                    Process::spawn("doomed", sh("echo last-words; exec sleep 30")).expect("spawn");
+                process
+                    .wait_for_output("last-words", Duration::from_secs(10))
+                    .expect("output");
+                sender.send(process.log_dir().to_path_buf()).expect("send");
+                assert!(!fail, "the test failed");
+            })
+            .join();
+            assert_eq!(outcome.is_err(), fail);
+            receiver.recv().unwrap()
+        };
+        let kept = log_dir_after(true);
+        assert!(read_lossy(&kept.join("stdout.log")).contains("last-words"));
+        std::fs::remove_dir_all(kept).unwrap();
+        assert!(!log_dir_after(false).exists());
+    }
+
+    #[test]
     fn tail_keeps_the_last_lines() {
         assert_eq!(tail("a\nb\nc\n", 5), "a\nb\nc");
         assert_eq!(tail("a\nb\nc", 2), "[... 1 earlier lines ...]\nb\nc");
