@@ -26,7 +26,9 @@ use crate::policy::Policy;
     printcolumn(json_path = ".status.url", name = "URL", type_ = "string"),
     printcolumn(json_path = ".status.conditions[?(@.type==\"Programmed\")].status", name = "Ready", type_ = "string"),
     printcolumn(json_path = ".metadata.creationTimestamp", name = "Age", type_ = "date"),
-    validation = kube::core::Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$')").message("metadata.name must be a DNS label of at most 40 characters starting with a letter (it names the route's Service)").field_path(".metadata.name")
+    // No fieldPath: the root schema declares no metadata.name, and the API server refuses a
+    // CRD whose fieldPath names an undeclared field.
+    validation = kube::core::Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$')").message("metadata.name must be a DNS label of at most 40 characters starting with a letter (it names the route's Service)")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = kube::core::Rule::new("!has(self.expose) || (has(self.hostnames) && self.hostnames.size() > 0)").message("an exposed route needs at least one hostname").field_path(".hostnames"))]

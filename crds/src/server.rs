@@ -33,7 +33,9 @@ use crate::refs::{ConfigMapKeyRef, SecretKeyRef};
     printcolumn(json_path = ".spec.replicas", name = "Desired", type_ = "integer"),
     printcolumn(json_path = ".status.url", name = "URL", type_ = "string"),
     printcolumn(json_path = ".metadata.creationTimestamp", name = "Age", type_ = "date"),
-    validation = kube::core::Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$')").message("metadata.name must be a DNS label of at most 40 characters starting with a letter (it names the Service and Deployment)").field_path(".metadata.name")
+    // No fieldPath: the root schema declares no metadata.name, and the API server refuses a
+    // CRD whose fieldPath names an undeclared field.
+    validation = kube::core::Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$')").message("metadata.name must be a DNS label of at most 40 characters starting with a letter (it names the Service and Deployment)")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = kube::core::Rule::new("self.auth.mode != 'oauth' || self.replicas <= 1 || self.sessionAffinity == 'ClientIP'").message("OAuth mode keeps its state in each pod: more than one replica needs sessionAffinity: ClientIP").field_path(".replicas"))]

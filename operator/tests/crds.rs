@@ -250,3 +250,61 @@ fn the_generated_files_hold_exactly_the_crds() {
     let parsed: Vec<CustomResourceDefinition> = serde_saphyr::from_multiple(&stream).unwrap();
     assert_eq!(parsed, sluice_crds::crds());
 }
+
+/// The API server refuses a CRD whose rule's `fieldPath` does not name a field declared
+/// below the rule's node (kube-cel does not check this).
+#[test]
+fn every_cel_field_path_names_a_declared_field() {
+    fn check(node: &Value, path: &str, problems: &mut Vec<String>) {
+        let rules = node
+            .get("x-kubernetes-validations")
+            .and_then(Value::as_array);
+        for rule in rules.into_iter().flatten() {
+            let Some(field_path) = rule.get("fieldPath").and_then(Value::as_str) else {
+                continue;
+            };
+            let declared = field_path
+                .strip_prefix('.')
+                .unwrap_or(field_path)
+                .split('.')
+                .try_fold(node, |current, name| current.get("properties")?.get(name));
+            if declared.is_none() {
+                problems.push(format!(
+                    "{path}: fieldPath {field_path} names no declared field"
+                ));
+            }
+        }
+        for (name, child) in node
+            .get("properties")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            check(child, &format!("{path}.{name}"), problems);
+        }
+        if let Some(items) = node.get("items") {
+            check(items, &format!("{path}[]"), problems);
+        }
+    }
+    let mut problems = Vec::new();
+    let mut rules_with_field_paths = 0;
+    for kind in ["McpServer", "McpRoute"] {
+        let schema = schema_of(kind);
+        check(&schema, kind, &mut problems);
+        walk_fields(&schema, kind, &mut |_, node| {
+            let rules = node
+                .get("x-kubernetes-validations")
+                .and_then(Value::as_array);
+            rules_with_field_paths += rules
+                .into_iter()
+                .flatten()
+                .filter(|rule| rule.get("fieldPath").is_some())
+                .count();
+        });
+    }
+    assert!(
+        rules_with_field_paths > 0,
+        "no rule has a fieldPath; is the walk broken?"
+    );
+    assert!(problems.is_empty(), "{problems:#?}");
+}
