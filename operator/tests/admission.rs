@@ -537,3 +537,100 @@ fn a_bad_default_namespace_is_refused() {
         "{problems:?}"
     );
 }
+
+/// Every CEL rule, with the schema node it is declared on.
+fn rules_with_nodes(node: &Value, path: &str, found: &mut Vec<(String, String, Value)>) {
+    for rule in node
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let text = rule.get("rule").and_then(Value::as_str).unwrap_or_default();
+        found.push((path.to_string(), text.to_string(), node.clone()));
+    }
+    for (name, child) in node
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        rules_with_nodes(child, &format!("{path}.{name}"), found);
+    }
+    if let Some(items) = node.get("items") {
+        rules_with_nodes(items, &format!("{path}[]"), found);
+    }
+}
+
+/// kube-cel's cost estimate is the closest this repository gets to the API server's without
+/// a cluster: a rule it flags (a list field without maxItems, a cost over the budget) could
+/// make the CRD unregistrable. It is coarse: it looks at lists reached through a field
+/// (`self.rateLimits.exists(...)`), not at `self.all(...)` on a list node; the next test
+/// covers those. (Its scope check is not used: it mistakes comprehension variables such as
+/// the `x` of `self.all(x, ...)` for undeclared ones.)
+#[test]
+fn cel_rules_stay_within_the_api_server_cost_budget() {
+    use kube::core::cel::{compile_schema, estimate_rule_cost};
+    // The estimate is live: an unbounded list reached through a field is flagged.
+    let unbounded = serde_json::json!({
+        "type": "object",
+        "properties": {"items": {"type": "array", "items": {"type": "string"}}}
+    });
+    let control = estimate_rule_cost(
+        "self.items.all(x, x.size() > 0)",
+        &compile_schema(&unbounded),
+    );
+    assert!(
+        !control.is_empty(),
+        "kube-cel's cost estimate flags nothing any more"
+    );
+
+    let mut rules = Vec::new();
+    for (kind, schema) in crd_schemas() {
+        rules_with_nodes(&schema, &kind, &mut rules);
+    }
+    let warnings: Vec<String> = rules
+        .iter()
+        .flat_map(|(path, rule, node)| {
+            let compiled = compile_schema(node);
+            estimate_rule_cost(rule, &compiled)
+                .into_iter()
+                .map(move |warning| format!("{path}: {rule}: {}", warning.message))
+        })
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+}
+
+/// The API server estimates a rule's cost from the bounds of what it iterates over; a rule
+/// on an unbounded list or map (or on a list of unbounded strings) can push the CRD over
+/// the cost budget and make it unregistrable.
+#[test]
+fn cel_rules_on_lists_and_maps_iterate_over_bounded_values() {
+    let mut rules = Vec::new();
+    for (kind, schema) in crd_schemas() {
+        rules_with_nodes(&schema, &kind, &mut rules);
+    }
+    let mut unbounded = BTreeSet::new();
+    for (path, _, node) in &rules {
+        let declares = |key: &str| node.get(key).is_some();
+        match node.get("type").and_then(Value::as_str) {
+            Some("array") if !declares("maxItems") => {
+                unbounded.insert(format!("{path}: no maxItems"));
+            }
+            Some("array")
+                if node["items"].get("type") == Some(&Value::from("string"))
+                    && node["items"].get("maxLength").is_none()
+                    && node["items"].get("enum").is_none() =>
+            {
+                unbounded.insert(format!("{path}[]: no maxLength"));
+            }
+            Some("object")
+                if node.get("additionalProperties").is_some() && !declares("maxProperties") =>
+            {
+                unbounded.insert(format!("{path}: no maxProperties"));
+            }
+            _ => {}
+        }
+    }
+    assert!(unbounded.is_empty(), "{unbounded:#?}");
+}

@@ -4,7 +4,6 @@ use kube::core::cel::{CompiledSchema, ErrorKind, RootContext, ValidationError, V
 use serde_json::Value;
 
 use super::path::FieldPath;
-use crate::manifest::json_type;
 
 /// A CRD schema's CEL rules, compiled once.
 pub struct CelRules {
@@ -56,10 +55,8 @@ impl CelRules {
         ) else {
             return Vec::new();
         };
-        let mut failures: Vec<(FieldPath, String)> = errors
-            .iter()
-            .map(|error| self.describe(error, object))
-            .collect();
+        let mut failures: Vec<(FieldPath, String)> =
+            errors.iter().map(|error| self.describe(error)).collect();
         // kube-cel walks properties in hash order; sort for stable output.
         failures.sort();
         failures.dedup();
@@ -68,11 +65,9 @@ impl CelRules {
 
     /// Says which rule failed, in the API server's words: the type of the field as the
     /// "value" (it does not print whole objects) and the rule's message.
-    fn describe(&self, error: &ValidationError, object: &Value) -> (FieldPath, String) {
+    fn describe(&self, error: &ValidationError) -> (FieldPath, String) {
         let field = FieldPath::from_dotted(&error.field_path);
-        let schema_type = schema_type_at(&self.schema, &field)
-            .or_else(|| value_at(object, &field).map(|value| json_type(value).to_string()))
-            .unwrap_or_else(|| "object".to_string());
+        let schema_type = schema_type_at(&self.schema, &field).unwrap_or("object");
         let detail = match error.kind {
             ErrorKind::ValidationFailure => {
                 format!("Invalid value: \"{schema_type}\": {}", error.message)
@@ -87,57 +82,48 @@ impl CelRules {
 }
 
 /// The `type` the schema declares for a field, if it declares the field.
-fn schema_type_at(schema: &Value, field: &FieldPath) -> Option<String> {
-    let mut node = Some(schema);
-    for segment in segments(field.as_str()) {
-        node = node.and_then(|current| match segment {
-            Segment::Name(name) => current
-                .get("properties")
-                .and_then(|properties| properties.get(name))
-                .or_else(|| {
-                    current
-                        .get("additionalProperties")
-                        .filter(|v| v.is_object())
-                }),
-            Segment::Index(_) => current.get("items"),
-        });
-    }
-    node.and_then(|node| node.get("type"))
-        .and_then(Value::as_str)
-        .map(str::to_string)
-}
-
-/// The value of a field of `object` (for fields the schema leaves to the API server, such
-/// as `metadata.name`).
-fn value_at<'a>(object: &'a Value, field: &FieldPath) -> Option<&'a Value> {
-    segments(field.as_str())
+fn schema_type_at<'a>(schema: &'a Value, field: &FieldPath) -> Option<&'a str> {
+    let declared = segments(field.as_str())
         .into_iter()
-        .try_fold(object, |node, segment| match segment {
-            Segment::Name(name) => node.get(name),
-            Segment::Index(index) => node.get(index),
-        })
+        .try_fold(schema, |node, segment| {
+            match segment {
+                Segment::Field(name) => node.get("properties").and_then(|fields| fields.get(name)),
+                // A map key: the schema of the map's values.
+                Segment::Key => node
+                    .get("additionalProperties")
+                    .filter(|values| values.is_object()),
+                Segment::Item => node.get("items"),
+            }
+        });
+    declared?.get("type")?.as_str()
 }
 
+/// One step of a field path.
 enum Segment<'a> {
-    Name(&'a str),
-    Index(usize),
+    Field(&'a str),
+    Key,
+    Item,
 }
 
-/// Splits `a.b[0].c` into `a`, `b`, `0`, `c`.
+/// Splits `a.b[0].c` into field `a`, field `b`, an item, field `c` (and `labels[k]` into
+/// field `labels`, a key).
 fn segments(path: &str) -> Vec<Segment<'_>> {
     let mut segments = Vec::new();
     for part in path.split('.').filter(|part| !part.is_empty()) {
-        let (name, indexes) = part
-            .split_once('[')
-            .map_or((part, ""), |(name, rest)| (name, rest));
+        let (name, brackets) = part.split_once('[').unwrap_or((part, ""));
         if !name.is_empty() {
-            segments.push(Segment::Name(name));
+            segments.push(Segment::Field(name));
         }
-        for index in indexes.split(['[', ']']).filter(|index| !index.is_empty()) {
-            match index.parse() {
-                Ok(index) => segments.push(Segment::Index(index)),
-                Err(_) => segments.push(Segment::Name(index)),
-            }
+        for inside in brackets
+            .split(['[', ']'])
+            .filter(|inside| !inside.is_empty())
+        {
+            let is_index = inside.bytes().all(|b| b.is_ascii_digit());
+            segments.push(if is_index {
+                Segment::Item
+            } else {
+                Segment::Key
+            });
         }
     }
     segments

@@ -297,3 +297,62 @@ impl fmt::Display for Violation {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every schema node that declares a `default`, with its path.
+    fn defaulted_nodes(node: &Value, path: &str, found: &mut Vec<(String, Value)>) {
+        if node.get("default").is_some() {
+            found.push((path.to_string(), node.clone()));
+        }
+        for (name, child) in node
+            .get("properties")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            defaulted_nodes(child, &format!("{path}.{name}"), found);
+        }
+        if let Some(items) = node.get("items") {
+            defaulted_nodes(items, &format!("{path}[]"), found);
+        }
+    }
+
+    /// The API server refuses a CRD whose defaults break their own schema (types, ranges,
+    /// unknown fields, CEL rules); the derive cannot see that a `Default` impl is off.
+    #[test]
+    fn every_schema_default_passes_its_own_schema() {
+        let mut nodes = Vec::new();
+        for crd in sluice_crds::crds() {
+            let schema = crd.spec.versions[0]
+                .schema
+                .clone()
+                .unwrap()
+                .open_api_v3_schema;
+            let schema = serde_json::to_value(schema.unwrap()).unwrap();
+            defaulted_nodes(&schema, &crd.spec.names.kind, &mut nodes);
+        }
+        assert!(
+            nodes.len() > 20,
+            "only {} defaults found; is the walk broken?",
+            nodes.len()
+        );
+        let mut problems = Vec::new();
+        for (path, node) in &nodes {
+            let default = &node["default"];
+            let structure = jsonschema::options()
+                .with_draft(jsonschema::Draft::Draft4)
+                .build(&structural::node_dialect(node))
+                .unwrap();
+            for error in structure.iter_errors(default) {
+                problems.push(format!("{path}: default {default}: {error}"));
+            }
+            for (field, detail) in CelRules::compile(node, "Default").check(default) {
+                problems.push(format!("{path}: default {default}: {field}: {detail}"));
+            }
+        }
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+}

@@ -36,6 +36,14 @@ pub fn api_server_dialect(crd_schema: &Value) -> Value {
     schema
 }
 
+/// Rewrites a schema node below the root (e.g. to check a `default` against it).
+#[cfg(test)]
+pub fn node_dialect(node: &Value) -> Value {
+    let mut node = node.clone();
+    rewrite_node(&mut node);
+    node
+}
+
 fn rewrite_node(node: &mut Value) {
     let Some(node) = node.as_object_mut() else {
         return;
