@@ -8,7 +8,10 @@
 pub const CONDUIT_IMAGE: &str = "ghcr.io/skroutz/conduit:0.2.2";
 
 /// The sidecar image of the same release as this operator.
-pub const PROXY_IMAGE: &str = concat!("ghcr.io/sluice-dev/sluice-proxy:", env!("CARGO_PKG_VERSION"));
+pub const PROXY_IMAGE: &str = concat!(
+    "ghcr.io/sluice-dev/sluice-proxy:",
+    env!("CARGO_PKG_VERSION")
+);
 
 /// Port Conduit listens on, on the pod's loopback only.
 pub const CONDUIT_PORT: u16 = 8000;

@@ -24,7 +24,8 @@ pub const VERSION: &str = "v1alpha1";
 pub const API_VERSION: &str = "sluice.dev/v1alpha1";
 
 /// Every CRD this crate defines, in a stable order (servers first).
-pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+pub fn crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
     use kube::CustomResourceExt;
     vec![McpServer::crd(), McpRoute::crd()]

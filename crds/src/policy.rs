@@ -272,7 +272,9 @@ pub struct OAuthPassThroughAuth {
 
 impl Default for OAuthPassThroughAuth {
     fn default() -> Self {
-        Self { identity_cache_ttl: default_cache_ttl() }
+        Self {
+            identity_cache_ttl: default_cache_ttl(),
+        }
     }
 }
 
@@ -371,7 +373,10 @@ pub struct NameFilter {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimit {
     /// Name of the rule, shown in metrics and logs.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// What the bucket is keyed by, combined: `identity` (the authenticated caller), `tool`
     /// (the tool, resource or prompt name), `clientAddress` (the caller's IP). Empty: one

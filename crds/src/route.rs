@@ -85,7 +85,10 @@ fn default_path_prefix() -> String {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServerRef {
     /// Name of the McpServer.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
 }
 

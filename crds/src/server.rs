@@ -254,7 +254,10 @@ fn resources(cpu: &str, memory: &str, memory_limit: &str) -> ResourceRequirement
             ("cpu".to_string(), Quantity(cpu.into())),
             ("memory".to_string(), Quantity(memory.into())),
         ])),
-        limits: Some(BTreeMap::from([("memory".to_string(), Quantity(memory_limit.into()))])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity(memory_limit.into()),
+        )])),
         ..Default::default()
     }
 }
@@ -395,7 +398,12 @@ pub struct NetworkPolicySpec {
 
 impl Default for NetworkPolicySpec {
     fn default() -> Self {
-        Self { enabled: true, allowed_clients: None, metrics_from: None, egress: Vec::new() }
+        Self {
+            enabled: true,
+            allowed_clients: None,
+            metrics_from: None,
+            egress: Vec::new(),
+        }
     }
 }
 
@@ -430,7 +438,11 @@ pub struct ServiceMonitorSpec {
 
 impl Default for ServiceMonitorSpec {
     fn default() -> Self {
-        Self { enabled: false, interval: default_scrape_interval(), labels: BTreeMap::new() }
+        Self {
+            enabled: false,
+            interval: default_scrape_interval(),
+            labels: BTreeMap::new(),
+        }
     }
 }
 

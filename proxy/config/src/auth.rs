@@ -221,6 +221,8 @@ pub struct OAuthAuth {
 
 impl Default for OAuthAuth {
     fn default() -> Self {
-        Self { identity_cache_ttl: default_ttl() }
+        Self {
+            identity_cache_ttl: default_ttl(),
+        }
     }
 }

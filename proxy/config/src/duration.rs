@@ -33,9 +33,9 @@ impl Duration {
         if text.is_empty() {
             return Err("a duration must not be empty".into());
         }
-        humantime::parse_duration(text)
-            .map(Self)
-            .map_err(|e| format!("invalid duration {text:?} ({e}); write e.g. 500ms, 30s, 5m, 1h30m"))
+        humantime::parse_duration(text).map(Self).map_err(|e| {
+            format!("invalid duration {text:?} ({e}); write e.g. 500ms, 30s, 5m, 1h30m")
+        })
     }
 }
 
@@ -98,7 +98,10 @@ mod tests {
     #[test]
     fn parses_go_style_durations() {
         assert_eq!(Duration::parse("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(Duration::parse("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(
+            Duration::parse("500ms").unwrap(),
+            Duration::from_millis(500)
+        );
         assert!(Duration::parse("10").is_err());
         assert!(Duration::parse("").is_err());
         assert!(Duration::parse("soon").is_err());

@@ -70,7 +70,10 @@ impl ProxyConfig {
     /// Parses a YAML (or JSON) document and validates it. The error lists every problem.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
         if text.len() > MAX_CONFIG_BYTES {
-            return Err(ConfigError::TooLarge { size: text.len(), max: MAX_CONFIG_BYTES });
+            return Err(ConfigError::TooLarge {
+                size: text.len(),
+                max: MAX_CONFIG_BYTES,
+            });
         }
         if text.trim().is_empty() {
             return Err(ConfigError::Empty);
@@ -83,8 +86,10 @@ impl ProxyConfig {
 
     /// Reads, parses and validates a config file.
     pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| ConfigError::Read { path: path.to_path_buf(), message: e.to_string() })?;
+        let bytes = std::fs::read(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         let text = String::from_utf8(bytes)
             .map_err(|_| ConfigError::Parse("the file is not valid UTF-8".into()))?;
         Self::from_yaml(&text)
@@ -160,7 +165,9 @@ pub struct Admin {
 
 impl Default for Admin {
     fn default() -> Self {
-        Self { listen: default_admin_listen() }
+        Self {
+            listen: default_admin_listen(),
+        }
     }
 }
 
@@ -280,13 +287,18 @@ fn default_idle() -> Duration {
 pub struct Streaming {
     /// Send a `:` comment line on an SSE stream after this much upstream silence, so idle
     /// streams survive load balancers. Absent: never.
-    #[serde(default = "default_keep_alive", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default = "default_keep_alive",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub keep_alive: Option<Duration>,
 }
 
 impl Default for Streaming {
     fn default() -> Self {
-        Self { keep_alive: default_keep_alive() }
+        Self {
+            keep_alive: default_keep_alive(),
+        }
     }
 }
 
@@ -308,7 +320,10 @@ pub struct Shutdown {
 
 impl Default for Shutdown {
     fn default() -> Self {
-        Self { drain_delay: default_drain_delay(), grace_period: default_grace_period() }
+        Self {
+            drain_delay: default_drain_delay(),
+            grace_period: default_grace_period(),
+        }
     }
 }
 
@@ -334,7 +349,10 @@ pub struct Log {
 
 impl Default for Log {
     fn default() -> Self {
-        Self { level: LogLevel::Info, format: LogFormat::Json }
+        Self {
+            level: LogLevel::Info,
+            format: LogFormat::Json,
+        }
     }
 }
 

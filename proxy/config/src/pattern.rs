@@ -29,14 +29,18 @@ pub enum PatternError {
     #[error("pattern {0:?} is longer than 512 characters")]
     TooLong(String),
     /// The pattern holds a character names cannot hold.
-    #[error("pattern {pattern:?} holds {found:?}; use letters, digits, _ . - / and the wildcards * and ?")]
+    #[error(
+        "pattern {pattern:?} holds {found:?}; use letters, digits, _ . - / and the wildcards * and ?"
+    )]
     BadCharacter { pattern: String, found: char },
 }
 
 impl Pattern {
     /// A pattern over tool and prompt names (ASCII letters, digits, `_ . - /`, wildcards).
     pub fn name(text: &str) -> Result<Self, PatternError> {
-        Self::check(text, |c| c.is_ascii_alphanumeric() || NAME_CHARS.contains(c))
+        Self::check(text, |c| {
+            c.is_ascii_alphanumeric() || NAME_CHARS.contains(c)
+        })
     }
 
     /// A pattern over resource URIs or caller identities (any visible ASCII).
@@ -52,9 +56,15 @@ impl Pattern {
             return Err(PatternError::TooLong(text.into()));
         }
         if let Some(found) = text.chars().find(|&c| c != '*' && c != '?' && !allowed(c)) {
-            return Err(PatternError::BadCharacter { pattern: text.into(), found });
+            return Err(PatternError::BadCharacter {
+                pattern: text.into(),
+                found,
+            });
         }
-        Ok(Self { text: text.into(), matcher: WildMatch::new(text) })
+        Ok(Self {
+            text: text.into(),
+            matcher: WildMatch::new(text),
+        })
     }
 
     /// Whether `name` matches the whole pattern.
@@ -139,7 +149,10 @@ mod tests {
             Pattern::name("pha task"),
             Err(PatternError::BadCharacter { found: ' ', .. })
         ));
-        assert!(matches!(Pattern::name("p\u{0430}"), Err(PatternError::BadCharacter { .. })));
+        assert!(matches!(
+            Pattern::name("p\u{0430}"),
+            Err(PatternError::BadCharacter { .. })
+        ));
         assert!(Pattern::uri("phab://task/*").is_ok());
     }
 }

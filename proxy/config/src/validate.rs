@@ -63,7 +63,10 @@ struct Collector(Vec<Problem>);
 
 impl Collector {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem { path: path.into(), message: message.into() });
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 }
 
@@ -78,18 +81,31 @@ pub(crate) fn validate(config: &ProxyConfig) -> Result<(), ConfigError> {
     for (i, ep) in config.entry_points.iter().enumerate() {
         let at = format!("entryPoints[{i}]");
         if !names.insert(ep.name.as_str()) {
-            c.push(format!("{at}.name"), format!("duplicate entry point name {:?}", ep.name));
+            c.push(
+                format!("{at}.name"),
+                format!("duplicate entry point name {:?}", ep.name),
+            );
         }
         let port = ep.listen.port();
         if port != 0 && !ports.insert(port) {
-            c.push(format!("{at}.listen"), format!("port {port} is used by another entry point"));
+            c.push(
+                format!("{at}.listen"),
+                format!("port {port} is used by another entry point"),
+            );
         }
         if port != 0 && port == config.admin.listen.port() {
-            c.push(format!("{at}.listen"), format!("port {port} is the admin port"));
+            c.push(
+                format!("{at}.listen"),
+                format!("port {port} is the admin port"),
+            );
         }
         check_entry_point(config, ep, &at, &mut c);
     }
-    if c.0.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(c.0)) }
+    if c.0.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(c.0))
+    }
 }
 
 fn check_globals(config: &ProxyConfig, c: &mut Collector) {
@@ -110,8 +126,15 @@ fn check_globals(config: &ProxyConfig, c: &mut Collector) {
             c.push(name, "must be longer than zero");
         }
     }
-    if config.streaming.keep_alive.is_some_and(|d| d.get().is_zero()) {
-        c.push("streaming.keepAlive", "must be longer than zero (omit it to disable)");
+    if config
+        .streaming
+        .keep_alive
+        .is_some_and(|d| d.get().is_zero())
+    {
+        c.push(
+            "streaming.keepAlive",
+            "must be longer than zero (omit it to disable)",
+        );
     }
     if config.limits.max_header_bytes < 1024 {
         c.push("limits.maxHeaderBytes", "must be at least 1024");
@@ -154,13 +177,18 @@ fn check_entry_point(config: &ProxyConfig, ep: &EntryPoint, at: &str, c: &mut Co
     }
     if let Some(public) = &ep.public_url {
         match url::Url::parse(public) {
-            Ok(u) if matches!(u.scheme(), "http" | "https")
-                && u.query().is_none()
-                && u.fragment().is_none()
-                && u.username().is_empty() =>
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+                    && u.username().is_empty() =>
             {
                 let path = u.path();
-                let expected = if ep.path_prefix == "/" { "/" } else { ep.path_prefix.as_str() };
+                let expected = if ep.path_prefix == "/" {
+                    "/"
+                } else {
+                    ep.path_prefix.as_str()
+                };
                 if path != expected {
                     c.push(
                         format!("{at}.publicUrl"),
@@ -177,7 +205,10 @@ fn check_entry_point(config: &ProxyConfig, ep: &EntryPoint, at: &str, c: &mut Co
     }
     for (j, origin) in ep.allowed_origins.iter().enumerate() {
         if !is_origin(origin) {
-            c.push(format!("{at}.allowedOrigins[{j}]"), "must be scheme://host[:port]");
+            c.push(
+                format!("{at}.allowedOrigins[{j}]"),
+                "must be scheme://host[:port]",
+            );
         }
     }
     if ep.max_body_bytes == Some(0) {
@@ -199,11 +230,17 @@ fn check_entry_point(config: &ProxyConfig, ep: &EntryPoint, at: &str, c: &mut Co
             c.push(format!("{at}.discovery"), "needs publicUrl");
         }
         if d.authorization_servers.is_empty() {
-            c.push(format!("{at}.discovery.authorizationServers"), "needs at least one");
+            c.push(
+                format!("{at}.discovery.authorizationServers"),
+                "needs at least one",
+            );
         }
         for (j, s) in d.authorization_servers.iter().enumerate() {
             if !is_http_url(s) {
-                c.push(format!("{at}.discovery.authorizationServers[{j}]"), "must be an http(s) URL");
+                c.push(
+                    format!("{at}.discovery.authorizationServers[{j}]"),
+                    "must be an http(s) URL",
+                );
             }
         }
     }
@@ -213,12 +250,18 @@ fn check_auth(config: &ProxyConfig, auth: &Auth, at: &str, c: &mut Collector) {
     match auth {
         Auth::PhabricatorToken(p) => {
             if p.verify.is_some() && config.phabricator.is_none() {
-                c.push(format!("{at}.verify"), "verifying tokens needs the top-level phabricator");
+                c.push(
+                    format!("{at}.verify"),
+                    "verifying tokens needs the top-level phabricator",
+                );
             }
         }
         Auth::OAuth(_) => {
             if config.phabricator.is_none() {
-                c.push(at, "mode oauth needs the top-level phabricator (identities come from user.whoami)");
+                c.push(
+                    at,
+                    "mode oauth needs the top-level phabricator (identities come from user.whoami)",
+                );
             }
         }
         Auth::ApiKey(a) => {
@@ -238,11 +281,17 @@ fn check_auth(config: &ProxyConfig, auth: &Auth, at: &str, c: &mut Collector) {
                     is_dns_label(ns) && (name == "*" || is_dns_subdomain(name))
                 });
                 if !ok {
-                    c.push(format!("{at}.allowed[{j}]"), "must be namespace/name or namespace/*");
+                    c.push(
+                        format!("{at}.allowed[{j}]"),
+                        "must be namespace/name or namespace/*",
+                    );
                 }
             }
             if !is_http_url(&sa.token_review.api_server) {
-                c.push(format!("{at}.tokenReview.apiServer"), "must be an http(s) URL");
+                c.push(
+                    format!("{at}.tokenReview.apiServer"),
+                    "must be an http(s) URL",
+                );
             }
         }
         Auth::Jwt(j) => {
@@ -259,7 +308,10 @@ fn check_auth(config: &ProxyConfig, auth: &Auth, at: &str, c: &mut Collector) {
                 c.push(format!("{at}.jwksUrl"), "must be an http(s) URL");
             }
             if j.jwks_url.is_none() && !is_http_url(&j.issuer) {
-                c.push(format!("{at}.jwksUrl"), "needed when the issuer is not an http(s) URL");
+                c.push(
+                    format!("{at}.jwksUrl"),
+                    "needed when the issuer is not an http(s) URL",
+                );
             }
             if j.identity_claim.is_empty() {
                 c.push(format!("{at}.identityClaim"), "must not be empty");
@@ -303,7 +355,10 @@ fn check_rate_limits(config: &ProxyConfig, ep: &EntryPoint, at: &str, c: &mut Co
             c.push(format!("{rat}.name"), "must be a lower-case DNS label");
         }
         if !names.insert(rl.name.as_str()) {
-            c.push(format!("{rat}.name"), format!("duplicate rate limit name {:?}", rl.name));
+            c.push(
+                format!("{rat}.name"),
+                format!("duplicate rate limit name {:?}", rl.name),
+            );
         }
         if rl.requests == 0 {
             c.push(format!("{rat}.requests"), "must be at least 1");
@@ -323,7 +378,10 @@ fn check_rate_limits(config: &ProxyConfig, ep: &EntryPoint, at: &str, c: &mut Co
         }
         check_names(&rl.tools, &format!("{rat}.tools"), c);
         if rl.scope == RateLimitScope::Global && config.redis.is_none() {
-            c.push(format!("{rat}.scope"), "scope global needs the top-level redis");
+            c.push(
+                format!("{rat}.scope"),
+                "scope global needs the top-level redis",
+            );
         }
     }
 }
@@ -331,7 +389,8 @@ fn check_rate_limits(config: &ProxyConfig, ep: &EntryPoint, at: &str, c: &mut Co
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -346,11 +405,15 @@ pub(crate) fn is_path_prefix(s: &str) -> bool {
     if s == "/" {
         return true;
     }
-    let Some(rest) = s.strip_prefix('/') else { return false };
+    let Some(rest) = s.strip_prefix('/') else {
+        return false;
+    };
     rest.split('/').all(|seg| {
         !seg.is_empty()
             && !seg.starts_with('.')
-            && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b))
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b))
     })
 }
 
@@ -373,9 +436,8 @@ fn is_http_url(s: &str) -> bool {
 }
 
 fn is_host_port(s: &str) -> bool {
-    s.rsplit_once(':').is_some_and(|(host, port)| {
-        !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-    })
+    s.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
 #[cfg(test)]
@@ -387,7 +449,18 @@ mod tests {
         for ok in ["/", "/ai", "/ai/mcp-v2", "/a_b~c"] {
             assert!(is_path_prefix(ok), "{ok}");
         }
-        for bad in ["", "ai", "/ai/", "//", "/..", "/a/../b", "/./a", "/a%2fb", "/a b", "/.well-known"] {
+        for bad in [
+            "",
+            "ai",
+            "/ai/",
+            "//",
+            "/..",
+            "/a/../b",
+            "/./a",
+            "/a%2fb",
+            "/a b",
+            "/.well-known",
+        ] {
             assert!(!is_path_prefix(bad), "{bad}");
         }
     }
