@@ -23,8 +23,10 @@ enum Command {
     Run,
     /// Print the McpServer and McpRoute CRDs as a YAML stream.
     Crds,
-    /// Print every object the operator would apply for McpServer and McpRoute manifests,
-    /// without a cluster: the same checks and builders as the controller.
+    /// Print the objects the operator would apply for McpServer and McpRoute manifests.
+    ///
+    /// Needs no cluster: the manifests are checked against the CRD schema and its CEL rules,
+    /// as the API server would, and rendered by the controller's own builders.
     Render(RenderArgs),
 }
 
@@ -76,13 +78,18 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
     for warning in &output.warnings {
         eprintln!("warning: {warning}");
     }
-    std::io::stdout().lock().write_all(stream.as_bytes())?;
-    Ok(())
+    print(&stream)
 }
 
 fn print_crds() -> anyhow::Result<()> {
-    let stream = sluice_operator::crdgen::crd_stream()?;
-    std::io::stdout().lock().write_all(stream.as_bytes())?;
+    print(&sluice_operator::crdgen::crd_stream()?)
+}
+
+/// Writes to stdout; a closed pipe is an error like any other, not a panic.
+fn print(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
     Ok(())
 }
 

@@ -293,3 +293,30 @@ fn a_closed_stdout_is_an_error_not_a_panic() {
     let output = child.wait_with_output().unwrap();
     assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
 }
+
+#[test]
+fn stdin_twice_and_an_empty_directory_are_refused() {
+    let empty = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-empty-dir");
+    std::fs::create_dir_all(&empty).unwrap();
+    let output = run_with_stdin(
+        &[
+            "render",
+            "-f",
+            "-",
+            "-f",
+            "-",
+            "-f",
+            &empty.to_string_lossy(),
+        ],
+        std::fs::read(&examples()[0]).unwrap().as_slice(),
+    );
+    let stderr = assert_refused(&output);
+    assert!(
+        stderr.contains("error: stdin (`-f -`) can be read only once"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("cli-empty-dir: the directory holds no .yaml, .yml or .json files"),
+        "{stderr}"
+    );
+}
