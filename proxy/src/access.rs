@@ -36,6 +36,7 @@ pub fn record(state: &State, cx: &RequestContext, response: &Response<ResponseBo
         target: "sluice::access",
         entry_point = &*cx.entry.name,
         method = cx.method.as_str(),
+        path = &*cx.path,
         mcp_method,
         tool,
         status = status.as_u16(),

@@ -66,6 +66,8 @@ pub struct Options {
     pub config_path: PathBuf,
     /// How often the config and certificate files are checked.
     pub reload_interval: Duration,
+    /// Applies `log.level` changes on reload (see [`logging::init`]).
+    pub log_level: Option<logging::LogLevelControl>,
 }
 
 /// A running proxy.
@@ -80,7 +82,8 @@ impl Proxy {
     /// inside a Tokio runtime.
     pub async fn start(options: Options) -> Result<Self> {
         let listeners = Arc::new(Listeners::default());
-        let (reloader, state) = Reloader::start(options.config_path, listeners.clone())?;
+        let (reloader, state) =
+            Reloader::start(options.config_path, listeners.clone(), options.log_level)?;
         let reload = tokio::spawn(reloader.run(options.reload_interval));
         Ok(Self {
             state,
@@ -99,10 +102,17 @@ impl Proxy {
         self.listeners.admin_addr()
     }
 
-    /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully; a second signal cuts the
+    /// grace short.
     pub async fn run(self) -> std::io::Result<()> {
         shutdown::signal().await?;
-        self.shutdown().await;
+        tokio::select! {
+            () = self.shutdown() => {}
+            second = shutdown::signal() => {
+                second?;
+                tracing::warn!("second signal: exiting without waiting for requests in flight");
+            }
+        }
         Ok(())
     }
 

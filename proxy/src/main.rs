@@ -44,7 +44,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    logging::init(&config.log);
+    let log_level = logging::init(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -58,6 +58,7 @@ fn main() -> ExitCode {
     let options = Options {
         config_path,
         reload_interval: cli.reload_interval.get(),
+        log_level,
     };
     runtime.block_on(async {
         let proxy = match Proxy::start(options).await {

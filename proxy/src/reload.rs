@@ -15,6 +15,7 @@ use sluice_proxy_config::{ConfigError, ProxyConfig};
 use crate::Error;
 use crate::forward::Upstream;
 use crate::listener::{Desired, Listeners};
+use crate::logging::LogLevelControl;
 use crate::metrics::{ResultLabels, TlsLabels};
 use crate::state::{Entry, Snapshot, State};
 use crate::tls::{self, Loaded, TlsCache};
@@ -25,13 +26,18 @@ pub struct Reloader {
     state: Arc<State>,
     listeners: Arc<Listeners>,
     tls: TlsCache,
+    log_level: Option<LogLevelControl>,
     /// Content hash of the file last looked at (applied or rejected).
     seen: u64,
 }
 
 impl Reloader {
     /// Loads the config at `path` and opens its listeners; any failure is fatal at start.
-    pub fn start(path: PathBuf, listeners: Arc<Listeners>) -> Result<(Self, Arc<State>), Error> {
+    pub fn start(
+        path: PathBuf,
+        listeners: Arc<Listeners>,
+        log_level: Option<LogLevelControl>,
+    ) -> Result<(Self, Arc<State>), Error> {
         let (config, seen) = read(&path)?;
         let config = Arc::new(config);
         let upstream = Arc::new(Upstream::new(&config)?);
@@ -44,6 +50,7 @@ impl Reloader {
             state: state.clone(),
             listeners,
             tls: TlsCache::default(),
+            log_level,
             seen,
         };
         let errors = reloader.apply(config, true)?;
@@ -96,9 +103,13 @@ impl Reloader {
             Ok(c) => c,
             Err(e) => return self.reject(hash, &e),
         };
+        let level_changed = config.log.level != current.log.level;
         match self.apply(Arc::new(config), false) {
             Ok(errors) => {
                 self.seen = hash;
+                if let (true, Some(control)) = (level_changed, &self.log_level) {
+                    control.set(self.state.snapshot.load().config.log.level);
+                }
                 let m = &self.state.metrics;
                 m.config_reloads
                     .get_or_create(&ResultLabels { result: "applied" })
@@ -210,7 +221,10 @@ impl Reloader {
         state.snapshot.store(snapshot);
         let errors = self.listeners.reconcile(&state, desired);
         let mut status = state.status();
-        for e in errors.iter().filter(|e| !status.listen_errors.contains(e)) {
+        for e in errors
+            .iter()
+            .filter(|e| !initial && !status.listen_errors.contains(e))
+        {
             tracing::error!(error = %e, "listener not opened; retrying on every reload check");
         }
         status.listen_errors.clone_from(&errors);

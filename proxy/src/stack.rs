@@ -40,6 +40,8 @@ pub struct RequestContext {
     pub entry: Arc<Entry>,
     pub started: Instant,
     pub method: Method,
+    /// The path as the caller sent it, without the query (which may carry codes or tokens).
+    pub path: Box<str>,
     /// What the body says (inspected POSTs only).
     pub inspection: Option<Inspection>,
 }
@@ -70,6 +72,7 @@ pub async fn serve(req: Request<Incoming>, conn: &Conn) -> Response<ResponseBody
         entry: conn.entry.load_full(),
         started: Instant::now(),
         method: req.method().clone(),
+        path: req.uri().path().into(),
         inspection: None,
     };
     let mut response = match handle(req, conn, &mut cx).await {

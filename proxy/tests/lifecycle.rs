@@ -247,6 +247,19 @@ struct Logs {
 }
 
 impl Logs {
+    async fn until_target(&mut self, target: &str) -> serde_json::Value {
+        within(&format!("a log line of {target}"), async {
+            loop {
+                let line = self.lines.recv().await.expect("the proxy's stdout closed");
+                self.all.push(line.clone());
+                if line["target"] == target {
+                    return line;
+                }
+            }
+        })
+        .await
+    }
+
     async fn until(&mut self, message: &str) -> serde_json::Value {
         within(&format!("log line {message:?}"), async {
             loop {
@@ -262,6 +275,82 @@ impl Logs {
         })
         .await
     }
+}
+
+/// Runs the binary on `config`, with its JSON log lines collected.
+fn spawn(config: &std::path::Path) -> (tokio::process::Child, Logs) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice-proxy"))
+        .arg("--config")
+        .arg(config)
+        .arg("--reload-interval")
+        .arg("100ms")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = stdout.next_line().await {
+            let value = serde_json::from_str(&line)
+                .unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
+            let _ = tx.send(value);
+        }
+    });
+    (
+        child,
+        Logs {
+            lines,
+            all: Vec::new(),
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_reload_changes_the_log_level() {
+    let upstream = Upstream::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    let info = config(upstream.addr, "log:\n  level: info", "");
+    std::fs::write(&path, &info).unwrap();
+    let (_child, mut logs) = spawn(&path);
+    let entry = logs.until("listening for entry point main").await["local"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let admin = logs.until("listening for the admin listener").await["local"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let call = |path: &str| {
+        send(
+            post(&format!("http://{entry}{path}"))
+                .body(body(TOOLS_CALL))
+                .unwrap(),
+        )
+    };
+    let metrics = format!("http://{admin}/metrics");
+    let reloaded = |n: u32| {
+        let metrics = metrics.clone();
+        async move {
+            get(&metrics)
+                .await
+                .text()
+                .contains(&format!("{APPLIED} {n}"))
+        }
+    };
+
+    write_atomically(&path, &info.replace("level: info", "level: warn"));
+    eventually("the reload to warn", async || reloaded(1).await).await;
+    assert_eq!(call("/quiet").await.status, 200);
+
+    write_atomically(&path, &info);
+    eventually("the reload to info", async || reloaded(2).await).await;
+    assert_eq!(call("/loud").await.status, 200);
+    // The first access line must be the second call's: the first was made at level warn.
+    let access = logs.until_target("sluice::access").await;
+    assert_eq!(access["path"], "/loud");
 }
 
 #[tokio::test]
@@ -289,26 +378,7 @@ async fn sigterm_fails_readiness_drains_and_exits_zero() {
     let path = dir.path().join("config.yaml");
     let top = "shutdown:\n  drainDelay: 2s\n  gracePeriod: 20s\nlog:\n  format: json";
     std::fs::write(&path, config(upstream.addr, top, "")).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice-proxy"))
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
-    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = stdout.next_line().await {
-            let value = serde_json::from_str(&line)
-                .unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
-            let _ = tx.send(value);
-        }
-    });
-    let mut logs = Logs {
-        lines,
-        all: Vec::new(),
-    };
+    let (mut child, mut logs) = spawn(&path);
     let entry = logs.until("listening for entry point main").await["local"]
         .as_str()
         .unwrap()
@@ -373,5 +443,6 @@ async fn sigterm_fails_readiness_drains_and_exits_zero() {
     assert_eq!(access["status"], 200);
     assert_eq!(access["entry_point"], "main");
     assert_eq!(access["mcp_method"], "tools/call");
+    assert_eq!(access["path"], "/mcp");
     assert!(access["latency_us"].is_u64());
 }

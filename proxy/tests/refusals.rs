@@ -36,6 +36,27 @@ async fn bodies_over_the_limit_get_413_before_anything_goes_upstream() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("-32600"), "{answer}");
 
+    // Chunked under the limit: forwarded whole, with its length.
+    let small = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let chunked = format!(
+        "POST /mcp HTTP/1.1\r\nhost: x\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n10\r\n{}\r\n{:x}\r\n{}\r\n0\r\n\r\n",
+        &small[..16],
+        small.len() - 16,
+        &small[16..]
+    );
+    assert!(
+        raw(sluice.addr(), chunked.as_bytes())
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let seen = upstream.next().await;
+    assert_eq!(seen.body, small.as_bytes());
+    assert_eq!(
+        seen.headers["content-length"],
+        small.len().to_string().as_str()
+    );
+    assert!(seen.headers.get("transfer-encoding").is_none());
+
     // Under the limit: forwarded.
     let small = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
     assert_eq!(

@@ -188,6 +188,7 @@ impl Sluice {
         let options = Options {
             config_path: config_path.clone(),
             reload_interval: Duration::from_millis(50),
+            log_level: None,
         };
         let proxy = Proxy::start(options)
             .await
