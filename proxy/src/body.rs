@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
+use prometheus_client::metrics::counter::Counter;
 
 use crate::conn::Busy;
 use crate::limits::Permit;
@@ -24,6 +25,8 @@ pub struct Guards {
     pub permit: Option<Permit>,
     /// `sluice_open_streams`.
     pub stream: Option<GaugeGuard>,
+    /// Counts the upstream breaking off the body (`sluice_upstream_errors_total{kind="body"}`).
+    pub broken: Option<Counter>,
 }
 
 pin_project! {
@@ -90,6 +93,9 @@ impl Body for ResponseBody {
             KindProj::Upstream { body } => body.poll_frame(cx),
             KindProj::Stream { body } => body.poll_frame(cx),
         };
+        if let (Poll::Ready(Some(Err(_))), Some(broken)) = (&polled, &this.guards.broken) {
+            broken.inc();
+        }
         if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
             // Finished: release the guards now rather than whenever the server drops the body.
             *this.guards = Guards::default();

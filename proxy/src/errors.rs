@@ -73,7 +73,8 @@ pub enum Refusal {
     Upstream(UpstreamFailure),
 }
 
-/// How the upstream failed; also the `kind` label of `sluice_upstream_errors_total`.
+/// How the upstream failed before its response head; also the `kind` label of
+/// `sluice_upstream_errors_total` (which counts `body` for bodies broken off later).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpstreamFailure {
     /// Nothing listens on the upstream port.

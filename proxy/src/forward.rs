@@ -226,7 +226,7 @@ pub fn response(
         }
     }
     parts.extensions.clear();
-    let body = if sse::is_event_stream(&parts.headers) {
+    let mut body = if sse::is_event_stream(&parts.headers) {
         // Tell buffering proxies in front (nginx ingress) to pass events through at once.
         parts
             .headers
@@ -241,6 +241,7 @@ pub fn response(
     } else {
         ResponseBody::upstream(body)
     };
+    body.guards_mut().broken = Some(entry.broken_bodies.clone());
     Response::from_parts(parts, body)
 }
 

@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use sluice_proxy_config::{EntryPoint, ProxyConfig};
@@ -19,7 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::conn::Timers;
 use crate::forward::Upstream;
 use crate::limits::InFlight;
-use crate::metrics::{EntryLabels, Metrics};
+use crate::metrics::{EntryLabels, Metrics, UpstreamErrorLabels};
 use crate::origin::Origins;
 use crate::prefix::Prefix;
 
@@ -134,6 +135,8 @@ pub struct Entry {
     pub public_base: Option<Box<str>>,
     pub in_flight: Gauge,
     pub streams: Gauge,
+    /// `sluice_upstream_errors_total{kind="body"}` of this entry point.
+    pub broken_bodies: Counter,
     pub snapshot: Arc<Snapshot>,
 }
 
@@ -178,6 +181,13 @@ impl Entry {
                 .and_then(|a| HeaderValue::from_str(a).ok()),
             public_base: public_authority.map(|a| format!("{scheme}://{a}").into()),
             in_flight: metrics.in_flight.get_or_create(&labels).clone(),
+            broken_bodies: metrics
+                .upstream_errors
+                .get_or_create(&UpstreamErrorLabels {
+                    entry_point: name.clone(),
+                    kind: "body",
+                })
+                .clone(),
             streams: metrics.open_streams.get_or_create(&labels).clone(),
             name,
             snapshot,

@@ -154,3 +154,39 @@ async fn a_reload_that_turns_keep_alive_off_applies_to_new_streams() {
     drop(sender);
     assert_eq!(next_data(&mut body).await, None);
 }
+
+#[tokio::test]
+async fn an_upstream_dying_mid_stream_is_a_broken_stream_for_the_caller() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = tcp.read(&mut buf).await;
+        let event = "data: 1\n\n";
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+        let chunk = format!("{head}{:x}\r\n{event}\r\n", event.len());
+        tcp.write_all(chunk.as_bytes()).await.unwrap();
+        // Killed before the terminating chunk.
+    });
+    let sluice = Sluice::start(&config(addr, "", "")).await;
+    let req = Request::get(sluice.url("/mcp"))
+        .body(Full::default())
+        .unwrap();
+    let response = within("the response head", client().request(req))
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    assert_eq!(next_data(&mut body).await.unwrap(), "data: 1\n\n");
+    let end = within("the end of the stream", body.frame()).await;
+    assert!(
+        matches!(end, Some(Err(_))),
+        "the caller must see a broken stream, not a clean end: {end:?}"
+    );
+    let metric = "sluice_upstream_errors_total{entry_point=\"main\",kind=\"body\"}";
+    eventually("the broken body to be counted", async || {
+        sluice.metric(metric).await == Some(1.0)
+    })
+    .await;
+}
