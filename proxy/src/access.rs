@@ -36,7 +36,8 @@ pub fn record(state: &State, cx: &RequestContext, response: &Response<ResponseBo
         target: "sluice::access",
         entry_point = &*cx.entry.name,
         method = cx.method.as_str(),
-        path = &*cx.path,
+        // The path only: a query may carry codes or tokens.
+        path = cx.uri.path(),
         mcp_method,
         tool,
         status = status.as_u16(),

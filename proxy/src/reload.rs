@@ -73,7 +73,7 @@ impl Reloader {
 
     /// One look at the config file and the certificates.
     pub fn tick(&mut self) {
-        let bytes = match std::fs::read(&self.path) {
+        let bytes = match read_capped(&self.path) {
             Ok(b) => b,
             Err(e) => {
                 // Mid-swap or gone: keep serving; report once per distinct failure.
@@ -233,7 +233,7 @@ impl Reloader {
 }
 
 fn read(path: &std::path::Path) -> Result<(ProxyConfig, u64), Error> {
-    let bytes = std::fs::read(path).map_err(|e| ConfigError::Read {
+    let bytes = read_capped(path).map_err(|e| ConfigError::Read {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
@@ -241,4 +241,16 @@ fn read(path: &std::path::Path) -> Result<(ProxyConfig, u64), Error> {
     let text = String::from_utf8(bytes)
         .map_err(|_| ConfigError::Parse("the file is not valid UTF-8".into()))?;
     Ok((ProxyConfig::from_yaml(&text)?, hash))
+}
+
+/// Reads at most one byte more than any valid config holds, so a runaway file costs nothing
+/// (the parser then refuses it as too large).
+fn read_capped(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    let cap = sluice_proxy_config::MAX_CONFIG_BYTES as u64 + 1;
+    std::fs::File::open(path)?
+        .take(cap)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use http::{HeaderValue, Method, Request, Response};
+use http::{HeaderValue, Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use serde_json::value::RawValue;
@@ -40,8 +40,8 @@ pub struct RequestContext {
     pub entry: Arc<Entry>,
     pub started: Instant,
     pub method: Method,
-    /// The path as the caller sent it, without the query (which may carry codes or tokens).
-    pub path: Box<str>,
+    /// The URI as the caller sent it (a cheap clone of shared bytes).
+    pub uri: Uri,
     /// What the body says (inspected POSTs only).
     pub inspection: Option<Inspection>,
 }
@@ -72,7 +72,7 @@ pub async fn serve(req: Request<Incoming>, conn: &Conn) -> Response<ResponseBody
         entry: conn.entry.load_full(),
         started: Instant::now(),
         method: req.method().clone(),
-        path: req.uri().path().into(),
+        uri: req.uri().clone(),
         inspection: None,
     };
     let mut response = match handle(req, conn, &mut cx).await {
