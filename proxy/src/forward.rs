@@ -36,6 +36,8 @@ pub struct Upstream {
     client: Client<HttpConnector, Full<Bytes>>,
     scheme: Scheme,
     authority: Authority,
+    /// `authority` as a Host header.
+    host: HeaderValue,
     connect_timeout: Duration,
     first_byte: Duration,
     /// What the pool was built from; a reload keeps the pool when these stay the same.
@@ -69,10 +71,12 @@ impl Upstream {
             .pool_idle_timeout(config.upstream.pool_idle_timeout.get())
             .pool_timer(TokioTimer::new())
             .build(connector);
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| bad())?;
         Ok(Self {
             client,
             scheme,
             authority,
+            host,
             connect_timeout,
             first_byte: config.timeouts.upstream_first_byte.get(),
             settings: (config.upstream.clone(), connect_timeout),
@@ -178,10 +182,13 @@ pub fn request(
     if from_h2 {
         headers::join_cookies(&mut parts.headers);
     }
-    if let Some(host) = host {
-        // h2 callers send :authority, which HTTP/1.1 needs as Host.
-        parts.headers.insert(header::HOST, host.clone());
-    }
+    // The upstream's own name, as nginx sends by default: the upstream listens on loopback, and
+    // MCP SDKs there accept only loopback Hosts (their DNS-rebinding guard, on by default for
+    // 127.0.0.1 since mcp 1.23). The caller's host travels in X-Forwarded-Host, and redirects
+    // built from this Host are rebased in `response`.
+    parts
+        .headers
+        .insert(header::HOST, entry.snapshot.upstream.host.clone());
     let fwd_host = entry.public_host.clone().or_else(|| host.cloned());
     headers::set_forwarded(
         &mut parts.headers,

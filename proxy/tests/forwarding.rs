@@ -148,7 +148,11 @@ async fn hop_by_hop_headers_are_dropped_and_forwarded_headers_set() {
     assert_eq!(h("x-forwarded-for"), "203.0.113.9, 127.0.0.1");
     assert_eq!(h("x-forwarded-proto"), "http");
     assert_eq!(h("x-forwarded-host"), sluice.addr().to_string());
-    assert_eq!(h("host"), sluice.addr().to_string());
+    assert_eq!(
+        h("host"),
+        upstream.addr.to_string(),
+        "the upstream is addressed by its own name"
+    );
     assert_eq!(h("mcp-session-id"), "session-1");
     assert_eq!(h("mcp-protocol-version"), "2025-06-18");
     assert_eq!(h("mcp-param-region"), "=?base64?w7xiZXI=?=");
@@ -228,7 +232,12 @@ async fn h2c_prior_knowledge_is_forwarded_as_http1() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.version, http::Version::HTTP_2);
     let seen = upstream.next().await;
-    assert_eq!(seen.headers["host"], sluice.addr().to_string().as_str());
+    assert_eq!(seen.headers["host"], upstream.addr.to_string().as_str());
+    // h2's :authority stands in for Host.
+    assert_eq!(
+        seen.headers["x-forwarded-host"],
+        sluice.addr().to_string().as_str()
+    );
     assert_eq!(seen.headers["cookie"], "a=1; b=2");
     assert_eq!(seen.body, TOOLS_CALL.as_bytes());
 }

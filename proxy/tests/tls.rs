@@ -88,7 +88,7 @@ async fn tls_serves_h2_and_http1_by_alpn() {
     );
     let seen = upstream.next().await;
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
-    assert_eq!(seen.headers["host"], "127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-host"], "127.0.0.1");
 
     let tls = within("TLS", connect(sluice.addr(), &cert, b"http/1.1"))
         .await
