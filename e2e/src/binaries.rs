@@ -63,6 +63,11 @@ fn build(package: &str, bin: &str) -> Result<PathBuf> {
         .current_dir(workspace_root())
         .args(["build", "--workspace", "--examples", "--bin", bin])
         .arg("--message-format=json-render-diagnostics");
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(describes_the_running_package) {
+            command.env_remove(&name);
+        }
+    }
     if let Some(build_dir) = BuildDir::of_current_exe() {
         command.arg("--target-dir").arg(&build_dir.target_dir);
         match build_dir.profile.as_str() {
@@ -85,6 +90,25 @@ fn build(package: &str, bin: &str) -> Result<PathBuf> {
     }
     let stdout = String::from_utf8(output.stdout).context("cargo's JSON output is not UTF-8")?;
     find_executable(&stdout, package, bin).with_context(|| format!("after {command:?}"))
+}
+
+/// Whether `name` is one of the variables `cargo test` and `cargo run` set for the program they
+/// run, describing its package. They must not reach the nested cargo: a build script that tracks
+/// one (ring's tracks `CARGO_MANIFEST_DIR`) would rerun and rebuild everything above it, and the
+/// next outer build would rebuild it all back.
+fn describes_the_running_package(name: &str) -> bool {
+    matches!(
+        name,
+        "CARGO_MANIFEST_DIR"
+            | "CARGO_MANIFEST_PATH"
+            | "CARGO_CRATE_NAME"
+            | "CARGO_BIN_NAME"
+            | "CARGO_PRIMARY_PACKAGE"
+            | "CARGO_TARGET_TMPDIR"
+            | "CARGO_RUSTC_CURRENT_DIR"
+            | "OUT_DIR"
+    ) || name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_BIN_EXE_")
 }
 
 /// The target directory and profile directory the running executable was built into, when it
@@ -188,6 +212,16 @@ mod tests {
                 .join("deps")
                 .is_dir()
         );
+    }
+
+    #[test]
+    fn only_the_running_package_variables_are_withheld() {
+        for name in ["CARGO_MANIFEST_DIR", "CARGO_PKG_NAME", "CARGO_BIN_EXE_bench", "OUT_DIR"] {
+            assert!(describes_the_running_package(name), "{name}");
+        }
+        for name in ["CARGO", "CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_INCREMENTAL", "PATH"] {
+            assert!(!describes_the_running_package(name), "{name}");
+        }
     }
 
     #[test]
