@@ -216,10 +216,21 @@ mod tests {
 
     #[test]
     fn only_the_running_package_variables_are_withheld() {
-        for name in ["CARGO_MANIFEST_DIR", "CARGO_PKG_NAME", "CARGO_BIN_EXE_bench", "OUT_DIR"] {
+        for name in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "CARGO_BIN_EXE_bench",
+            "OUT_DIR",
+        ] {
             assert!(describes_the_running_package(name), "{name}");
         }
-        for name in ["CARGO", "CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_INCREMENTAL", "PATH"] {
+        for name in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_INCREMENTAL",
+            "PATH",
+        ] {
             assert!(!describes_the_running_package(name), "{name}");
         }
     }
