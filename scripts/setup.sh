@@ -120,6 +120,7 @@ fi
 if ((${#missing[@]})); then
     command -v apt-get >/dev/null || die "apt-get not found; install these yourself: ${missing[*]}"
     say "installing Debian packages: ${missing[*]}"
+    step_start=$SECONDS
     # Package scripts must not start nginx or redis as system services: tests start their own, on
     # free loopback ports. policy-rc.d is Debian's switch for that; add one only for this install.
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
@@ -130,6 +131,7 @@ if ((${#missing[@]})); then
     run_logged "apt-get update" as_root env DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" update
     run_logged "apt-get install ${missing[*]}" as_root env DEBIAN_FRONTEND=noninteractive \
         apt-get "${apt_opts[@]}" install -y --no-install-recommends "${missing[@]}"
+    say "Debian packages installed ($((SECONDS - step_start))s)"
     CHANGED=1
 fi
 PATH="$PATH:/usr/sbin:/sbin" # nginx lives in /usr/sbin, which a non-root PATH may lack
@@ -215,7 +217,7 @@ check_node_peers() {
 # === Python venvs ===
 
 ensure_venv() { # VENV REQUIREMENTS CHECK
-    local venv="$1" req="$2" check="$3" want
+    local venv="$1" req="$2" check="$3" want step_start=$SECONDS
     want="$(hash_of "$req")"
     if marker_matches "$venv" "$want" && "$venv/bin/python" -c '' 2>/dev/null; then
         if ((FORCE_VERIFY)); then "$check"; fi
@@ -231,6 +233,7 @@ ensure_venv() { # VENV REQUIREMENTS CHECK
     run_logged "pip check in $venv" "$venv/bin/pip" check
     "$check"
     echo "$want" >"$venv/$MARKER"
+    say "${venv#"$ROOT"/} installed and checked ($((SECONDS - step_start))s)"
     CHANGED=1
 }
 
@@ -245,10 +248,12 @@ if marker_matches "$NODE_MODULES" "$want" && [[ -x "$NODE22" ]]; then
     if ((FORCE_VERIFY)); then check_node_peers; fi
 else
     say "installing npm peers into ${NODE_MODULES#"$ROOT"/} (npm ci)"
+    step_start=$SECONDS
     # npm ci refuses a lock that disagrees with package.json, and starts from an empty node_modules.
     run_logged "npm ci in $E2E" npm ci --prefix "$E2E" --no-audit --no-fund --loglevel=error
     check_node_peers
     echo "$want" >"$NODE_MODULES/$MARKER"
+    say "npm peers installed and checked ($((SECONDS - step_start))s)"
     CHANGED=1
 fi
 
