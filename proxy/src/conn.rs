@@ -128,15 +128,40 @@ pub struct Timers {
     pub idle: Duration,
 }
 
-/// Serves one connection until it closes, times out, or `shutdown` turns true (then
-/// gracefully: in-flight requests finish, h2 gets GOAWAY).
+/// What asks a connection to close gracefully: the process shutting down, or its listener
+/// being removed from the config (a deleted route must stop serving, keep-alive or not).
+#[derive(Debug, Default)]
+pub struct Stop {
+    pub shutdown: Option<watch::Receiver<bool>>,
+    pub retired: Option<watch::Receiver<bool>>,
+}
+
+impl Stop {
+    /// Resolves once either signal is true (or its sender is gone).
+    async fn requested(&mut self) {
+        async fn turned(rx: &mut Option<watch::Receiver<bool>>) {
+            match rx {
+                Some(rx) => drop(rx.wait_for(|stop| *stop).await),
+                None => std::future::pending().await,
+            }
+        }
+        let Self { shutdown, retired } = self;
+        tokio::select! {
+            () = turned(shutdown) => {}
+            () = turned(retired) => {}
+        }
+    }
+}
+
+/// Serves one connection until it closes, times out, or `stop` asks (then gracefully:
+/// in-flight requests finish, h2 gets GOAWAY).
 pub async fn serve<T, S>(
     io: T,
     builder: &auto::Builder<TokioExecutor>,
     service: S,
     activity: Arc<Activity>,
     timers: Timers,
-    mut shutdown: Option<watch::Receiver<bool>>,
+    mut stop: Stop,
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>
@@ -163,7 +188,7 @@ pub async fn serve<T, S>(
                 }
                 return;
             }
-            _ = async { shutdown.as_mut()?.wait_for(|stop| *stop).await.ok().map(drop) }, if !closing && shutdown.is_some() => {
+            () = stop.requested(), if !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }

@@ -11,10 +11,10 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 use hyper::service::service_fn;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 use crate::admin;
-use crate::conn::{self, Activity};
+use crate::conn::{self, Activity, Stop};
 use crate::stack::{self, Conn};
 use crate::state::{Entry, State};
 
@@ -36,7 +36,14 @@ pub enum Desired {
 struct Running {
     local: SocketAddr,
     entry: Option<Arc<ArcSwap<Entry>>>,
-    _stop: oneshot::Sender<()>,
+    /// Turned true when the config drops the listener: its accept loop and connections end.
+    retire: watch::Sender<bool>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.retire.send_replace(true);
+    }
 }
 
 /// The open listeners.
@@ -105,15 +112,15 @@ fn open(state: &Arc<State>, want: Desired) -> Result<Running, String> {
     };
     let listener = bind(addr).map_err(|e| format!("cannot listen on {addr} for {what}: {e}"))?;
     let local = listener.local_addr().unwrap_or(addr);
-    let (stop, stopped) = oneshot::channel();
+    let (retire, retired) = watch::channel(false);
     let entry = match want {
         Desired::Entry(entry, _) => {
             let slot = Arc::new(ArcSwap::new(entry));
-            tokio::spawn(accept_entry(listener, slot.clone(), state.clone(), stopped));
+            tokio::spawn(accept_entry(listener, slot.clone(), state.clone(), retired));
             Some(slot)
         }
         Desired::Admin(_) => {
-            tokio::spawn(accept_admin(listener, state.clone(), stopped));
+            tokio::spawn(accept_admin(listener, state.clone(), retired));
             None
         }
     };
@@ -121,7 +128,7 @@ fn open(state: &Arc<State>, want: Desired) -> Result<Running, String> {
     Ok(Running {
         local,
         entry,
-        _stop: stop,
+        retire,
     })
 }
 
@@ -136,7 +143,7 @@ async fn accept_entry(
     listener: TcpListener,
     entry: Arc<ArcSwap<Entry>>,
     state: Arc<State>,
-    mut stopped: oneshot::Receiver<()>,
+    mut retired: watch::Receiver<bool>,
 ) {
     let mut shutdown = state.shutdown.subscribe();
     loop {
@@ -150,10 +157,14 @@ async fn accept_entry(
                     continue;
                 }
             },
-            _ = &mut stopped => return,
+            _ = async { retired.wait_for(|r| *r).await.is_ok() } => return,
             _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => return,
         };
-        tokio::spawn(serve_entry(tcp, peer, entry.clone(), state.clone()));
+        let stop = Stop {
+            shutdown: Some(state.shutdown.subscribe()),
+            retired: Some(retired.clone()),
+        };
+        tokio::spawn(serve_entry(tcp, peer, entry.clone(), state.clone(), stop));
     }
 }
 
@@ -162,9 +173,9 @@ async fn serve_entry(
     peer: SocketAddr,
     slot: Arc<ArcSwap<Entry>>,
     state: Arc<State>,
+    stop: Stop,
 ) {
     let _ = tcp.set_nodelay(true);
-    let shutdown = state.shutdown.subscribe();
     let entry = slot.load_full();
     let snapshot = entry.snapshot.clone();
     let activity = Activity::new();
@@ -182,17 +193,7 @@ async fn serve_entry(
     });
     let timers = snapshot.timers;
     match &entry.tls {
-        None => {
-            conn::serve(
-                tcp,
-                &snapshot.http,
-                service,
-                activity,
-                timers,
-                Some(shutdown),
-            )
-            .await
-        }
+        None => conn::serve(tcp, &snapshot.http, service, activity, timers, stop).await,
         Some(acceptor) => {
             let tls = match tokio::time::timeout(timers.header_read, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
@@ -205,15 +206,7 @@ async fn serve_entry(
                     return;
                 }
             };
-            conn::serve(
-                tls,
-                &snapshot.http,
-                service,
-                activity,
-                timers,
-                Some(shutdown),
-            )
-            .await;
+            conn::serve(tls, &snapshot.http, service, activity, timers, stop).await;
         }
     }
 }
@@ -223,7 +216,7 @@ async fn serve_entry(
 async fn accept_admin(
     listener: TcpListener,
     state: Arc<State>,
-    mut stopped: oneshot::Receiver<()>,
+    mut retired: watch::Receiver<bool>,
 ) {
     loop {
         let (tcp, _) = tokio::select! {
@@ -235,7 +228,7 @@ async fn accept_admin(
                     continue;
                 }
             },
-            _ = &mut stopped => return,
+            _ = async { retired.wait_for(|r| *r).await.is_ok() } => return,
         };
         let state = state.clone();
         tokio::spawn(async move {
@@ -257,7 +250,7 @@ async fn accept_admin(
                 service,
                 activity,
                 snapshot.timers,
-                None,
+                Stop::default(),
             )
             .await;
         });

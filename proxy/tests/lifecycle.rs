@@ -35,7 +35,30 @@ async fn a_good_config_is_swapped_in_and_listeners_follow_it() {
     assert_eq!(get(&format!("http://{second}/y")).await.status, 200);
     assert_eq!(upstream.next().await.uri, "/y");
 
+    // A keep-alive connection to the entry point about to go.
+    let tcp = tokio::net::TcpStream::connect(second).await.unwrap();
+    let (mut kept, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get("/z")
+        .header("host", "x")
+        .body(http_body_util::Full::<bytes::Bytes>::default());
+    assert_eq!(
+        within("a kept request", kept.send_request(req.unwrap()))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    upstream.next().await;
+
     sluice.write_config(&config(upstream.addr, "", ""));
+    // Removing an entry point also ends its open connections.
+    within("the kept connection to be closed", conn)
+        .await
+        .unwrap()
+        .unwrap();
     eventually("the second listener to close", async || {
         tokio::net::TcpStream::connect(second).await.is_err()
     })
