@@ -53,9 +53,9 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Opens what `desired` adds, closes what it drops, and points kept entry-point listeners
-    /// at their new `Entry`. Connections of a closed listener finish on their own. Returns
-    /// the listeners that could not be opened.
+    /// Opens what `desired` adds, closes what it drops (its connections are asked to close
+    /// gracefully), and points kept entry-point listeners at their new `Entry`. Returns the
+    /// listeners that could not be opened; the reloader retries them on every check.
     pub fn reconcile(&self, state: &Arc<State>, desired: Vec<Desired>) -> Vec<String> {
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let wanted: Vec<(Key, Desired)> = desired
@@ -65,7 +65,8 @@ impl Listeners {
                 Desired::Admin(addr) => (Key::Admin(*addr), d),
             })
             .collect();
-        // Close first, so a port moving between entry points is free to bind.
+        // Close first. A port moving between entry points is free once the old accept loop
+        // has seen its retirement, so its bind may need the next check.
         running.retain(|key, _| wanted.iter().any(|(k, _)| k == key));
         let mut errors = Vec::new();
         for (key, want) in wanted {
