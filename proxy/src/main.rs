@@ -19,8 +19,9 @@ struct Cli {
         required_unless_present = "check"
     )]
     config: Option<PathBuf>,
-    /// Validate FILE and exit: 0 when it is valid, 1 with every problem listed otherwise.
-    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    /// Validate FILE and exit (whatever --config says): 0 when it is valid, 1 with every
+    /// problem listed otherwise.
+    #[arg(long, value_name = "FILE")]
     check: Option<PathBuf>,
     /// How often the config and certificate files are checked for changes (e.g. 2s, 500ms).
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = sluice_proxy_config::Duration::parse)]
