@@ -61,7 +61,7 @@ fn main() -> ExitCode {
         reload_interval: cli.reload_interval.get(),
         log_level,
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let proxy = match Proxy::start(options).await {
             Ok(p) => p,
             Err(e) => {
@@ -76,7 +76,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // What is still running (cut streams, idle tasks) needs no goodbye: exit now.
+    runtime.shutdown_background();
+    code
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
