@@ -44,7 +44,10 @@ fn a_full_config_parses_validates_and_round_trips() {
     assert_eq!(config.entry_points.len(), 2);
     match &config.entry_points[0].auth {
         Auth::PhabricatorToken(p) => {
-            assert_eq!(p.verify.as_ref().unwrap().cache_ttl, Duration::from_secs(600));
+            assert_eq!(
+                p.verify.as_ref().unwrap().cache_ttl,
+                Duration::from_secs(600)
+            );
         }
         other => panic!("unexpected auth {other:?}"),
     }
@@ -78,21 +81,43 @@ fn rule_violations_name_their_path() {
 #[test]
 fn global_limits_need_redis_and_bad_patterns_are_named() {
     let text = FULL
-        .replace("redis:\n  address: redis.infra.svc:6379\n  failMode: closed\n", "")
+        .replace(
+            "redis:\n  address: redis.infra.svc:6379\n  failMode: closed\n",
+            "",
+        )
         .replace("pha_passphrase_*", "pha:passphrase");
     let Err(ConfigError::Invalid(problems)) = ProxyConfig::from_yaml(&text) else {
         panic!("expected an invalid config");
     };
-    let text = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
-    assert!(text.contains("entryPoints[1].rateLimits[0].scope: scope global needs the top-level redis"), "{text}");
+    let text = problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        text.contains("entryPoints[1].rateLimits[0].scope: scope global needs the top-level redis"),
+        "{text}"
+    );
     assert!(text.contains("entryPoints[0].tools.deny[0]"), "{text}");
 }
 
 #[test]
 fn empty_huge_and_non_yaml_inputs_fail_cleanly() {
-    assert!(matches!(ProxyConfig::from_yaml("  \n"), Err(ConfigError::Empty)));
+    assert!(matches!(
+        ProxyConfig::from_yaml("  \n"),
+        Err(ConfigError::Empty)
+    ));
     let huge = "#".repeat(sluice_proxy_config::MAX_CONFIG_BYTES + 1);
-    assert!(matches!(ProxyConfig::from_yaml(&huge), Err(ConfigError::TooLarge { .. })));
-    assert!(matches!(ProxyConfig::from_yaml("{{{"), Err(ConfigError::Parse(_))));
-    assert!(matches!(ProxyConfig::from_yaml("entryPoints: 3"), Err(ConfigError::Parse(_))));
+    assert!(matches!(
+        ProxyConfig::from_yaml(&huge),
+        Err(ConfigError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        ProxyConfig::from_yaml("{{{"),
+        Err(ConfigError::Parse(_))
+    ));
+    assert!(matches!(
+        ProxyConfig::from_yaml("entryPoints: 3"),
+        Err(ConfigError::Parse(_))
+    ));
 }
