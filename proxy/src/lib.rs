@@ -10,6 +10,7 @@ pub mod conn;
 pub mod errors;
 pub mod forward;
 pub mod headers;
+pub mod identity;
 pub mod inspect;
 pub mod limits;
 pub mod listener;

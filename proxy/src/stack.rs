@@ -19,6 +19,7 @@ use crate::access;
 use crate::body::ResponseBody;
 use crate::conn::Activity;
 use crate::errors::Refusal;
+use crate::identity::Identity;
 use crate::inspect::{self, Inspection};
 use crate::state::{Entry, State};
 use crate::{forward, limits, mcp_headers};
@@ -44,6 +45,8 @@ pub struct RequestContext {
     pub uri: Uri,
     /// What the body says (inspected POSTs only).
     pub inspection: Option<Inspection>,
+    /// Who is calling, once authentication established it.
+    pub identity: Option<Identity>,
 }
 
 impl RequestContext {
@@ -74,6 +77,7 @@ pub async fn serve(req: Request<Incoming>, conn: &Conn) -> Response<ResponseBody
         method: req.method().clone(),
         uri: req.uri().clone(),
         inspection: None,
+        identity: None,
     };
     let mut response = match handle(req, conn, &mut cx).await {
         Ok(response) => response,
