@@ -83,7 +83,8 @@ pub struct RateLimit {
     /// Burst size; absent: `requests`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
-    /// JSON-RPC methods that count.
+    /// JSON-RPC methods that count (e.g. `tools/call`, `resources/read`); absent: `tools/call`.
+    #[serde(default = "default_methods")]
     pub methods: Vec<String>,
     /// Only these tools count; empty: all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -91,6 +92,10 @@ pub struct RateLimit {
     /// `local` (per pod) or `global` (Redis).
     #[serde(default)]
     pub scope: RateLimitScope,
+}
+
+fn default_methods() -> Vec<String> {
+    vec!["tools/call".into()]
 }
 
 /// A part of a rate-limit key.

@@ -121,3 +121,17 @@ fn empty_huge_and_non_yaml_inputs_fail_cleanly() {
         Err(ConfigError::Parse(_))
     ));
 }
+
+#[test]
+fn rate_limits_count_tool_calls_unless_told_otherwise() {
+    let text = FULL.replace("        methods: [tools/call]\n", "");
+    let config = ProxyConfig::from_yaml(&text).unwrap();
+    let rule = &config.entry_points[1].rate_limits[0];
+    assert_eq!(rule.methods, ["tools/call"]);
+    let text = FULL.replace("methods: [tools/call]", "methods: []");
+    let err = ProxyConfig::from_yaml(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("entryPoints[1].rateLimits[0].methods: needs at least one method"),
+        "{err}"
+    );
+}
