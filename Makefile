@@ -31,7 +31,7 @@ help:
 	@echo 'make render      render $(EXAMPLE) offline (no cluster needed)'
 	@echo 'make setup       install the test peers only (Debian packages, Python venvs, npm)'
 	@echo 'make fmt         format the code'
-	@echo 'make generate    regenerate the committed CRD YAML and sidecar config schema'
+	@echo 'make generate    regenerate the committed CRD YAML, API reference and sidecar config schema'
 	@echo 'make bench       benchmark sluice-proxy against a direct path and nginx'
 	@echo 'make clean-peers remove the Python venvs and node_modules under e2e/'
 
@@ -62,6 +62,7 @@ render:
 
 generate:
 	SLUICE_UPDATE_GENERATED=1 $(CARGO) test -p sluice-operator --test crds
+	SLUICE_UPDATE_GENERATED=1 $(CARGO) test -p sluice-operator --test api_reference
 	SLUICE_UPDATE_GENERATED=1 $(CARGO) test -p sluice-proxy-config --test schema
 
 bench: setup
