@@ -5,6 +5,7 @@
 //! operator applies. The CLI's `render` and the controller share this one path.
 
 pub mod admission;
+pub mod apidocs;
 pub mod crdgen;
 pub mod error;
 pub mod manifest;
