@@ -63,6 +63,10 @@ async fn readiness(state: &State) -> Response<ResponseBody> {
             let _ = writeln!(body, "warning: {e}");
         }
     }
+    // Secrets authentication reads (bad ones keep their last good version, as configs do).
+    for p in state.auth.problems() {
+        let _ = writeln!(body, "warning: {p}");
+    }
     let code = if problems.is_empty() {
         StatusCode::OK
     } else {

@@ -71,6 +71,18 @@ pub enum Refusal {
     /// The upstream could not be reached or failed.
     #[error("{0}")]
     Upstream(UpstreamFailure),
+    /// The caller did not authenticate: 401 with the entry point's `WWW-Authenticate`.
+    #[error("{failure}")]
+    Unauthenticated {
+        failure: crate::auth::Failure,
+        challenge: HeaderValue,
+    },
+    /// The caller authenticated but may not use this entry point (or has no upstream token).
+    #[error("{0}")]
+    Forbidden(crate::auth::Failure),
+    /// The caller's credential cannot be checked now (its identity provider is down).
+    #[error("the credential cannot be verified now; retry later")]
+    AuthUnavailable,
 }
 
 /// How the upstream failed before its response head; also the `kind` label of
@@ -137,6 +149,9 @@ impl Refusal {
             | Refusal::InvalidParams(_)
             | Refusal::HeaderMismatch(_) => StatusCode::BAD_REQUEST,
             Refusal::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            Refusal::Forbidden(_) => StatusCode::FORBIDDEN,
             Refusal::Upstream(f) => match f {
                 UpstreamFailure::ConnectRefused
                 | UpstreamFailure::ConnectTimeout
@@ -157,6 +172,8 @@ impl Refusal {
                 code::REQUEST_TIMEOUT
             }
             Refusal::Overloaded | Refusal::Upstream(_) => code::INTERNAL_ERROR,
+            Refusal::AuthUnavailable => code::INTERNAL_ERROR,
+            Refusal::Unauthenticated { .. } | Refusal::Forbidden(_) => code::INVALID_REQUEST,
             Refusal::NotFound
             | Refusal::Origin
             | Refusal::HeadersTooLarge { .. }
@@ -178,6 +195,9 @@ impl Refusal {
         );
         if self.status() == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Refusal::Unauthenticated { challenge, .. } = self {
+            headers.insert(header::WWW_AUTHENTICATE, challenge.clone());
         }
         if matches!(self, Refusal::BodyTooLarge { .. } | Refusal::BodyTimeout(_)) {
             // The rest of the body was never read: the connection cannot carry another request.

@@ -5,8 +5,10 @@
 
 pub mod access;
 pub mod admin;
+pub mod auth;
 pub mod body;
 pub mod conn;
+pub mod credentials;
 pub mod errors;
 pub mod forward;
 pub mod headers;

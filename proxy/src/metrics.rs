@@ -77,6 +77,7 @@ pub struct Metrics {
     pub config_rejected: Gauge,
     pub tls_reloads: Family<TlsLabels, Counter>,
     pub tools: ToolLabels,
+    pub auth: AuthMetrics,
 }
 
 impl Metrics {
@@ -92,6 +93,7 @@ impl Metrics {
             config_rejected: Gauge::default(),
             tls_reloads: Family::default(),
             tools: ToolLabels::default(),
+            auth: AuthMetrics::default(),
         };
         let r = registry.sub_registry_with_prefix("sluice");
         r.register(
@@ -134,7 +136,71 @@ impl Metrics {
             "Certificate changes by result",
             m.tls_reloads.clone(),
         );
+        m.auth.register(r);
         m
+    }
+}
+
+/// Labels of `sluice_auth_failures_total` and `sluice_oauth_identity_fallbacks_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthFailureLabels {
+    pub entry_point: Arc<str>,
+    pub reason: &'static str,
+}
+
+/// An entry point and an outcome (`hit`/`miss`, `ok`/`failed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EntryResultLabels {
+    pub entry_point: Arc<str>,
+    pub result: &'static str,
+}
+
+/// Labels of `sluice_identity_provider_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderErrorLabels {
+    pub entry_point: Arc<str>,
+    /// `whoami`, `token_review` or `jwks`.
+    pub provider: &'static str,
+    pub kind: &'static str,
+}
+
+/// Authentication metrics (the label values are in auth/mod.rs).
+#[derive(Debug, Default)]
+pub struct AuthMetrics {
+    pub auth_failures: Family<AuthFailureLabels, Counter>,
+    pub whoami_cache: Family<EntryResultLabels, Counter>,
+    pub identity_provider_errors: Family<ProviderErrorLabels, Counter>,
+    pub jwks_refreshes: Family<EntryResultLabels, Counter>,
+    pub oauth_identity_fallbacks: Family<AuthFailureLabels, Counter>,
+}
+
+impl AuthMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "auth_failures",
+            "Callers refused by authentication, by entry point and reason",
+            self.auth_failures.clone(),
+        );
+        r.register(
+            "whoami_cache",
+            "user.whoami lookups: hit (from the cache, or a call already in flight) or miss (a call)",
+            self.whoami_cache.clone(),
+        );
+        r.register(
+            "identity_provider_errors",
+            "Failed calls to user.whoami, TokenReview and JWKS endpoints, by provider and kind",
+            self.identity_provider_errors.clone(),
+        );
+        r.register(
+            "jwks_refreshes",
+            "JWKS fetches by result",
+            self.jwks_refreshes.clone(),
+        );
+        r.register(
+            "oauth_identity_fallbacks",
+            "Mode oauth requests named by a token hash because user.whoami did not name the caller",
+            self.oauth_identity_fallbacks.clone(),
+        );
     }
 }
 

@@ -71,8 +71,9 @@ impl Reloader {
         }
     }
 
-    /// One look at the config file and the certificates.
+    /// One look at the config file, the certificates and the Secrets authentication reads.
     pub fn tick(&mut self) {
+        self.state.auth.refresh();
         let bytes = match read_capped(&self.path) {
             Ok(b) => b,
             Err(e) => {
@@ -212,7 +213,13 @@ impl Reloader {
             .zip(acceptors)
             .map(|(ep, tls)| {
                 Desired::Entry(
-                    Arc::new(Entry::new(ep, snapshot.clone(), tls, &state.metrics)),
+                    Arc::new(Entry::new(
+                        ep,
+                        snapshot.clone(),
+                        tls,
+                        &state.metrics,
+                        &state.auth,
+                    )),
                     ep.listen,
                 )
             })

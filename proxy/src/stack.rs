@@ -94,7 +94,7 @@ pub async fn serve(req: Request<Incoming>, conn: &Conn) -> Response<ResponseBody
 }
 
 async fn handle(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     conn: &Conn,
     cx: &mut RequestContext,
 ) -> Result<Response<ResponseBody>, Refusal> {
@@ -121,7 +121,14 @@ async fn handle(
         .upstream_path(req.uri())
         .ok_or(Refusal::NotFound)?;
 
-    // (Authentication will establish the caller's identity here.)
+    // Authentication: who is calling. A refused caller goes no further: its body is never
+    // read and nothing reaches the upstream. Then its credentials are swapped for what the
+    // upstream may see.
+    cx.identity = entry.auth.authenticate(req.headers(), path.path()).await?;
+    entry
+        .credentials
+        .apply(req.headers_mut(), cx.identity.as_ref())
+        .map_err(|f| entry.auth.refuse(f))?;
 
     // The body, bounded in size and time; then what it says, for MCP POSTs.
     let (parts, body) = req.into_parts();

@@ -41,6 +41,8 @@ pub struct State {
     pub status: Mutex<Status>,
     /// The last upstream readiness probe.
     pub probe: Mutex<Option<(Instant, Result<(), String>)>>,
+    /// Authentication caches, clients and Secrets kept across config generations.
+    pub auth: crate::auth::Store,
 }
 
 /// Problems that do not take the pod out of service but must be visible.
@@ -68,6 +70,7 @@ impl State {
             shutdown: watch::channel(false).0,
             status: Mutex::default(),
             probe: Mutex::default(),
+            auth: crate::auth::Store::default(),
         }
     }
 
@@ -137,6 +140,10 @@ pub struct Entry {
     pub streams: Gauge,
     /// `sluice_upstream_errors_total{kind="body"}` of this entry point.
     pub broken_bodies: Counter,
+    /// How callers authenticate.
+    pub auth: crate::auth::Authenticator,
+    /// What the upstream gets in place of the caller's credentials.
+    pub credentials: crate::credentials::UpstreamCredentials,
     pub snapshot: Arc<Snapshot>,
 }
 
@@ -147,6 +154,7 @@ impl Entry {
         snapshot: Arc<Snapshot>,
         tls: Option<TlsAcceptor>,
         metrics: &Metrics,
+        auth: &crate::auth::Store,
     ) -> Self {
         let public = ep
             .public_url
@@ -189,6 +197,8 @@ impl Entry {
                 })
                 .clone(),
             streams: metrics.open_streams.get_or_create(&labels).clone(),
+            auth: crate::auth::Authenticator::new(ep, &snapshot.config, &name, metrics, auth),
+            credentials: crate::credentials::UpstreamCredentials::new(ep, auth),
             name,
             snapshot,
         }

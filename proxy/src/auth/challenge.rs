@@ -1,0 +1,156 @@
+//! `WWW-Authenticate` challenges (RFC 6750 §3) and where an entry point's protected-resource
+//! metadata lives (RFC 9728 §3.1), built once per config generation.
+
+use http::HeaderValue;
+
+use super::Failure;
+
+/// The well-known segment of protected-resource metadata (RFC 9728).
+pub const PROTECTED_RESOURCE: &str = "/.well-known/oauth-protected-resource";
+
+/// The protected-resource metadata URL of the MCP endpoint under `public_url`: the well-known
+/// segment goes between the origin and the path, and the MCP path `/mcp` follows, as Conduit
+/// serves it and MCP clients look for it (`https://h/ai` →
+/// `https://h/.well-known/oauth-protected-resource/ai/mcp`). `None` when `public_url` is not
+/// an absolute http(s) URL.
+pub fn resource_metadata_url(public_url: &str) -> Option<String> {
+    let url = url::Url::parse(public_url).ok()?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return None;
+    }
+    let origin = &url[..url::Position::BeforePath];
+    let path = url.path().trim_end_matches('/');
+    Some(format!("{origin}{PROTECTED_RESOURCE}{path}/mcp"))
+}
+
+/// The three challenges an entry point answers 401 with.
+#[derive(Clone, Debug)]
+pub struct Challenges {
+    /// No credential came: no `error` (RFC 6750 §3.1).
+    plain: HeaderValue,
+    /// The request was ambiguous (a credential repeated or given twice).
+    invalid_request: HeaderValue,
+    /// A credential came and was refused.
+    invalid_token: HeaderValue,
+}
+
+impl Challenges {
+    /// Challenges naming the protected-resource metadata at `resource_metadata` (when there
+    /// is one) and `scopes`.
+    pub fn new(resource_metadata: Option<&str>, scopes: &[String]) -> Self {
+        let mut params = Vec::new();
+        if let Some(url) = resource_metadata {
+            params.push(format!("resource_metadata={}", quoted(url)));
+        }
+        if !scopes.is_empty() {
+            params.push(format!("scope={}", quoted(&scopes.join(" "))));
+        }
+        let build = |error: Option<&str>| {
+            let mut all: Vec<String> = error
+                .map(|e| format!("error={}", quoted(e)))
+                .into_iter()
+                .collect();
+            all.extend(params.iter().cloned());
+            let text = if all.is_empty() {
+                "Bearer".to_owned()
+            } else {
+                format!("Bearer {}", all.join(", "))
+            };
+            // Quoting leaves only visible ASCII and spaces, unless a scope or URL carried
+            // other bytes; then the bare scheme still tells the client what to send.
+            HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+        };
+        Self {
+            plain: build(None),
+            invalid_request: build(Some("invalid_request")),
+            invalid_token: build(Some("invalid_token")),
+        }
+    }
+
+    /// The challenge for a refusal with `failure`.
+    pub fn for_failure(&self, failure: Failure) -> &HeaderValue {
+        match failure {
+            Failure::Missing => &self.plain,
+            Failure::Ambiguous => &self.invalid_request,
+            _ => &self.invalid_token,
+        }
+    }
+}
+
+/// An RFC 9110 quoted-string.
+fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_goes_between_origin_and_path() {
+        let cases = [
+            (
+                "https://h/ai",
+                "https://h/.well-known/oauth-protected-resource/ai/mcp",
+            ),
+            (
+                "https://h/",
+                "https://h/.well-known/oauth-protected-resource/mcp",
+            ),
+            (
+                "https://h",
+                "https://h/.well-known/oauth-protected-resource/mcp",
+            ),
+            (
+                "http://h:8443/a/b",
+                "http://h:8443/.well-known/oauth-protected-resource/a/b/mcp",
+            ),
+            (
+                "https://H.Example.COM/ai/",
+                "https://h.example.com/.well-known/oauth-protected-resource/ai/mcp",
+            ),
+        ];
+        for (public, metadata) in cases {
+            assert_eq!(
+                resource_metadata_url(public).as_deref(),
+                Some(metadata),
+                "{public}"
+            );
+        }
+        assert_eq!(resource_metadata_url("ftp://h/ai"), None);
+        assert_eq!(resource_metadata_url("/ai"), None);
+    }
+
+    #[test]
+    fn challenges_carry_metadata_scope_and_error() {
+        let metadata = resource_metadata_url("https://h/ai");
+        let c = Challenges::new(metadata.as_deref(), &["mcp:read".into(), "mcp:call".into()]);
+        assert_eq!(
+            c.for_failure(Failure::Missing),
+            r#"Bearer resource_metadata="https://h/.well-known/oauth-protected-resource/ai/mcp", scope="mcp:read mcp:call""#
+        );
+        assert_eq!(
+            c.for_failure(Failure::Invalid),
+            r#"Bearer error="invalid_token", resource_metadata="https://h/.well-known/oauth-protected-resource/ai/mcp", scope="mcp:read mcp:call""#
+        );
+        let bare = Challenges::new(None, &[]);
+        assert_eq!(bare.for_failure(Failure::Missing), "Bearer");
+        assert_eq!(
+            bare.for_failure(Failure::Ambiguous),
+            r#"Bearer error="invalid_request""#
+        );
+        assert_eq!(
+            Challenges::new(None, &[r#"a"b\c"#.into()]).for_failure(Failure::Missing),
+            r#"Bearer scope="a\"b\\c""#
+        );
+    }
+}
