@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use prometheus_client::metrics::counter::Counter;
@@ -44,6 +45,7 @@ pin_project! {
         Full { data: Option<Bytes> },
         Upstream { #[pin] body: Incoming },
         Stream { #[pin] body: KeepAlive<Incoming> },
+        Boxed { #[pin] body: UnsyncBoxBody<Bytes, hyper::Error> },
     }
 }
 
@@ -73,6 +75,16 @@ impl ResponseBody {
         }
     }
 
+    /// Any body, e.g. an upstream body rewritten on the way (a filtered list reply).
+    pub fn boxed(body: impl Body<Data = Bytes, Error = hyper::Error> + Send + 'static) -> Self {
+        Self {
+            kind: Kind::Boxed {
+                body: UnsyncBoxBody::new(body),
+            },
+            guards: Guards::default(),
+        }
+    }
+
     /// The guards, to fill in.
     pub fn guards_mut(&mut self) -> &mut Guards {
         &mut self.guards
@@ -92,6 +104,7 @@ impl Body for ResponseBody {
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             KindProj::Upstream { body } => body.poll_frame(cx),
             KindProj::Stream { body } => body.poll_frame(cx),
+            KindProj::Boxed { body } => body.poll_frame(cx),
         };
         if let (Poll::Ready(Some(Err(_))), Some(broken)) = (&polled, &this.guards.broken) {
             broken.inc();
@@ -108,6 +121,7 @@ impl Body for ResponseBody {
             Kind::Full { data } => data.is_none(),
             Kind::Upstream { body } => body.is_end_stream(),
             Kind::Stream { body } => body.is_end_stream(),
+            Kind::Boxed { body } => body.is_end_stream(),
         }
     }
 
@@ -118,6 +132,7 @@ impl Body for ResponseBody {
             }
             Kind::Upstream { body } => body.size_hint(),
             Kind::Stream { .. } => SizeHint::default(),
+            Kind::Boxed { body } => body.size_hint(),
         }
     }
 }

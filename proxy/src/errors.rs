@@ -27,6 +27,10 @@ pub mod code {
     pub const REQUEST_TIMEOUT: i32 = -32001;
     /// MCP 2026-07-28: a required `Mcp-*` header is missing or disagrees with the body.
     pub const HEADER_MISMATCH: i32 = -32020;
+    /// The entry point's tool policy refuses the tool, resource or prompt (HTTP 403). MCP
+    /// defines no such code; -32003 is from the implementation-defined server-error range and
+    /// clear of the codes the MCP revisions use (-32001, -32002, -32020..-32022, -32042).
+    pub const POLICY_DENIED: i32 = -32003;
 }
 
 /// Why the proxy answered a request itself.
@@ -71,6 +75,13 @@ pub enum Refusal {
     /// The upstream could not be reached or failed.
     #[error("{0}")]
     Upstream(UpstreamFailure),
+    /// The tool policy refuses a tool, resource or prompt the request names (for a batch: the
+    /// first refused item; the whole batch is refused).
+    #[error("{0}")]
+    Denied(crate::policy::Denial),
+    /// The reply to a list request cannot be filtered for the caller, so it is not passed on.
+    #[error("the upstream's list reply cannot be filtered: {0}")]
+    ListUnfilterable(&'static str),
     /// The caller did not authenticate: 401 with the entry point's `WWW-Authenticate`.
     #[error("{failure}")]
     Unauthenticated {
@@ -149,6 +160,8 @@ impl Refusal {
             | Refusal::InvalidParams(_)
             | Refusal::HeaderMismatch(_) => StatusCode::BAD_REQUEST,
             Refusal::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Denied(_) => StatusCode::FORBIDDEN,
+            Refusal::ListUnfilterable(_) => StatusCode::BAD_GATEWAY,
             Refusal::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Refusal::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -168,6 +181,8 @@ impl Refusal {
             Refusal::Parse { .. } | Refusal::TooDeep(_) => code::PARSE_ERROR,
             Refusal::InvalidParams(_) => code::INVALID_PARAMS,
             Refusal::HeaderMismatch(_) => code::HEADER_MISMATCH,
+            Refusal::Denied(_) => code::POLICY_DENIED,
+            Refusal::ListUnfilterable(_) => code::INTERNAL_ERROR,
             Refusal::BodyTimeout(_) | Refusal::Upstream(UpstreamFailure::FirstByteTimeout) => {
                 code::REQUEST_TIMEOUT
             }

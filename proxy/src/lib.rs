@@ -20,6 +20,7 @@ pub mod logging;
 pub mod mcp_headers;
 pub mod metrics;
 pub mod origin;
+pub mod policy;
 pub mod prefix;
 pub mod reload;
 pub mod shutdown;

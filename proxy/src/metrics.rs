@@ -63,6 +63,16 @@ pub struct TlsLabels {
     pub result: &'static str,
 }
 
+/// Labels of `sluice_policy_denials_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DenialLabels {
+    pub entry_point: Arc<str>,
+    /// `tool`, `resource` or `prompt`.
+    pub kind: &'static str,
+    /// The name, capped like `tool` labels (URIs and invalid names count as `other`).
+    pub name: Arc<str>,
+}
+
 type LatencyFamily = Family<LatencyLabels, Histogram, fn() -> Histogram>;
 
 /// Every metric the proxy keeps.
@@ -78,6 +88,7 @@ pub struct Metrics {
     pub tls_reloads: Family<TlsLabels, Counter>,
     pub tools: ToolLabels,
     pub auth: AuthMetrics,
+    pub policy_denials: Family<DenialLabels, Counter>,
 }
 
 impl Metrics {
@@ -94,6 +105,7 @@ impl Metrics {
             tls_reloads: Family::default(),
             tools: ToolLabels::default(),
             auth: AuthMetrics::default(),
+            policy_denials: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("sluice");
         r.register(
@@ -135,6 +147,11 @@ impl Metrics {
             "tls_reloads",
             "Certificate changes by result",
             m.tls_reloads.clone(),
+        );
+        r.register(
+            "policy_denials",
+            "Requests refused by the tool policy, by entry point, kind and name",
+            m.policy_denials.clone(),
         );
         m.auth.register(r);
         m

@@ -22,7 +22,7 @@ use crate::errors::Refusal;
 use crate::identity::Identity;
 use crate::inspect::{self, Inspection};
 use crate::state::{Entry, State};
-use crate::{forward, limits, mcp_headers};
+use crate::{forward, limits, mcp_headers, policy};
 
 /// A caller connection, as the request path needs it.
 pub struct Conn {
@@ -131,14 +131,23 @@ async fn handle(
         .map_err(|f| entry.auth.refuse(f))?;
 
     // The body, bounded in size and time; then what it says, for MCP POSTs.
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let body = limits::read_body(body, entry.max_body, config.timeouts.body_read).await?;
     if parts.method == Method::POST && !is_plain_post(path.path()) {
         let inspection = cx.inspection.insert(inspect::inspect(&body)?);
         mcp_headers::check(&parts.headers, inspection)?;
     }
 
-    // (Tool policy and rate limits will act on `cx.inspection` here.)
+    // Tool policy: every tool, resource and prompt named must be allowed for this caller (a
+    // batch is refused whole).
+    policy::authorize(cx, &conn.state.metrics)?;
+
+    // (Rate limits will count `cx.inspection` here.)
+    // List replies will show this caller only what it may use.
+    let list_filter = policy::list_filter(cx);
+    if let Some(filter) = &list_filter {
+        filter.prepare_request(&mut parts.headers);
+    }
 
     // Forward, and stream the answer back.
     let host = forward::caller_host(&parts);
@@ -150,6 +159,9 @@ async fn handle(
         .await
         .map_err(Refusal::Upstream)?;
     let mut response = forward::response(upstream_resp, host.as_ref(), &entry);
+    if let Some(filter) = list_filter {
+        response = filter.apply(response).await?;
+    }
     response.body_mut().guards_mut().permit = Some(permit);
     Ok(response)
 }

@@ -22,6 +22,7 @@ use crate::forward::Upstream;
 use crate::limits::InFlight;
 use crate::metrics::{EntryLabels, Metrics, UpstreamErrorLabels};
 use crate::origin::Origins;
+use crate::policy::Policy;
 use crate::prefix::Prefix;
 
 /// Process-wide state.
@@ -140,6 +141,8 @@ pub struct Entry {
     pub streams: Gauge,
     /// `sluice_upstream_errors_total{kind="body"}` of this entry point.
     pub broken_bodies: Counter,
+    /// Tool, resource and prompt policy.
+    pub policy: Arc<Policy>,
     /// How callers authenticate.
     pub auth: crate::auth::Authenticator,
     /// What the upstream gets in place of the caller's credentials.
@@ -197,6 +200,7 @@ impl Entry {
                 })
                 .clone(),
             streams: metrics.open_streams.get_or_create(&labels).clone(),
+            policy: Arc::new(Policy::new(name.clone(), &ep.tools)),
             auth: crate::auth::Authenticator::new(ep, &snapshot.config, &name, metrics, auth),
             credentials: crate::credentials::UpstreamCredentials::new(ep, auth),
             name,

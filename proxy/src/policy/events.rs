@@ -1,0 +1,450 @@
+//! List replies inside server-sent event streams: events are split incrementally as bytes
+//! arrive, the event carrying the list response is rewritten, every other event is passed on
+//! unchanged as soon as it is complete, and once every list response has gone by the rest of the
+//! stream passes through without being looked at.
+//!
+//! An event is only ever held until its own end (an SSE client dispatches nothing earlier), never
+//! behind another one. Line ends may be LF, CRLF or CR, split anywhere across chunks.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame};
+use pin_project_lite::pin_project;
+
+use super::reply::{self, Target};
+use super::rules::Kind;
+
+/// What a list reply is filtered with: the list kinds' verdicts, and a note when a list that
+/// offered items came out empty.
+pub trait Keep: Send + 'static {
+    fn keep(&self, kind: Kind, name: &str) -> bool;
+    fn emptied(&self, list: reply::ListKind);
+}
+
+pin_project! {
+    /// An event stream whose list replies are filtered.
+    pub struct FilteredEvents<B, K> {
+        #[pin]
+        inner: B,
+        // `None` once every target is answered: plain pass-through from then on.
+        filtering: Option<Filtering<K>>,
+        finished: bool,
+    }
+}
+
+struct Filtering<K> {
+    splitter: Splitter,
+    targets: Vec<Target>,
+    keep: K,
+}
+
+impl<B, K: Keep> FilteredEvents<B, K> {
+    /// Filters the replies to `targets` in `inner`; an event larger than `max_event` bytes
+    /// while targets are pending ends the stream with an error reply to each of them.
+    pub fn new(inner: B, targets: Vec<Target>, keep: K, max_event: usize) -> Self {
+        Self {
+            inner,
+            filtering: Some(Filtering {
+                splitter: Splitter::new(max_event),
+                targets,
+                keep,
+            }),
+            finished: false,
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>, K: Keep> Body for FilteredEvents<B, K> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        loop {
+            if *this.finished {
+                return Poll::Ready(None);
+            }
+            let Some(f) = this.filtering.as_mut() else {
+                return this.inner.poll_frame(cx);
+            };
+            let data = match ready!(this.inner.as_mut().poll_frame(cx)) {
+                // An event cut off by the end of the stream is discarded by clients: drop it.
+                None => return Poll::Ready(None),
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+            };
+            let mut out = BytesMut::new();
+            let Filtering {
+                splitter,
+                targets,
+                keep,
+            } = f;
+            let pushed = splitter.push(&data, &mut out, |event, out| {
+                process(event, targets, keep, out);
+            });
+            if pushed.is_err() {
+                // Too large to judge: answer what is pending with an error and end the stream.
+                for t in targets.drain(..) {
+                    out.extend_from_slice(&error_event(&t));
+                }
+                *this.finished = true;
+            } else if targets.is_empty() {
+                out.extend_from_slice(&splitter.take_rest());
+                *this.filtering = None;
+            }
+            if !out.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.finished || self.inner.is_end_stream()
+    }
+}
+
+/// One complete event: the list reply rewritten, anything else copied.
+fn process<K: Keep>(event: &[u8], targets: &mut Vec<Target>, keep: &K, out: &mut BytesMut) {
+    let mut data: Option<Vec<u8>> = None;
+    let mut is_message = true;
+    for line in lines(event) {
+        match field(line.content) {
+            // Continuation lines are joined with LF, as clients join them.
+            Some(("data", value)) => match &mut data {
+                None => data = Some(value.to_vec()),
+                Some(d) => {
+                    d.push(b'\n');
+                    d.extend_from_slice(value);
+                }
+            },
+            Some(("event", value)) => is_message = value.is_empty() || value == b"message",
+            _ => {}
+        }
+    }
+    let rewritten = match (&data, is_message) {
+        (Some(d), true) => reply::rewrite(d, targets, &|kind, name| keep.keep(kind, name)).ok(),
+        _ => None,
+    };
+    let Some(rewritten) = rewritten else {
+        out.extend_from_slice(event);
+        return;
+    };
+    if let Some(list) = rewritten.emptied {
+        keep.emptied(list);
+    }
+    let Some(json) = rewritten.json else {
+        out.extend_from_slice(event);
+        return;
+    };
+    // The same fields in the same order, the data lines replaced by the new data.
+    let mut wrote_data = false;
+    for line in lines(event) {
+        match field(line.content) {
+            Some(("data", _)) if wrote_data => {}
+            Some(("data", _)) => {
+                wrote_data = true;
+                for part in json.split(|b| *b == b'\n' || *b == b'\r') {
+                    out.extend_from_slice(b"data: ");
+                    out.extend_from_slice(part);
+                    out.extend_from_slice(line.end);
+                }
+            }
+            _ => out.extend_from_slice(line.whole),
+        }
+    }
+}
+
+/// An error reply to a target, as an event.
+fn error_event(target: &Target) -> Vec<u8> {
+    let body = crate::errors::error_body(
+        crate::errors::code::INTERNAL_ERROR,
+        &"the list reply is too large to filter",
+        Some(&target.id),
+    );
+    let mut out = Vec::with_capacity(body.len() + 24);
+    out.extend_from_slice(b"event: message\ndata: ");
+    out.extend_from_slice(&body);
+    out.extend_from_slice(b"\n\n");
+    out
+}
+
+/// A line of an event: its content, its line end, and both.
+struct Line<'a> {
+    content: &'a [u8],
+    end: &'a [u8],
+    whole: &'a [u8],
+}
+
+/// The lines of a complete event (which ends with a line end).
+fn lines(event: &[u8]) -> impl Iterator<Item = Line<'_>> {
+    let mut rest = event;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let at = rest
+            .iter()
+            .position(|b| *b == b'\n' || *b == b'\r')
+            .unwrap_or(rest.len());
+        let end_len = match &rest[at..] {
+            [b'\r', b'\n', ..] => 2,
+            [] => 0,
+            _ => 1,
+        };
+        let (whole, tail) = rest.split_at(at + end_len);
+        rest = tail;
+        Some(Line {
+            content: &whole[..at],
+            end: &whole[at..],
+            whole,
+        })
+    })
+}
+
+/// `name: value` of a field line (one space after the colon is not part of the value);
+/// `None` for comments.
+fn field(line: &[u8]) -> Option<(&str, &[u8])> {
+    if line.first() == Some(&b':') {
+        return None;
+    }
+    let (name, value) = match line.iter().position(|b| *b == b':') {
+        Some(at) => {
+            let value = &line[at + 1..];
+            (&line[..at], value.strip_prefix(b" ").unwrap_or(value))
+        }
+        None => (line, &b""[..]),
+    };
+    Some((std::str::from_utf8(name).ok()?, value))
+}
+
+/// Splits a byte stream into events, keeping only the event in progress.
+#[derive(Debug)]
+struct Splitter {
+    buf: BytesMut,
+    /// How far `buf` has been scanned.
+    scan: usize,
+    /// Where the line being scanned starts.
+    line_start: usize,
+    /// The last line ended with CR: an LF right after it belongs to that line end.
+    after_cr: bool,
+    max: usize,
+}
+
+/// The event in progress grew past the limit.
+#[derive(Debug)]
+struct TooLarge;
+
+impl Splitter {
+    fn new(max: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            scan: 0,
+            line_start: 0,
+            after_cr: false,
+            max,
+        }
+    }
+
+    /// Adds `data`; hands each complete event (its bytes up to and including the blank line)
+    /// to `event`. Bytes between events that belong to no event go to `out` directly.
+    fn push(
+        &mut self,
+        mut data: &[u8],
+        out: &mut BytesMut,
+        mut event: impl FnMut(&[u8], &mut BytesMut),
+    ) -> Result<(), TooLarge> {
+        if self.after_cr && self.buf.is_empty() && data.first() == Some(&b'\n') {
+            // The LF of a CRLF that ended the last event.
+            out.extend_from_slice(b"\n");
+            data = &data[1..];
+            self.after_cr = false;
+        }
+        self.buf.extend_from_slice(data);
+        while self.scan < self.buf.len() {
+            let b = self.buf[self.scan];
+            if self.after_cr {
+                self.after_cr = false;
+                if b == b'\n' {
+                    self.scan += 1;
+                    self.line_start = self.scan;
+                    continue;
+                }
+            }
+            if b != b'\n' && b != b'\r' {
+                self.scan += 1;
+                continue;
+            }
+            let blank = self.scan == self.line_start;
+            self.scan += 1;
+            self.after_cr = b == b'\r';
+            if !blank {
+                self.line_start = self.scan;
+                continue;
+            }
+            if self.after_cr && self.buf.get(self.scan) == Some(&b'\n') {
+                self.scan += 1;
+                self.after_cr = false;
+            }
+            let complete = self.buf.split_to(self.scan);
+            self.scan = 0;
+            self.line_start = 0;
+            event(&complete, out);
+        }
+        if self.buf.len() > self.max {
+            return Err(TooLarge);
+        }
+        Ok(())
+    }
+
+    /// The bytes of the event in progress, for passing on unjudged.
+    fn take_rest(&mut self) -> Bytes {
+        self.scan = 0;
+        self.line_start = 0;
+        self.buf.split().freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use http_body_util::BodyExt;
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::policy::reply::ListKind;
+
+    #[derive(Clone, Default)]
+    struct NoSecrets(Arc<Mutex<Vec<ListKind>>>);
+
+    impl Keep for NoSecrets {
+        fn keep(&self, _: Kind, name: &str) -> bool {
+            !name.starts_with("pha_passphrase")
+        }
+        fn emptied(&self, list: ListKind) {
+            self.0.lock().unwrap().push(list);
+        }
+    }
+
+    fn target(id: &str) -> Target {
+        Target::new(&RawValue::from_string(id.into()).unwrap(), ListKind::Tools)
+    }
+
+    /// A body yielding fixed chunks.
+    struct Chunks(std::collections::VecDeque<Bytes>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(|c| Ok(Frame::data(c))))
+        }
+    }
+
+    /// Runs `chunks` through the filter; returns each output frame.
+    async fn run(chunks: &[&[u8]], targets: Vec<Target>, max: usize) -> Vec<Bytes> {
+        let inner = Chunks(chunks.iter().map(|c| Bytes::copy_from_slice(c)).collect());
+        let mut body = FilteredEvents::new(inner, targets, NoSecrets::default(), max);
+        let mut out = Vec::new();
+        while let Some(frame) = body.frame().await {
+            out.push(frame.unwrap().into_data().unwrap());
+        }
+        out
+    }
+
+    const REPLY: &str = r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"pha_task_get"},{"name":"pha_passphrase_get"}]}}"#;
+    const FILTERED: &str =
+        r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"pha_task_get"}]}}"#;
+
+    fn joined(frames: &[Bytes]) -> String {
+        frames
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_reply_is_rewritten_and_other_events_pass_unchanged() {
+        let progress = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\n\n";
+        let stream = format!(
+            "id: 0\nretry: 100\ndata:\n\n{progress}: comment\n\nevent: message\nid: 9\ndata: {REPLY}\n\nevent: message\ndata: after\n\n"
+        );
+        let out = run(&[stream.as_bytes()], vec![target("3")], 1 << 20).await;
+        assert_eq!(
+            joined(&out),
+            format!(
+                "id: 0\nretry: 100\ndata:\n\n{progress}: comment\n\nevent: message\nid: 9\ndata: {FILTERED}\n\nevent: message\ndata: after\n\n"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reply_split_into_tiny_chunks_with_crlf_and_cr_line_ends() {
+        for end in ["\n", "\r\n", "\r"] {
+            let stream = format!(
+                "event: message{end}data: {{\"jsonrpc\":\"2.0\",\"method\":\"x\"}}{end}{end}event: message{end}data: {REPLY}{end}{end}: tail{end}{end}"
+            );
+            for size in [1, 2, 3, 7, 64] {
+                let chunks: Vec<&[u8]> = stream.as_bytes().chunks(size).collect();
+                let out = run(&chunks, vec![target("3")], 1 << 20).await;
+                assert_eq!(
+                    joined(&out),
+                    stream.replace(REPLY, FILTERED),
+                    "line end {end:?}, chunk size {size}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn events_before_the_reply_are_not_held_back() {
+        let first = "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\"}\n\n";
+        let reply = format!("data: {REPLY}\n\n");
+        let (a, b) = reply.as_bytes().split_at(20);
+        let out = run(&[first.as_bytes(), a, b], vec![target("3")], 1 << 20).await;
+        // The notification came out as its own frame, before the reply was complete.
+        assert_eq!(out[0], first);
+        assert_eq!(joined(&out[1..]), format!("data: {FILTERED}\n\n"));
+    }
+
+    #[tokio::test]
+    async fn multi_line_data_is_joined_and_the_rest_passes_through_after_the_reply() {
+        let reply = "data: {\"jsonrpc\":\"2.0\",\"id\":3,\ndata: \"result\":{\"tools\":[{\"name\":\"pha_passphrase_get\"}]}}\n\ndata: x";
+        let out = run(&[reply.as_bytes(), b"yz\n\n"], vec![target("3")], 1 << 20).await;
+        assert_eq!(
+            joined(&out),
+            "data: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"tools\":[]}}\n\ndata: xyz\n\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_oversized_event_ends_the_stream_with_an_error_reply() {
+        let big = format!("data: {{\"pad\":\"{}\"", "x".repeat(100));
+        let out = run(&[big.as_bytes(), b"}\n\n"], vec![target("3")], 64).await;
+        let text = joined(&out);
+        assert!(text.starts_with("event: message\ndata: {"), "{text}");
+        assert!(text.contains("\"id\":3"), "{text}");
+        assert!(text.contains("-32603"), "{text}");
+        assert!(!text.contains("pad"), "{text}");
+    }
+
+    #[test]
+    fn fields_and_comments() {
+        assert_eq!(field(b"data: x"), Some(("data", &b"x"[..])));
+        assert_eq!(field(b"data:x"), Some(("data", &b"x"[..])));
+        assert_eq!(field(b"data:  x"), Some(("data", &b" x"[..])));
+        assert_eq!(field(b"data"), Some(("data", &b""[..])));
+        assert_eq!(field(b": hi"), None);
+    }
+}
