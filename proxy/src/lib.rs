@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod origin;
 pub mod policy;
 pub mod prefix;
+pub mod ratelimit;
 pub mod reload;
 pub mod shutdown;
 pub mod sse;

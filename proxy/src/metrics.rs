@@ -73,6 +73,29 @@ pub struct DenialLabels {
     pub name: Arc<str>,
 }
 
+/// Labels of `sluice_rate_limited_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub entry_point: Arc<str>,
+    pub rule: Arc<str>,
+}
+
+/// Labels of `sluice_rate_limit_fallbacks_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FallbackLabels {
+    pub entry_point: Arc<str>,
+    pub rule: Arc<str>,
+    /// `open` (counted locally instead) or `closed` (refused with 503).
+    pub fail_mode: &'static str,
+}
+
+/// Labels of `sluice_redis_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RedisErrorLabels {
+    /// `connect`, `timeout`, `io`, `auth`, `password_file` or `response`.
+    pub kind: &'static str,
+}
+
 type LatencyFamily = Family<LatencyLabels, Histogram, fn() -> Histogram>;
 
 /// Every metric the proxy keeps.
@@ -89,6 +112,10 @@ pub struct Metrics {
     pub tools: ToolLabels,
     pub auth: AuthMetrics,
     pub policy_denials: Family<DenialLabels, Counter>,
+    pub rate_limited: Family<RuleLabels, Counter>,
+    pub rate_limit_fallbacks: Family<FallbackLabels, Counter>,
+    pub redis_errors: Family<RedisErrorLabels, Counter>,
+    pub redis_connected: Gauge,
 }
 
 impl Metrics {
@@ -106,6 +133,10 @@ impl Metrics {
             tools: ToolLabels::default(),
             auth: AuthMetrics::default(),
             policy_denials: Family::default(),
+            rate_limited: Family::default(),
+            rate_limit_fallbacks: Family::default(),
+            redis_errors: Family::default(),
+            redis_connected: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("sluice");
         r.register(
@@ -152,6 +183,26 @@ impl Metrics {
             "policy_denials",
             "Requests refused by the tool policy, by entry point, kind and name",
             m.policy_denials.clone(),
+        );
+        r.register(
+            "rate_limited",
+            "Requests refused by a rate limit, by entry point and rule",
+            m.rate_limited.clone(),
+        );
+        r.register(
+            "rate_limit_fallbacks",
+            "Global rate-limit checks decided without Redis, by entry point, rule and fail mode",
+            m.rate_limit_fallbacks.clone(),
+        );
+        r.register(
+            "redis_errors",
+            "Failed Redis connections and commands, by kind",
+            m.redis_errors.clone(),
+        );
+        r.register(
+            "redis_connected",
+            "1 while the connection to Redis for global rate limits is open",
+            m.redis_connected.clone(),
         );
         m.auth.register(r);
         m

@@ -219,6 +219,7 @@ impl Reloader {
                         tls,
                         &state.metrics,
                         &state.auth,
+                        &state.rate_limits,
                     )),
                     ep.listen,
                 )

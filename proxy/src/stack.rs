@@ -22,7 +22,7 @@ use crate::errors::Refusal;
 use crate::identity::Identity;
 use crate::inspect::{self, Inspection};
 use crate::state::{Entry, State};
-use crate::{forward, limits, mcp_headers, policy};
+use crate::{forward, limits, mcp_headers, policy, ratelimit};
 
 /// A caller connection, as the request path needs it.
 pub struct Conn {
@@ -139,10 +139,9 @@ async fn handle(
     }
 
     // Tool policy: every tool, resource and prompt named must be allowed for this caller (a
-    // batch is refused whole).
+    // batch is refused whole); then the rate limits count what is left.
     policy::authorize(cx, &conn.state.metrics)?;
-
-    // (Rate limits will count `cx.inspection` here.)
+    ratelimit::check(cx, conn.peer.ip()).await?;
     // List replies will show this caller only what it may use.
     let list_filter = policy::list_filter(cx);
     if let Some(filter) = &list_filter {

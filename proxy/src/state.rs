@@ -44,6 +44,8 @@ pub struct State {
     pub probe: Mutex<Option<(Instant, Result<(), String>)>>,
     /// Authentication caches, clients and Secrets kept across config generations.
     pub auth: crate::auth::Store,
+    /// Rate-limit budgets and the Redis client, kept across config generations.
+    pub rate_limits: crate::ratelimit::Kept,
 }
 
 /// Problems that do not take the pod out of service but must be visible.
@@ -72,6 +74,7 @@ impl State {
             status: Mutex::default(),
             probe: Mutex::default(),
             auth: crate::auth::Store::default(),
+            rate_limits: crate::ratelimit::Kept::default(),
         }
     }
 
@@ -143,6 +146,8 @@ pub struct Entry {
     pub broken_bodies: Counter,
     /// Tool, resource and prompt policy.
     pub policy: Arc<Policy>,
+    /// Rate limits.
+    pub rate_limits: crate::ratelimit::RateLimits,
     /// How callers authenticate.
     pub auth: crate::auth::Authenticator,
     /// What the upstream gets in place of the caller's credentials.
@@ -158,6 +163,7 @@ impl Entry {
         tls: Option<TlsAcceptor>,
         metrics: &Metrics,
         auth: &crate::auth::Store,
+        rate_limits: &crate::ratelimit::Kept,
     ) -> Self {
         let public = ep
             .public_url
@@ -201,6 +207,12 @@ impl Entry {
                 .clone(),
             streams: metrics.open_streams.get_or_create(&labels).clone(),
             policy: Arc::new(Policy::new(name.clone(), &ep.tools)),
+            rate_limits: crate::ratelimit::RateLimits::new(
+                ep,
+                &snapshot.config,
+                metrics,
+                rate_limits,
+            ),
             auth: crate::auth::Authenticator::new(ep, &snapshot.config, &name, metrics, auth),
             credentials: crate::credentials::UpstreamCredentials::new(ep, auth),
             name,
