@@ -3,6 +3,13 @@
 #![allow(dead_code, reason = "each test crate uses a different part")]
 #![allow(clippy::unwrap_used, reason = "test helpers fail the test")]
 
+// Fake identity peers and helpers for the authentication tests (auth*.rs).
+pub mod auth;
+pub mod issuer;
+pub mod phabricator;
+pub mod serve;
+pub mod token_review;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
