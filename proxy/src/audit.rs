@@ -1,0 +1,66 @@
+//! The audit trail: one structured event per `tools/call` (tracing target `audit`; JSON
+//! objects when `log.format` is `json`): who called which tool on which entry point, what the
+//! proxy decided, the status and the latency. Never argument values, tokens or other secrets.
+//!
+//! Fields: `entry_point`; `identity` (absent for an anonymous caller); `tool`; `decision`
+//! (`allowed`: forwarded, or tried and the upstream failed; `denied`: the tool policy;
+//! `rate_limited`; `limiter_unavailable`: Redis down with `failMode: closed`; `refused`: any
+//! other refusal after the body was read, such as a header mismatch); `rule` for
+//! `rate_limited`; `status`; `latency_us` (to the response head); `batch` when the call was
+//! one item of a batch (every call of the batch gets its own event). Calls refused before
+//! their body is read (authentication, size limits) have no known tool: the access log and
+//! metrics count them.
+
+use http::StatusCode;
+
+use crate::errors::Refusal;
+use crate::policy::Kind;
+use crate::stack::RequestContext;
+
+/// Writes the events of a request whose answer has `status`; `refusal` when the proxy
+/// answered itself.
+pub fn record(cx: &RequestContext, refusal: Option<&Refusal>, status: StatusCode) {
+    let Some(inspection) = cx.inspection.as_ref() else {
+        return;
+    };
+    let (decision, rule) = match refusal {
+        None | Some(Refusal::Upstream(_) | Refusal::ListUnfilterable(_)) => ("allowed", None),
+        Some(Refusal::Denied(_)) => ("denied", None),
+        Some(Refusal::RateLimited { rule, .. }) => ("rate_limited", Some(&**rule)),
+        Some(Refusal::LimiterUnavailable) => ("limiter_unavailable", None),
+        Some(_) => ("refused", None),
+    };
+    let latency_us = u64::try_from(cx.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let identity = cx.identity.as_ref().map(|i| &*i.name);
+    let batch = inspection.is_batch();
+    for message in inspection.messages() {
+        if message.method().map(|m| m.as_str()) != Some("tools/call") {
+            continue;
+        }
+        let name = message.name().unwrap_or("");
+        // A name outside the alphabet is shown escaped and cut short: it is caller input.
+        let tool = if Kind::Tool.is_valid(name) {
+            std::borrow::Cow::Borrowed(name)
+        } else {
+            std::borrow::Cow::Owned(
+                name.chars()
+                    .take(64)
+                    .collect::<String>()
+                    .escape_default()
+                    .to_string(),
+            )
+        };
+        tracing::info!(
+            target: "audit",
+            entry_point = &*cx.entry.name,
+            identity,
+            tool = &*tool,
+            decision,
+            rule,
+            status = status.as_u16(),
+            latency_us,
+            batch = batch.then_some(true),
+            "tools/call"
+        );
+    }
+}

@@ -1,0 +1,152 @@
+//! The audit trail, from the binary's own output: one JSON event per `tools/call` (allowed,
+//! denied, rate limited, batch items), with who, where, what, the decision, the status and the
+//! latency; and no secret anywhere in anything the process prints, at debug level, though
+//! secrets were planted in arguments, tokens and keys.
+#![allow(clippy::unwrap_used, reason = "test helpers fail the test")]
+
+mod support;
+
+use std::process::Stdio;
+
+use serde_json::{Value, json};
+use support::*;
+use tokio::io::AsyncReadExt;
+
+const KEY: &str = "alice-key-SENTINEL-0f9e8d7c6b5a";
+const WRONG_KEY: &str = "wrong-key-SENTINEL-1a2b3c4d5e6f";
+const PHAB_TOKEN: &str = "api-SENTINELphabtoken000000000";
+const ARGUMENT: &str = "hunter2-SENTINEL-argument";
+const COOKIE: &str = "session=SENTINEL-cookie";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn call(id: u64, tool: &str) -> Value {
+    json!({"jsonrpc":"2.0","id":id,"method":"tools/call",
+           "params":{"name":tool,"arguments":{"password":ARGUMENT,"token":PHAB_TOKEN}}})
+}
+
+#[tokio::test]
+async fn one_event_per_tool_call_and_no_secret_in_any_output() {
+    let upstream = Upstream::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::write(keys.join("alice"), KEY).unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "upstream:\n  url: http://{}\nadmin:\n  listen: 127.0.0.1:{admin}\nlog:\n  level: debug\n  format: json\nentryPoints:\n  - name: main\n    listen: 127.0.0.1:{port}\n    auth:\n      mode: apiKey\n      keysDir: {}\n    tools:\n      deny: [\"pha_passphrase_*\"]\n    rateLimits:\n      - name: calls\n        requests: 4\n        period: 1h\n",
+        upstream.addr,
+        keys.display()
+    );
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice-proxy"))
+        .arg("--config")
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually("the proxy to listen", async || {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let rpc = async |key: &str, body_json: &Value| {
+        send(
+            post(&url)
+                .header("authorization", format!("Bearer {key}"))
+                .header("x-phabricator-token", PHAB_TOKEN)
+                .header("cookie", COOKIE)
+                .body(body(&body_json.to_string()))
+                .unwrap(),
+        )
+        .await
+    };
+    assert_eq!(rpc(KEY, &call(1, "pha_task_get")).await.status, 200);
+    assert_eq!(rpc(KEY, &call(2, "pha_passphrase_get")).await.status, 403);
+    let batch = json!([call(3, "pha_task_get"), call(4, "pha_user_whoami")]);
+    assert_eq!(rpc(KEY, &batch).await.status, 200);
+    assert_eq!(rpc(KEY, &call(5, "pha_task_get")).await.status, 200);
+    assert_eq!(rpc(KEY, &call(6, "pha_task_get")).await.status, 429);
+    assert_eq!(rpc(WRONG_KEY, &call(7, "pha_task_get")).await.status, 401);
+    // (The upstream answers every request with id 1.)
+    let list = json!({"jsonrpc":"2.0","id":1,"method":"tools/list"});
+    assert_eq!(rpc(KEY, &list).await.status, 200);
+
+    child.start_kill().unwrap();
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .await
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    let _ = child.wait().await;
+
+    for secret in [KEY, WRONG_KEY, PHAB_TOKEN, ARGUMENT, "SENTINEL"] {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{secret} appears in the output:\n{stdout}\n{stderr}"
+        );
+    }
+
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    let audit: Vec<&Value> = lines.iter().filter(|l| l["target"] == "audit").collect();
+    let seen: Vec<(&str, &str, u64)> = audit
+        .iter()
+        .map(|e| {
+            (
+                e["tool"].as_str().unwrap(),
+                e["decision"].as_str().unwrap(),
+                e["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("pha_task_get", "allowed", 200),
+            ("pha_passphrase_get", "denied", 403),
+            ("pha_task_get", "allowed", 200),
+            ("pha_user_whoami", "allowed", 200),
+            ("pha_task_get", "allowed", 200),
+            ("pha_task_get", "rate_limited", 429),
+        ],
+        "{audit:#?}"
+    );
+    for e in &audit {
+        assert_eq!(e["message"], "tools/call");
+        assert_eq!(e["level"], "INFO");
+        assert_eq!(e["entry_point"], "main");
+        assert_eq!(e["identity"], "alice");
+        assert!(e["latency_us"].is_u64(), "{e}");
+    }
+    assert_eq!(audit[2]["batch"], true);
+    assert_eq!(audit[3]["batch"], true);
+    assert!(audit[0].get("batch").is_none());
+    assert_eq!(audit[5]["rule"], "calls");
+}
