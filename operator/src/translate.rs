@@ -96,6 +96,9 @@ pub fn entry_point(
         tools: policy::tools(site.object, &policy.tools)?,
         rate_limits: policy::rate_limits(server, site.object, &policy.rate_limits)?,
         discovery,
+        // Whether one route owns its host cannot be known from one server's render, so the
+        // root fallback stays off; routes at `/` answer it anyway (see the sidecar's discovery).
+        root_discovery: false,
     };
     Ok((entry_point, files))
 }

@@ -31,8 +31,6 @@ pub mod code {
     /// defines no such code; -32003 is from the implementation-defined server-error range and
     /// clear of the codes the MCP revisions use (-32001, -32002, -32020..-32022, -32042).
     pub const POLICY_DENIED: i32 = -32003;
-    /// A rate limit is exhausted (HTTP 429 with `Retry-After`); same range and reasoning.
-    pub const RATE_LIMITED: i32 = -32004;
 }
 
 /// Why the proxy answered a request itself.
@@ -81,20 +79,15 @@ pub enum Refusal {
     /// first refused item; the whole batch is refused).
     #[error("{0}")]
     Denied(crate::policy::Denial),
-    /// A rate limit of the entry point is exhausted for this caller.
-    #[error("rate limit {rule} exceeded; retry in {retry_after} s")]
-    RateLimited {
-        rule: std::sync::Arc<str>,
-        /// Whole seconds until a request would be admitted, rounded up.
-        retry_after: u64,
-    },
-    /// A global rate limit cannot be checked (Redis unreachable) and `redis.failMode` is
-    /// `closed`.
-    #[error("rate limits cannot be checked right now; retry later")]
-    LimiterUnavailable,
     /// The reply to a list request cannot be filtered for the caller, so it is not passed on.
     #[error("the upstream's list reply cannot be filtered: {0}")]
     ListUnfilterable(&'static str),
+    /// The path answers other methods only (OAuth discovery documents: `allow`).
+    #[error("method not allowed here; allowed: {allow}")]
+    MethodNotAllowed { allow: &'static str },
+    /// The upstream's OAuth metadata, fetched to serve a discovery document, is unusable.
+    #[error("the upstream's OAuth metadata is unusable: {0}")]
+    BadMetadata(String),
     /// The caller did not authenticate: 401 with the entry point's `WWW-Authenticate`.
     #[error("{failure}")]
     Unauthenticated {
@@ -172,10 +165,11 @@ impl Refusal {
             | Refusal::InvalidRequest(_)
             | Refusal::InvalidParams(_)
             | Refusal::HeaderMismatch(_) => StatusCode::BAD_REQUEST,
-            Refusal::Overloaded | Refusal::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Denied(_) => StatusCode::FORBIDDEN,
-            Refusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Refusal::ListUnfilterable(_) => StatusCode::BAD_GATEWAY,
+            Refusal::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Refusal::BadMetadata(_) => StatusCode::BAD_GATEWAY,
             Refusal::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Refusal::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -196,15 +190,17 @@ impl Refusal {
             Refusal::InvalidParams(_) => code::INVALID_PARAMS,
             Refusal::HeaderMismatch(_) => code::HEADER_MISMATCH,
             Refusal::Denied(_) => code::POLICY_DENIED,
-            Refusal::RateLimited { .. } => code::RATE_LIMITED,
-            Refusal::LimiterUnavailable | Refusal::ListUnfilterable(_) => code::INTERNAL_ERROR,
+            Refusal::ListUnfilterable(_) => code::INTERNAL_ERROR,
             Refusal::BodyTimeout(_) | Refusal::Upstream(UpstreamFailure::FirstByteTimeout) => {
                 code::REQUEST_TIMEOUT
             }
-            Refusal::Overloaded | Refusal::Upstream(_) => code::INTERNAL_ERROR,
+            Refusal::Overloaded | Refusal::Upstream(_) | Refusal::BadMetadata(_) => {
+                code::INTERNAL_ERROR
+            }
             Refusal::AuthUnavailable => code::INTERNAL_ERROR,
             Refusal::Unauthenticated { .. } | Refusal::Forbidden(_) => code::INVALID_REQUEST,
             Refusal::NotFound
+            | Refusal::MethodNotAllowed { .. }
             | Refusal::Origin
             | Refusal::HeadersTooLarge { .. }
             | Refusal::BodyTooLarge { .. }
@@ -226,11 +222,11 @@ impl Refusal {
         if self.status() == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if let Refusal::MethodNotAllowed { allow } = self {
+            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
         if let Refusal::Unauthenticated { challenge, .. } = self {
             headers.insert(header::WWW_AUTHENTICATE, challenge.clone());
-        }
-        if let Refusal::RateLimited { retry_after, .. } = self {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
         if matches!(self, Refusal::BodyTooLarge { .. } | Refusal::BodyTimeout(_)) {
             // The rest of the body was never read: the connection cannot carry another request.

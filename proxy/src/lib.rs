@@ -5,11 +5,11 @@
 
 pub mod access;
 pub mod admin;
-pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod conn;
 pub mod credentials;
+pub mod discovery;
 pub mod errors;
 pub mod forward;
 pub mod headers;
@@ -23,7 +23,6 @@ pub mod metrics;
 pub mod origin;
 pub mod policy;
 pub mod prefix;
-pub mod ratelimit;
 pub mod reload;
 pub mod shutdown;
 pub mod sse;

@@ -116,6 +116,15 @@ impl Prefix {
     pub fn rewrite_set_cookie(&self, value: &HeaderValue) -> Option<HeaderValue> {
         let prefix = self.prefix.as_deref()?;
         let text = value.to_str().ok()?;
+        // A `__Host-` cookie must keep `Path=/` or browsers drop it (RFC 6265bis §4.1.3.2);
+        // FastMCP's OAuth proxy names its consent cookies so over https.
+        let name = text.split(['=', ';']).next().unwrap_or("").trim();
+        if name
+            .get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("__Host-"))
+        {
+            return None;
+        }
         let mut changed = false;
         let parts: Vec<Cow<'_, str>> = text
             .split(';')
@@ -231,6 +240,12 @@ mod tests {
         assert_eq!(c("s=1; Path=/ai/x"), None);
         assert_eq!(c("path=/x; Secure"), None);
         assert_eq!(c("s=1; Secure"), None);
+        assert_eq!(c("__Host-s=1; Path=/; Secure"), None);
+        assert_eq!(c("__host-s=1; Path=/; Secure"), None);
+        assert_eq!(
+            c("__Secure-s=1; Path=/; Secure").as_deref(),
+            Some("__Secure-s=1; Path=/ai; Secure")
+        );
         assert!(
             Prefix::new("/")
                 .rewrite_set_cookie(&HeaderValue::from_static("a=1; Path=/"))

@@ -22,7 +22,7 @@ use crate::errors::Refusal;
 use crate::identity::Identity;
 use crate::inspect::{self, Inspection};
 use crate::state::{Entry, State};
-use crate::{audit, forward, limits, mcp_headers, policy, ratelimit};
+use crate::{discovery, forward, limits, mcp_headers, policy};
 
 /// A caller connection, as the request path needs it.
 pub struct Conn {
@@ -80,15 +80,11 @@ pub async fn serve(req: Request<Incoming>, conn: &Conn) -> Response<ResponseBody
         identity: None,
     };
     let mut response = match handle(req, conn, &mut cx).await {
-        Ok(response) => {
-            audit::record(&cx, None, response.status());
-            response
-        }
+        Ok(response) => response,
         Err(refusal) => {
             if let Refusal::Upstream(failure) = &refusal {
                 access::upstream_failed(&conn.state, &cx, *failure);
             }
-            audit::record(&cx, Some(&refusal), refusal.status());
             refusal.to_response(cx.reply_id())
         }
     };
@@ -114,7 +110,11 @@ async fn handle(
     )?;
     limits::check_head(&req, config.limits.max_header_bytes)?;
 
-    // (OAuth discovery documents are public: they will be answered here, before any check.)
+    // OAuth discovery documents are public: answered here, before any check. Ambiguous paths
+    // and unknown well-known paths end here too.
+    if let Some(answer) = discovery::answer(&req, &entry).await {
+        return answer;
+    }
 
     // DNS rebinding: a browser page may only call from an allowed Origin.
     entry.origins.check(req.headers())?;
@@ -143,9 +143,10 @@ async fn handle(
     }
 
     // Tool policy: every tool, resource and prompt named must be allowed for this caller (a
-    // batch is refused whole); then the rate limits count what is left.
+    // batch is refused whole).
     policy::authorize(cx, &conn.state.metrics)?;
-    ratelimit::check(cx, conn.peer.ip()).await?;
+
+    // (Rate limits will count `cx.inspection` here.)
     // List replies will show this caller only what it may use.
     let list_filter = policy::list_filter(cx);
     if let Some(filter) = &list_filter {
@@ -162,6 +163,8 @@ async fn handle(
         .await
         .map_err(Refusal::Upstream)?;
     let mut response = forward::response(upstream_resp, host.as_ref(), &entry);
+    // Upstream challenges name this entry point's metadata, whatever the upstream wrote.
+    discovery::rewrite_challenge(&mut response, &entry);
     if let Some(filter) = list_filter {
         response = filter.apply(response).await?;
     }

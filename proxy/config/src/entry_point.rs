@@ -47,6 +47,13 @@ pub struct EntryPoint {
     /// `serviceAccount` entry points with an external authorization server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovery: Option<Discovery>,
+    /// Also answer `/.well-known/oauth-protected-resource`, the root fallback clients try last
+    /// (RFC 9728), with this entry point's protected-resource metadata. Set it only when this
+    /// entry point alone serves its host: that location names no path, so two entry points on
+    /// one host would claim it both. Entry points at `/` answer it anyway; needs `publicUrl`
+    /// and a metadata source (auth mode `oauth`, or `discovery`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub root_discovery: bool,
 }
 
 fn default_path_prefix() -> String {

@@ -223,11 +223,23 @@ fn check_entry_point(config: &ProxyConfig, ep: &EntryPoint, at: &str, c: &mut Co
         }
     }
     check_auth(config, &ep.auth, &format!("{at}.auth"), c);
+    check_root_discovery(ep, at, c);
     check_tools(&ep.tools, &format!("{at}.tools"), c);
     check_rate_limits(config, ep, at, c);
     if let Some(d) = &ep.discovery {
         if ep.public_url.is_none() {
             c.push(format!("{at}.discovery"), "needs publicUrl");
+        }
+        // In mode oauth the upstream is the authorization server and its documents are
+        // served; a second, local document would contradict them.
+        if !matches!(ep.auth, Auth::Jwt(_) | Auth::ServiceAccount(_)) {
+            c.push(
+                format!("{at}.discovery"),
+                format!(
+                    "is for auth modes jwt and serviceAccount, not {}",
+                    ep.auth.mode_name()
+                ),
+            );
         }
         if d.authorization_servers.is_empty() {
             c.push(
@@ -243,6 +255,21 @@ fn check_entry_point(config: &ProxyConfig, ep: &EntryPoint, at: &str, c: &mut Co
                 );
             }
         }
+    }
+}
+
+fn check_root_discovery(ep: &EntryPoint, at: &str, c: &mut Collector) {
+    if !ep.root_discovery {
+        return;
+    }
+    if ep.public_url.is_none() {
+        c.push(format!("{at}.rootDiscovery"), "needs publicUrl");
+    }
+    if ep.discovery.is_none() && !matches!(ep.auth, Auth::OAuth(_)) {
+        c.push(
+            format!("{at}.rootDiscovery"),
+            "needs auth mode oauth or discovery: there is no metadata to serve",
+        );
     }
 }
 
