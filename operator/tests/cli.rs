@@ -88,16 +88,39 @@ fn crds_prints_the_committed_files() {
 }
 
 #[test]
-fn run_says_the_controller_is_not_built_yet() {
-    for args in [&["run"][..], &[][..]] {
-        let output = run(args);
-        assert_eq!(output.status.code(), Some(2), "{args:?}");
+fn run_without_a_cluster_says_so() {
+    // No in-cluster environment and a kubeconfig that does not exist: `run` (also the default
+    // command) must say it cannot reach an API server, not panic or hang.
+    let missing = repository_root().join("operator/tests/no-such-kubeconfig");
+    for args in [&["run", "--admin-address", "127.0.0.1:0"][..], &[][..]] {
+        let output = Command::new(BINARY)
+            .args(args)
+            .env("KUBECONFIG", &missing)
+            .env("SLUICE_ADMIN_ADDRESS", "127.0.0.1:0")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBERNETES_SERVICE_PORT")
+            .output()
+            .unwrap();
+        let stderr = assert_refused(&output);
         assert!(
-            stderr(&output).contains("not built yet"),
-            "{}",
-            stderr(&output)
+            stderr.contains("cannot reach a Kubernetes API server"),
+            "{args:?}: {stderr}"
         );
-        assert!(output.stdout.is_empty());
+    }
+}
+
+#[test]
+fn rbac_prints_roles_with_a_reason_per_rule() {
+    for (args, roles) in [(&["rbac"][..], 2), (&["rbac", "--namespaced"][..], 3)] {
+        let output = run(args);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let text = stdout(&output);
+        assert_eq!(text.matches("\nkind: ").count(), roles, "{text}");
+        assert_eq!(
+            text.matches("  # ").count(),
+            text.matches("  - apiGroups: ").count(),
+            "every rule has its reason: {text}"
+        );
     }
 }
 

@@ -34,7 +34,8 @@ pub use expose::{
 pub use monitoring::{ServiceMonitor, ServiceMonitorEndpoint, ServiceMonitorSpec};
 pub use names::ObjectKey;
 pub use object::{Object, to_yaml_stream};
-pub use server::render_server;
+pub use routes::{KIND as ROUTE_KIND, cross_server_rejections, key as route_key, public_hosts};
+pub use server::{KIND as SERVER_KIND, key as server_key, render_server};
 pub use workload::{CONDUIT, RESTART_HASH_ANNOTATION, SIDECAR};
 
 /// Settings of the operator itself that rendering needs.

@@ -312,7 +312,7 @@ fn check_public_url(public_url: &str, prefix: &str) -> Result<(), String> {
 
 /// The hosts a route claims at its prefix: those of an exposed route (an in-cluster route's
 /// hostnames reach nothing, so they cannot conflict).
-fn public_hosts(route: &McpRoute) -> &[String] {
+pub fn public_hosts(route: &McpRoute) -> &[String] {
     if route.spec.expose.is_some() {
         &route.spec.hostnames
     } else {
@@ -357,6 +357,60 @@ pub fn check_across_servers(
         }
     }
     Ok(())
+}
+
+/// A claim on a host and prefix: the route, and its server's (namespace, name).
+type Claim<'a> = (&'a ObjectKey, (&'a str, &'a str));
+
+/// The rules that span servers, for a controller that renders one server at a time: which
+/// routes lose, and why. `routes` holds the routes of existing servers in priority order (the
+/// first claim of a host and path prefix wins); `servers` are the servers' keys.
+///
+/// - A route whose name is a server's name in its namespace loses (its Service would take
+///   the server's).
+/// - A route claiming a public host and path prefix that an earlier route of another server
+///   claims loses. Claims among one server's own routes are [`plan`]'s to settle, so they are
+///   not counted here; a route that loses here claims nothing.
+pub fn cross_server_rejections(
+    servers: &[ObjectKey],
+    routes: &[(ObjectKey, &McpRoute)],
+) -> BTreeMap<ObjectKey, RenderError> {
+    let server_names: BTreeMap<(&str, &str), &ObjectKey> = servers
+        .iter()
+        .map(|key| ((key.namespace.as_str(), key.name.as_str()), key))
+        .collect();
+    // (host, prefix) → the route claiming it and that route's (namespace, server).
+    let mut claims: BTreeMap<(&str, &str), Claim<'_>> = BTreeMap::new();
+    let mut rejections = BTreeMap::new();
+    for (key, route) in routes {
+        if let Some(server) = server_names.get(&(key.namespace.as_str(), key.name.as_str())) {
+            rejections.insert(
+                key.clone(),
+                RenderError::ServiceNameTaken {
+                    object: key.clone(),
+                    service: key.name.clone(),
+                    other: Box::new((*server).clone()),
+                },
+            );
+            continue;
+        }
+        let its_server = (key.namespace.as_str(), route.spec.server_ref.name.as_str());
+        let prefix = route.spec.path_prefix.as_str();
+        let lost = public_hosts(route).iter().find_map(|host| {
+            let (other, other_server) = claims.get(&(host.as_str(), prefix))?;
+            (*other_server != its_server).then(|| conflict(key, other, host, prefix))
+        });
+        if let Some(error) = lost {
+            rejections.insert(key.clone(), error);
+            continue;
+        }
+        for host in public_hosts(route) {
+            claims
+                .entry((host.as_str(), prefix))
+                .or_insert((key, its_server));
+        }
+    }
+    rejections
 }
 
 #[cfg(test)]
@@ -423,6 +477,84 @@ mod tests {
             mcp_endpoint(&with_prefix("http://r.ns.svc", "/")),
             "http://r.ns.svc/mcp"
         );
+    }
+
+    fn route(namespace: &str, name: &str, server: &str, hosts: &[&str], prefix: &str) -> McpRoute {
+        let mut spec = serde_json::json!({"serverRef": {"name": server}, "pathPrefix": prefix});
+        if !hosts.is_empty() {
+            spec["hostnames"] = serde_json::json!(hosts);
+            spec["expose"] = serde_json::json!({"ingress": {}});
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "sluice.dev/v1alpha1",
+            "kind": "McpRoute",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn server_key(namespace: &str, name: &str) -> ObjectKey {
+        ObjectKey {
+            kind: super::super::server::KIND,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    fn keyed(routes: &[McpRoute]) -> Vec<(ObjectKey, &McpRoute)> {
+        routes.iter().map(|r| (key(r).unwrap(), r)).collect()
+    }
+
+    #[test]
+    fn across_servers_the_first_claim_of_a_host_and_prefix_wins() {
+        let routes = [
+            route("b", "first", "one", &["h.example.com"], "/ai"),
+            route("a", "second", "two", &["h.example.com"], "/ai"),
+            route("a", "other-prefix", "two", &["h.example.com"], "/else"),
+            route("a", "in-cluster", "two", &[], "/ai"),
+        ];
+        let servers = [server_key("a", "two"), server_key("b", "one")];
+        let lost = cross_server_rejections(&servers, &keyed(&routes));
+        assert_eq!(lost.len(), 1, "{lost:?}");
+        let (loser, error) = lost.iter().next().unwrap();
+        assert_eq!(loser.name, "second");
+        assert!(
+            matches!(error, RenderError::ConflictingRoute { other, .. } if other.name == "first")
+        );
+        assert_eq!(error.reason(), "ConflictingRoute");
+    }
+
+    #[test]
+    fn claims_among_one_servers_routes_are_left_to_plan() {
+        let routes = [
+            route("a", "x", "one", &["h.example.com"], "/ai"),
+            route("a", "y", "one", &["h.example.com"], "/ai"),
+        ];
+        assert!(cross_server_rejections(&[server_key("a", "one")], &keyed(&routes)).is_empty());
+    }
+
+    #[test]
+    fn a_route_named_like_a_server_loses_and_claims_nothing() {
+        let routes = [
+            route("a", "two", "one", &["h.example.com"], "/"),
+            route("a", "next", "three", &["h.example.com"], "/"),
+        ];
+        let servers = [
+            server_key("a", "one"),
+            server_key("a", "two"),
+            server_key("a", "three"),
+        ];
+        let lost = cross_server_rejections(&servers, &keyed(&routes));
+        let names: Vec<&str> = lost.keys().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["two"]);
+        assert!(matches!(
+            lost.values().next(),
+            Some(RenderError::ServiceNameTaken { .. })
+        ));
+        // A server of the same name in another namespace takes nothing.
+        let elsewhere = [route("b", "two", "one", &[], "/")];
+        assert!(cross_server_rejections(&servers, &keyed(&elsewhere)).is_empty());
     }
 
     #[test]

@@ -1,0 +1,639 @@
+//! Reconciling an McpServer: gather what it needs from the caches, render, apply, prune, and
+//! write the status of the server and of its routes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use kube::ResourceExt;
+use kube::api::{Api, Resource};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use sluice_crds::conditions::reasons as api_reasons;
+use sluice_crds::{McpRoute, McpServer};
+
+use super::apply::{Applied, apply_object};
+use super::events::{publish, route_transitions, server_transitions};
+use super::index::rollout_references;
+use super::prune::{Owner, cleanup_cluster_objects, prune};
+use super::status::{
+    self, RouteFacts, ServerFacts, Verdict, reasons, route_status, server_status, write_route,
+    write_server,
+};
+use super::{Context, Features};
+use crate::render::names::label;
+use crate::render::{
+    self, Notice, Object, ObjectKey, Observed, Reference, RenderError, Rendered, RouteOutcome,
+    RouteRejection, render_server,
+};
+use crate::{Error, Result};
+
+/// The kind, for metrics and logs.
+pub const KIND: &str = "McpServer";
+
+/// Guards the cleanup of a server's cluster-scoped objects (the TokenReview
+/// ClusterRoleBinding), which owner references cannot reach. Only servers that have such
+/// objects carry it, so deleting any other server never waits for the operator.
+pub const FINALIZER: &str = "sluice.dev/cluster-objects";
+
+/// Reconciles one McpServer.
+pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Action> {
+    let timer = ctx.metrics.reconcile_started(KIND);
+    let result = reconcile_server(server.clone(), &ctx).await;
+    timer.finish(result.as_ref().err().map(Error::metric_label));
+    if result.is_ok() {
+        ctx.backoff.reset(&backoff_key(&server));
+    }
+    result
+}
+
+/// The key of a server's backoff.
+pub fn backoff_key(server: &McpServer) -> String {
+    format!(
+        "{KIND}/{}/{}",
+        server.metadata.namespace.as_deref().unwrap_or_default(),
+        server.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+async fn reconcile_server(server: Arc<McpServer>, ctx: &Context) -> Result<Action> {
+    ctx.stores.wait_ready().await?;
+    let key = render::server_key(&server)?;
+    let api: Api<McpServer> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let has_finalizer = server.finalizers().iter().any(|f| f == FINALIZER);
+    if server.metadata.deletion_timestamp.is_some() && !has_finalizer {
+        ctx.index.forget(&key.namespace, &key.name);
+        return Ok(Action::await_change());
+    }
+    let plan =
+        (server.metadata.deletion_timestamp.is_none()).then(|| Plan::new(&server, &key, ctx));
+    let wants_finalizer = has_finalizer
+        || plan.as_ref().is_some_and(Plan::has_cluster_objects)
+        || has_cluster_objects(ctx, &server, &key);
+    if !wants_finalizer {
+        return match plan {
+            Some(plan) => apply(&server, &key, plan, ctx).await,
+            None => Ok(Action::await_change()),
+        };
+    }
+    let had_finalizer = has_finalizer;
+    let outcome = finalizer(&api, FINALIZER, server.clone(), |event| async {
+        match event {
+            Finalizer::Apply(server) => match plan {
+                Some(plan) => apply(&server, &key, plan, ctx).await,
+                None => Ok(Action::await_change()),
+            },
+            Finalizer::Cleanup(server) => cleanup(&server, &key, ctx).await,
+        }
+    })
+    .await;
+    if !had_finalizer && outcome.is_ok() {
+        ctx.metrics.wrote(KIND, "finalizer");
+    }
+    outcome.map_err(|error| Error::Finalizer {
+        object: key.to_string(),
+        error: Box::new(error),
+    })
+}
+
+/// Whether cluster-scoped objects of this server exist (so its finalizer must be in place
+/// until they are gone).
+fn has_cluster_objects(ctx: &Context, server: &McpServer, key: &ObjectKey) -> bool {
+    let owner = owner(server, key);
+    !ctx.stores
+        .cluster_role_bindings
+        .filter(|binding| super::prune::belongs_to(binding, &owner))
+        .is_empty()
+}
+
+fn owner<'a>(server: &'a McpServer, key: &'a ObjectKey) -> Owner<'a> {
+    Owner {
+        namespace: &key.namespace,
+        name: &key.name,
+        uid: server.metadata.uid.as_deref().unwrap_or_default(),
+    }
+}
+
+/// Everything a server's reconcile decided before it touches the cluster.
+#[derive(Debug)]
+struct Plan {
+    /// The routes naming the server (not being deleted), by name.
+    routes: BTreeMap<String, Arc<McpRoute>>,
+    /// Routes that lost a rule spanning servers.
+    rejected: Vec<RouteOutcome>,
+    /// The render, or why there is none.
+    rendered: Result<Rendered, RenderError>,
+    /// Referenced Secrets and ConfigMaps that do not exist.
+    missing: Vec<(&'static str, String)>,
+}
+
+impl Plan {
+    fn new(server: &McpServer, key: &ObjectKey, ctx: &Context) -> Self {
+        let routes: BTreeMap<String, Arc<McpRoute>> = ctx
+            .stores
+            .routes
+            .filter_in(&key.namespace, |r| {
+                r.spec.server_ref.name == key.name && r.metadata.deletion_timestamp.is_none()
+            })
+            .into_iter()
+            .filter_map(|r| Some((r.metadata.name.clone()?, r)))
+            .collect();
+        let mut lost = cross_server_rejections(ctx, key, &routes);
+        let admitted: Vec<&McpRoute> = routes
+            .iter()
+            .filter(|(name, _)| !lost.keys().any(|k| &k.name == *name))
+            .map(|(_, route)| route.as_ref())
+            .collect();
+        let rejected = std::mem::take(&mut lost)
+            .into_iter()
+            .map(|(route, error)| RouteOutcome {
+                route,
+                result: Err(RouteRejection {
+                    reason: error.reason(),
+                    error,
+                }),
+            })
+            .collect();
+
+        let mut observed = Observed::from_route_statuses(admitted.iter().copied());
+        let previous = ctx.index.references(&key.namespace, &key.name);
+        fill_versions(&mut observed, ctx, &key.namespace, &previous);
+        let mut rendered = render_server(server, &admitted, &ctx.options.render, &observed);
+        // The restart hash needs the versions of what this render refers to; the index holds
+        // what the last one did. When they differ (first reconcile, or a new reference),
+        // render again with the right versions.
+        if let Ok(first) = &rendered
+            && rollout_set(&first.references) != rollout_set(&previous)
+        {
+            fill_versions(&mut observed, ctx, &key.namespace, &first.references);
+            rendered = render_server(server, &admitted, &ctx.options.render, &observed);
+        }
+        let missing = match &rendered {
+            Ok(rendered) => missing_references(ctx, &key.namespace, &rendered.references),
+            Err(_) => Vec::new(),
+        };
+        Self {
+            routes,
+            rejected,
+            rendered,
+            missing,
+        }
+    }
+
+    fn has_cluster_objects(&self) -> bool {
+        self.rendered.as_ref().is_ok_and(|rendered| {
+            rendered
+                .objects
+                .iter()
+                .any(|o| matches!(o, Object::ClusterRoleBinding(_)))
+        })
+    }
+}
+
+/// The routes of this server that lose a rule spanning servers: a route named like another
+/// server (its Service would take that server's), or a public host and prefix an older route
+/// of another server claims. Older means earlier `creationTimestamp`, then namespace/name, so
+/// an existing route never loses its host to a newcomer.
+fn cross_server_rejections(
+    ctx: &Context,
+    key: &ObjectKey,
+    routes: &BTreeMap<String, Arc<McpRoute>>,
+) -> BTreeMap<ObjectKey, RenderError> {
+    let servers: Vec<ObjectKey> = routes
+        .keys()
+        .filter(|name| ctx.stores.servers.get(Some(&key.namespace), name).is_some())
+        .map(|name| ObjectKey {
+            kind: render::SERVER_KIND,
+            namespace: key.namespace.clone(),
+            name: name.clone(),
+        })
+        .collect();
+    let claims: BTreeSet<(&str, &str)> = routes
+        .values()
+        .flat_map(|r| {
+            render::public_hosts(r)
+                .iter()
+                .map(|h| (h.as_str(), r.spec.path_prefix.as_str()))
+        })
+        .collect();
+    let rivals = if claims.is_empty() {
+        Vec::new()
+    } else {
+        ctx.stores.routes.filter(|other| {
+            other.metadata.deletion_timestamp.is_none()
+                && render::public_hosts(other)
+                    .iter()
+                    .any(|h| claims.contains(&(h.as_str(), other.spec.path_prefix.as_str())))
+                && other.metadata.namespace.as_deref().is_some_and(|ns| {
+                    ctx.stores
+                        .servers
+                        .get(Some(ns), &other.spec.server_ref.name)
+                        .is_some()
+                })
+        })
+    };
+    let mut ordered: Vec<(ObjectKey, &McpRoute)> = routes
+        .values()
+        .map(Arc::as_ref)
+        .chain(rivals.iter().map(Arc::as_ref))
+        .filter_map(|r| Some((render::route_key(r).ok()?, r)))
+        .collect();
+    ordered.sort_by(|(a_key, a), (b_key, b)| {
+        let time = |r: &McpRoute| r.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        time(a).cmp(&time(b)).then_with(|| a_key.cmp(b_key))
+    });
+    ordered.dedup_by(|a, b| a.0 == b.0);
+    render::cross_server_rejections(&servers, &ordered)
+        .into_iter()
+        .filter(|(route, _)| route.namespace == key.namespace && routes.contains_key(&route.name))
+        .collect()
+}
+
+fn rollout_set(references: &[Reference]) -> BTreeSet<(&'static str, &str)> {
+    rollout_references(references)
+        .map(|r| (r.kind, r.name.as_str()))
+        .collect()
+}
+
+/// Puts the resource versions of the rollout-relevant references into `observed`.
+fn fill_versions(
+    observed: &mut Observed,
+    ctx: &Context,
+    namespace: &str,
+    references: &[Reference],
+) {
+    observed.secret_versions.clear();
+    observed.config_map_versions.clear();
+    for reference in rollout_references(references) {
+        let version = match reference.kind {
+            "Secret" => ctx
+                .stores
+                .secrets
+                .get(Some(namespace), &reference.name)
+                .and_then(|s| s.metadata.resource_version.clone()),
+            _ => ctx
+                .stores
+                .referenced_config_maps
+                .get(Some(namespace), &reference.name)
+                .and_then(|c| c.metadata.resource_version.clone()),
+        };
+        if let Some(version) = version {
+            let versions = match reference.kind {
+                "Secret" => &mut observed.secret_versions,
+                _ => &mut observed.config_map_versions,
+            };
+            versions.insert(reference.name.clone(), version);
+        }
+    }
+}
+
+fn missing_references(
+    ctx: &Context,
+    namespace: &str,
+    references: &[Reference],
+) -> Vec<(&'static str, String)> {
+    references
+        .iter()
+        .filter(|r| match r.kind {
+            "Secret" => ctx.stores.secrets.get(Some(namespace), &r.name).is_none(),
+            _ => ctx
+                .stores
+                .referenced_config_maps
+                .get(Some(namespace), &r.name)
+                .is_none(),
+        })
+        .map(|r| (r.kind, r.name.clone()))
+        .collect()
+}
+
+/// An object the cluster cannot take (its kind is not served), and what to say instead.
+struct Gated {
+    /// The route it belongs to, if it is a route's.
+    route: Option<String>,
+    /// Why it was left out.
+    notice: Notice,
+}
+
+/// Splits off the objects of kinds the cluster does not serve.
+fn gate(objects: Vec<Object>, features: &Features) -> (Vec<Object>, Vec<Gated>) {
+    let mut kept = Vec::new();
+    let mut gated = Vec::new();
+    for object in objects {
+        match &object {
+            Object::HttpRoute(_) if !features.gateway_api => gated.push(Gated {
+                route: route_of(&object),
+                notice: Notice {
+                    reason: reasons::GATEWAY_API_NOT_INSTALLED,
+                    message: format!(
+                        "{} was not applied: the cluster does not serve gateway.networking.k8s.io/v1 HTTPRoutes (install the Gateway API CRDs, then restart the operator)",
+                        object.describe()
+                    ),
+                },
+            }),
+            Object::ServiceMonitor(_) if !features.service_monitors => gated.push(Gated {
+                route: None,
+                notice: Notice {
+                    reason: reasons::SERVICE_MONITOR_NOT_INSTALLED,
+                    message: format!(
+                        "{} was not applied: the cluster does not serve monitoring.coreos.com/v1 ServiceMonitors (install the Prometheus Operator's CRDs, then restart the operator)",
+                        object.describe()
+                    ),
+                },
+            }),
+            _ => kept.push(object),
+        }
+    }
+    (kept, gated)
+}
+
+/// The route an object belongs to, by its `sluice.dev/route` label.
+fn route_of(object: &Object) -> Option<String> {
+    object
+        .metadata()
+        .labels
+        .as_ref()?
+        .get(label::ROUTE)
+        .cloned()
+}
+
+/// An object the API server refused.
+struct Failure {
+    route: Option<String>,
+    error: Error,
+}
+
+async fn apply(server: &McpServer, key: &ObjectKey, plan: Plan, ctx: &Context) -> Result<Action> {
+    let Plan {
+        routes,
+        rejected,
+        rendered,
+        missing,
+    } = plan;
+    let rendered = match rendered {
+        Ok(rendered) => rendered,
+        Err(error) => {
+            // Keep what runs: a spec that cannot be rendered says why in the status, and the
+            // objects of the last good spec stay until it is fixed.
+            tracing::info!(server = %key, %error, "cannot render");
+            let deployment = ctx.stores.deployments.get(Some(&key.namespace), &key.name);
+            let facts = ServerFacts {
+                generation: server.metadata.generation,
+                desired_replicas: server.spec.replicas,
+                problem: Some(Verdict::no(error.reason(), error.to_string())),
+                deployment: deployment.as_deref(),
+                ..ServerFacts::default()
+            };
+            write_server_status(server, key, &facts, ctx).await?;
+            return Ok(Action::requeue(ctx.options.requeue));
+        }
+    };
+    let (objects, gated) = gate(rendered.objects, &ctx.options.features);
+    for gate in &gated {
+        tracing::warn!(server = %key, reason = gate.notice.reason, "{}", gate.notice.message);
+    }
+
+    let mut failures = Vec::new();
+    for object in &objects {
+        match apply_object(&ctx.client, &ctx.stores, object).await {
+            Ok(Applied::Written) => {
+                ctx.metrics.wrote(object.kind(), "apply");
+                tracing::info!(server = %key, object = %object.describe(), "applied");
+            }
+            Ok(Applied::Unchanged) => {}
+            Err(error) => {
+                tracing::warn!(server = %key, object = %object.describe(), %error, "apply failed");
+                failures.push(Failure {
+                    route: route_of(object),
+                    error,
+                });
+            }
+        }
+    }
+    match prune(&ctx.client, &ctx.stores, &owner(server, key), &objects).await {
+        Ok(deleted) => {
+            for object in deleted {
+                ctx.metrics
+                    .wrote(object.split(' ').next().unwrap_or_default(), "delete");
+                tracing::info!(server = %key, %object, "pruned");
+            }
+        }
+        Err(error) => failures.push(Failure { route: None, error }),
+    }
+
+    // Route statuses: accepted ones with their endpoints, rejected ones with the reason.
+    let route_api: Api<McpRoute> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let now = status::now();
+    let mut first_error = None;
+    for outcome in rendered.routes.iter().chain(&rejected) {
+        let Some(route) = routes.get(&outcome.route.name) else {
+            continue;
+        };
+        let facts = match &outcome.result {
+            Ok(accepted) => RouteFacts::Accepted {
+                accepted,
+                programmed: programmed(&outcome.route.name, &failures, &gated),
+            },
+            Err(rejection) => RouteFacts::Rejected {
+                reason: rejection.reason,
+                message: rejection.message(),
+            },
+        };
+        let new = route_status(
+            route.status.as_ref(),
+            route.metadata.generation,
+            &facts,
+            &now,
+        );
+        match write_route(&route_api, route, &new).await {
+            Ok(true) => {
+                ctx.metrics.wrote(super::route::KIND, "status");
+                let reference = route.object_ref(&());
+                publish(
+                    &ctx.recorder,
+                    &reference,
+                    route_transitions(route.status.as_ref(), &new),
+                )
+                .await;
+            }
+            Ok(false) => {}
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+
+    let server_failures: Vec<String> = failures
+        .iter()
+        .filter(|f| f.route.is_none())
+        .map(|f| f.error.to_string())
+        .collect();
+    let mut degraded = rendered.degraded.clone();
+    degraded.extend(
+        gated
+            .iter()
+            .filter(|g| g.route.is_none())
+            .map(|g| g.notice.clone()),
+    );
+    let deployment = ctx.stores.deployments.get(Some(&key.namespace), &key.name);
+    let facts = ServerFacts {
+        generation: server.metadata.generation,
+        desired_replicas: server.spec.replicas,
+        problem: (!server_failures.is_empty())
+            .then(|| Verdict::no(reasons::APPLY_FAILED, server_failures.join("; "))),
+        missing,
+        deployment: deployment.as_deref(),
+        degraded,
+        url: Some(rendered.server_url.clone()),
+    };
+    write_server_status(server, key, &facts, ctx).await?;
+
+    let served: Vec<String> = rendered
+        .routes
+        .iter()
+        .filter(|o| o.result.is_ok())
+        .map(|o| o.route.name.clone())
+        .collect();
+    ctx.index
+        .record(&key.namespace, &key.name, &rendered.references, &served);
+
+    if let Some(failure) = failures.into_iter().next() {
+        return Err(failure.error);
+    }
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+    Ok(Action::requeue(ctx.options.requeue))
+}
+
+/// A route's `Programmed` verdict: its objects were applied, or why not.
+fn programmed(route: &str, failures: &[Failure], gated: &[Gated]) -> Verdict {
+    let failed: Vec<String> = failures
+        .iter()
+        .filter(|f| f.route.as_deref() == Some(route))
+        .map(|f| f.error.to_string())
+        .collect();
+    if !failed.is_empty() {
+        return Verdict::no(reasons::APPLY_FAILED, failed.join("; "));
+    }
+    if let Some(gate) = gated.iter().find(|g| g.route.as_deref() == Some(route)) {
+        return Verdict::no(gate.notice.reason, gate.notice.message.clone());
+    }
+    Verdict::yes(
+        api_reasons::PROGRAMMED,
+        "its Service and exposure are applied",
+    )
+}
+
+async fn write_server_status(
+    server: &McpServer,
+    key: &ObjectKey,
+    facts: &ServerFacts<'_>,
+    ctx: &Context,
+) -> Result<()> {
+    let api: Api<McpServer> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let new = server_status(server.status.as_ref(), facts, &status::now());
+    if write_server(&api, server, &new).await? {
+        ctx.metrics.wrote(KIND, "status");
+        let reference = server.object_ref(&());
+        publish(
+            &ctx.recorder,
+            &reference,
+            server_transitions(server.status.as_ref(), &new),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// A server is going away: its namespaced objects go with it (owner references); its
+/// cluster-scoped ones are deleted here, before the finalizer is removed.
+async fn cleanup(server: &McpServer, key: &ObjectKey, ctx: &Context) -> Result<Action> {
+    let deleted = cleanup_cluster_objects(&ctx.client, &owner(server, key)).await?;
+    for object in deleted {
+        ctx.metrics.wrote("ClusterRoleBinding", "delete");
+        tracing::info!(server = %key, %object, "deleted with its server");
+    }
+    ctx.index.forget(&key.namespace, &key.name);
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http_route(route: &str) -> Object {
+        let mut labels = std::collections::BTreeMap::new();
+        labels.insert(label::ROUTE.to_string(), route.to_string());
+        Object::HttpRoute(render::HttpRoute {
+            api_version: "gateway.networking.k8s.io/v1".into(),
+            kind: "HTTPRoute".into(),
+            metadata: kube::api::ObjectMeta {
+                name: Some(route.into()),
+                namespace: Some("tools".into()),
+                labels: Some(labels),
+                ..Default::default()
+            },
+            spec: render::HttpRouteSpec {
+                parent_refs: Vec::new(),
+                hostnames: Vec::new(),
+                rules: Vec::new(),
+            },
+        })
+    }
+
+    #[test]
+    fn kinds_the_cluster_does_not_serve_are_left_out_and_said() {
+        let objects = vec![http_route("public")];
+        let (kept, gated) = gate(objects.clone(), &Features::default());
+        assert!(kept.is_empty());
+        assert_eq!(gated.len(), 1);
+        assert_eq!(gated[0].route.as_deref(), Some("public"));
+        assert_eq!(gated[0].notice.reason, reasons::GATEWAY_API_NOT_INSTALLED);
+        let verdict = programmed("public", &[], &gated);
+        assert_eq!(verdict.reason, reasons::GATEWAY_API_NOT_INSTALLED);
+
+        let all = Features {
+            gateway_api: true,
+            service_monitors: true,
+        };
+        let (kept, gated) = gate(objects, &all);
+        assert_eq!(kept.len(), 1);
+        assert!(gated.is_empty());
+        assert_eq!(
+            programmed("public", &[], &gated).reason,
+            api_reasons::PROGRAMMED
+        );
+    }
+
+    #[test]
+    fn a_refused_object_of_a_route_fails_only_that_route() {
+        let failures = vec![Failure {
+            route: Some("a".into()),
+            error: Error::CacheNotReady { what: "x" },
+        }];
+        assert_eq!(
+            programmed("a", &failures, &[]).reason,
+            reasons::APPLY_FAILED
+        );
+        assert_eq!(
+            programmed("b", &failures, &[]).reason,
+            api_reasons::PROGRAMMED
+        );
+    }
+
+    #[test]
+    fn rollout_sets_ignore_reload_references() {
+        let refs = vec![
+            Reference {
+                kind: "Secret",
+                name: "oauth".into(),
+                on_change: render::OnChange::Rollout,
+            },
+            Reference {
+                kind: "Secret",
+                name: "keys".into(),
+                on_change: render::OnChange::Reload,
+            },
+        ];
+        assert_eq!(rollout_set(&refs), BTreeSet::from([("Secret", "oauth")]));
+    }
+}

@@ -1,0 +1,166 @@
+//! The watches that fill the caches and wake the reconcilers, in that order.
+//!
+//! Every trigger is handed on only after the object is in its cache, so a reconcile never
+//! reads a cache older than the event that woke it. A watch that wakes more than one
+//! controller is fanned out ([`fan_out`]) rather than opened twice: two watches of one kind
+//! would each be in their own order, and deletions would reach one before the other's cache.
+
+use std::fmt::Debug;
+
+use futures::{FutureExt, StreamExt};
+use kube::Resource;
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, watcher};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+/// A boxed stream of touched objects, as the controllers' triggers take them.
+pub type Touched<K> = futures::stream::BoxStream<'static, Result<K, watcher::Error>>;
+
+/// A watch of `api` that fills a cache: returns the cache and the stream of touched objects
+/// (the cache is updated before an object is handed on). Managed fields are dropped: they
+/// are most of an object's size and nothing here reads them.
+pub fn reflected<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, Touched<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(|object: &mut K| {
+            object.meta_mut().managed_fields = None;
+        })
+        .reflect(writer)
+        .touched_objects();
+    (reader, Box::pin(stream))
+}
+
+/// A metadata-only watch of `api` that fills a cache with names and resource versions only.
+pub fn reflected_names<K>(
+    api: Api<PartialObjectMeta<K>>,
+    config: watcher::Config,
+) -> (Store<PartialObjectMeta<K>>, Touched<PartialObjectMeta<K>>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    // An `Api` of `PartialObjectMeta` lists and watches metadata only.
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(|object: &mut PartialObjectMeta<K>| strip_to_name(&mut object.metadata))
+        .reflect(writer)
+        .touched_objects();
+    (reader, Box::pin(stream))
+}
+
+/// A metadata-only watch that caches nothing, for triggers that need only names.
+pub fn names<K>(
+    api: Api<PartialObjectMeta<K>>,
+    config: watcher::Config,
+) -> Touched<PartialObjectMeta<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    Box::pin(watcher(api, config).default_backoff().touched_objects())
+}
+
+/// Keeps what identifies an object and its version; drops labels, annotations and the rest.
+fn strip_to_name(metadata: &mut kube::api::ObjectMeta) {
+    *metadata = kube::api::ObjectMeta {
+        name: metadata.name.take(),
+        namespace: metadata.namespace.take(),
+        uid: metadata.uid.take(),
+        resource_version: metadata.resource_version.take(),
+        deletion_timestamp: metadata.deletion_timestamp.take(),
+        ..kube::api::ObjectMeta::default()
+    };
+}
+
+/// How many touched objects a fanned-out consumer may lag behind before the watch waits.
+const FAN_OUT_BUFFER: usize = 1024;
+
+/// Hands every object `stream` yields to `consumers` streams. The returned future drives the
+/// watch and must be polled for as long as the consumers run; watch errors are logged there
+/// (the watch retries with backoff) and not handed on.
+pub fn fan_out<K>(
+    stream: Touched<K>,
+    consumers: usize,
+    what: &'static str,
+) -> (futures::future::BoxFuture<'static, ()>, Vec<Touched<K>>)
+where
+    K: Clone + Send + 'static,
+{
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..consumers)
+        .map(|_| mpsc::channel::<K>(FAN_OUT_BUFFER))
+        .unzip();
+    let driver = async move {
+        let mut stream = stream;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(object) => {
+                    for sender in &senders {
+                        // A consumer that stopped has nothing more to learn.
+                        let _ = sender.send(object.clone()).await;
+                    }
+                }
+                Err(error) => tracing::warn!(watch = what, %error, "watch failed; retrying"),
+            }
+        }
+    }
+    .boxed();
+    let streams = receivers
+        .into_iter()
+        .map(|receiver| {
+            futures::stream::unfold(receiver, |mut receiver| async move {
+                let object = receiver.recv().await?;
+                Some((Ok(object), receiver))
+            })
+            .boxed()
+        })
+        .collect();
+    (driver, streams)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripped_metadata_keeps_only_identity_and_version() {
+        let mut meta = kube::api::ObjectMeta {
+            name: Some("s".into()),
+            namespace: Some("ns".into()),
+            uid: Some("u".into()),
+            resource_version: Some("7".into()),
+            annotations: Some(
+                [(
+                    "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+                    "{\"data\":{\"token\":\"c2VjcmV0\"}}".to_string(),
+                )]
+                .into(),
+            ),
+            labels: Some([("a".to_string(), "b".to_string())].into()),
+            ..Default::default()
+        };
+        strip_to_name(&mut meta);
+        assert_eq!(meta.name.as_deref(), Some("s"));
+        assert_eq!(meta.resource_version.as_deref(), Some("7"));
+        assert!(meta.annotations.is_none());
+        assert!(meta.labels.is_none());
+    }
+
+    #[tokio::test]
+    async fn fanned_out_objects_reach_every_consumer_in_order() {
+        let source: Touched<u32> =
+            futures::stream::iter(vec![Ok(1), Err(watcher::Error::NoResourceVersion), Ok(2)])
+                .boxed();
+        let (driver, consumers) = fan_out(source, 2, "test");
+        tokio::spawn(driver);
+        for consumer in consumers {
+            let seen: Vec<u32> = consumer.map(|item| item.unwrap()).collect().await;
+            assert_eq!(seen, [1, 2]);
+        }
+    }
+}
