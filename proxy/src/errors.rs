@@ -31,6 +31,8 @@ pub mod code {
     /// defines no such code; -32003 is from the implementation-defined server-error range and
     /// clear of the codes the MCP revisions use (-32001, -32002, -32020..-32022, -32042).
     pub const POLICY_DENIED: i32 = -32003;
+    /// A rate limit is exhausted (HTTP 429 with `Retry-After`); same range and reasoning.
+    pub const RATE_LIMITED: i32 = -32004;
 }
 
 /// Why the proxy answered a request itself.
@@ -79,6 +81,17 @@ pub enum Refusal {
     /// first refused item; the whole batch is refused).
     #[error("{0}")]
     Denied(crate::policy::Denial),
+    /// A rate limit of the entry point is exhausted for this caller.
+    #[error("rate limit {rule} exceeded; retry in {retry_after} s")]
+    RateLimited {
+        rule: std::sync::Arc<str>,
+        /// Whole seconds until a request would be admitted, rounded up.
+        retry_after: u64,
+    },
+    /// A global rate limit cannot be checked (Redis unreachable) and `redis.failMode` is
+    /// `closed`.
+    #[error("rate limits cannot be checked right now; retry later")]
+    LimiterUnavailable,
     /// The reply to a list request cannot be filtered for the caller, so it is not passed on.
     #[error("the upstream's list reply cannot be filtered: {0}")]
     ListUnfilterable(&'static str),
@@ -165,8 +178,9 @@ impl Refusal {
             | Refusal::InvalidRequest(_)
             | Refusal::InvalidParams(_)
             | Refusal::HeaderMismatch(_) => StatusCode::BAD_REQUEST,
-            Refusal::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Overloaded | Refusal::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Denied(_) => StatusCode::FORBIDDEN,
+            Refusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Refusal::ListUnfilterable(_) => StatusCode::BAD_GATEWAY,
             Refusal::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::BadMetadata(_) => StatusCode::BAD_GATEWAY,
@@ -190,7 +204,8 @@ impl Refusal {
             Refusal::InvalidParams(_) => code::INVALID_PARAMS,
             Refusal::HeaderMismatch(_) => code::HEADER_MISMATCH,
             Refusal::Denied(_) => code::POLICY_DENIED,
-            Refusal::ListUnfilterable(_) => code::INTERNAL_ERROR,
+            Refusal::RateLimited { .. } => code::RATE_LIMITED,
+            Refusal::LimiterUnavailable | Refusal::ListUnfilterable(_) => code::INTERNAL_ERROR,
             Refusal::BodyTimeout(_) | Refusal::Upstream(UpstreamFailure::FirstByteTimeout) => {
                 code::REQUEST_TIMEOUT
             }
@@ -227,6 +242,9 @@ impl Refusal {
         }
         if let Refusal::Unauthenticated { challenge, .. } = self {
             headers.insert(header::WWW_AUTHENTICATE, challenge.clone());
+        }
+        if let Refusal::RateLimited { retry_after, .. } = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
         if matches!(self, Refusal::BodyTooLarge { .. } | Refusal::BodyTimeout(_)) {
             // The rest of the body was never read: the connection cannot carry another request.

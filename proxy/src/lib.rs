@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod conn;
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod origin;
 pub mod policy;
 pub mod prefix;
+pub mod ratelimit;
 pub mod reload;
 pub mod shutdown;
 pub mod sse;

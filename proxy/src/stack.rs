@@ -22,7 +22,7 @@ use crate::errors::Refusal;
 use crate::identity::Identity;
 use crate::inspect::{self, Inspection};
 use crate::state::{Entry, State};
-use crate::{discovery, forward, limits, mcp_headers, policy};
+use crate::{audit, discovery, forward, limits, mcp_headers, policy, ratelimit};
 
 /// A caller connection, as the request path needs it.
 pub struct Conn {
@@ -80,11 +80,15 @@ pub async fn serve(req: Request<Incoming>, conn: &Conn) -> Response<ResponseBody
         identity: None,
     };
     let mut response = match handle(req, conn, &mut cx).await {
-        Ok(response) => response,
+        Ok(response) => {
+            audit::record(&cx, None, response.status());
+            response
+        }
         Err(refusal) => {
             if let Refusal::Upstream(failure) = &refusal {
                 access::upstream_failed(&conn.state, &cx, *failure);
             }
+            audit::record(&cx, Some(&refusal), refusal.status());
             refusal.to_response(cx.reply_id())
         }
     };
@@ -143,10 +147,9 @@ async fn handle(
     }
 
     // Tool policy: every tool, resource and prompt named must be allowed for this caller (a
-    // batch is refused whole).
+    // batch is refused whole); then the rate limits count what is left.
     policy::authorize(cx, &conn.state.metrics)?;
-
-    // (Rate limits will count `cx.inspection` here.)
+    ratelimit::check(cx, conn.peer.ip()).await?;
     // List replies will show this caller only what it may use.
     let list_filter = policy::list_filter(cx);
     if let Some(filter) = &list_filter {
