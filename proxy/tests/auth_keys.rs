@@ -1,0 +1,239 @@
+//! Mode `apiKey` (keys from a mounted Secret, re-read as the kubelet swaps it) and mode `none`.
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use support::auth::*;
+use support::*;
+
+const CI_KEY: &str = "ci-key-0123456789abcdef";
+const DEPLOY_KEY: &str = "deploy-key-0123456789";
+const CI_UPSTREAM: &str = "api-ciupstreamciupstreamciupstre";
+const DEPLOY_UPSTREAM: &str = "api-deployupstreamdeployupstream";
+const OPS_UPSTREAM: &str = "api-opsupstreamopsupstreamopsups";
+
+/// A directory laid out as the kubelet mounts a Secret: the keys live in a timestamped
+/// directory that `..data` points at, and each key name is a symlink through `..data`.
+struct SecretDir {
+    root: PathBuf,
+    generation: u32,
+}
+
+impl SecretDir {
+    fn new(root: &Path, keys: &[(&str, &str)]) -> Self {
+        std::fs::create_dir_all(root).unwrap();
+        let mut dir = Self {
+            root: root.to_owned(),
+            generation: 0,
+        };
+        dir.update(keys);
+        dir
+    }
+
+    /// The kubelet's atomic update: new data directory, `..data` swapped by a rename, key
+    /// symlinks added and removed, the old data directory deleted.
+    fn update(&mut self, keys: &[(&str, &str)]) {
+        self.generation += 1;
+        let data = format!("..2026_01_01_00_00_00.{:09}", self.generation);
+        std::fs::create_dir(self.root.join(&data)).unwrap();
+        for (name, value) in keys {
+            std::fs::write(self.root.join(&data).join(name), value).unwrap();
+        }
+        let old = std::fs::read_link(self.root.join("..data")).ok();
+        std::os::unix::fs::symlink(&data, self.root.join("..data_tmp")).unwrap();
+        std::fs::rename(self.root.join("..data_tmp"), self.root.join("..data")).unwrap();
+        for entry in std::fs::read_dir(&self.root).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if !name.starts_with('.') && !keys.iter().any(|(k, _)| *k == name) {
+                std::fs::remove_file(self.root.join(&name)).unwrap();
+            }
+        }
+        for (name, _) in keys {
+            let link = self.root.join(name);
+            if std::fs::symlink_metadata(&link).is_err() {
+                std::os::unix::fs::symlink(format!("..data/{name}"), link).unwrap();
+            }
+        }
+        if let Some(old) = old {
+            std::fs::remove_dir_all(self.root.join(old)).unwrap();
+        }
+    }
+}
+
+fn identity_map(dir: &Path, pairs: &[(&str, &str)]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = pairs
+        .iter()
+        .map(|(i, t)| ((*i).to_owned(), serde_json::Value::from(*t)))
+        .collect();
+    let path = dir.join("upstream-tokens.json");
+    std::fs::write(&path, serde_json::Value::Object(map).to_string()).unwrap();
+    format!("upstreamToken:\n  perIdentityFile: {}", path.display())
+}
+
+#[tokio::test]
+async fn a_key_in_either_header_names_its_client() {
+    let mut upstream = Upstream::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    SecretDir::new(
+        &keys,
+        &[
+            ("ci", &format!("{CI_KEY}\n")),
+            ("deploy", DEPLOY_KEY),
+            ("short", "fifteen-chars!!"),
+        ],
+    );
+    let entry = identity_map(
+        dir.path(),
+        &[("ci", CI_UPSTREAM), ("deploy", DEPLOY_UPSTREAM)],
+    );
+    let auth = format!("mode: apiKey\nkeysDir: {}", keys.display());
+    let sluice = Sluice::start(&auth_config(upstream.addr, "", &auth, &entry)).await;
+
+    let bearer = format!("Bearer {CI_KEY}");
+    assert_eq!(
+        call(&sluice, &[("authorization", &bearer)]).await.status,
+        200
+    );
+    let seen = upstream.next().await;
+    assert_eq!(seen.headers["x-phabricator-token"], CI_UPSTREAM);
+    assert!(
+        seen.headers.get("authorization").is_none(),
+        "the API key went upstream"
+    );
+    assert_eq!(
+        call(&sluice, &[("x-api-key", DEPLOY_KEY)]).await.status,
+        200
+    );
+    let seen = upstream.next().await;
+    assert_eq!(seen.headers["x-phabricator-token"], DEPLOY_UPSTREAM);
+    assert!(
+        seen.headers.get("x-api-key").is_none(),
+        "the API key went upstream"
+    );
+
+    assert_401(&call(&sluice, &[]).await, "Bearer");
+    let both = [("authorization", bearer.as_str()), ("x-api-key", CI_KEY)];
+    assert_401(&call(&sluice, &both).await, "invalid_request");
+    let oversized = "k".repeat(5000);
+    let look_alike = CI_KEY.replace('e', "\u{0435}");
+    let refused: [(&str, &[u8]); 6] = [
+        ("x-api-key", b"fifteen-chars!!"),
+        ("x-api-key", b"not-a-key-of-anybody"),
+        ("x-api-key", oversized.as_bytes()),
+        ("x-api-key", look_alike.as_bytes()),
+        ("x-api-key", b"ci-key-\t123456789abcdef"),
+        ("authorization", b"Basic Y2k6Y2kta2V5"),
+    ];
+    for header in refused {
+        let reply = call_raw(&sluice, &[header]).await;
+        assert_401(&reply, r#"error="invalid_token""#);
+    }
+    assert!(!upstream.saw_any(), "a refused caller reached the upstream");
+
+    // The short key was refused at load, and /readyz says so (without the key).
+    let ready = get(&sluice.admin("/readyz")).await;
+    assert_eq!(ready.status, 200);
+    let text = ready.text();
+    assert!(
+        text.contains("short: the key is shorter than 16 characters"),
+        "{text}"
+    );
+    assert!(!text.contains("fifteen-chars"), "{text}");
+}
+
+#[tokio::test]
+async fn keys_follow_the_secret_as_the_kubelet_swaps_it() {
+    let upstream = Upstream::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys_path = dir.path().join("keys");
+    let mut keys = SecretDir::new(&keys_path, &[("ci", CI_KEY)]);
+    let entry = identity_map(
+        dir.path(),
+        &[
+            ("ci", CI_UPSTREAM),
+            ("deploy", DEPLOY_UPSTREAM),
+            ("ops", OPS_UPSTREAM),
+        ],
+    );
+    let auth = format!("mode: apiKey\nkeysDir: {}", keys_path.display());
+    let sluice = Sluice::start(&auth_config(upstream.addr, "", &auth, &entry)).await;
+    let status = async |key: &str| call(&sluice, &[("x-api-key", key)]).await.status;
+    assert_eq!(status(CI_KEY).await, 200);
+
+    // Rotated: ci has a new key, ops is added.
+    let new_ci = "ci-key-rotated-0123456789";
+    let ops = "ops-key-0123456789abcdef";
+    keys.update(&[("ci", new_ci), ("ops", ops)]);
+    eventually("the new keys", async || status(new_ci).await == 200).await;
+    assert_eq!(status(ops).await, 200);
+    assert_eq!(status(CI_KEY).await, 401, "the rotated-out key still works");
+
+    // The Secret disappears: the last good keys stay; /readyz says why.
+    let aside = dir.path().join("aside");
+    std::fs::rename(&keys_path, &aside).unwrap();
+    eventually("the problem on /readyz", async || {
+        get(&sluice.admin("/readyz"))
+            .await
+            .text()
+            .contains("API keys")
+    })
+    .await;
+    assert_eq!(status(new_ci).await, 200);
+    std::fs::rename(&aside, &keys_path).unwrap();
+    eventually("the problem to clear", async || {
+        !get(&sluice.admin("/readyz"))
+            .await
+            .text()
+            .contains("API keys")
+    })
+    .await;
+    assert_eq!(status(ops).await, 200);
+}
+
+#[tokio::test]
+async fn an_unreadable_key_directory_lets_nobody_in() {
+    let mut upstream = Upstream::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let auth = format!(
+        "mode: apiKey\nkeysDir: {}",
+        dir.path().join("missing").display()
+    );
+    let sluice = Sluice::start(&auth_config(upstream.addr, "", &auth, "")).await;
+    assert_503(&call(&sluice, &[("x-api-key", CI_KEY)]).await);
+    assert!(
+        get(&sluice.admin("/readyz"))
+            .await
+            .text()
+            .contains("none is in use")
+    );
+    assert!(!upstream.saw_any());
+}
+
+#[tokio::test]
+async fn mode_none_lets_everyone_in_as_anonymous_without_their_credentials() {
+    let mut upstream = Upstream::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let entry = identity_map(dir.path(), &[("anonymous", CI_UPSTREAM)]);
+    let sluice = Sluice::start(&auth_config(upstream.addr, "", "mode: none", &entry)).await;
+    let reply = call(
+        &sluice,
+        &[
+            ("authorization", "Bearer some-jwt-for-the-sidecar"),
+            ("x-api-key", CI_KEY),
+            ("x-phabricator-token", "api-callercallercallercallercall"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let seen = upstream.next().await;
+    assert_eq!(seen.headers["x-phabricator-token"], CI_UPSTREAM);
+    assert_eq!(
+        seen.headers.get_all("x-phabricator-token").iter().count(),
+        1
+    );
+    assert!(seen.headers.get("authorization").is_none());
+    assert!(seen.headers.get("x-api-key").is_none());
+}
