@@ -1,0 +1,231 @@
+//! No token or key is ever logged: the binary at its most verbose level, fed good and bad
+//! credentials in every mode that handles secrets, and its whole output searched for them.
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+mod support;
+
+use std::process::Stdio;
+
+use support::issuer::{Issuer, SigningKey};
+use support::phabricator::Phabricator;
+use support::*;
+use tokio::io::AsyncBufReadExt as _;
+
+const GOOD_TOKEN: &str = "api-goodsecretgoodsecretgoodsecr";
+const BAD_TOKEN: &str = "api-badsecret2badsecret2badsecre";
+const MALFORMED_TOKEN: &str = "api-MALFORMEDsecret";
+const API_KEY: &str = "apikeysecret-0123456789";
+const WRONG_KEY: &str = "wrongkeysecret-0123456789";
+const BOT_TOKEN: &str = "api-botsecretbotsecretbotsecretb";
+const SIDECAR_SECRETS: [&str; 7] = [
+    "goodsecret",
+    "badsecret",
+    "MALFORMEDsecret",
+    "apikeysecret",
+    "wrongkeysecret",
+    "botsecret",
+    "bearersecret",
+];
+
+/// Runs the binary on `config` with every log line of stdout and stderr collected.
+struct Binary {
+    child: tokio::process::Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    all: Vec<String>,
+}
+
+impl Binary {
+    fn spawn(config: &std::path::Path) -> Self {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice-proxy"))
+            .arg("--config")
+            .arg(config)
+            .arg("--reload-interval")
+            .arg("100ms")
+            .env("RUST_LOG", "trace")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        let out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let err = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        for mut stream in [Box::new(out) as Box<dyn LinesStream>, Box::new(err)] {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(line) = stream.next().await {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Self {
+            child,
+            lines,
+            all: Vec::new(),
+        }
+    }
+
+    /// The `local` address of the first line starting with `message`.
+    async fn address(&mut self, message: &str) -> String {
+        within(&format!("log line {message:?}"), async {
+            loop {
+                let Some(line) = self.lines.recv().await else {
+                    panic!("the proxy exited:\n{}", self.all.join("\n"));
+                };
+                self.all.push(line.clone());
+                let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if json["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(message))
+                {
+                    return json["local"].as_str().unwrap().to_owned();
+                }
+            }
+        })
+        .await
+    }
+
+    fn drain(&mut self) -> String {
+        while let Ok(line) = self.lines.try_recv() {
+            self.all.push(line);
+        }
+        self.all.join("\n")
+    }
+}
+
+trait LinesStream: Send {
+    fn next(&mut self) -> std::pin::Pin<Box<dyn Future<Output = Option<String>> + Send + '_>>;
+}
+
+impl<R: tokio::io::AsyncBufRead + Unpin + Send> LinesStream for tokio::io::Lines<R> {
+    fn next(&mut self) -> std::pin::Pin<Box<dyn Future<Output = Option<String>> + Send + '_>> {
+        Box::pin(async move { self.next_line().await.ok().flatten() })
+    }
+}
+
+#[tokio::test]
+async fn no_credential_reaches_the_logs() {
+    let upstream = Upstream::ok().await;
+    let phab = Phabricator::start().await;
+    phab.user(GOOD_TOKEN, "alice");
+    let issuer = Issuer::start().await;
+    let key = SigningKey::p256("k");
+    issuer.publish(&key);
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::write(keys.join("client"), API_KEY).unwrap();
+    std::fs::write(keys.join("short"), "shortsecret").unwrap();
+    std::fs::write(dir.path().join("bot"), BOT_TOKEN).unwrap();
+    let entry_points = [
+        "  - name: phab",
+        "    listen: 127.0.0.1:0",
+        "    auth:",
+        "      mode: phabricatorToken",
+        "      verify: {}",
+        "  - name: keys",
+        "    listen: 127.0.0.1:0",
+        "    auth:",
+        "      mode: apiKey",
+        &format!("      keysDir: {}", keys.display()),
+        "    upstreamToken:",
+        &format!("      file: {}", dir.path().join("bot").display()),
+        "  - name: jwt",
+        "    listen: 127.0.0.1:0",
+        "    auth:",
+        "      mode: jwt",
+        &format!("      issuer: {}", issuer.url()),
+        "      audiences: [sluice]",
+        "      algorithms: [ES256]",
+        "  - name: oauth",
+        "    listen: 127.0.0.1:0",
+        "    auth:",
+        "      mode: oauth",
+    ]
+    .join("\n");
+    let config = format!(
+        "upstream:\n  url: http://{}\nadmin:\n  listen: 127.0.0.1:0\nlog:\n  format: json\n{}\nentryPoints:\n{entry_points}\n",
+        upstream.addr,
+        phab.config(""),
+    );
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, config).unwrap();
+    let mut binary = Binary::spawn(&path);
+    let mut addr = std::collections::HashMap::new();
+    for name in ["phab", "keys", "jwt", "oauth"] {
+        let local = binary
+            .address(&format!("listening for entry point {name}"))
+            .await;
+        addr.insert(name, local);
+    }
+    let send_to = async |entry: &str, headers: &[(&str, &str)]| {
+        let mut req = post(&format!("http://{}/mcp", addr[entry]));
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        send(req.body(body(TOOLS_CALL)).unwrap()).await.status
+    };
+
+    assert_eq!(
+        send_to("phab", &[("x-phabricator-token", GOOD_TOKEN)]).await,
+        200
+    );
+    // Phabricator quotes this one back in error_info.
+    assert_eq!(
+        send_to("phab", &[("x-phabricator-token", BAD_TOKEN)]).await,
+        401
+    );
+    assert_eq!(
+        send_to("phab", &[("x-phabricator-token", MALFORMED_TOKEN)]).await,
+        401
+    );
+    assert_eq!(send_to("keys", &[("x-api-key", API_KEY)]).await, 200);
+    let bearer = format!("Bearer {API_KEY}");
+    assert_eq!(send_to("keys", &[("authorization", &bearer)]).await, 200);
+    assert_eq!(send_to("keys", &[("x-api-key", WRONG_KEY)]).await, 401);
+    let claims = serde_json::json!({"iss": issuer.url(), "aud": "sluice", "sub": "jwt-user", "exp": support::issuer::now() + 60});
+    let jwt = key.sign("ES256", &claims);
+    assert_eq!(
+        send_to("jwt", &[("authorization", &format!("Bearer {jwt}"))]).await,
+        200
+    );
+    let forged = format!("{jwt}x");
+    assert_eq!(
+        send_to("jwt", &[("authorization", &format!("Bearer {forged}"))]).await,
+        401
+    );
+    assert_eq!(
+        send_to("oauth", &[("authorization", "Bearer oauth-bearersecret")]).await,
+        200
+    );
+    assert_eq!(
+        send_to("oauth", &[("authorization", "Bearer oauth-bearersecret")]).await,
+        200
+    );
+
+    // Let the last lines arrive, then stop the proxy.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    binary.child.start_kill().unwrap();
+    let _ = within("the proxy to exit", binary.child.wait()).await;
+    let text = binary.drain();
+    assert!(
+        text.contains("caller refused"),
+        "no refusal was logged:\n{text}"
+    );
+    assert!(
+        text.contains("shorter than 16"),
+        "the short key was not reported:\n{text}"
+    );
+    for secret in SIDECAR_SECRETS.iter().chain(&["shortsecret", jwt.as_str()]) {
+        assert!(
+            !text.contains(secret),
+            "{secret} was logged:\n{}",
+            text.lines()
+                .filter(|l| l.contains(secret))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
