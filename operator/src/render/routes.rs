@@ -102,6 +102,21 @@ pub fn discovery_urls(public_url: &str, mode: AuthMode) -> Option<DiscoveryUrls>
     }
 }
 
+/// Points every accepted route's redirect URI at `server_url`'s callback: Conduit sends
+/// Phabricator `<its server URL>/auth/callback` whichever route a login starts on, so that is
+/// the URI to register, even on a route whose own public URL differs.
+pub fn register_callback_of(server_url: &str, outcomes: &mut [RouteOutcome]) {
+    let callback = format!("{}/auth/callback", server_url.trim_end_matches('/'));
+    for outcome in outcomes {
+        if let Ok(accepted) = &mut outcome.result
+            && let Some(discovery) = &mut accepted.discovery
+            && discovery.redirect_uri.is_some()
+        {
+            discovery.redirect_uri = Some(callback.clone());
+        }
+    }
+}
+
 /// A route that made it into its server's config.
 #[derive(Clone, Debug)]
 pub struct PlannedRoute<'a> {

@@ -132,8 +132,11 @@ pub fn render_server(
     let site = translate::server_site(key, &service_url);
     let (server_entry_point, mut files) =
         translate::entry_point(server, &site, &server.spec.policy)?;
-    let (planned, outcomes) = routes::plan(server, key, routes, observed, &mut warnings)?;
+    let (planned, mut outcomes) = routes::plan(server, key, routes, observed, &mut warnings)?;
     let oauth_public_url = oauth_public_url(server, key, &planned)?;
+    if let Some(url) = &oauth_public_url {
+        routes::register_callback_of(url, &mut outcomes);
+    }
     let mut entry_points = vec![server_entry_point];
     for route in &planned {
         entry_points.push(route.entry_point.clone());
