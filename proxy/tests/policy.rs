@@ -561,6 +561,52 @@ async fn list_replies_that_cannot_be_filtered_are_refused() {
     }
 }
 
+#[tokio::test]
+async fn get_streams_have_every_list_reply_filtered() {
+    // A resumed stream (GET with Last-Event-ID) replays a POST's events, its list reply included;
+    // the legacy HTTP+SSE transport sends every reply on its GET stream.
+    let mut upstream = Upstream::start(|seen| {
+        let is_get = seen.method == http::Method::GET;
+        async move {
+            if !is_get {
+                return json(StatusCode::OK, "{}");
+            }
+            let reply = json!({"jsonrpc":"2.0","id":9,"result":{"tools":[
+                {"name":"pha_task_get"},{"name":"pha_passphrase_get"}]}});
+            let stream = format!(
+                "event: endpoint\ndata: /messages?session=1\n\nid: 4\ndata: {reply}\n\ndata: {reply}\n\n"
+            );
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(full(stream))
+                .unwrap()
+        }
+    })
+    .await;
+    let sluice = Sluice::start(&config(
+        upstream.addr,
+        "streaming:\n  keepAlive: null",
+        "tools:\n  deny: [\"pha_passphrase_*\"]",
+    ))
+    .await;
+    let open = Sluice::start(&config(upstream.addr, "streaming:\n  keepAlive: null", "")).await;
+    let resume = |url: String| {
+        http::Request::get(url)
+            .header("accept", "text/event-stream")
+            .header("last-event-id", "3")
+            .body(http_body_util::Full::default())
+            .unwrap()
+    };
+    let filtered = send(resume(sluice.url("/mcp"))).await.text();
+    assert!(filtered.starts_with("event: endpoint\ndata: /messages?session=1\n\nid: 4\n"));
+    assert_eq!(filtered.matches("pha_task_get").count(), 2, "{filtered}");
+    assert!(!filtered.contains("pha_passphrase_get"), "{filtered}");
+    upstream.next().await;
+    let unfiltered = send(resume(open.url("/mcp"))).await.text();
+    assert_eq!(unfiltered.matches("pha_passphrase_get").count(), 2);
+    upstream.next().await;
+}
+
 /// An upstream whose one response is an event stream the test writes into.
 async fn streaming_upstream() -> (Upstream, tokio::sync::oneshot::Receiver<Sender<Bytes>>) {
     let (tx, rx) = tokio::sync::oneshot::channel();

@@ -1,7 +1,7 @@
 //! List replies inside server-sent event streams: events are split incrementally as bytes
-//! arrive, the event carrying the list response is rewritten, every other event is passed on
-//! unchanged as soon as it is complete, and once every list response has gone by the rest of the
-//! stream passes through without being looked at.
+//! arrive, the event carrying a list response is rewritten, every other event is passed on
+//! unchanged as soon as it is complete, and once every awaited list response has gone by the
+//! rest of the stream passes through without being looked at.
 //!
 //! An event is only ever held until its own end (an SSE client dispatches nothing earlier), never
 //! behind another one. Line ends may be LF, CRLF or CR, split anywhere across chunks.
@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
 use pin_project_lite::pin_project;
 
-use super::reply::{self, Target};
+use super::reply::{self, Targets};
 use super::rules::Kind;
 
 /// What a list reply is filtered with: the list kinds' verdicts, and a note when a list that
@@ -36,14 +36,14 @@ pin_project! {
 
 struct Filtering<K> {
     splitter: Splitter,
-    targets: Vec<Target>,
+    targets: Targets,
     keep: K,
 }
 
 impl<B, K: Keep> FilteredEvents<B, K> {
     /// Filters the replies to `targets` in `inner`; an event larger than `max_event` bytes
-    /// while targets are pending ends the stream with an error reply to each of them.
-    pub fn new(inner: B, targets: Vec<Target>, keep: K, max_event: usize) -> Self {
+    /// while targets are pending ends the stream (with an error reply to each awaited one).
+    pub fn new(inner: B, targets: Targets, keep: K, max_event: usize) -> Self {
         Self {
             inner,
             filtering: Some(Filtering {
@@ -92,11 +92,13 @@ impl<B: Body<Data = Bytes>, K: Keep> Body for FilteredEvents<B, K> {
             });
             if pushed.is_err() {
                 // Too large to judge: answer what is pending with an error and end the stream.
-                for t in targets.drain(..) {
-                    out.extend_from_slice(&error_event(&t));
+                if let Targets::Ids(ids) = targets {
+                    for t in ids.drain(..) {
+                        out.extend_from_slice(&error_event(&t));
+                    }
                 }
                 *this.finished = true;
-            } else if targets.is_empty() {
+            } else if targets.is_done() {
                 out.extend_from_slice(&splitter.take_rest());
                 *this.filtering = None;
             }
@@ -112,7 +114,7 @@ impl<B: Body<Data = Bytes>, K: Keep> Body for FilteredEvents<B, K> {
 }
 
 /// One complete event: the list reply rewritten, anything else copied.
-fn process<K: Keep>(event: &[u8], targets: &mut Vec<Target>, keep: &K, out: &mut BytesMut) {
+fn process<K: Keep>(event: &[u8], targets: &mut Targets, keep: &K, out: &mut BytesMut) {
     let mut data: Option<Vec<u8>> = None;
     let mut is_message = true;
     for line in lines(event) {
@@ -163,7 +165,7 @@ fn process<K: Keep>(event: &[u8], targets: &mut Vec<Target>, keep: &K, out: &mut
 }
 
 /// An error reply to a target, as an event.
-fn error_event(target: &Target) -> Vec<u8> {
+fn error_event(target: &reply::Target) -> Vec<u8> {
     let body = crate::errors::error_body(
         crate::errors::code::INTERNAL_ERROR,
         &"the list reply is too large to filter",
@@ -320,7 +322,7 @@ mod tests {
     use serde_json::value::RawValue;
 
     use super::*;
-    use crate::policy::reply::ListKind;
+    use crate::policy::reply::{ListKind, Target};
 
     #[derive(Clone, Default)]
     struct NoSecrets(Arc<Mutex<Vec<ListKind>>>);
@@ -334,8 +336,11 @@ mod tests {
         }
     }
 
-    fn target(id: &str) -> Target {
-        Target::new(&RawValue::from_string(id.into()).unwrap(), ListKind::Tools)
+    fn target(id: &str) -> Targets {
+        Targets::Ids(vec![Target::new(
+            &RawValue::from_string(id.into()).unwrap(),
+            ListKind::Tools,
+        )])
     }
 
     /// A body yielding fixed chunks.
@@ -353,7 +358,7 @@ mod tests {
     }
 
     /// Runs `chunks` through the filter; returns each output frame.
-    async fn run(chunks: &[&[u8]], targets: Vec<Target>, max: usize) -> Vec<Bytes> {
+    async fn run(chunks: &[&[u8]], targets: Targets, max: usize) -> Vec<Bytes> {
         let inner = Chunks(chunks.iter().map(|c| Bytes::copy_from_slice(c)).collect());
         let mut body = FilteredEvents::new(inner, targets, NoSecrets::default(), max);
         let mut out = Vec::new();
@@ -380,7 +385,7 @@ mod tests {
         let stream = format!(
             "id: 0\nretry: 100\ndata:\n\n{progress}: comment\n\nevent: message\nid: 9\ndata: {REPLY}\n\nevent: message\ndata: after\n\n"
         );
-        let out = run(&[stream.as_bytes()], vec![target("3")], 1 << 20).await;
+        let out = run(&[stream.as_bytes()], target("3"), 1 << 20).await;
         assert_eq!(
             joined(&out),
             format!(
@@ -397,7 +402,7 @@ mod tests {
             );
             for size in [1, 2, 3, 7, 64] {
                 let chunks: Vec<&[u8]> = stream.as_bytes().chunks(size).collect();
-                let out = run(&chunks, vec![target("3")], 1 << 20).await;
+                let out = run(&chunks, target("3"), 1 << 20).await;
                 assert_eq!(
                     joined(&out),
                     stream.replace(REPLY, FILTERED),
@@ -412,7 +417,7 @@ mod tests {
         let first = "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\"}\n\n";
         let reply = format!("data: {REPLY}\n\n");
         let (a, b) = reply.as_bytes().split_at(20);
-        let out = run(&[first.as_bytes(), a, b], vec![target("3")], 1 << 20).await;
+        let out = run(&[first.as_bytes(), a, b], target("3"), 1 << 20).await;
         // The notification came out as its own frame, before the reply was complete.
         assert_eq!(out[0], first);
         assert_eq!(joined(&out[1..]), format!("data: {FILTERED}\n\n"));
@@ -421,7 +426,7 @@ mod tests {
     #[tokio::test]
     async fn multi_line_data_is_joined_and_the_rest_passes_through_after_the_reply() {
         let reply = "data: {\"jsonrpc\":\"2.0\",\"id\":3,\ndata: \"result\":{\"tools\":[{\"name\":\"pha_passphrase_get\"}]}}\n\ndata: x";
-        let out = run(&[reply.as_bytes(), b"yz\n\n"], vec![target("3")], 1 << 20).await;
+        let out = run(&[reply.as_bytes(), b"yz\n\n"], target("3"), 1 << 20).await;
         assert_eq!(
             joined(&out),
             "data: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"tools\":[]}}\n\ndata: xyz\n\n"
@@ -431,12 +436,23 @@ mod tests {
     #[tokio::test]
     async fn an_oversized_event_ends_the_stream_with_an_error_reply() {
         let big = format!("data: {{\"pad\":\"{}\"", "x".repeat(100));
-        let out = run(&[big.as_bytes(), b"}\n\n"], vec![target("3")], 64).await;
+        let out = run(&[big.as_bytes(), b"}\n\n"], target("3"), 64).await;
         let text = joined(&out);
         assert!(text.starts_with("event: message\ndata: {"), "{text}");
         assert!(text.contains("\"id\":3"), "{text}");
         assert!(text.contains("-32603"), "{text}");
         assert!(!text.contains("pad"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn streams_without_requests_have_every_list_reply_filtered() {
+        let reply = format!("id: 5\ndata: {REPLY}\n\n");
+        let note =
+            "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\n";
+        let stream = format!("{note}{reply}{reply}");
+        let out = run(&[stream.as_bytes()], Targets::AnyList, 1 << 20).await;
+        let filtered = format!("id: 5\ndata: {FILTERED}\n\n");
+        assert_eq!(joined(&out), format!("{note}{filtered}{filtered}"));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The reply to a list request, filtered for the caller: a JSON reply is read whole (bounded)
 //! and rewritten with its `Content-Length` fixed; an event stream is filtered event by event
-//! as it flows. What cannot be filtered is refused (502), never passed on unfiltered.
+//! as it flows. What cannot be filtered is refused (502), never passed on unfiltered. A GET
+//! event stream (resumed POST streams, the legacy HTTP+SSE transport) has every list-shaped
+//! response filtered.
 
 use std::sync::Arc;
 
@@ -9,7 +11,7 @@ use http_body::Body as _;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 
 use super::events::{FilteredEvents, Keep};
-use super::reply::{self, ListKind, Target};
+use super::reply::{self, ListKind, Targets};
 use super::rules::Kind;
 use super::{Policy, Verdict, View};
 use crate::body::ResponseBody;
@@ -23,7 +25,7 @@ pub const MAX_LIST_BYTES: usize = 8 * 1024 * 1024;
 #[derive(Debug)]
 pub struct ListFilter {
     keep: Keeper,
-    targets: Vec<Target>,
+    targets: Targets,
 }
 
 /// The caller's view, owned, for a body that outlives the request path.
@@ -53,7 +55,7 @@ impl Keep for Keeper {
 }
 
 impl ListFilter {
-    pub(super) fn new(policy: Arc<Policy>, index: usize, targets: Vec<Target>) -> Self {
+    pub(super) fn new(policy: Arc<Policy>, index: usize, targets: Targets) -> Self {
         Self {
             keep: Keeper { policy, index },
             targets,
@@ -71,7 +73,11 @@ impl ListFilter {
         response: Response<ResponseBody>,
     ) -> Result<Response<ResponseBody>, Refusal> {
         let (mut parts, body) = response.into_parts();
-        if !parts.status.is_success() || body.is_end_stream() {
+        let streams_only = matches!(self.targets, Targets::AnyList);
+        if !parts.status.is_success()
+            || body.is_end_stream()
+            || streams_only && !sse::is_event_stream(&parts.headers)
+        {
             return Ok(Response::from_parts(parts, body));
         }
         if parts
@@ -82,6 +88,8 @@ impl ListFilter {
             return Err(Refusal::ListUnfilterable("it is compressed"));
         }
         if sse::is_event_stream(&parts.headers) {
+            // Rewritten events change the length; the stream is sent chunked.
+            parts.headers.remove(header::CONTENT_LENGTH);
             let events = FilteredEvents::new(body, self.targets, self.keep, MAX_LIST_BYTES);
             return Ok(Response::from_parts(parts, ResponseBody::boxed(events)));
         }
@@ -101,7 +109,7 @@ impl ListFilter {
         let keep = |kind: Kind, name: &str| self.keep.keep(kind, name);
         let rewritten = reply::rewrite(&bytes, &mut targets, &keep)
             .map_err(|_| Refusal::ListUnfilterable("it is not JSON"))?;
-        if !targets.is_empty() {
+        if !targets.is_done() {
             // A JSON reply answers every request of its POST; one that does not cannot be
             // trusted to hold no unfiltered list.
             return Err(Refusal::ListUnfilterable(

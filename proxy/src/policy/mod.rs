@@ -1,6 +1,8 @@
 //! Tool policy: which tools, resources and prompts each caller may use. A request naming
 //! anything else is refused before it reaches the upstream (a batch whole, if one item is), and
-//! list replies are filtered so each caller only sees what it may use.
+//! list replies are filtered so each caller only sees what it may use: the replies to its list
+//! requests, and on its GET event streams (resumed POST streams, the legacy HTTP+SSE
+//! transport) every response holding a list.
 //!
 //! The caller's lists are the entry point's `allow`/`deny`, or those of the first rule naming the
 //! caller by identity or group (an anonymous caller matches no rule). A caller whose lists are
@@ -37,7 +39,7 @@ pub use filter::ListFilter;
 pub use reply::ListKind;
 pub use rules::{Kind, Verdict};
 
-use reply::Target;
+use reply::{Target, Targets};
 use rules::{Lists, Rule};
 
 /// An entry point's tool policy, compiled once per config generation.
@@ -235,10 +237,10 @@ pub fn authorize(cx: &RequestContext, metrics: &Metrics) -> Result<(), Refusal> 
     Ok(())
 }
 
-/// The filter for the reply, when the request asks for a list this caller sees filtered.
+/// The filter for the reply, when the request asks for a list this caller sees filtered, or
+/// opens an event stream (GET) that may carry list replies.
 pub fn list_filter(cx: &RequestContext) -> Option<ListFilter> {
     let policy = &cx.entry.policy;
-    let inspection = cx.inspection.as_ref()?;
     if policy.is_open() {
         return None;
     }
@@ -246,6 +248,12 @@ pub fn list_filter(cx: &RequestContext) -> Option<ListFilter> {
     if view.is_open() {
         return None;
     }
+    let Some(inspection) = cx.inspection.as_ref() else {
+        // A resumed POST stream (`Last-Event-ID`) or the legacy transport's reply stream
+        // carries responses to requests this GET does not name.
+        return (cx.method == http::Method::GET)
+            .then(|| ListFilter::new(cx.entry.policy.clone(), view.index, Targets::AnyList));
+    };
     let targets: Vec<Target> = inspection
         .messages()
         .iter()
@@ -255,7 +263,8 @@ pub fn list_filter(cx: &RequestContext) -> Option<ListFilter> {
             Some(Target::new(m.id()?, list))
         })
         .collect();
-    (!targets.is_empty()).then(|| ListFilter::new(cx.entry.policy.clone(), view.index, targets))
+    (!targets.is_empty())
+        .then(|| ListFilter::new(cx.entry.policy.clone(), view.index, Targets::Ids(targets)))
 }
 
 #[cfg(test)]

@@ -2,6 +2,11 @@
 //! `tools/list` (`resources/list`, `resources/templates/list`, `prompts/list`) response; every
 //! other byte of the reply stays as the upstream wrote it (other keys, their order, numbers,
 //! `nextCursor`, `ttlMs`), so clients see the upstream's reply minus what they may not call.
+//!
+//! Which responses are list replies: in the reply to a POST, those whose id is a list
+//! request's ([`Targets::Ids`]); on a GET stream, where no request is at hand (a resumed POST
+//! stream, the legacy HTTP+SSE transport's replies), every response whose result holds a list
+//! ([`Targets::AnyList`]).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -52,6 +57,17 @@ impl ListKind {
         }
     }
 
+    /// The list a result holds, by its first key naming one.
+    fn of_result_key(key: &str) -> Option<Self> {
+        match key {
+            "tools" => Some(Self::Tools),
+            "resources" => Some(Self::Resources),
+            "resourceTemplates" => Some(Self::ResourceTemplates),
+            "prompts" => Some(Self::Prompts),
+            _ => None,
+        }
+    }
+
     /// The item's key the policy judges. Templates are judged by their `uriTemplate` text,
     /// which resource patterns match like a URI (`phab://task/*` covers `phab://task/{id}`).
     fn item_key(self) -> &'static str {
@@ -82,6 +98,35 @@ impl Target {
     }
 }
 
+/// The responses to filter.
+#[derive(Debug)]
+pub enum Targets {
+    /// Those answering these requests; each is done with once answered.
+    Ids(Vec<Target>),
+    /// Every response whose result holds a list, for as long as the stream lasts.
+    AnyList,
+}
+
+impl Targets {
+    /// Whether nothing is left to filter.
+    pub fn is_done(&self) -> bool {
+        matches!(self, Targets::Ids(ids) if ids.is_empty())
+    }
+
+    /// The list a response with `id` answers, if it is a target (which is then done with);
+    /// `None` from [`Targets::AnyList`]: the result tells.
+    fn answer(&mut self, id: &RawValue) -> Option<Option<ListKind>> {
+        match self {
+            Targets::Ids(ids) => {
+                let key = IdKey::of(id);
+                let at = ids.iter().position(|t| t.key == key)?;
+                Some(Some(ids.swap_remove(at).kind))
+            }
+            Targets::AnyList => Some(None),
+        }
+    }
+}
+
 /// An id compared by value: the upstream may escape a string id or space a number differently.
 #[derive(Debug, PartialEq)]
 enum IdKey {
@@ -104,12 +149,12 @@ pub struct Rewritten {
     pub emptied: Option<ListKind>,
 }
 
-/// Rewrites a JSON-RPC message or batch of messages. A response whose id is one of `targets`
-/// answers that target (which is removed) and has its list filtered with `keep`; anything
-/// else is left alone. Fails only when `json` is not JSON.
+/// Rewrites a JSON-RPC message or batch of messages. A response that is one of `targets` has
+/// its list filtered with `keep`; anything else is left alone. Fails only when `json` is not
+/// JSON.
 pub fn rewrite(
     json: &[u8],
-    targets: &mut Vec<Target>,
+    targets: &mut Targets,
     keep: &dyn Fn(Kind, &str) -> bool,
 ) -> Result<Rewritten, serde_json::Error> {
     let mut out = Rewritten::default();
@@ -153,7 +198,7 @@ pub fn rewrite(
 /// One message: `Some(new JSON)` when it answers a target with a list to filter.
 fn message(
     json: &[u8],
-    targets: &mut Vec<Target>,
+    targets: &mut Targets,
     keep: &dyn Fn(Kind, &str) -> bool,
     emptied: &mut Option<ListKind>,
 ) -> Result<Option<Vec<u8>>, serde_json::Error> {
@@ -164,11 +209,9 @@ fn message(
     let Some((_, id)) = entries.iter().find(|(k, _)| k == "id") else {
         return Ok(None);
     };
-    let key = IdKey::of(id);
-    let Some(at) = targets.iter().position(|t| t.key == key) else {
+    let Some(kind) = targets.answer(id) else {
         return Ok(None);
     };
-    let kind = targets.swap_remove(at).kind;
     let mut changed = false;
     let mut parts = Vec::with_capacity(entries.len());
     for (k, v) in &entries {
@@ -183,10 +226,11 @@ fn message(
     Ok(changed.then(|| object(&parts, json.len())))
 }
 
-/// A list result: `Some(new JSON)` when items were dropped.
+/// A list result: `Some(new JSON)` when items were dropped. Without a `kind`, every key naming
+/// a list is filtered.
 fn result(
     raw: &RawValue,
-    kind: ListKind,
+    kind: Option<ListKind>,
     keep: &dyn Fn(Kind, &str) -> bool,
     emptied: &mut Option<ListKind>,
 ) -> Result<Option<Vec<u8>>, serde_json::Error> {
@@ -198,10 +242,14 @@ fn result(
     let mut changed = false;
     let mut parts = Vec::with_capacity(entries.len());
     for (k, v) in &entries {
-        let new = if k == kind.result_key() {
-            let (filtered, offered, kept) = items(v, kind, keep);
+        let list = match kind {
+            Some(kind) => (k == kind.result_key()).then_some(kind),
+            None => ListKind::of_result_key(k),
+        };
+        let new = if let Some(list) = list {
+            let (filtered, offered, kept) = items(v, list, keep);
             if offered > 0 && kept == 0 {
-                *emptied = Some(kind);
+                *emptied = Some(list);
             }
             filtered
         } else {
@@ -335,11 +383,26 @@ mod tests {
         kind != Kind::Tool || !name.starts_with("pha_passphrase")
     }
 
-    fn target(id: &str, kind: ListKind) -> Target {
-        Target::new(&RawValue::from_string(id.into()).unwrap(), kind)
+    fn target(id: &str, kind: ListKind) -> Targets {
+        targets(&[(id, kind)])
     }
 
-    fn run(json: &str, targets: &mut Vec<Target>) -> Option<String> {
+    fn targets(list: &[(&str, ListKind)]) -> Targets {
+        Targets::Ids(
+            list.iter()
+                .map(|(id, kind)| Target::new(&RawValue::from_string((*id).into()).unwrap(), *kind))
+                .collect(),
+        )
+    }
+
+    fn pending(t: &Targets) -> usize {
+        match t {
+            Targets::Ids(ids) => ids.len(),
+            Targets::AnyList => usize::MAX,
+        }
+    }
+
+    fn run(json: &str, targets: &mut Targets) -> Option<String> {
         rewrite(json.as_bytes(), targets, &no_secrets)
             .unwrap()
             .json
@@ -350,28 +413,28 @@ mod tests {
 
     #[test]
     fn denied_items_are_dropped_and_everything_else_kept_byte_for_byte() {
-        let mut t = vec![target("7", ListKind::Tools)];
+        let mut t = target("7", ListKind::Tools);
         assert_eq!(
             run(LIST, &mut t).unwrap(),
             r#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"pha_task_get","inputSchema":{"type":"object"}},{"name":"pha_user_whoami"}],"nextCursor":"c2"}}"#
         );
-        assert!(t.is_empty(), "the target was answered");
+        assert!(t.is_done(), "the target was answered");
     }
 
     #[test]
     fn only_the_response_to_a_target_is_touched() {
         // Another id, a request, an error: left alone; the target stays pending.
-        let mut t = vec![target("8", ListKind::Tools)];
+        let mut t = target("8", ListKind::Tools);
         assert_eq!(run(LIST, &mut t), None);
-        assert_eq!(t.len(), 1);
+        assert_eq!(pending(&t), 1);
         let request = r#"{"jsonrpc":"2.0","id":8,"method":"tools/list","result":{"tools":[{"name":"pha_passphrase_get"}]}}"#;
         assert_eq!(run(request, &mut t), None);
-        assert_eq!(t.len(), 1);
+        assert_eq!(pending(&t), 1);
         let error = r#"{"jsonrpc":"2.0","id":8,"error":{"code":1,"message":"x"}}"#;
         assert_eq!(run(error, &mut t), None);
-        assert!(t.is_empty());
+        assert!(t.is_done());
         // Nothing to drop: unchanged.
-        let mut t = vec![target("1", ListKind::Tools)];
+        let mut t = target("1", ListKind::Tools);
         assert_eq!(
             run(r#"{"id":1,"result":{"tools":[{"name":"a"}]}}"#, &mut t),
             None
@@ -380,26 +443,26 @@ mod tests {
 
     #[test]
     fn ids_compare_by_value() {
-        let mut t = vec![target(r#""a\u0062""#, ListKind::Tools)];
+        let mut t = target(r#""a\u0062""#, ListKind::Tools);
         let reply = LIST.replace("\"id\":7", "\"id\":\"ab\"");
         assert!(run(&reply, &mut t).is_some());
-        let mut t = vec![target("7", ListKind::Tools)];
+        let mut t = target("7", ListKind::Tools);
         let reply = LIST.replace("\"id\":7", "\"id\": 7 ");
         assert!(run(&reply, &mut t).is_some());
-        let mut t = vec![target("7", ListKind::Tools)];
+        let mut t = target("7", ListKind::Tools);
         let reply = LIST.replace("\"id\":7", "\"id\":\"7\"");
         assert!(run(&reply, &mut t).is_none());
     }
 
     #[test]
     fn unreadable_items_are_dropped_and_odd_lists_emptied() {
-        let mut t = vec![target("1", ListKind::Tools)];
+        let mut t = target("1", ListKind::Tools);
         let reply = r#"{"id":1,"result":{"tools":[{"name":"ok"},{"name":3},{"x":1},7,{"name":"ok2","name":"pha_passphrase_get"},{"name":"pha_t\u0061sk"}]}}"#;
         assert_eq!(
             run(reply, &mut t).unwrap(),
             r#"{"id":1,"result":{"tools":[{"name":"ok"},{"name":"pha_t\u0061sk"}]}}"#
         );
-        let mut t = vec![target("1", ListKind::Tools)];
+        let mut t = target("1", ListKind::Tools);
         assert_eq!(
             run(r#"{"id":1,"result":{"tools":{"name":"x"}}}"#, &mut t).unwrap(),
             r#"{"id":1,"result":{"tools":[]}}"#
@@ -409,11 +472,11 @@ mod tests {
     #[test]
     fn batches_resources_templates_and_prompts() {
         let deny_all = |_: Kind, name: &str| name.starts_with("keep");
-        let mut t = vec![
-            target("1", ListKind::Resources),
-            target("2", ListKind::ResourceTemplates),
-            target("3", ListKind::Prompts),
-        ];
+        let mut t = targets(&[
+            ("1", ListKind::Resources),
+            ("2", ListKind::ResourceTemplates),
+            ("3", ListKind::Prompts),
+        ]);
         let batch = r#"[{"id":1,"result":{"resources":[{"uri":"keep://a"},{"uri":"x://b"}]}},
             {"id":2,"result":{"resourceTemplates":[{"uriTemplate":"x://{id}"}]}},
             {"id":3,"result":{"prompts":[{"name":"keep_me"}]}},
@@ -428,14 +491,29 @@ mod tests {
         assert_eq!(v[2]["result"]["prompts"][0]["name"], "keep_me");
         assert_eq!(v[3]["result"]["tools"][0]["name"], "x");
         assert_eq!(out.emptied, Some(ListKind::ResourceTemplates));
-        assert!(t.is_empty());
+        assert!(t.is_done());
+    }
+
+    #[test]
+    fn any_list_shaped_response_is_filtered_on_streams_without_requests() {
+        let mut t = Targets::AnyList;
+        assert!(run(LIST, &mut t).unwrap().contains("pha_user_whoami"));
+        assert!(!run(LIST, &mut t).unwrap().contains("pha_passphrase"));
+        let both = r#"{"id":"x","result":{"prompts":[{"name":"a"}],"tools":[{"name":"pha_passphrase_get"}]}}"#;
+        assert_eq!(
+            run(both, &mut t).unwrap(),
+            r#"{"id":"x","result":{"prompts":[{"name":"a"}],"tools":[]}}"#
+        );
+        let call = r#"{"id":2,"result":{"content":[{"type":"text","text":"pha_passphrase_get"}]}}"#;
+        assert_eq!(run(call, &mut t), None);
+        assert!(!t.is_done(), "never done: the stream may carry more");
     }
 
     #[test]
     fn garbage_is_an_error_not_a_pass() {
-        let mut t = vec![target("1", ListKind::Tools)];
+        let mut t = target("1", ListKind::Tools);
         assert!(rewrite(b"{\"id\":1,", &mut t, &no_secrets).is_err());
         assert!(rewrite(b"nope", &mut t, &no_secrets).is_err());
-        assert_eq!(t.len(), 1);
+        assert_eq!(pending(&t), 1);
     }
 }
