@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""An MCP server built with the Python MCP SDK 2.x (`MCPServer`), with three Conduit-like tools, for
+the tool-policy and rate-limit tests (run it with the Python of e2e/.venv-mcp2).
+
+usage: server.py --port P [--json]
+
+Tools: `pha_task_get(task_id)`, `pha_user_whoami()` and `pha_passphrase_get(passphrase_id)` (the
+one a policy hides). Streamable HTTP at /mcp on 127.0.0.1, stateless; replies are event streams,
+or JSON with --json.
+"""
+
+import argparse
+
+from mcp.server.mcpserver import MCPServer
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--json", action="store_true", help="answer with JSON instead of SSE")
+    args = parser.parse_args()
+
+    mcp = MCPServer("conduit-like")
+
+    @mcp.tool()
+    def pha_task_get(task_id: int) -> str:
+        """Reads a Maniphest task."""
+        return f"T{task_id}: fix the build"
+
+    @mcp.tool()
+    def pha_user_whoami() -> str:
+        """Who the token belongs to."""
+        return "alice"
+
+    @mcp.tool()
+    def pha_passphrase_get(passphrase_id: int) -> str:
+        """Reads a Passphrase credential."""
+        return f"K{passphrase_id}: hunter2"
+
+    mcp.run(
+        "streamable-http",
+        host="127.0.0.1",
+        port=args.port,
+        streamable_http_path="/mcp",
+        stateless_http=True,
+        json_response=args.json,
+    )
+
+
+if __name__ == "__main__":
+    main()
