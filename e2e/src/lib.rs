@@ -9,7 +9,8 @@
 //! - reach the peers that `scripts/setup.sh` installs ([`peers`]): the Python venvs, Node 22, the
 //!   npm packages, Redis ([`redis`]) and server-everything ([`everything`]),
 //! - validate Kubernetes objects against the 1.30 and 1.37 schemas ([`kubernetes`]) and render
-//!   examples with `sluice-operator render` ([`render`]).
+//!   examples with `sluice-operator render` ([`render`]),
+//! - render, lint and inspect the Helm chart with the Helm SDK ([`helm`]).
 //!
 //! A missing peer is an error that says to run `make setup`, never a skipped test: CI installs
 //! every peer, so a test that cannot find one must fail. Everything is bounded in time and bound
@@ -20,6 +21,7 @@
 
 pub mod binaries;
 pub mod everything;
+pub mod helm;
 pub mod http;
 pub mod kubernetes;
 pub mod peers;
