@@ -1,7 +1,8 @@
 //! The audit trail, from the binary's own output: one JSON event per `tools/call` (allowed,
 //! denied, rate limited, batch items), with who, where, what, the decision, the status and the
 //! latency; and no secret anywhere in anything the process prints, at debug level, though
-//! secrets were planted in arguments, tokens and keys.
+//! secrets were planted in arguments, tokens and keys. Also the one warning for a policy that
+//! hides every tool the upstream offers.
 #![allow(clippy::unwrap_used, reason = "test helpers fail the test")]
 
 mod support;
@@ -33,7 +34,21 @@ fn call(id: u64, tool: &str) -> Value {
 
 #[tokio::test]
 async fn one_event_per_tool_call_and_no_secret_in_any_output() {
-    let upstream = Upstream::ok().await;
+    // Every answer has id 1; tools/list offers only a tool the policy denies.
+    let upstream = Upstream::start(|seen| {
+        let list = String::from_utf8_lossy(&seen.body).contains("tools/list");
+        async move {
+            if list {
+                json(
+                    http::StatusCode::OK,
+                    r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"pha_passphrase_get"}]}}"#,
+                )
+            } else {
+                json(http::StatusCode::OK, r#"{"jsonrpc":"2.0","id":1,"result":{}}"#)
+            }
+        }
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys");
     std::fs::create_dir(&keys).unwrap();
@@ -81,9 +96,12 @@ async fn one_event_per_tool_call_and_no_secret_in_any_output() {
     assert_eq!(rpc(KEY, &call(5, "pha_task_get")).await.status, 200);
     assert_eq!(rpc(KEY, &call(6, "pha_task_get")).await.status, 429);
     assert_eq!(rpc(WRONG_KEY, &call(7, "pha_task_get")).await.status, 401);
-    // (The upstream answers every request with id 1.)
     let list = json!({"jsonrpc":"2.0","id":1,"method":"tools/list"});
-    assert_eq!(rpc(KEY, &list).await.status, 200);
+    for _ in 0..2 {
+        let reply = rpc(KEY, &list).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.json()["result"]["tools"], json!([]));
+    }
 
     child.start_kill().unwrap();
     let mut stdout = String::new();
@@ -149,4 +167,20 @@ async fn one_event_per_tool_call_and_no_secret_in_any_output() {
     assert_eq!(audit[3]["batch"], true);
     assert!(audit[0].get("batch").is_none());
     assert_eq!(audit[5]["rule"], "calls");
+
+    // The emptied list is worth one warning per generation, not one per request.
+    let warnings: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["level"] == "WARN" && l["target"] == "sluice_proxy::policy")
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert_eq!(warnings[0]["entry_point"], "main");
+    assert!(
+        warnings[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("hides every item the upstream offered"),
+        "{}",
+        warnings[0]
+    );
 }
