@@ -146,12 +146,14 @@ async fn every_kind_of_bad_token_is_refused() {
     issuer.publish(&ec);
     let stranger = SigningKey::p256("ec"); // same kid, unpublished key
     let dir = tempfile::tempdir().unwrap();
-    let config = auth_config(
-        upstream.addr,
-        "",
-        &jwt_auth(&issuer, true, "1h"),
-        &entry(dir.path(), &["alice"]),
+    // The entry point names its issuer in its own protected-resource metadata, which the
+    // challenge then points at.
+    let entry = format!(
+        "{}\ndiscovery:\n  authorizationServers: [{}]",
+        entry(dir.path(), &["alice"]),
+        issuer.url()
     );
+    let config = auth_config(upstream.addr, "", &jwt_auth(&issuer, true, "1h"), &entry);
     let sluice = Sluice::start(&config).await;
     let good = || issuer.claims("alice", AUD);
     let with = |field: &str, value: Value| {

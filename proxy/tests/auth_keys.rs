@@ -237,3 +237,20 @@ async fn mode_none_lets_everyone_in_as_anonymous_without_their_credentials() {
     assert!(seen.headers.get("authorization").is_none());
     assert!(seen.headers.get("x-api-key").is_none());
 }
+
+#[tokio::test]
+async fn challenges_point_at_no_metadata_where_none_is_served() {
+    let upstream = Upstream::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    SecretDir::new(&dir.path().join("keys"), &[("ci", CI_KEY)]);
+    let auth = format!(
+        "mode: apiKey\nkeysDir: {}",
+        dir.path().join("keys").display()
+    );
+    // A public URL, but no OAuth here: nothing to discover, so nothing to point at.
+    let entry = "pathPrefix: /ai\npublicUrl: https://h.example/ai";
+    let sluice = Sluice::start(&auth_config(upstream.addr, "", &auth, entry)).await;
+    let reply = send(post(&sluice.url("/ai/mcp")).body(body(TOOLS_CALL)).unwrap()).await;
+    assert_401(&reply, "Bearer");
+    assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+}

@@ -368,3 +368,32 @@ fn sha256_prefix(token: &str) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
     d.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[tokio::test]
+async fn phabricator_over_tls_is_trusted_by_its_ca_or_the_insecure_switch_only() {
+    let mut upstream = Upstream::ok().await;
+    let cert = support::serve::TestCert::new();
+    let phab = Phabricator::start_tls(&cert).await;
+    phab.user(ALICE, "alice");
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, &cert.cert_pem).unwrap();
+
+    // Its own certificate, not in webpki-roots: refused.
+    let sluice = Sluice::start(&auth_config(upstream.addr, &phab.config(""), VERIFY, "")).await;
+    assert_503(&call(&sluice, &[("x-phabricator-token", ALICE)]).await);
+    assert_eq!(phab.calls(), 0, "the TLS handshake should have failed");
+    drop(sluice);
+
+    for extra in [
+        format!("caFile: {}", ca.display()),
+        "insecureSkipVerify: true".to_owned(),
+    ] {
+        let top = phab.config(&extra);
+        let sluice = Sluice::start(&auth_config(upstream.addr, &top, VERIFY, "")).await;
+        let reply = call(&sluice, &[("x-phabricator-token", ALICE)]).await;
+        assert_eq!(reply.status, 200, "{extra}: {}", reply.text());
+        upstream.next().await;
+    }
+    assert_eq!(phab.calls(), 2);
+}

@@ -1,27 +1,11 @@
-//! `WWW-Authenticate` challenges (RFC 6750 §3) and where an entry point's protected-resource
-//! metadata lives (RFC 9728 §3.1), built once per config generation.
+//! `WWW-Authenticate` challenges (RFC 6750 §3, MCP authorization), built once per config
+//! generation. Where the protected-resource metadata lives is discovery's to say
+//! ([`crate::discovery::Site::resource_metadata_url`]): a challenge names it only when the
+//! entry point serves it.
 
 use http::HeaderValue;
 
 use super::Failure;
-
-/// The well-known segment of protected-resource metadata (RFC 9728).
-pub const PROTECTED_RESOURCE: &str = "/.well-known/oauth-protected-resource";
-
-/// The protected-resource metadata URL of the MCP endpoint under `public_url`: the well-known
-/// segment goes between the origin and the path, and the MCP path `/mcp` follows, as Conduit
-/// serves it and MCP clients look for it (`https://h/ai` →
-/// `https://h/.well-known/oauth-protected-resource/ai/mcp`). `None` when `public_url` is not
-/// an absolute http(s) URL.
-pub fn resource_metadata_url(public_url: &str) -> Option<String> {
-    let url = url::Url::parse(public_url).ok()?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return None;
-    }
-    let origin = &url[..url::Position::BeforePath];
-    let path = url.path().trim_end_matches('/');
-    Some(format!("{origin}{PROTECTED_RESOURCE}{path}/mcp"))
-}
 
 /// The three challenges an entry point answers 401 with.
 #[derive(Clone, Debug)]
@@ -96,44 +80,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn metadata_goes_between_origin_and_path() {
-        let cases = [
-            (
-                "https://h/ai",
-                "https://h/.well-known/oauth-protected-resource/ai/mcp",
-            ),
-            (
-                "https://h/",
-                "https://h/.well-known/oauth-protected-resource/mcp",
-            ),
-            (
-                "https://h",
-                "https://h/.well-known/oauth-protected-resource/mcp",
-            ),
-            (
-                "http://h:8443/a/b",
-                "http://h:8443/.well-known/oauth-protected-resource/a/b/mcp",
-            ),
-            (
-                "https://H.Example.COM/ai/",
-                "https://h.example.com/.well-known/oauth-protected-resource/ai/mcp",
-            ),
-        ];
-        for (public, metadata) in cases {
-            assert_eq!(
-                resource_metadata_url(public).as_deref(),
-                Some(metadata),
-                "{public}"
-            );
-        }
-        assert_eq!(resource_metadata_url("ftp://h/ai"), None);
-        assert_eq!(resource_metadata_url("/ai"), None);
-    }
-
-    #[test]
     fn challenges_carry_metadata_scope_and_error() {
-        let metadata = resource_metadata_url("https://h/ai");
-        let c = Challenges::new(metadata.as_deref(), &["mcp:read".into(), "mcp:call".into()]);
+        let metadata = "https://h/.well-known/oauth-protected-resource/ai/mcp";
+        let c = Challenges::new(Some(metadata), &["mcp:read".into(), "mcp:call".into()]);
         assert_eq!(
             c.for_failure(Failure::Missing),
             r#"Bearer resource_metadata="https://h/.well-known/oauth-protected-resource/ai/mcp", scope="mcp:read mcp:call""#

@@ -243,10 +243,9 @@ impl Authenticator {
             (_, Some(d)) => d.scopes.as_slice(),
             _ => &[],
         };
-        let metadata = ep
-            .public_url
-            .as_deref()
-            .and_then(challenge::resource_metadata_url);
+        // Named only where a document is served (mode oauth, or `discovery` configured): a
+        // client told to look elsewhere would find nothing.
+        let metadata = crate::discovery::Site::new(ep).resource_metadata_url();
         Self {
             mode,
             challenges: Challenges::new(metadata.as_deref(), scopes),
