@@ -214,7 +214,12 @@ async fn redis_killed_mid_test_fails_open_or_closed_and_both_recover() {
     let fallbacks = "sluice_rate_limit_fallbacks_total{entry_point=\"main\",rule=\"shared\",fail_mode=\"open\"}";
     assert_eq!(open.metric(fallbacks).await, Some(3.0));
 
-    // Closed: 503, nothing forwarded.
+    // Closed: no request since the kill, yet its health check notices within seconds.
+    eventually("the idle connection's PING to fail", async || {
+        closed.metric("sluice_redis_connected").await == Some(0.0)
+    })
+    .await;
+    // 503, nothing forwarded.
     while upstream.saw_any() {}
     let reply = rpc(&closed, 7).await;
     assert_eq!(reply.status, 503, "{}", reply.text());
@@ -235,7 +240,6 @@ async fn redis_killed_mid_test_fails_open_or_closed_and_both_recover() {
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum();
     assert!(errors >= 1.0, "Redis errors are counted");
-    assert_eq!(closed.metric("sluice_redis_connected").await, Some(0.0));
 
     // Redis returns (empty): both reconnect. The open proxy's local budget is spent, so a 200
     // there proves the decision came from Redis again.

@@ -5,9 +5,9 @@
 //! The request path never waits for a connection: while there is none (Redis down, refusing
 //! the password, hung) a check fails at once and the rule's fail mode decides. A check that
 //! fails or exceeds `redis.timeout` drops the connection and wakes the task, which reconnects
-//! with backoff, re-reading the password file each time. Failures are counted by kind; the
-//! error log says when Redis becomes unreachable, at most every 30 s while it stays so, and
-//! when it is back.
+//! with backoff, re-reading the password file each time; an idle connection is PINGed every
+//! 5 s, so an outage shows without traffic. Failures are counted by kind; the error log says
+//! when Redis becomes unreachable, at most every 30 s while it stays so, and when it is back.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -46,6 +46,8 @@ return {1, 0}
 
 /// How often an outage is logged again while it lasts.
 const LOG_EVERY: Duration = Duration::from_secs(30);
+/// How often an open connection is checked while no request uses it.
+const HEALTH_EVERY: Duration = Duration::from_secs(5);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -196,6 +198,23 @@ impl Global {
         }
     }
 
+    /// Checks an idle connection; a failed one is dropped.
+    async fn ping(&self, conn: &Arc<MultiplexedConnection>) {
+        let mut connection = MultiplexedConnection::clone(conn);
+        let command = redis::cmd("PING");
+        let ping = command.query_async::<()>(&mut connection);
+        let failure = match tokio::time::timeout(self.config.timeout.get(), ping).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => (classify(&e), e.to_string()),
+            Err(_) => (
+                "timeout",
+                format!("no answer to PING within {}", self.config.timeout),
+            ),
+        };
+        self.failed(failure.0, &failure.1);
+        self.drop_connection(conn);
+    }
+
     fn failed(&self, kind: &'static str, error: &str) {
         self.errors.get_or_create(&RedisErrorLabels { kind }).inc();
         let now = Instant::now();
@@ -248,10 +267,17 @@ async fn upkeep(global: Weak<Global>, mut woken: mpsc::Receiver<()>) {
         let Some(g) = global.upgrade() else {
             return;
         };
-        if g.conn.load().is_some() {
+        if let Some(conn) = g.conn.load_full() {
             drop(g);
-            if woken.recv().await.is_none() {
-                return;
+            match tokio::time::timeout(HEALTH_EVERY, woken.recv()).await {
+                Ok(None) => return,
+                Ok(Some(())) => {}
+                Err(_) => {
+                    let Some(g) = global.upgrade() else {
+                        return;
+                    };
+                    g.ping(&conn).await;
+                }
             }
             continue;
         }
