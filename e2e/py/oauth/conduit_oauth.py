@@ -2,8 +2,13 @@
 """An upstream like Conduit in OAuth-proxy mode, built with the `fastmcp` package (run it with the
 Python of e2e/.venv-mcp1).
 
-usage: conduit_oauth.py --port P --server-url URL --phabricator-url URL/api/ \
-                        --client-id ID --client-secret SECRET [--scope "whoami maniphest"]
+usage: conduit_oauth.py --port P [--server-url URL] [--phabricator-url URL] [--client-id ID]
+                        [--client-secret SECRET] [--scope "whoami maniphest"]
+
+Each option defaults to Conduit's own environment variable, so the env a rendered Deployment
+gives Conduit can be handed over as it is: PHABRICATOR_MCP_SERVER_URL, PHABRICATOR_URL (with or
+without its `/api/`), PHABRICATOR_OAUTH_CLIENT_ID, PHABRICATOR_OAUTH_CLIENT_SECRET,
+PHABRICATOR_OAUTH_SCOPE.
 
 Set up the way Conduit's `--transport http --client-id ... --server-url ...` sets itself up:
 FastMCP's `OAuthProxy` in front of Phabricator's `/oauthserver/auth/` and `/oauthserver/token/`,
@@ -18,6 +23,7 @@ Needs FASTMCP_HOME pointing at a writable directory (the proxy keeps its state t
 
 import argparse
 import logging
+import os
 import sys
 
 import httpx
@@ -67,8 +73,11 @@ class WhoamiVerifier(TokenVerifier):
 
 
 def build(args):
-    api_url = args.phabricator_url.rstrip("/") + "/"
-    base = api_url[: -len("api/")].rstrip("/") if api_url.endswith("/api/") else api_url.rstrip("/")
+    # Like Conduit: the API is `<url>/api/`, the OAuth server lives at the site's root.
+    base = args.phabricator_url.rstrip("/")
+    if base.endswith("/api"):
+        base = base[: -len("/api")]
+    api_url = base + "/api/"
     scopes = args.scope.split()
     auth = OAuthProxy(
         upstream_authorization_endpoint=base + "/oauthserver/auth/",
@@ -103,13 +112,20 @@ def build(args):
 
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    env = os.environ.get
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--server-url", required=True, help="the public URL (PHABRICATOR_MCP_SERVER_URL)")
-    parser.add_argument("--phabricator-url", required=True, help="Phabricator's API URL, ending in /api/")
-    parser.add_argument("--client-id", required=True)
-    parser.add_argument("--client-secret", required=True)
-    parser.add_argument("--scope", default="whoami maniphest")
+    parser.add_argument("--server-url", default=env("PHABRICATOR_MCP_SERVER_URL"),
+                        help="the public URL (PHABRICATOR_MCP_SERVER_URL)")
+    parser.add_argument("--phabricator-url", default=env("PHABRICATOR_URL"),
+                        help="Phabricator's URL, with or without /api/ (PHABRICATOR_URL)")
+    parser.add_argument("--client-id", default=env("PHABRICATOR_OAUTH_CLIENT_ID"))
+    parser.add_argument("--client-secret", default=env("PHABRICATOR_OAUTH_CLIENT_SECRET"))
+    parser.add_argument("--scope", default=env("PHABRICATOR_OAUTH_SCOPE") or "whoami maniphest")
     args = parser.parse_args(argv)
+    missing = [name for name in ("server_url", "phabricator_url", "client_id", "client_secret")
+               if not getattr(args, name)]
+    if missing:
+        parser.error(f"missing: {', '.join(missing)} (options or Conduit's environment variables)")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     build(args).run(transport="http", host="127.0.0.1", port=args.port, path="/mcp",
                     stateless_http=True, show_banner=False)
