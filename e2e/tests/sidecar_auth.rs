@@ -1,0 +1,203 @@
+//! Authentication end to end: the sluice-proxy binary in front of a real MCP server (Python MCP
+//! SDK 2.x, `e2e/py/policy/server.py`), driven by the SDK's own client in legacy mode, with one
+//! entry point per auth mode. Without credentials the client cannot even connect; with them an
+//! authorised tool call succeeds. The identity peers the modes call — Phabricator's
+//! `user.whoami`, a Kubernetes TokenReview API, an OIDC issuer with its JWKS — are
+//! `e2e/py/auth/identity_peers.py`.
+#![allow(clippy::unwrap_used, reason = "test helpers fail the test")]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_e2e::peers::{self, python_script};
+use sluice_e2e::process::run_ok;
+use sluice_e2e::{Process, free_port, http, sluice_proxy};
+
+const START: Duration = Duration::from_secs(60);
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
+const AUDIENCE: &str = "https://conduit.e2e.svc";
+const PHABRICATOR_TOKEN: &str = "api-alice2alice2alice2alice2alic";
+const OAUTH_TOKEN: &str = "oauth-access-token-of-alice";
+const SIDECAR_TOKEN: &str = "the-sidecars-own-token";
+const SERVICE_ACCOUNT_TOKEN: &str =
+    "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6Y2k6cnVubmVyIn0.c2ln";
+const API_KEY: &str = "ci-key-0123456789abcdef";
+const TASK: &str = "pha_task_get:{\"task_id\":7}";
+
+/// The MCP server on a free port.
+fn mcp_server() -> (Process, u16) {
+    let port = free_port().unwrap();
+    let mut command = Command::new(peers::python_mcp2().unwrap());
+    command
+        .arg(python_script("policy/server.py").unwrap())
+        .args(["--port", &port.to_string()]);
+    let mut server = Process::spawn("MCP server", command).unwrap();
+    server.wait_for_port(port, START).unwrap();
+    (server, port)
+}
+
+/// The identity peers on a free port, and the JWT they minted for mode jwt.
+fn identity_peers() -> (Process, u16, String) {
+    let port = free_port().unwrap();
+    let mut command = Command::new(peers::python_mcp2().unwrap());
+    command
+        .arg(python_script("auth/identity_peers.py").unwrap())
+        .args(["--port", &port.to_string()])
+        .args(["--phabricator-token", PHABRICATOR_TOKEN])
+        .args(["--oauth-token", OAUTH_TOKEN])
+        .args(["--sidecar-token", SIDECAR_TOKEN])
+        .args(["--service-account-token", SERVICE_ACCOUNT_TOKEN])
+        .args(["--audience", AUDIENCE]);
+    let mut peers = Process::spawn("identity peers", command).unwrap();
+    peers.wait_for_output("ready ", START).unwrap();
+    peers.wait_for_port(port, START).unwrap();
+    let ready = peers
+        .stdout()
+        .lines()
+        .find_map(|l| l.strip_prefix("ready ").map(str::to_owned))
+        .unwrap();
+    let jwt = serde_json::from_str::<Value>(&ready).unwrap()["jwt"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (peers, port, jwt)
+}
+
+/// The sidecar config: one entry point per mode, on the given ports.
+fn config(dir: &Path, upstream: u16, admin: u16, peers: u16, ports: &[(&str, u16)]) -> String {
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("ci"), format!("{API_KEY}\n")).unwrap();
+    std::fs::write(dir.join("sidecar-token"), SIDECAR_TOKEN).unwrap();
+    let auth = |mode: &str| -> String {
+        match mode {
+            "phabricator-token" => "mode: phabricatorToken\n  verify: {}".into(),
+            "api-key" => format!("mode: apiKey\n  keysDir: {}", keys.display()),
+            "service-account" => format!(
+                "mode: serviceAccount\n  audience: {AUDIENCE}\n  allowed: [ci/runner]\n  tokenReview:\n    apiServer: http://127.0.0.1:{peers}\n    tokenFile: {}\n    caFile: {}",
+                dir.join("sidecar-token").display(),
+                dir.join("no-ca-needed-over-http.crt").display()
+            ),
+            "jwt" => format!(
+                "mode: jwt\n  issuer: http://127.0.0.1:{peers}\n  audiences: [{AUDIENCE}]\n  algorithms: [ES256]"
+            ),
+            "oauth" => "mode: oauth".into(),
+            _ => "mode: none".into(),
+        }
+    };
+    let entries: String = ports
+        .iter()
+        .map(|(mode, port)| {
+            let auth = auth(mode).replace('\n', "\n    ");
+            format!("  - name: {mode}\n    listen: 127.0.0.1:{port}\n    auth:\n      {auth}\n")
+        })
+        .collect();
+    format!(
+        "upstream:\n  url: http://127.0.0.1:{upstream}\nadmin:\n  listen: 127.0.0.1:{admin}\nphabricator:\n  url: http://127.0.0.1:{peers}/api/\nentryPoints:\n{entries}"
+    )
+}
+
+/// Runs the SDK client (`e2e/py/policy/client.py`) against `port` with `header`, calling
+/// `pha_task_get`, and returns its report.
+fn client(port: u16, header: Option<&str>) -> Value {
+    let mut command = Command::new(peers::python_mcp2().unwrap());
+    command
+        .arg(python_script("policy/client.py").unwrap())
+        .args(["--url", &format!("http://127.0.0.1:{port}/mcp")])
+        .args(["--mode", "legacy"])
+        .args(["--call", TASK]);
+    if let Some(header) = header {
+        command.args(["--header", header]);
+    }
+    let output = run_ok(&mut command, CLIENT_TIMEOUT).unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("client report is not JSON ({e}): {text}"))
+}
+
+#[test]
+fn every_auth_mode_turns_the_anonymous_client_away_and_serves_the_authorised_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, upstream) = mcp_server();
+    let (_peers, peers_port, jwt) = identity_peers();
+    let modes = [
+        "phabricator-token",
+        "api-key",
+        "service-account",
+        "jwt",
+        "oauth",
+        "none",
+    ];
+    let ports: Vec<(&str, u16)> = modes.iter().map(|m| (*m, free_port().unwrap())).collect();
+    let admin = free_port().unwrap();
+    let path = dir.path().join("sluice.yaml");
+    std::fs::write(
+        &path,
+        config(dir.path(), upstream, admin, peers_port, &ports),
+    )
+    .unwrap();
+    let mut command = Command::new(sluice_proxy().unwrap());
+    command.arg("--config").arg(&path).env_remove("RUST_LOG");
+    let mut proxy = Process::spawn("sluice-proxy", command).unwrap();
+    for (_, port) in &ports {
+        proxy.wait_for_port(*port, START).unwrap();
+    }
+    proxy
+        .wait_for_http_ok(&format!("http://127.0.0.1:{admin}/healthz"), START)
+        .unwrap();
+
+    for (mode, port) in &ports {
+        let credential = match *mode {
+            "phabricator-token" => Some(format!("X-Phabricator-Token: {PHABRICATOR_TOKEN}")),
+            "api-key" => Some(format!("Authorization: Bearer {API_KEY}")),
+            "service-account" => Some(format!("Authorization: Bearer {SERVICE_ACCOUNT_TOKEN}")),
+            "jwt" => Some(format!("Authorization: Bearer {jwt}")),
+            "oauth" => Some(format!("Authorization: Bearer {OAUTH_TOKEN}")),
+            _ => None,
+        };
+        if credential.is_some() {
+            let refused = client(*port, None);
+            // The SDK reports the 401 as a failed connection (the status is counted below).
+            assert!(
+                refused["connect_error"].is_object(),
+                "{mode}: connected without credentials: {refused}"
+            );
+        }
+        let report = client(*port, credential.as_deref());
+        let call = &report["calls"][0];
+        assert_eq!(call["ok"], true, "{mode}: {report}");
+        assert_eq!(call["text"], "T7: fix the build", "{mode}: {report}");
+    }
+
+    let metrics = http::get(&format!("http://127.0.0.1:{admin}/metrics"), &[]).unwrap();
+    for (mode, _) in &ports[..5] {
+        let line =
+            format!("sluice_auth_failures_total{{entry_point=\"{mode}\",reason=\"missing\"}}");
+        assert!(
+            metrics
+                .body
+                .lines()
+                .any(|l| l.starts_with(&line) && !l.ends_with(" 0")),
+            "{line} not counted:\n{}",
+            metrics.body
+        );
+    }
+    // Each identity provider was asked once: the answers are cached.
+    assert!(
+        metrics.body.contains(
+            "sluice_whoami_cache_total{entry_point=\"phabricator-token\",result=\"miss\"} 1"
+        ),
+        "{}",
+        metrics.body
+    );
+    assert!(
+        metrics
+            .body
+            .contains("sluice_jwks_refreshes_total{entry_point=\"jwt\",result=\"ok\"} 1"),
+        "{}",
+        metrics.body
+    );
+    proxy.ensure_running().unwrap();
+}
