@@ -188,6 +188,10 @@ check_node_peers() {
     grep -q 'server-initialize' "$WORK/step.log" ||
         die "the conformance suite's 'list' shows no server-initialize scenario"
 
+    # Gateway API HTTPRoute validators (@kubernetes-models/gateway-api): one valid, one invalid.
+    run_logged "Gateway API validators: self-check" \
+        "$NODE22" "$E2E/js/gateway-api-validate.mjs" --self-check
+
     # server-everything on a free loopback port, asked for its tools by the Inspector CLI.
     local port pid log="$WORK/server-everything.log"
     port="$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
