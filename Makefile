@@ -24,11 +24,12 @@ endif
 
 step = @printf '\n==> %s\n' "$(1)"
 
-.PHONY: help setup test fmt fmt-check clippy cargo-test render generate bench clean-peers
+.PHONY: help setup test fmt fmt-check clippy cargo-test release-build render generate bench clean-peers
 
 help:
 	@echo 'make test        install the test peers, then fmt check, clippy, all tests (what CI runs)'
 	@echo 'make render      render $(EXAMPLE) offline (no cluster needed)'
+	@echo 'make release-build  build the release binaries exactly as the Dockerfiles do'
 	@echo 'make setup       install the test peers only (Debian packages, Python venvs, npm)'
 	@echo 'make fmt         format the code'
 	@echo 'make generate    regenerate the committed CRD YAML, API reference and sidecar config schema'
@@ -39,7 +40,7 @@ setup:
 	$(call step,scripts/setup.sh)
 	scripts/setup.sh
 
-test: setup fmt-check clippy cargo-test
+test: setup fmt-check clippy cargo-test release-build
 
 fmt-check:
 	$(call step,cargo fmt --all --check)
@@ -54,16 +55,26 @@ cargo-test:
 	$(call step,cargo test --workspace)
 	$(CARGO) test $(LOCKED) --workspace
 
+# The images' build commands, exactly as Dockerfile.operator and Dockerfile.proxy run them (no
+# container engine runs in CI; e2e/tests/dockerfiles.rs keeps these lines equal to the files).
+release-build:
+	$(call step,cargo build --release --locked: the binaries the images ship)
+	$(CARGO) build --release --locked -p sluice-operator --bin sluice-operator
+	$(CARGO) build --release --locked -p sluice-proxy --bin sluice-proxy
+
 fmt:
 	$(CARGO) fmt --all
 
 render:
 	$(CARGO) run -q -p sluice-operator -- render -f $(EXAMPLE)
 
+# The last line regenerates the chart's copy of `sluice-operator rbac` (charts/sluice/files/rbac)
+# and the README's values reference; it needs the Helm SDK (`make setup`).
 generate:
 	SLUICE_UPDATE_GENERATED=1 $(CARGO) test -p sluice-operator --test crds
 	SLUICE_UPDATE_GENERATED=1 $(CARGO) test -p sluice-operator --test api_reference
 	SLUICE_UPDATE_GENERATED=1 $(CARGO) test -p sluice-proxy-config --test schema
+	SLUICE_UPDATE_GENERATED=1 $(CARGO) test -p sluice-e2e --test chart_rbac --test readme
 
 bench: setup
 	$(call step,cargo run --release -p sluice-e2e --bin bench-proxy)

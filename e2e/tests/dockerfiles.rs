@@ -1,0 +1,458 @@
+//! The image recipes (`Dockerfile.operator`, `Dockerfile.proxy`, `.dockerignore`), checked by
+//! reading them: no container engine runs here. Multi-stage, pinned bases, a distroless
+//! non-root final stage with nothing but the binary, `--locked` release builds of exactly one
+//! binary, no downloads piped into a shell, OCI labels, an exec-form ENTRYPOINT; the Makefile
+//! runs the same cargo command (so CI compiles what the image ships); and the binaries need no
+//! shared library the final base lacks.
+#![allow(clippy::unwrap_used, reason = "test helpers fail the test")]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_e2e::process::run_ok;
+use sluice_e2e::workspace::workspace_path;
+use sluice_e2e::{sluice_operator, sluice_proxy};
+
+/// (Dockerfile, package, binary).
+const IMAGES: [(&str, &str, &str); 2] = [
+    ("Dockerfile.operator", "sluice-operator", "sluice-operator"),
+    ("Dockerfile.proxy", "sluice-proxy", "sluice-proxy"),
+];
+
+/// The final bases allowed: distroless, Debian 12, the `nonroot` variant (UID 65532).
+const FINAL_BASES: [&str; 2] = [
+    "gcr.io/distroless/cc-debian12:nonroot",
+    "gcr.io/distroless/static-debian12:nonroot",
+];
+
+/// Shared libraries `gcr.io/distroless/cc-debian12` provides (glibc, libgcc, libstdc++ aside
+/// from the loader and the vDSO).
+const CC_DEBIAN12_LIBS: [&str; 10] = [
+    "linux-vdso.so.1",
+    "libc.so.6",
+    "libm.so.6",
+    "libgcc_s.so.1",
+    "libpthread.so.0",
+    "libdl.so.2",
+    "librt.so.1",
+    "libstdc++.so.6",
+    "ld-linux-x86-64.so.2",
+    "ld-linux-aarch64.so.1",
+];
+
+/// One instruction: its keyword (upper case) and the rest, continuation lines joined.
+#[derive(Debug, Clone)]
+struct Instruction {
+    keyword: String,
+    rest: String,
+}
+
+/// The instructions of a Dockerfile, comments and blank lines dropped.
+fn instructions(text: &str) -> Vec<Instruction> {
+    let mut joined = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if current.is_empty() && (trimmed.is_empty() || trimmed.starts_with('#')) {
+            continue;
+        }
+        if let Some(head) = trimmed.strip_suffix('\\') {
+            current.push_str(head);
+            current.push(' ');
+        } else {
+            current.push_str(trimmed);
+            joined.push(std::mem::take(&mut current));
+        }
+    }
+    assert!(
+        current.is_empty(),
+        "the file ends inside a continuation: {current}"
+    );
+    joined
+        .into_iter()
+        .map(|line| {
+            let (keyword, rest) = line.split_once(char::is_whitespace).unwrap_or((&line, ""));
+            Instruction {
+                keyword: keyword.to_ascii_uppercase(),
+                rest: rest.split_whitespace().collect::<Vec<_>>().join(" "),
+            }
+        })
+        .collect()
+}
+
+/// The stages: each starts at a FROM.
+fn stages(instructions: &[Instruction]) -> Vec<Vec<Instruction>> {
+    let mut stages: Vec<Vec<Instruction>> = Vec::new();
+    for instruction in instructions {
+        if instruction.keyword == "FROM" {
+            stages.push(Vec::new());
+        }
+        let Some(stage) = stages.last_mut() else {
+            assert!(
+                matches!(instruction.keyword.as_str(), "ARG"),
+                "{} before the first FROM",
+                instruction.keyword
+            );
+            continue;
+        };
+        stage.push(instruction.clone());
+    }
+    stages
+}
+
+/// The image of a `FROM image [AS name]` (flags such as `--platform` skipped).
+fn from_image(from: &Instruction) -> String {
+    from.rest
+        .split_whitespace()
+        .find(|word| !word.starts_with("--"))
+        .unwrap()
+        .to_owned()
+}
+
+fn is_digest_pinned(image: &str) -> bool {
+    image
+        .split_once("@sha256:")
+        .is_some_and(|(_, hex)| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// `repository:tag`, without a digest.
+fn tag_of(image: &str) -> Option<&str> {
+    let name = image.split('@').next().unwrap();
+    let last = name.rsplit('/').next().unwrap();
+    last.split_once(':').map(|(_, tag)| tag)
+}
+
+fn read(name: &str) -> String {
+    std::fs::read_to_string(workspace_path(name))
+        .unwrap_or_else(|error| panic!("cannot read {name}: {error}"))
+}
+
+/// The workspace's version, license and repository, from the root Cargo.toml.
+fn workspace_package(key: &str) -> String {
+    let manifest = read("Cargo.toml");
+    let section = manifest.split("[workspace.package]").nth(1).unwrap();
+    section
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once('=')?;
+            (name.trim() == key).then(|| value.trim().trim_matches('"').to_owned())
+        })
+        .unwrap_or_else(|| panic!("no {key} in [workspace.package]"))
+}
+
+/// The cargo command of the build stage's RUN, flags and all.
+fn cargo_build_command(run: &str) -> String {
+    let start = run.find("cargo build").unwrap();
+    let end = run[start..].find("&&").map_or(run.len(), |i| start + i);
+    run[start..end].trim().to_owned()
+}
+
+#[test]
+fn dockerfiles_are_multi_stage_with_a_pinned_distroless_nonroot_final_base() {
+    for (file, _, _) in IMAGES {
+        let text = read(file);
+        let stages = stages(&instructions(&text));
+        assert!(stages.len() >= 2, "{file}: not multi-stage");
+        for stage in &stages {
+            let image = from_image(&stage[0]);
+            let pinned_by_tag = tag_of(&image).is_some_and(|tag| tag != "latest");
+            assert!(
+                is_digest_pinned(&image) || pinned_by_tag,
+                "{file}: FROM {image} is neither pinned by digest nor by a tag other than latest"
+            );
+            // Say so when a base is not pinned by digest (see the file's header).
+            if !is_digest_pinned(&image) {
+                assert!(
+                    text.contains("NOT pinned by digest"),
+                    "{file}: FROM {image} has no digest and the file does not say so"
+                );
+            }
+        }
+        let build = from_image(&stages[0][0]);
+        assert!(
+            build.starts_with("docker.io/library/rust:1.95-bookworm")
+                || build.starts_with("docker.io/library/rust:1.95-slim-bookworm"),
+            "{file}: the build stage should use the Rust 1.95 image the tests run on: {build}"
+        );
+        let last = from_image(&stages.last().unwrap()[0]);
+        let base = last.split('@').next().unwrap();
+        assert!(
+            FINAL_BASES.contains(&base),
+            "{file}: the final base {last} is not one of {FINAL_BASES:?}"
+        );
+    }
+}
+
+#[test]
+fn final_stage_runs_only_the_binary_as_65532() {
+    for (file, _, bin) in IMAGES {
+        let stages = stages(&instructions(&read(file)));
+        let last = stages.last().unwrap();
+        let keywords: Vec<&str> = last.iter().map(|i| i.keyword.as_str()).collect();
+        // No RUN (there is no shell), no ADD, nothing but metadata and the binary.
+        for keyword in &keywords {
+            assert!(
+                matches!(
+                    *keyword,
+                    "FROM" | "ARG" | "LABEL" | "COPY" | "USER" | "ENTRYPOINT" | "CMD"
+                ),
+                "{file}: {keyword} in the final stage"
+            );
+        }
+        let user = last.iter().rfind(|i| i.keyword == "USER").unwrap();
+        assert!(
+            matches!(
+                user.rest.as_str(),
+                "65532" | "65532:65532" | "nonroot" | "nonroot:nonroot"
+            ),
+            "{file}: USER {}",
+            user.rest
+        );
+        let binary = format!("/usr/local/bin/{bin}");
+        let copies: Vec<&Instruction> = last.iter().filter(|i| i.keyword == "COPY").collect();
+        assert_eq!(copies.len(), 1, "{file}: the final stage copies one file");
+        assert!(
+            copies[0].rest.starts_with("--from=") && copies[0].rest.ends_with(&binary),
+            "{file}: COPY {}",
+            copies[0].rest
+        );
+        assert!(
+            !copies[0].rest.contains("--chown"),
+            "{file}: the binary should stay root-owned, not writable by the process"
+        );
+        let entrypoint = last.iter().rfind(|i| i.keyword == "ENTRYPOINT").unwrap();
+        let exec_form: Value = serde_json::from_str(&entrypoint.rest).unwrap_or_else(|error| {
+            panic!(
+                "{file}: ENTRYPOINT {} is not exec form (a JSON array): {error}",
+                entrypoint.rest
+            )
+        });
+        assert_eq!(exec_form, serde_json::json!([binary]), "{file}");
+        if let Some(cmd) = last.iter().rfind(|i| i.keyword == "CMD") {
+            serde_json::from_str::<Vec<String>>(&cmd.rest)
+                .unwrap_or_else(|_| panic!("{file}: CMD {} is not exec form", cmd.rest));
+        }
+    }
+}
+
+#[test]
+fn images_carry_oci_labels() {
+    let version = workspace_package("version");
+    let license = workspace_package("license");
+    let repository = workspace_package("repository");
+    for (file, _, bin) in IMAGES {
+        let stages = stages(&instructions(&read(file)));
+        let last = stages.last().unwrap();
+        let labels: String = last
+            .iter()
+            .filter(|i| i.keyword == "LABEL")
+            .map(|i| i.rest.clone())
+            .collect::<Vec<_>>()
+            .join(" ");
+        for (key, value) in [
+            ("org.opencontainers.image.title", format!("\"{bin}\"")),
+            (
+                "org.opencontainers.image.source",
+                format!("\"{repository}\""),
+            ),
+            (
+                "org.opencontainers.image.version",
+                "\"${VERSION}\"".to_owned(),
+            ),
+            (
+                "org.opencontainers.image.revision",
+                "\"${REVISION}\"".to_owned(),
+            ),
+            (
+                "org.opencontainers.image.licenses",
+                format!("\"{license}\""),
+            ),
+        ] {
+            assert!(
+                labels.contains(&format!("{key}={value}")),
+                "{file}: no label {key}={value} in {labels}"
+            );
+        }
+        let version_arg = last
+            .iter()
+            .find(|i| i.keyword == "ARG" && i.rest.starts_with("VERSION="))
+            .unwrap();
+        assert_eq!(
+            version_arg.rest,
+            format!("VERSION={version}"),
+            "{file}: the default VERSION is not the workspace version"
+        );
+    }
+}
+
+#[test]
+fn builds_are_locked_release_builds_of_one_binary_without_downloads() {
+    for (file, package, bin) in IMAGES {
+        let text = read(file);
+        let all = instructions(&text);
+        for instruction in &all {
+            let rest = instruction.rest.to_ascii_lowercase();
+            if instruction.keyword == "ADD" {
+                assert!(
+                    !rest.contains("http://")
+                        && !rest.contains("https://")
+                        && !rest.contains("git@"),
+                    "{file}: ADD of a URL: {}",
+                    instruction.rest
+                );
+            }
+            if instruction.keyword == "RUN" {
+                for fetcher in ["curl", "wget"] {
+                    assert!(
+                        !(rest.contains(fetcher)
+                            && (rest.contains("| sh")
+                                || rest.contains("|sh")
+                                || rest.contains("| bash"))),
+                        "{file}: a download piped into a shell: {}",
+                        instruction.rest
+                    );
+                }
+            }
+        }
+        let builds: Vec<String> = all
+            .iter()
+            .filter(|i| i.keyword == "RUN" && i.rest.contains("cargo build"))
+            .map(|i| cargo_build_command(&i.rest))
+            .collect();
+        assert_eq!(
+            builds,
+            [format!(
+                "cargo build --release --locked -p {package} --bin {bin}"
+            )],
+            "{file}: one locked release build of exactly the shipped binary"
+        );
+        for instruction in all.iter().filter(|i| i.keyword == "RUN") {
+            assert!(
+                !instruction.rest.contains("cargo install")
+                    || instruction.rest.contains("--locked"),
+                "{file}: cargo install without --locked: {}",
+                instruction.rest
+            );
+        }
+    }
+}
+
+#[test]
+fn ci_runs_the_dockerfiles_cargo_commands() {
+    let makefile = read("Makefile");
+    let recipe_lines: Vec<String> = makefile
+        .lines()
+        .filter(|line| line.starts_with('\t'))
+        .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    // `make test` (what .ci/run runs) depends on the target that holds these lines.
+    let test_line = makefile
+        .lines()
+        .find(|line| line.starts_with("test:"))
+        .unwrap();
+    assert!(
+        test_line
+            .split_whitespace()
+            .any(|dep| dep == "release-build"),
+        "`make test` does not run release-build: {test_line}"
+    );
+    for (file, _, _) in IMAGES {
+        let all = instructions(&read(file));
+        let run = all
+            .iter()
+            .find(|i| i.keyword == "RUN" && i.rest.contains("cargo build"))
+            .unwrap();
+        let command = cargo_build_command(&run.rest);
+        let as_make = command.replacen("cargo", "$(CARGO)", 1);
+        assert!(
+            recipe_lines.contains(&as_make),
+            "{file}: the Makefile does not run `{as_make}`"
+        );
+    }
+}
+
+#[test]
+fn dockerignore_keeps_what_cargo_needs_and_drops_the_rest() {
+    let ignore = read(".dockerignore");
+    let patterns: Vec<&str> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect();
+    for needed in [
+        ".git",
+        "target",
+        "**/target",
+        "**/node_modules",
+        "**/.venv*",
+    ] {
+        assert!(patterns.contains(&needed), ".dockerignore lacks {needed}");
+    }
+    // Every workspace member, the manifest and the lock file reach the build.
+    let manifest = read("Cargo.toml");
+    let members_line = manifest
+        .lines()
+        .find(|line| line.trim_start().starts_with("members"))
+        .unwrap();
+    let members: Vec<&str> = members_line.split('"').skip(1).step_by(2).collect();
+    assert!(
+        members.contains(&"operator") && members.contains(&"proxy"),
+        "{members:?}"
+    );
+    for path in members.iter().copied().chain(["Cargo.toml", "Cargo.lock"]) {
+        for pattern in &patterns {
+            let pattern = pattern.trim_start_matches('/');
+            let excluded = pattern == path
+                || path.starts_with(&format!("{pattern}/"))
+                || pattern == "*"
+                || pattern == "**";
+            assert!(
+                !excluded,
+                ".dockerignore pattern {pattern} leaves out {path}"
+            );
+        }
+        assert!(workspace_path(path).exists(), "{path} does not exist");
+    }
+}
+
+/// What `ldd` says a binary loads: the library names.
+fn shared_libraries(binary: &Path) -> Vec<String> {
+    let output = run_ok(Command::new("ldd").arg(binary), Duration::from_secs(30)).unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let first = line.split_whitespace().next()?;
+            Some(Path::new(first).file_name()?.to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn binaries_need_only_what_the_final_base_provides() {
+    for (file, _, bin) in IMAGES {
+        let path = match bin {
+            "sluice-operator" => sluice_operator().unwrap(),
+            _ => sluice_proxy().unwrap(),
+        };
+        let stages = stages(&instructions(&read(file)));
+        let base = from_image(&stages.last().unwrap()[0]);
+        let libraries = shared_libraries(&path);
+        assert!(
+            libraries.iter().any(|lib| lib == "libc.so.6"),
+            "{bin}: ldd shows no libc; is it static? then use static-debian12: {libraries:?}"
+        );
+        assert!(
+            base.contains("/cc-debian12"),
+            "{file}: {bin} links glibc dynamically and needs cc-debian12, not {base}"
+        );
+        for library in &libraries {
+            assert!(
+                CC_DEBIAN12_LIBS.contains(&library.as_str()),
+                "{bin} needs {library}, which {base} does not have (ldd {}: {libraries:?})",
+                path.display()
+            );
+        }
+    }
+}
