@@ -488,3 +488,41 @@ async fn yaml_apply_bodies_and_strict_validation() {
         .expect("pruned");
     assert!(pruned.data["spec"].get("notAField").is_none());
 }
+
+#[tokio::test]
+async fn an_apply_to_an_existing_object_may_leave_the_name_out() {
+    // kube-lease-manager locks a Lease it created with an apply whose body has no metadata;
+    // the API server takes the name from the live object. A create still needs it.
+    let api = MemoryApiServer::start().await;
+    let cms: Api<ConfigMap> = Api::default_namespaced(api.client());
+    let pp = PatchParams::apply("holder");
+    let nameless =
+        |value: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"k": value}});
+
+    let refused = cms.patch("lease", &pp, &Patch::Apply(nameless("1"))).await;
+    assert_eq!(
+        api_error(refused).0,
+        400,
+        "a create needs the name in the body"
+    );
+
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "lease"}})).unwrap(),
+    )
+    .await
+    .expect("create");
+    let applied = cms
+        .patch("lease", &pp, &Patch::Apply(nameless("2")))
+        .await
+        .expect("an apply to an existing object without a name");
+    assert_eq!(applied.metadata.name.as_deref(), Some("lease"));
+    assert_eq!(applied.data.unwrap()["k"], "2");
+    let other = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "other"}});
+    let mismatch = cms.patch("lease", &pp, &Patch::Apply(other)).await;
+    assert_eq!(
+        api_error(mismatch).0,
+        400,
+        "a different name is still refused"
+    );
+}

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::{
-    CRD_KEY, Call, Reply, check_identity, json_reply, key_of, manager_of, parse_body, strict,
+    CRD_KEY, Call, Reply, body_name, check_identity, json_reply, key_of, manager_of, parse_body,
+    strict,
 };
 use crate::apply::{self, Applier};
 use crate::catalog::ResourceType;
@@ -318,6 +319,18 @@ fn server_side_apply(
     manager_of(call)?;
     let mut config = parse_body(call)?;
     strategy::check_type_meta(ty, &config)?;
+    // Applied to an existing object, the configuration may leave the name out: the API server
+    // merges it onto the live object, which has it (kube-lease-manager's lock does this). Only
+    // an apply that creates needs it in the body.
+    if body_name(&config).is_none()
+        && state.get(ty, &key_of(ty, call.target, name)).is_some()
+        && let Some(map) = config.as_object_mut()
+    {
+        let meta = map.entry("metadata").or_insert_with(|| json!({}));
+        if let Some(meta) = meta.as_object_mut() {
+            meta.insert("name".into(), json!(name));
+        }
+    }
     check_identity(ty, call.target, &config, Some(name))?;
     if config
         .pointer("/metadata/managedFields")
