@@ -355,7 +355,12 @@ pub async fn write_server(
         return Ok(false);
     }
     let name = server.metadata.name.as_deref().unwrap_or_default();
-    let patch = json!({"apiVersion": API_VERSION, "kind": "McpServer", "status": status});
+    let patch = json!({
+        "apiVersion": API_VERSION,
+        "kind": "McpServer",
+        "metadata": {"name": name},
+        "status": status,
+    });
     api.patch_status(name, &apply_params(), &Patch::Apply(patch))
         .await
         .map_err(|e| Error::kube(format!("write the status of McpServer {name}"), e))?;
@@ -373,7 +378,12 @@ pub async fn write_route(
         return Ok(false);
     }
     let name = route.metadata.name.as_deref().unwrap_or_default();
-    let patch = json!({"apiVersion": API_VERSION, "kind": "McpRoute", "status": status});
+    let patch = json!({
+        "apiVersion": API_VERSION,
+        "kind": "McpRoute",
+        "metadata": {"name": name},
+        "status": status,
+    });
     api.patch_status(name, &apply_params(), &Patch::Apply(patch))
         .await
         .map_err(|e| Error::kube(format!("write the status of McpRoute {name}"), e))?;
