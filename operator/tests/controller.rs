@@ -489,3 +489,40 @@ async fn transition_times_stay_while_a_condition_holds() {
     );
     operator.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_the_sidecar_reloads_does_not_roll_the_pods() {
+    let cluster = Cluster::start().await;
+    let operator = Operator::start_default(&cluster);
+    cluster
+        .apply::<k8s_openapi::api::core::v1::Secret>(secret("bot-token", "token", "one"))
+        .await;
+    cluster.apply::<McpServer>(server("phab")).await;
+    let mut bots = route("bots", "phab");
+    bots["spec"]["policy"] =
+        json!({"upstreamToken": {"secretKeyRef": {"name": "bot-token", "key": "token"}}});
+    cluster.apply::<McpRoute>(bots).await;
+    cluster
+        .wait_for::<McpRoute>("bots", "the route programmed", |r| {
+            route_reason(r, conditions::PROGRAMMED).as_deref() == Some(reasons::PROGRAMMED)
+        })
+        .await;
+    wait_quiet(&cluster, &operator).await;
+    let before = cluster.get::<Deployment>("phab").await.unwrap();
+
+    cluster.api.clear_logs();
+    cluster
+        .apply::<k8s_openapi::api::core::v1::Secret>(secret("bot-token", "token", "two"))
+        .await;
+    // Reconciles after the rotation (the resync is one second) see the new version and change
+    // nothing: the sidecar re-reads the mounted file.
+    operator.wait_reconciles(2).await;
+    let after = cluster.get::<Deployment>("phab").await.unwrap();
+    assert_eq!(
+        before.metadata.resource_version,
+        after.metadata.resource_version
+    );
+    let writes = cluster.operator_writes();
+    assert!(writes.is_empty(), "{writes:#?}");
+    operator.stop().await;
+}
