@@ -47,4 +47,11 @@ pub mod reasons {
     pub const PROGRAMMED: &str = "Programmed";
     /// McpRoute: no free sidecar listener port is left on the server.
     pub const NO_FREE_PORT: &str = "NoFreePort";
+    /// The API server refused an object the operator applied; the message says which and why.
+    pub const APPLY_FAILED: &str = "ApplyFailed";
+    /// McpRoute: it asks for an HTTPRoute, but the cluster does not serve the Gateway API.
+    pub const GATEWAY_API_NOT_INSTALLED: &str = "GatewayApiNotInstalled";
+    /// McpServer: it asks for a ServiceMonitor, but the Prometheus Operator's CRDs are not
+    /// served.
+    pub const SERVICE_MONITOR_NOT_INSTALLED: &str = "ServiceMonitorNotInstalled";
 }

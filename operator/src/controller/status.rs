@@ -13,15 +13,8 @@ use super::FIELD_MANAGER;
 use crate::render::{AcceptedRoute, Notice};
 use crate::{Error, Result};
 
-/// Reasons the operator reports that `sluice_crds::conditions::reasons` does not define (yet).
-pub mod reasons {
-    /// The API server refused an object the operator applied; the message says which and why.
-    pub const APPLY_FAILED: &str = "ApplyFailed";
-    /// A route asks for an HTTPRoute, but the cluster does not serve the Gateway API.
-    pub const GATEWAY_API_NOT_INSTALLED: &str = "GatewayApiNotInstalled";
-    /// A server asks for a ServiceMonitor, but the Prometheus Operator's CRDs are not served.
-    pub const SERVICE_MONITOR_NOT_INSTALLED: &str = "ServiceMonitorNotInstalled";
-}
+/// Condition reasons, as the API defines them.
+pub use sluice_crds::conditions::reasons;
 
 /// A condition's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
