@@ -10,7 +10,9 @@
 //!   npm packages, Redis ([`redis`]) and server-everything ([`everything`]),
 //! - validate Kubernetes objects against the 1.30 and 1.37 schemas ([`kubernetes`]) and render
 //!   examples with `sluice-operator render` ([`render`]),
-//! - render, lint and inspect the Helm chart with the Helm SDK ([`helm`]).
+//! - render, lint and inspect the Helm chart with the Helm SDK ([`helm`]),
+//! - start `sluice-proxy` as a permissive sidecar with every policy on ([`sidecar`]) and run the
+//!   official MCP conformance suite against a server ([`conformance`]).
 //!
 //! A missing peer is an error that says to run `make setup`, never a skipped test: CI installs
 //! every peer, so a test that cannot find one must fail. Everything is bounded in time and bound
@@ -20,6 +22,7 @@
 //! never match on it; each one says what failed and with which input.
 
 pub mod binaries;
+pub mod conformance;
 pub mod everything;
 pub mod helm;
 pub mod http;
@@ -29,6 +32,7 @@ pub mod ports;
 pub mod process;
 pub mod redis;
 pub mod render;
+pub mod sidecar;
 pub mod wait;
 pub mod workspace;
 
@@ -38,6 +42,7 @@ pub use kubernetes::{KUBERNETES_VERSIONS, ValidationReport};
 pub use ports::free_port;
 pub use process::{Process, run};
 pub use redis::Redis;
+pub use sidecar::Sidecar;
 pub use workspace::{e2e_dir, workspace_root};
 
 /// The harness's result type.
