@@ -11,6 +11,8 @@ CARGO ?= cargo
 EXAMPLE ?= examples/phabricator-header-token.yaml
 # Extra arguments for the benchmark program, e.g. `make bench BENCH_ARGS='--rounds 5'`.
 BENCH_ARGS ?=
+# Extra arguments for the soak, e.g. `make soak SOAK_ARGS='--duration 3m --rate 300'`.
+SOAK_ARGS ?=
 
 ifneq ($(CI),)
 # CI builds from scratch once: incremental artifacts only cost time and disk there, and the
@@ -24,7 +26,7 @@ endif
 
 step = @printf '\n==> %s\n' "$(1)"
 
-.PHONY: help setup test fmt fmt-check clippy cargo-test release-build render generate bench clean-peers
+.PHONY: help setup test fmt fmt-check clippy cargo-test release-build render generate bench soak clean-peers
 
 help:
 	@echo 'make test        install the test peers, then fmt check, clippy, all tests (what CI runs)'
@@ -34,6 +36,7 @@ help:
 	@echo 'make fmt         format the code'
 	@echo 'make generate    regenerate the committed CRD YAML, API reference and sidecar config schema'
 	@echo 'make bench       benchmark sluice-proxy against a direct path and nginx'
+	@echo 'make soak        drive sluice-proxy at a fixed rate for 10 minutes, print its memory curve'
 	@echo 'make clean-peers remove the Python venvs and node_modules under e2e/'
 
 setup:
@@ -79,6 +82,11 @@ generate:
 bench: setup
 	$(call step,cargo run --release -p sluice-e2e --bin bench-proxy)
 	$(CARGO) run --release -p sluice-e2e --bin bench-proxy -- $(BENCH_ARGS)
+
+# Not part of `make test`: it runs for 10 minutes by default and needs no peer.
+soak:
+	$(call step,cargo run --release -p sluice-e2e --bin soak-proxy)
+	$(CARGO) run --release -p sluice-e2e --bin soak-proxy -- $(SOAK_ARGS)
 
 clean-peers:
 	rm -rf e2e/.venv-mcp2 e2e/.venv-mcp1 e2e/node_modules

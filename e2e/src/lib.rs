@@ -5,14 +5,17 @@
 //! - start processes that are killed when the test ends and whose logs are shown when it fails
 //!   ([`process::Process`]), and run short commands with a deadline ([`process::run`]),
 //! - pick free loopback ports and wait for them ([`ports`], [`wait`]),
-//! - talk HTTP ([`http`]),
+//! - talk HTTP ([`http`]) and read event streams ([`sse`]),
 //! - reach the peers that `scripts/setup.sh` installs ([`peers`]): the Python venvs, Node 22, the
 //!   npm packages, Redis ([`redis`]) and server-everything ([`everything`]),
 //! - validate Kubernetes objects against the 1.30 and 1.37 schemas ([`kubernetes`]) and render
 //!   examples with `sluice-operator render` ([`render`]),
 //! - render, lint and inspect the Helm chart with the Helm SDK ([`helm`]),
 //! - start `sluice-proxy` as a permissive sidecar with every policy on ([`sidecar`]) and run the
-//!   official MCP conformance suite against a server ([`conformance`]).
+//!   official MCP conformance suite against a server ([`conformance`]),
+//! - run `sluice-proxy` with a config of the test's ([`proxy_process`]) in front of an
+//!   in-process upstream the test controls and can kill ([`upstream`]), and read what a process
+//!   uses from `/proc` ([`procstat`]).
 //!
 //! A missing peer is an error that says to run `make setup`, never a skipped test: CI installs
 //! every peer, so a test that cannot find one must fail. Everything is bounded in time and bound
@@ -30,9 +33,13 @@ pub mod kubernetes;
 pub mod peers;
 pub mod ports;
 pub mod process;
+pub mod procstat;
+pub mod proxy_process;
 pub mod redis;
 pub mod render;
 pub mod sidecar;
+pub mod sse;
+pub mod upstream;
 pub mod wait;
 pub mod workspace;
 

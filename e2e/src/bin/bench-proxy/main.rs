@@ -11,7 +11,6 @@
 
 mod canned;
 mod load;
-mod procstat;
 mod report;
 mod streams;
 mod targets;
@@ -24,9 +23,9 @@ use clap::Parser;
 
 use crate::canned::Canned;
 use crate::load::Wrk;
-use crate::procstat::Memory;
 use crate::report::{Measured, Report, Run};
 use crate::streams::Streams;
+use sluice_e2e::procstat::Memory;
 
 /// Benchmark sluice-proxy against a direct path and nginx.
 #[derive(Parser, Debug)]

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::load::Sample;
-use crate::procstat::{self, mib};
 use crate::targets::Proxy;
+use sluice_e2e::procstat::{self, mib};
 
 /// What the load asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

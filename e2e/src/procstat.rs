@@ -1,5 +1,6 @@
-//! What a process has used, from `/proc`: CPU time (utime + stime, all threads) and memory
-//! (current and peak resident set).
+//! What a process has used, from `/proc`: CPU time (utime + stime, all threads), memory
+//! (current and peak resident set) and open file descriptors; and this process's own file
+//! descriptor limit, which load tests raise.
 
 use anyhow::{Context as _, bail};
 
@@ -46,6 +47,30 @@ impl Memory {
     }
 }
 
+/// How many file descriptors the process has open.
+pub fn open_fds(pid: u32) -> anyhow::Result<usize> {
+    let dir = format!("/proc/{pid}/fd");
+    Ok(std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot list {dir}"))?
+        .count())
+}
+
+/// Raises this process's soft limit on open files to at least `wanted` (capped by the hard
+/// limit), for tests that hold thousands of sockets; children started afterwards inherit it.
+/// Returns the soft limit now in force.
+pub fn raise_fd_limit(wanted: u64) -> anyhow::Result<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    let current = limit.current.unwrap_or(u64::MAX);
+    if current >= wanted {
+        return Ok(current);
+    }
+    let raised = limit.maximum.map_or(wanted, |max| wanted.min(max));
+    limit.current = Some(raised);
+    setrlimit(Resource::Nofile, limit).context("cannot raise the open-files limit")?;
+    Ok(raised)
+}
+
 /// KiB as MiB with one decimal.
 pub fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
@@ -66,5 +91,11 @@ mod tests {
         assert!(cpu_seconds(pid).unwrap() > 0.0);
         let m = Memory::of(pid).unwrap();
         assert!(m.rss_kib > 0 && m.peak_kib >= m.rss_kib);
+        let before = open_fds(pid).unwrap();
+        let held: Vec<_> = (0..3)
+            .map(|_| std::fs::File::open("/proc/self/status").unwrap())
+            .collect();
+        assert!(open_fds(pid).unwrap() >= before + held.len());
+        assert!(raise_fd_limit(64).unwrap() >= 64);
     }
 }
