@@ -48,7 +48,12 @@ impl Caller {
 }
 
 /// A `tools/call` of `tool` with `id` through `proxy`, with extra `headers`.
-fn call(proxy: &ProxyProcess, id: u64, tool: &str, headers: &[(&str, &str)]) -> Result<HttpResponse> {
+fn call(
+    proxy: &ProxyProcess,
+    id: u64,
+    tool: &str,
+    headers: &[(&str, &str)],
+) -> Result<HttpResponse> {
     Caller { port: proxy.port }.call(id, tool, headers)
 }
 
