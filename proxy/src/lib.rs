@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod errors;
 pub mod forward;
 pub mod headers;
+pub mod host;
 pub mod identity;
 pub mod inspect;
 pub mod limits;

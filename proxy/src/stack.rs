@@ -22,7 +22,7 @@ use crate::errors::Refusal;
 use crate::identity::Identity;
 use crate::inspect::{self, Inspection};
 use crate::state::{Entry, State};
-use crate::{audit, discovery, forward, limits, mcp_headers, policy, ratelimit};
+use crate::{audit, discovery, forward, host, limits, mcp_headers, policy, ratelimit};
 
 /// A caller connection, as the request path needs it.
 pub struct Conn {
@@ -113,6 +113,8 @@ async fn handle(
         &entry.in_flight,
     )?;
     limits::check_head(&req, config.limits.max_header_bytes)?;
+    // One Host, agreeing with the target: what X-Forwarded-Host and redirects are built from.
+    host::check(&req)?;
 
     // OAuth discovery documents are public: answered here, before any check. Ambiguous paths
     // and unknown well-known paths end here too.

@@ -139,6 +139,11 @@ impl Upstream {
             .expect("upstream gone")
     }
 
+    /// The next request the upstream saw, if one is already there (without waiting).
+    pub fn try_next(&mut self) -> Option<Seen> {
+        self.seen.try_recv().ok()
+    }
+
     /// Whether the upstream saw a request (without waiting).
     pub fn saw_any(&mut self) -> bool {
         self.seen.try_recv().is_ok()
