@@ -1,9 +1,10 @@
 //! Faults around the sluice-proxy binary, each with the outcome a caller and an operator must
-//! see: the upstream dying mid-stream, an upstream too slow to connect to or to answer, Redis
-//! dying under global rate limits that fail open (fail-closed is in sidecar_policy.rs), the
-//! config file corrupted under load (in place and by a Kubernetes `..data` symlink swap), and
-//! SIGTERM under load. The upstream is in-process ([`TestUpstream`]) so a test can kill it,
-//! slow it down and bring it back on the same port.
+//! see: the upstream dying mid-stream, an upstream too slow to connect to or to answer, callers
+//! leaving silent streams, Redis dying under global rate limits that fail open (fail-closed is
+//! in sidecar_policy.rs), the config file corrupted under load (in place and by a Kubernetes
+//! `..data` symlink swap), and SIGTERM under load and with streams outlasting the grace period.
+//! The upstream is in-process ([`TestUpstream`]) so a test can kill it, slow it down and bring
+//! it back on the same port.
 #![allow(clippy::unwrap_used, reason = "test helpers fail the test")]
 
 use std::net::{SocketAddr, TcpStream};
@@ -250,6 +251,66 @@ fn an_upstream_slow_to_answer_gets_504_and_nothing_leaks() {
     .unwrap();
     println!("sidecar fds: {fds_before} before, {fds_after} after {CALLS} timed-out calls");
     assert!(answered(&call(&proxy, 2, "lookup", &[]).unwrap(), 2));
+}
+
+#[test]
+fn callers_leaving_silent_streams_release_them_and_their_upstream_connections() {
+    const STREAMS: u64 = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = TestUpstream::start().unwrap();
+    let ports = Ports::free().unwrap();
+    // No keep-alive comments: nothing is written that would reveal the caller's departure, so
+    // only noticing the closed connection itself frees the stream.
+    let top = "streaming:\n  keepAlive: null\n";
+    let config = ProxyProcess::config(&upstream.url(), ports, top, "");
+    let proxy = ProxyProcess::start_with(dir.path(), &config, ports, &[]).unwrap();
+    assert!(answered(&call(&proxy, 1, "lookup", &[]).unwrap(), 1));
+    let pid = proxy.process.pid();
+    let fds_before = procstat::open_fds(pid).unwrap();
+
+    // One event at once, then silence for ten minutes.
+    let runtime = runtime();
+    let addr = SocketAddr::from(([127, 0, 0, 1], proxy.port));
+    let opened = Arc::new(AtomicU64::new(0));
+    let streams: Vec<_> = (0..STREAMS)
+        .map(|_| {
+            let opened = opened.clone();
+            runtime.spawn(sse::read(addr, "/stream?interval_ms=600000", move |_| {
+                opened.fetch_add(1, Ordering::Relaxed);
+            }))
+        })
+        .collect();
+    wait_until("every stream's first event", PATIENCE, || {
+        let n = opened.load(Ordering::Relaxed);
+        Ok(if n == STREAMS {
+            Probe::Ready(())
+        } else {
+            Probe::NotYet(format!("{n} open"))
+        })
+    })
+    .unwrap();
+    assert_eq!(proxy.count(OPEN_STREAMS).unwrap(), STREAMS as f64);
+    let fds_open = procstat::open_fds(pid).unwrap();
+
+    // The callers go away (their connections close).
+    for stream in &streams {
+        stream.abort();
+    }
+    drop(runtime);
+    until_metric(&proxy, OPEN_STREAMS, 0.0);
+    until_metric(&proxy, IN_FLIGHT, 0.0);
+    let fds_after = wait_until("the sidecar's descriptors to settle", PATIENCE, || {
+        let now = procstat::open_fds(pid)?;
+        Ok(if now <= fds_before {
+            Probe::Ready(now)
+        } else {
+            Probe::NotYet(format!("{now} open, {fds_before} before"))
+        })
+    })
+    .unwrap();
+    println!(
+        "sidecar fds: {fds_before} before, {fds_open} with {STREAMS} streams, {fds_after} after they left"
+    );
 }
 
 /// A loopback listener that accepts no connection: its backlog is full, so a connect to it
@@ -622,5 +683,52 @@ fn sigterm_under_load_fails_readiness_first_finishes_what_is_in_flight_and_exits
     assert!(
         stream_ended > refused_at,
         "the stream should still have been in flight when the listener closed"
+    );
+}
+
+#[test]
+fn sigterm_cuts_what_is_still_streaming_when_the_grace_period_ends_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = TestUpstream::start().unwrap();
+    let ports = Ports::free().unwrap();
+    let top = "shutdown:\n  drainDelay: 1s\n  gracePeriod: 2s\n";
+    let config = ProxyProcess::config(&upstream.url(), ports, top, "");
+    let mut proxy = ProxyProcess::start_with(dir.path(), &config, ports, &[]).unwrap();
+    let runtime = runtime();
+    let addr = SocketAddr::from(([127, 0, 0, 1], proxy.port));
+    let events = Arc::new(AtomicU64::new(0));
+    let stream = {
+        let events = events.clone();
+        runtime.spawn(sse::read(addr, "/stream?interval_ms=100", move |_| {
+            events.fetch_add(1, Ordering::Relaxed);
+        }))
+    };
+    wait_until("the stream's first events", PATIENCE, || {
+        let n = events.load(Ordering::Relaxed);
+        Ok(if n >= 3 {
+            Probe::Ready(())
+        } else {
+            Probe::NotYet(format!("{n} events"))
+        })
+    })
+    .unwrap();
+
+    proxy.process.signal(Signal::Term).unwrap();
+    let status = proxy
+        .process
+        .wait_timeout(PATIENCE)
+        .unwrap()
+        .expect("the sidecar did not exit after its grace period");
+    assert!(status.success(), "the sidecar exited with {status}");
+    let outcome = runtime
+        .block_on(async { tokio::time::timeout(PATIENCE, stream).await })
+        .expect("the stream outlived the sidecar")
+        .unwrap()
+        .unwrap();
+    assert!(outcome.broken.is_some(), "{outcome:?}");
+    let logs = proxy.process.logs();
+    assert!(
+        logs.contains("grace period over; cutting what is left"),
+        "{logs}"
     );
 }
