@@ -14,7 +14,6 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use crate::process::{run, tail};
-use crate::workspace::e2e_dir;
 use crate::{Result, peers};
 
 /// The whole `--suite all` takes seconds; this only stops a hung runner.
@@ -60,7 +59,7 @@ pub fn run_server_suite(url: &str, header: &str, out_dir: &Path) -> Result<Suite
     let mut command = Command::new(peers::node22()?);
     command
         .arg("--require")
-        .arg(e2e_dir().join("js").join("inject-header.cjs"))
+        .arg(peers::inject_header_preload()?)
         .arg(peers::conformance_cli()?)
         .args(["server", "--suite", "all", "--url", url, "-o"])
         .arg(out_dir)

@@ -115,6 +115,13 @@ pub fn loopback_preload() -> Result<PathBuf> {
     existing(e2e_dir().join("js").join("listen-loopback.cjs"))
 }
 
+/// A `node --require` preload (Node 20 and 22) that adds the header in `SLUICE_E2E_INJECT_HEADER`
+/// ("Name: value") to every request the process sends to `SLUICE_E2E_INJECT_HEADER_ORIGIN`, for
+/// Node peers that cannot send one themselves (the conformance runner, the Inspector CLI 0.x).
+pub fn inject_header_preload() -> Result<PathBuf> {
+    existing(e2e_dir().join("js").join("inject-header.cjs"))
+}
+
 /// `redis-server` (Debian package redis-server).
 pub fn redis_server() -> Result<PathBuf> {
     system_tool("redis-server")
