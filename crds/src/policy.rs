@@ -45,7 +45,9 @@ pub struct Policy {
     /// Browser origins (`scheme://host[:port]`) allowed to call this entry point, besides the
     /// entry point's own public origin. A request with any other `Origin` header gets HTTP 403
     /// (DNS-rebinding protection). Requests without `Origin` (non-browser clients) are not
-    /// affected.
+    /// affected. Pages on an allowed origin may call from the browser: their CORS preflights are
+    /// answered without credentials, and every answer lets them read it (`Mcp-Session-Id` and
+    /// `WWW-Authenticate` included).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), inner(length(max = 256)))]
     #[x_kube(validation = kube::core::Rule::new(r"self.all(o, o.matches('^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$'))").message("each allowed origin must be scheme://host[:port], without a path"))]

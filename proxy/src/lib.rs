@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod conn;
+pub mod cors;
 pub mod credentials;
 pub mod discovery;
 pub mod errors;

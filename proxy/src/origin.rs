@@ -4,7 +4,7 @@
 //! An Origin equal to the request's `Host` is deliberately not trusted: under DNS rebinding the
 //! attacker's page is same-origin with the Host it rebinds, so that test would let it through.
 
-use http::{HeaderMap, header};
+use http::{HeaderMap, HeaderValue, header};
 
 use crate::errors::Refusal;
 
@@ -27,24 +27,25 @@ impl Origins {
     }
 
     /// Refuses a request whose `Origin` is present and not allowed (several Origin fields,
-    /// `null` and unparsable values included).
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+    /// `null` and unparsable values included); returns the allowed Origin a browser sent, which
+    /// CORS answers name.
+    pub fn check(&self, headers: &HeaderMap) -> Result<Option<HeaderValue>, Refusal> {
         let mut values = headers.get_all(header::ORIGIN).iter();
-        let Some(origin) = values.next() else {
-            return Ok(());
+        let Some(value) = values.next() else {
+            return Ok(None);
         };
         if values.next().is_some() {
             return Err(Refusal::Origin);
         }
-        let Ok(origin) = origin.to_str() else {
+        let Ok(origin) = value.to_str() else {
             return Err(Refusal::Origin);
         };
         if self.allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
-            return Ok(());
+            return Ok(Some(value.clone()));
         }
         // Slow path: a spelling the fast comparison misses (`:443` on https, say).
         match serialise(origin) {
-            Some(o) if self.allowed.iter().any(|a| **a == o) => Ok(()),
+            Some(o) if self.allowed.iter().any(|a| **a == o) => Ok(Some(value.clone())),
             _ => Err(Refusal::Origin),
         }
     }
@@ -58,8 +59,6 @@ fn serialise(text: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use http::HeaderValue;
-
     use super::*;
 
     fn check(origins: &Origins, values: &[&str]) -> bool {

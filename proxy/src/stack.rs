@@ -22,7 +22,7 @@ use crate::errors::Refusal;
 use crate::identity::Identity;
 use crate::inspect::{self, Inspection};
 use crate::state::{Entry, State};
-use crate::{audit, discovery, forward, host, limits, mcp_headers, policy, ratelimit};
+use crate::{audit, cors, discovery, forward, host, limits, mcp_headers, policy, ratelimit};
 
 /// A caller connection, as the request path needs it.
 pub struct Conn {
@@ -47,6 +47,8 @@ pub struct RequestContext {
     pub inspection: Option<Inspection>,
     /// Who is calling, once authentication established it.
     pub identity: Option<Identity>,
+    /// The allowed Origin of a browser page calling, once the Origin check passed it.
+    pub page_origin: Option<HeaderValue>,
 }
 
 impl RequestContext {
@@ -78,6 +80,7 @@ pub async fn serve(req: Request<Incoming>, conn: &Conn) -> Response<ResponseBody
         uri: req.uri().clone(),
         inspection: None,
         identity: None,
+        page_origin: None,
     };
     let mut response = match handle(req, conn, &mut cx).await {
         Ok(response) => {
@@ -92,6 +95,9 @@ pub async fn serve(req: Request<Incoming>, conn: &Conn) -> Response<ResponseBody
             refusal.to_response(cx.reply_id())
         }
     };
+    if let Some(origin) = &cx.page_origin {
+        cors::allow(&mut response, origin);
+    }
     access::record(&conn.state, &cx, &response);
     response.body_mut().guards_mut().busy = Some(busy);
     response
@@ -123,13 +129,20 @@ async fn handle(
     }
 
     // DNS rebinding: a browser page may only call from an allowed Origin.
-    entry.origins.check(req.headers())?;
+    cx.page_origin = entry.origins.check(req.headers())?;
 
     // The upstream path: prefix stripped, `/mcp/` normalised.
     let path = entry
         .prefix
         .upstream_path(req.uri())
         .ok_or(Refusal::NotFound)?;
+
+    // A page's CORS preflight carries no credentials: answered here, before authentication.
+    if let Some(origin) = &cx.page_origin
+        && cors::is_preflight(req.method(), req.headers())
+    {
+        return Ok(cors::preflight(origin, req.headers()));
+    }
 
     // Authentication: who is calling. A refused caller goes no further: its body is never
     // read and nothing reaches the upstream. Then its credentials are swapped for what the

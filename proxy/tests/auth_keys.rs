@@ -254,3 +254,85 @@ async fn challenges_point_at_no_metadata_where_none_is_served() {
     assert_401(&reply, "Bearer");
     assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
 }
+
+/// A browser MCP client on an allowed page: its preflight (which never carries credentials)
+/// is answered without authentication, and every answer to its real requests, the 401 that
+/// starts its sign-in included, lets the page read it. Other pages get nothing of this.
+#[tokio::test]
+async fn a_page_on_an_allowed_origin_may_call_from_the_browser() {
+    let mut upstream = Upstream::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    SecretDir::new(&dir.path().join("keys"), &[("ci", CI_KEY)]);
+    let auth = format!(
+        "mode: apiKey\nkeysDir: {}",
+        dir.path().join("keys").display()
+    );
+    let entry = "allowedOrigins: [\"http://localhost:6274\"]";
+    let sluice = Sluice::start(&auth_config(upstream.addr, "", &auth, entry)).await;
+    let preflight = |origin: &str| {
+        http::Request::options(sluice.url("/mcp"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type, mcp-protocol-version",
+            )
+            .body(body(""))
+            .unwrap()
+    };
+
+    let reply = send(preflight("http://localhost:6274")).await;
+    assert_eq!(reply.status, 204);
+    assert_eq!(
+        reply.header("access-control-allow-origin"),
+        Some("http://localhost:6274")
+    );
+    assert!(
+        reply
+            .header("access-control-allow-methods")
+            .unwrap()
+            .contains("POST")
+    );
+    assert_eq!(
+        reply.header("access-control-allow-headers"),
+        Some("authorization, content-type, mcp-protocol-version")
+    );
+
+    let page = ("origin", "http://localhost:6274");
+    let refused = call(&sluice, &[page]).await;
+    assert_401(&refused, "Bearer");
+    assert_eq!(
+        refused.header("access-control-allow-origin"),
+        Some("http://localhost:6274")
+    );
+    assert!(
+        refused
+            .header("access-control-expose-headers")
+            .unwrap()
+            .contains("WWW-Authenticate")
+    );
+    let bearer = format!("Bearer {CI_KEY}");
+    let answered = call(&sluice, &[page, ("authorization", &bearer)]).await;
+    assert_eq!(answered.status, 200);
+    assert_eq!(
+        answered.header("access-control-allow-origin"),
+        Some("http://localhost:6274")
+    );
+    upstream.next().await;
+
+    // Another page: its preflight is refused like its requests; a non-browser OPTIONS (no
+    // Origin) still meets authentication.
+    let foreign = send(preflight("https://evil.example")).await;
+    assert_eq!(foreign.status, 403);
+    assert!(foreign.header("access-control-allow-origin").is_none());
+    let unauthenticated_options = http::Request::options(sluice.url("/mcp"))
+        .header("access-control-request-method", "POST")
+        .body(body(""))
+        .unwrap();
+    assert_eq!(send(unauthenticated_options).await.status, 401);
+    // A caller without Origin gets no CORS headers.
+    let plain = call(&sluice, &[("authorization", &bearer)]).await;
+    assert!(plain.header("access-control-allow-origin").is_none());
+    upstream.next().await;
+    assert!(!upstream.saw_any(), "a preflight reached the upstream");
+}
