@@ -11,6 +11,9 @@ CARGO ?= cargo
 EXAMPLE ?= examples/phabricator-header-token.yaml
 # Extra arguments for the benchmark program, e.g. `make bench BENCH_ARGS='--rounds 5'`.
 BENCH_ARGS ?=
+# Seconds per fuzz target in `make fuzz`, and which targets (fuzz/fuzz_targets).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= inspect proxy_config discovery_paths manifest_render
 # Extra arguments for the soak, e.g. `make soak SOAK_ARGS='--duration 3m --rate 300'`.
 SOAK_ARGS ?=
 
@@ -26,7 +29,7 @@ endif
 
 step = @printf '\n==> %s\n' "$(1)"
 
-.PHONY: help setup test fmt fmt-check clippy cargo-test release-build render generate bench soak clean-peers
+.PHONY: help setup test fmt fmt-check clippy cargo-test release-build render generate bench soak fuzz clean-peers
 
 help:
 	@echo 'make test        install the test peers, then fmt check, clippy, all tests (what CI runs)'
@@ -37,6 +40,7 @@ help:
 	@echo 'make generate    regenerate the committed CRD YAML, API reference and sidecar config schema'
 	@echo 'make bench       benchmark sluice-proxy against a direct path and nginx'
 	@echo 'make soak        drive sluice-proxy at a fixed rate for 10 minutes, print its memory curve'
+	@echo 'make fuzz        run each cargo-fuzz target for FUZZ_SECONDS (default 60; nightly, not in CI)'
 	@echo 'make clean-peers remove the Python venvs and node_modules under e2e/'
 
 setup:
@@ -87,6 +91,18 @@ bench: setup
 soak:
 	$(call step,cargo run --release -p sluice-e2e --bin soak-proxy)
 	$(CARGO) run --release -p sluice-e2e --bin soak-proxy -- $(SOAK_ARGS)
+
+# The fuzz crate is outside the workspace (nightly, sanitizers): `make test` never builds it.
+# Each target starts from its committed seeds (fuzz/seeds) plus what earlier runs found
+# (fuzz/corpus, not committed); a crash stops the run and leaves its input in fuzz/artifacts.
+fuzz:
+	$(call step,cargo +nightly fuzz run: $(FUZZ_TARGETS), $(FUZZ_SECONDS) s each)
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
+	cd fuzz && for target in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$target && \
+	  cargo +nightly fuzz run $$target corpus/$$target seeds/$$target -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 || exit 1; \
+	done
 
 clean-peers:
 	rm -rf e2e/.venv-mcp2 e2e/.venv-mcp1 e2e/node_modules
