@@ -308,6 +308,10 @@ async def json_schema_2020_12(ctx, arguments):
 
 @tool("test_reconnection", "Closes its SSE stream mid-call; the result waits for the reconnection (SEP-1699).")
 async def reconnection(ctx, arguments):
+    # The SDK offers `close_sse_stream` (and sends priming events) only to clients of 2025-11-25
+    # or later; conformance 0.1.16 posts this call with `mcp-protocol-version: 2025-03-26`, so the
+    # stream stays open and the scenario ends with two warnings (no priming event, no retry
+    # field), directly as through the sidecar.
     await log(ctx, "Before disconnect")
     if ctx.close_sse_stream is not None:
         await ctx.close_sse_stream()
