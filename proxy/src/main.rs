@@ -45,7 +45,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let log_level = logging::init(&config.log);
+    // Held to the end of main: dropping it writes out the log lines still queued.
+    let logs = logging::init(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -59,7 +60,7 @@ fn main() -> ExitCode {
     let options = Options {
         config_path,
         reload_interval: cli.reload_interval.get(),
-        log_level,
+        log_level: logs.level.clone(),
     };
     let code = runtime.block_on(async {
         let proxy = match Proxy::start(options).await {
@@ -79,6 +80,7 @@ fn main() -> ExitCode {
     });
     // What is still running (cut streams, idle tasks) needs no goodbye: exit now.
     runtime.shutdown_background();
+    drop(logs);
     code
 }
 
