@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
 
-/// How long lines gather before a write: short enough that a log reader sees them at once.
-const GATHER: Duration = Duration::from_millis(5);
+/// How long lines gather before a write: at a few thousand requests a second that is several
+/// lines a write, and a reader of the log (a test, `kubectl logs`) sees them at once.
+const GATHER: Duration = Duration::from_millis(1);
 
 /// Pending bytes past which a logging thread writes the backlog itself.
 const MAX_PENDING: usize = 1024 * 1024;

@@ -55,7 +55,7 @@ async fn one_event_per_tool_call_and_no_secret_in_any_output() {
     std::fs::write(keys.join("alice"), KEY).unwrap();
     let (port, admin) = (free_port(), free_port());
     let yaml = format!(
-        "upstream:\n  url: http://{}\nadmin:\n  listen: 127.0.0.1:{admin}\nlog:\n  level: debug\n  format: json\nentryPoints:\n  - name: main\n    listen: 127.0.0.1:{port}\n    auth:\n      mode: apiKey\n      keysDir: {}\n    tools:\n      deny: [\"pha_passphrase_*\"]\n    rateLimits:\n      - name: calls\n        requests: 4\n        period: 1h\n",
+        "upstream:\n  url: http://{}\nadmin:\n  listen: 127.0.0.1:{admin}\nshutdown:\n  drainDelay: 0s\n  gracePeriod: 5s\nlog:\n  level: debug\n  format: json\nentryPoints:\n  - name: main\n    listen: 127.0.0.1:{port}\n    auth:\n      mode: apiKey\n      keysDir: {}\n    tools:\n      deny: [\"pha_passphrase_*\"]\n    rateLimits:\n      - name: calls\n        requests: 4\n        period: 1h\n",
         upstream.addr,
         keys.display()
     );
@@ -103,7 +103,14 @@ async fn one_event_per_tool_call_and_no_secret_in_any_output() {
         assert_eq!(reply.json()["result"]["tools"], json!([]));
     }
 
-    child.start_kill().unwrap();
+    // A graceful shutdown: every line logged so far must be written out before the exit (log
+    // lines are written in batches).
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
     let mut stdout = String::new();
     let mut stderr = String::new();
     child
