@@ -9,7 +9,8 @@ SHELL := /usr/bin/env bash
 CARGO ?= cargo
 # The manifest `make render` renders.
 EXAMPLE ?= examples/phabricator-header-token.yaml
-# Extra arguments for the benchmark program, e.g. `make bench BENCH_ARGS='--rounds 5'`.
+# Extra arguments for the benchmark program, e.g. `make bench BENCH_ARGS='--rounds 5'`
+# (`--policy` adds sluice-proxy with every policy on).
 BENCH_ARGS ?=
 # Seconds per fuzz target in `make fuzz`, and which targets (fuzz/fuzz_targets).
 FUZZ_SECONDS ?= 60

@@ -1,6 +1,7 @@
 //! The load: wrk with a Lua script that POSTs a JSON-RPC `tools/call`, each request with its
 //! own id (a replayed id is not what clients send, and hangs stateful servers), and reports
-//! exact percentiles from wrk's own histogram.
+//! exact percentiles from wrk's own histogram. Every request carries the API key the
+//! `--policy` variant of sluice-proxy authenticates (`main.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +16,8 @@ const SCRIPT: &str = r#"
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "application/json, text/event-stream"
+-- The API key of the `--policy` variant; the other targets pass it on or strip it.
+wrk.headers["X-API-Key"] = "bench-key-0123456789abcdef"
 local n = 0
 request = function()
   n = n + 1

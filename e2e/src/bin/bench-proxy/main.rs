@@ -59,6 +59,11 @@ struct Args {
     /// Leave nginx out.
     #[arg(long)]
     no_nginx: bool,
+    /// Also measure sluice-proxy with every policy on (`sluice+policy`): API-key
+    /// authentication, a tool deny rule, a rate limit by identity that never binds, and the
+    /// audit trail.
+    #[arg(long)]
+    policy: bool,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -76,6 +81,21 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// The sluice entry point's authentication: none, as the benchmark measures the proxy path.
 const NO_POLICY: &str = "    auth:\n      mode: none\n";
+
+/// The API key wrk sends (load.rs), which the policy variant accepts.
+const BENCH_API_KEY: &str = "bench-key-0123456789abcdef";
+
+/// The policy variant's entry point: what a production entry point turns on. The rate limit
+/// counts every call by identity but is far above what the load reaches.
+fn all_policies(keys_dir: &std::path::Path) -> String {
+    format!(
+        "    auth:\n      mode: apiKey\n      keysDir: {}\n\
+         \x20   tools:\n      deny: [\"pha_passphrase_*\"]\n\
+         \x20   rateLimits:\n\
+         \x20     - name: per-caller\n        by: [identity]\n        requests: 100000000\n        period: 1m\n",
+        keys_dir.display()
+    )
+}
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -114,6 +134,20 @@ fn main() -> anyhow::Result<()> {
         )?),
         None => None,
     };
+    let with_policy = if args.policy {
+        let keys = dir.path().join("keys");
+        std::fs::create_dir_all(&keys).context("cannot create the API keys directory")?;
+        std::fs::write(keys.join("bench"), BENCH_API_KEY).context("cannot write the API key")?;
+        Some(targets::start_sluice(
+            &sluice_bin,
+            dir.path(),
+            "sluice+policy",
+            canned.addr,
+            &all_policies(&keys),
+        )?)
+    } else {
+        None
+    };
     let nginx = if args.no_nginx {
         None
     } else {
@@ -123,6 +157,9 @@ fn main() -> anyhow::Result<()> {
     let mut runs = vec![Run::direct(canned.addr), Run::proxy("sluice", &sluice)];
     if let Some(c) = &compare {
         runs.push(Run::proxy("sluice-cmp", c));
+    }
+    if let Some(p) = &with_policy {
+        runs.push(Run::proxy("sluice+policy", p));
     }
     if let Some(n) = &nginx {
         runs.push(Run::proxy("nginx", n));

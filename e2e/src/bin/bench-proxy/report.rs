@@ -194,6 +194,22 @@ fn ratios(s: &BTreeMap<&str, Summary>) -> String {
             nginx.p50 - direct.p50
         );
     }
+    if let Some(policy) = s.get("sluice+policy") {
+        out += &format!(
+            "- sluice+policy/direct: {:.2} × req/s, adds {:.0} µs at p50; sluice+policy/sluice: {:.2} × req/s, {:.2} × CPU per request\n",
+            policy.rps / direct.rps,
+            policy.p50 - direct.p50,
+            policy.rps / sluice.rps,
+            policy.cpu / sluice.cpu
+        );
+        if let Some(nginx) = s.get("nginx") {
+            out += &format!(
+                "- sluice+policy/nginx: {:.2} × req/s, {:.2} × CPU per request\n",
+                policy.rps / nginx.rps,
+                policy.cpu / nginx.cpu
+            );
+        }
+    }
     if let Some(cmp) = s.get("sluice-cmp") {
         out += &format!(
             "- sluice/sluice-cmp: {:.2} × req/s, {:.2} × CPU per request\n",
