@@ -229,6 +229,16 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
 /// Inspects a POST body.
 pub fn inspect(body: &[u8]) -> Result<Inspection, Refusal> {
     check_depth(body)?;
+    // JSON is UTF-8 (RFC 8259), and serde skips the values nobody reads without checking
+    // them: a body must be valid as a whole, not only where we look.
+    if let Err(e) = std::str::from_utf8(body) {
+        let valid = &body[..e.valid_up_to()];
+        let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        return Err(Refusal::Parse {
+            line: valid.iter().filter(|&&b| b == b'\n').count() + 1,
+            column: valid.len() - line_start + 1,
+        });
+    }
     let messages = match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => Messages::One(message(body)?),
         Some(b'[') => {
@@ -413,6 +423,15 @@ mod tests {
             -32602
         );
         assert_eq!(code(r#"[1]"#), -32600);
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_refused_even_where_nothing_is_read() {
+        // Found by the inspect fuzz target: a skipped key or value was never checked.
+        let skipped_key = b"{\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"\xffext\":\"ok\"}}";
+        assert_eq!(inspect(skipped_key).unwrap_err().code(), -32700);
+        let in_arguments = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"a\",\"arguments\":{\"q\":\"\xc3\"}}}";
+        assert_eq!(inspect(in_arguments).unwrap_err().code(), -32700);
     }
 
     #[test]

@@ -520,6 +520,16 @@ fn rows(proxy: SocketAddr) -> Vec<Row> {
             -32700,
         ),
         refused(
+            "bytes that are not UTF-8 where inspection reads nothing (found by fuzzing)",
+            post_raw(
+                "/ai/mcp",
+                "",
+                b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"pha_task_get\",\"arguments\":{\"q\":\"\xc3\"}}}",
+            ),
+            400,
+            -32700,
+        ),
+        refused(
             "a lone surrogate escape in a tool name",
             post_raw("/ai/mcp", "", br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"pha_passphrase_get\ud800"}}"#),
             400,
