@@ -28,7 +28,14 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    let value: Value = serde_json::from_slice(body).expect("inspect accepted invalid JSON");
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(value) => value,
+        // JSON's grammar has no number range (RFC 8259 §6 leaves it to implementations):
+        // `1e400` is valid JSON that serde_json's Value cannot hold (Python reads inf).
+        // Inspection reads no number, so there is no story to compare.
+        Err(error) if error.to_string().starts_with("number out of range") => return,
+        Err(error) => panic!("inspect accepted invalid JSON: {error}"),
+    };
     match &value {
         Value::Array(items) => {
             assert!(inspection.is_batch());
