@@ -26,6 +26,10 @@ struct Cli {
     /// How often the config and certificate files are checked for changes (e.g. 2s, 500ms).
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = sluice_proxy_config::Duration::parse)]
     reload_interval: sluice_proxy_config::Duration,
+    /// Threads serving traffic: 1 runs everything on one thread, as a sidecar with one CPU
+    /// wants; more spread connections over that many threads.
+    #[arg(long, env = "SLUICE_WORKER_THREADS", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    worker_threads: u16,
 }
 
 fn main() -> ExitCode {
@@ -47,10 +51,15 @@ fn main() -> ExitCode {
     };
     // Held to the end of main: dropping it writes out the log lines still queued.
     let logs = logging::init(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = if cli.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(usize::from(cli.worker_threads))
+            .thread_name("sluice-worker");
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");

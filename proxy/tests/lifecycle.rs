@@ -302,7 +302,13 @@ impl Logs {
 
 /// Runs the binary on `config`, with its JSON log lines collected.
 fn spawn(config: &std::path::Path) -> (tokio::process::Child, Logs) {
+    spawn_with(config, &[])
+}
+
+/// [`spawn`] with more arguments.
+fn spawn_with(config: &std::path::Path, args: &[&str]) -> (tokio::process::Child, Logs) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice-proxy"))
+        .args(args)
         .arg("--config")
         .arg(config)
         .arg("--reload-interval")
@@ -328,6 +334,48 @@ fn spawn(config: &std::path::Path) -> (tokio::process::Child, Logs) {
             all: Vec::new(),
         },
     )
+}
+
+/// The names of a process's threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).unwrap())
+        .map(|name| name.trim().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn traffic_runs_on_one_thread_unless_told_otherwise() {
+    let upstream = Upstream::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, config(upstream.addr, "", "")).unwrap();
+    for (args, workers) in [(&[][..], 0), (&["--worker-threads", "3"][..], 3)] {
+        let (mut child, mut logs) = spawn_with(&path, args);
+        let entry = logs.until("listening for entry point main").await["local"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let call = post(&format!("http://{entry}/mcp"))
+            .body(body(TOOLS_CALL))
+            .unwrap();
+        assert_eq!(send(call).await.status, 200, "{args:?}");
+        // A multi-threaded runtime's threads are `sluice-worker`; one thread runs in `main`.
+        let names = thread_names(child.id().unwrap());
+        let runtime_workers = names.iter().filter(|n| *n == "sluice-worker").count();
+        assert_eq!(runtime_workers, workers, "{args:?}: threads {names:?}");
+        child.kill().await.unwrap();
+    }
+
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-proxy"))
+        .args(["--worker-threads", "0", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("--worker-threads"), "{err}");
 }
 
 #[tokio::test]
