@@ -20,6 +20,7 @@ pub mod identity;
 pub mod inspect;
 pub mod limits;
 pub mod listener;
+pub mod log_format;
 pub mod log_writer;
 pub mod logging;
 pub mod mcp_headers;

@@ -2,7 +2,7 @@
 //! over the config; otherwise a reload that changes `log.level` takes effect at once (the
 //! format is fixed at start).
 //!
-//! Lines are formatted where they happen and written in batches by a thread of their own
+//! JSON lines are formatted by log_format.rs. Lines are formatted where they happen and written in batches by a thread of their own
 //! (log_writer.rs): a request never waits on stdout. [`Logs`] writes out what is pending when
 //! it is dropped.
 
@@ -13,6 +13,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Registry, fmt, reload};
 
+use crate::log_format::JsonLines;
 use crate::log_writer::{self, BatchedStdout, Flusher};
 
 /// Changes the log level of a running proxy.
@@ -51,9 +52,7 @@ pub fn init(log: &Log) -> Logs {
     };
     let json = (log.format == LogFormat::Json).then(|| {
         fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
+            .event_format(JsonLines)
             .with_writer(Writer(writer.clone()))
     });
     let text =
