@@ -25,6 +25,7 @@ use crate::canned::Canned;
 use crate::load::Wrk;
 use crate::report::{Measured, Report, Run};
 use crate::streams::Streams;
+use crate::targets::NginxLog;
 use sluice_e2e::procstat::Memory;
 
 /// Benchmark sluice-proxy against a direct path and nginx.
@@ -56,7 +57,7 @@ struct Args {
     /// commit), shown as `sluice-cmp`.
     #[arg(long, value_name = "PATH")]
     compare_sluice: Option<PathBuf>,
-    /// Leave nginx out.
+    /// Leave nginx out (both: with and without its access log).
     #[arg(long)]
     no_nginx: bool,
     /// Also measure sluice-proxy with every policy on (`sluice+policy`): API-key
@@ -64,6 +65,11 @@ struct Args {
     /// audit trail.
     #[arg(long)]
     policy: bool,
+    /// Also measure `hyper-floor`: a bare reverse proxy on sluice-proxy's stack (hyper's
+    /// server and pooled client, one thread) doing nothing else, so that sluice/hyper-floor
+    /// is what sluice-proxy's own work costs.
+    #[arg(long)]
+    floor: bool,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -148,11 +154,26 @@ fn main() -> anyhow::Result<()> {
     } else {
         None
     };
-    let nginx = if args.no_nginx {
-        None
+    let floor = if args.floor {
+        let binary = sluice_e2e::cargo_bin("sluice-e2e", "floor-proxy")?;
+        Some(targets::start_floor(&binary, canned.addr)?)
     } else {
-        Some(targets::start_nginx(dir.path(), canned.addr)?)
+        None
     };
+    let nginx_variants = if args.no_nginx {
+        Vec::new()
+    } else {
+        vec![NginxLog::Access, NginxLog::Off]
+    };
+    let nginxes = nginx_variants
+        .into_iter()
+        .map(|log| Ok((log, targets::start_nginx(dir.path(), canned.addr, log)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // The memory table's nginx: the one logging, as sluice does.
+    let nginx = nginxes
+        .iter()
+        .find(|(log, _)| *log == NginxLog::Access)
+        .map(|(_, n)| n);
 
     let mut runs = vec![Run::direct(canned.addr), Run::proxy("sluice", &sluice)];
     if let Some(c) = &compare {
@@ -161,8 +182,11 @@ fn main() -> anyhow::Result<()> {
     if let Some(p) = &with_policy {
         runs.push(Run::proxy("sluice+policy", p));
     }
-    if let Some(n) = &nginx {
-        runs.push(Run::proxy("nginx", n));
+    if let Some(f) = &floor {
+        runs.push(Run::proxy("hyper-floor", f));
+    }
+    for (log, n) in &nginxes {
+        runs.push(Run::proxy(log.target(), n));
     }
 
     let wrk = Wrk::new(dir.path(), args.wrk_threads)?;

@@ -176,6 +176,9 @@ impl Report {
     }
 }
 
+/// The nginx targets ratios are given against: with its access log, and without.
+const NGINXES: [&str; 2] = ["nginx", "nginx-nolog"];
+
 fn ratios(s: &BTreeMap<&str, Summary>) -> String {
     let mut out = String::new();
     let (Some(direct), Some(sluice)) = (s.get("direct"), s.get("sluice")) else {
@@ -186,13 +189,15 @@ fn ratios(s: &BTreeMap<&str, Summary>) -> String {
         sluice.rps / direct.rps,
         sluice.p50 - direct.p50
     );
-    if let Some(nginx) = s.get("nginx") {
-        out += &format!(
-            "- sluice/nginx: {:.2} × req/s, {:.2} × CPU per request; nginx adds {:.0} µs at p50 over direct\n",
-            sluice.rps / nginx.rps,
-            sluice.cpu / nginx.cpu,
-            nginx.p50 - direct.p50
-        );
+    for nginx_name in NGINXES {
+        if let Some(nginx) = s.get(nginx_name) {
+            out += &format!(
+                "- sluice/{nginx_name}: {:.2} × req/s, {:.2} × CPU per request; {nginx_name} adds {:.0} µs at p50 over direct\n",
+                sluice.rps / nginx.rps,
+                sluice.cpu / nginx.cpu,
+                nginx.p50 - direct.p50
+            );
+        }
     }
     if let Some(policy) = s.get("sluice+policy") {
         out += &format!(
@@ -202,12 +207,31 @@ fn ratios(s: &BTreeMap<&str, Summary>) -> String {
             policy.rps / sluice.rps,
             policy.cpu / sluice.cpu
         );
-        if let Some(nginx) = s.get("nginx") {
-            out += &format!(
-                "- sluice+policy/nginx: {:.2} × req/s, {:.2} × CPU per request\n",
-                policy.rps / nginx.rps,
-                policy.cpu / nginx.cpu
-            );
+        for nginx_name in NGINXES {
+            if let Some(nginx) = s.get(nginx_name) {
+                out += &format!(
+                    "- sluice+policy/{nginx_name}: {:.2} × req/s, {:.2} × CPU per request\n",
+                    policy.rps / nginx.rps,
+                    policy.cpu / nginx.cpu
+                );
+            }
+        }
+    }
+    if let Some(floor) = s.get("hyper-floor") {
+        out += &format!(
+            "- sluice/hyper-floor: {:.2} × req/s, {:.2} × CPU per request (sluice-proxy's own work: {:.1} µs of CPU per request)\n",
+            sluice.rps / floor.rps,
+            sluice.cpu / floor.cpu,
+            sluice.cpu - floor.cpu
+        );
+        for nginx_name in NGINXES {
+            if let Some(nginx) = s.get(nginx_name) {
+                out += &format!(
+                    "- hyper-floor/{nginx_name}: {:.2} × req/s, {:.2} × CPU per request\n",
+                    floor.rps / nginx.rps,
+                    floor.cpu / nginx.cpu
+                );
+            }
         }
     }
     if let Some(cmp) = s.get("sluice-cmp") {

@@ -1,6 +1,7 @@
 //! The proxies under test, as processes on loopback: sluice-proxy with a one-entry-point
 //! config, and nginx from Debian set up the way one would put it in front of an MCP server
-//! (one worker, upstream keep-alive, no buffering, no access log).
+//! (one worker, upstream keep-alive, no buffering), once with an access log like sluice's
+//! and once without one.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -62,10 +63,54 @@ pub fn start_sluice(
     Ok(Proxy { process, port })
 }
 
+/// Starts floor-proxy (a bare hyper proxy, src/bin/floor-proxy.rs) in front of `upstream`.
+pub fn start_floor(binary: &Path, upstream: SocketAddr) -> anyhow::Result<Proxy> {
+    let (port, admin) = (free_port()?, free_port()?);
+    let mut command = Command::new(binary);
+    command
+        .arg(format!("--listen=127.0.0.1:{port}"))
+        .arg(format!("--upstream={upstream}"))
+        .arg(format!("--admin=127.0.0.1:{admin}"));
+    let mut process = Process::spawn(&format!("hyper-floor :{port}"), command)?;
+    process.wait_for_http_ok(&format!("http://127.0.0.1:{admin}/"), START_TIMEOUT)?;
+    Ok(Proxy { process, port })
+}
+
+/// How nginx logs requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NginxLog {
+    /// One JSON line per request, as sluice-proxy writes (its fields that nginx knows), in
+    /// nginx's fastest way: buffered, written every 64 KiB or second.
+    Access,
+    /// No access log.
+    Off,
+}
+
+impl NginxLog {
+    /// The target's name in the report.
+    pub fn target(self) -> &'static str {
+        match self {
+            Self::Access => "nginx",
+            Self::Off => "nginx-nolog",
+        }
+    }
+
+    fn directives(self, prefix: &std::path::Display<'_>) -> String {
+        match self {
+            Self::Access => format!(
+                r#"log_format sluice_like escape=json '{{"timestamp":"$time_iso8601","level":"INFO","entry_point":"bench","method":"$request_method","path":"$uri","status":$status,"latency_s":$request_time,"target":"access"}}';
+    access_log {prefix}/access.log sluice_like buffer=64k flush=1s;"#
+            ),
+            Self::Off => "access_log off;".to_owned(),
+        }
+    }
+}
+
 /// nginx's config for a proxy on `port` in front of `upstream`, with everything it writes kept
 /// under `prefix`.
-pub fn nginx_config(prefix: &Path, upstream: SocketAddr, port: u16) -> String {
+pub fn nginx_config(prefix: &Path, upstream: SocketAddr, port: u16, log: NginxLog) -> String {
     let p = prefix.display();
+    let access_log = log.directives(&p);
     format!(
         r#"# One process that is also the only worker: one PID to measure and to kill.
 daemon off;
@@ -76,7 +121,7 @@ error_log {p}/error.log warn;
 worker_rlimit_nofile 8192;
 events {{ worker_connections 4096; }}
 http {{
-    access_log off;
+    {access_log}
     client_body_temp_path {p}/client_body;
     proxy_temp_path {p}/proxy;
     fastcgi_temp_path {p}/fastcgi;
@@ -110,13 +155,13 @@ http {{
 }
 
 /// Starts nginx with its config and files in `dir`.
-pub fn start_nginx(dir: &Path, upstream: SocketAddr) -> anyhow::Result<Proxy> {
-    let prefix: PathBuf = dir.join("nginx");
+pub fn start_nginx(dir: &Path, upstream: SocketAddr, log: NginxLog) -> anyhow::Result<Proxy> {
+    let prefix: PathBuf = dir.join(log.target());
     std::fs::create_dir_all(&prefix)
         .with_context(|| format!("cannot create {}", prefix.display()))?;
     let port = free_port()?;
     let conf = prefix.join("nginx.conf");
-    std::fs::write(&conf, nginx_config(&prefix, upstream, port))
+    std::fs::write(&conf, nginx_config(&prefix, upstream, port, log))
         .with_context(|| format!("cannot write {}", conf.display()))?;
     let mut command = Command::new(peers::nginx()?);
     command
