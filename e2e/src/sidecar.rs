@@ -90,13 +90,25 @@ impl Sidecar {
         Ok(http::get(&url, &[])?.expect_status(200)?.body)
     }
 
-    /// The audit events it logged so far (JSON log lines of target `audit`).
-    pub fn audit_events(&self) -> Vec<serde_json::Value> {
-        let logs = self.process.stdout() + &self.process.stderr();
-        logs.lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|event| event["target"] == "audit")
-            .collect()
+    /// The audit events it logged (JSON log lines of target `audit`), once `complete` says
+    /// they are all there or 10 s have passed: the sidecar writes its log lines in batches.
+    pub fn audit_events_until(
+        &self,
+        complete: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let logs = self.process.stdout() + &self.process.stderr();
+            let events: Vec<serde_json::Value> = logs
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .filter(|event| event["target"] == "audit")
+                .collect();
+            if complete(&events) || std::time::Instant::now() > deadline {
+                return events;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// The process guard.

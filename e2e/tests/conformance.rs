@@ -258,12 +258,17 @@ fn the_conformance_suite_sees_the_same_server_through_the_sidecar() {
 
     // The policies were on: the audit trail names the calls the suite made through the sidecar,
     // as the caller the injected API key authenticated.
-    let audited: BTreeSet<String> = sidecar
-        .audit_events()
-        .iter()
-        .filter(|event| event["decision"] == "allowed" && event["identity"] == "e2e")
-        .filter_map(|event| event["tool"].as_str().map(str::to_owned))
-        .collect();
+    let tools = |events: &[Value]| -> BTreeSet<String> {
+        events
+            .iter()
+            .filter(|event| event["decision"] == "allowed" && event["identity"] == "e2e")
+            .filter_map(|event| event["tool"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let audited = tools(&sidecar.audit_events_until(|events| {
+        let seen = tools(events);
+        seen.contains("test_simple_text") && seen.contains("test_sampling")
+    }));
     assert!(audited.contains("test_simple_text"), "audit: {audited:?}");
     assert!(audited.contains("test_sampling"), "audit: {audited:?}");
 }

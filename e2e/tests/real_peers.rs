@@ -167,11 +167,10 @@ fn compare(mut upstream: Upstream, calls: &Calls, expect: &Expect) {
         }
     }
     // The sidecar's policies saw every call, as the authenticated caller.
-    let audited = sidecar.audit_events();
-    let allowed = audited
-        .iter()
-        .filter(|e| e["decision"] == "allowed" && e["identity"] == "e2e")
-        .count();
+    let is_allowed = |e: &&serde_json::Value| e["decision"] == "allowed" && e["identity"] == "e2e";
+    let audited =
+        sidecar.audit_events_until(|events| events.iter().filter(is_allowed).count() >= 4);
+    let allowed = audited.iter().filter(is_allowed).count();
     assert_eq!(
         allowed, 4,
         "two calls per proxied run, one run per mode: {audited:#?}"
