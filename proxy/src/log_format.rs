@@ -32,73 +32,92 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let meta = event.metadata();
-        writer.write_str("{\"timestamp\":\"")?;
-        write_timestamp(&mut writer, SystemTime::now())?;
-        writer.write_str("\",\"level\":\"")?;
-        writer.write_str(meta.level().as_str())?;
-        writer.write_char('"')?;
-        let mut fields = Fields {
-            out: &mut writer,
-            result: Ok(()),
-        };
-        event.record(&mut fields);
-        fields.result?;
-        writer.write_str(",\"target\":")?;
-        write_string(&mut writer, meta.target())?;
-        writer.write_str("}\n")
+        // Built in a buffer of this thread's, then handed over in one piece: `writer` is
+        // dynamically dispatched, and a line is dozens of small writes.
+        thread_local!(static LINE: RefCell<String> = const { RefCell::new(String::new()) });
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            let meta = event.metadata();
+            line.push_str("{\"timestamp\":\"");
+            write_timestamp(line, SystemTime::now())?;
+            line.push_str("\",\"level\":\"");
+            line.push_str(meta.level().as_str());
+            line.push('"');
+            let mut fields = Fields {
+                line,
+                result: Ok(()),
+            };
+            event.record(&mut fields);
+            fields.result?;
+            line.push_str(",\"target\":");
+            write_string(line, meta.target())?;
+            line.push_str("}\n");
+            writer.write_str(line)
+        })
     }
 }
 
 /// Writes each field as `,"name":value`.
-struct Fields<'w, 'a> {
-    out: &'w mut Writer<'a>,
+struct Fields<'a> {
+    line: &'a mut String,
     result: fmt::Result,
 }
 
-impl Fields<'_, '_> {
+impl Fields<'_> {
     fn key(&mut self, field: &Field) -> fmt::Result {
-        self.out.write_char(',')?;
-        write_string(self.out, field.name())?;
-        self.out.write_char(':')
+        self.line.push(',');
+        write_string(self.line, field.name())?;
+        self.line.push(':');
+        Ok(())
     }
 
-    fn put(&mut self, field: &Field, value: impl fmt::Display) {
+    fn put_number(&mut self, field: &Field, value: impl itoa::Integer) {
         if self.result.is_ok() {
-            self.result = self.key(field).and_then(|()| write!(self.out, "{value}"));
+            self.result = self.key(field);
+            self.line.push_str(itoa::Buffer::new().format(value));
         }
     }
 
     fn put_str(&mut self, field: &Field, value: &str) {
         if self.result.is_ok() {
-            self.result = self.key(field).and_then(|()| write_string(self.out, value));
+            self.result = self
+                .key(field)
+                .and_then(|()| write_string(self.line, value));
         }
     }
 }
 
-impl Visit for Fields<'_, '_> {
+impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         self.put_str(field, value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, value);
+        self.put_number(field, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, value);
+        self.put_number(field, value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, value);
+        if self.result.is_ok() {
+            self.result = self.key(field);
+            self.line.push_str(if value { "true" } else { "false" });
+        }
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        if value.is_finite() {
-            self.put(field, value);
-        } else {
-            // JSON has no NaN or infinity.
-            self.put(field, "null");
+        if self.result.is_ok() {
+            self.result = self.key(field).and_then(|()| {
+                if value.is_finite() {
+                    write!(self.line, "{value}")
+                } else {
+                    // JSON has no NaN or infinity.
+                    self.line.push_str("null");
+                    Ok(())
+                }
+            });
         }
     }
 
