@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::refs::{SecretKeyRef, SecretRef};
+use crate::server::CaBundle;
 
 /// Who may call an entry point, which tools they may use, how often, and with whose
 /// Phabricator credentials the sidecar calls Conduit on their behalf.
@@ -233,6 +234,12 @@ pub struct JwtAuth {
     /// challenges.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
+    /// A CA bundle (PEM) the sidecar trusts, besides the public roots, when it fetches the
+    /// issuer's OpenID configuration and keys: for an issuer with an internal CA (Keycloak or
+    /// Dex in the cluster). From a ConfigMap or a Secret; a change reaches the sidecar
+    /// without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<CaBundle>,
 }
 
 /// A JWT signature algorithm with a public key.

@@ -6,7 +6,7 @@ use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use render_fixtures::*;
 use serde_json::json;
 use sluice_crds::{McpRoute, McpServer};
-use sluice_operator::render::{Observed, RESTART_HASH_ANNOTATION};
+use sluice_operator::render::{Observed, OnChange, RESTART_HASH_ANNOTATION};
 
 #[test]
 fn the_ca_bundle_is_mounted_where_conduit_and_the_sidecar_look() {
@@ -48,6 +48,99 @@ fn the_ca_bundle_is_mounted_where_conduit_and_the_sidecar_look() {
         let config = proxy_config(&docs, "ca");
         let ca_file = config.phabricator.and_then(|p| p.ca_file).expect("caFile");
         assert_eq!(ca_file.to_str(), Some("/etc/sluice/phabricator-ca/ca.crt"));
+    }
+}
+
+#[test]
+fn a_jwt_issuers_ca_bundle_is_mounted_into_the_sidecar_alone_and_reloads_there() {
+    let jwt = |issuer: &str, ca: serde_json::Value| json!({"mode": "jwt", "jwt": {"issuer": issuer, "audiences": ["mcp"], "caBundle": ca}});
+    let corp_ca = json!({"configMapKeyRef": {"name": "corp-ca", "key": "ca.pem"}});
+    let server = ServerBuilder::new("oidc")
+        .set(
+            "policy.authentication",
+            jwt("https://keycloak.auth.svc/realms/mcp", corp_ca.clone()),
+        )
+        .build();
+    let routes = [
+        // Another issuer with another CA, from a Secret.
+        RouteBuilder::new("partners", "oidc")
+            .set(
+                "policy.authentication",
+                jwt(
+                    "https://dex.example.com",
+                    json!({"secretKeyRef": {"name": "dex-ca", "key": "ca.crt"}}),
+                ),
+            )
+            .build(),
+        // The server's CA again: one file serves both.
+        RouteBuilder::new("staff", "oidc")
+            .set(
+                "policy.authentication",
+                jwt("https://keycloak.auth.svc/realms/staff", corp_ca),
+            )
+            .build(),
+    ];
+    let docs = rendered_documents(std::slice::from_ref(&server), &routes);
+    let pod = pod_of(&docs, "oidc");
+    let config = proxy_config(&docs, "oidc");
+    let ca_files: Vec<std::path::PathBuf> = config
+        .entry_points
+        .iter()
+        .map(|ep| match &ep.auth {
+            sluice_proxy_config::Auth::Jwt(jwt) => jwt.ca_file.clone().expect("caFile"),
+            other => panic!("{}: {other:?}", ep.name),
+        })
+        .collect();
+    assert_eq!(ca_files.len(), 3);
+    assert_ne!(ca_files[0], ca_files[1], "two sources, two files");
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "ca-bundles")
+        .expect("the ca-bundles volume");
+    let volume = serde_json::to_value(volume).expect("json");
+    let sources = volume["projected"]["sources"].as_array().expect("sources");
+    assert_eq!(sources.len(), 2, "{volume:#}");
+    let mount = container(&pod, "sluice-proxy")
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "ca-bundles")
+        .expect("mounted into the sidecar");
+    assert_eq!(mount.read_only, Some(true));
+    for (file, (kind, name, key)) in ca_files.iter().zip([
+        ("configMap", "corp-ca", "ca.pem"),
+        ("secret", "dex-ca", "ca.crt"),
+        ("configMap", "corp-ca", "ca.pem"),
+    ]) {
+        // The file the config names is the one the volume projects from that source.
+        let relative = file
+            .strip_prefix(&mount.mount_path)
+            .unwrap_or_else(|_| panic!("{} is outside {}", file.display(), mount.mount_path));
+        let projected = sources.iter().find(|s| s[kind]["name"] == name);
+        let item = &projected.expect("projected")[kind]["items"][0];
+        assert_eq!(item["key"], key);
+        assert_eq!(item["path"], relative.to_str().expect("utf-8"));
+    }
+    let conduit = container(&pod, "conduit");
+    assert!(
+        !conduit
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == "ca-bundles"),
+        "Conduit does not call the issuer"
+    );
+    // A changed bundle is re-read by the sidecar: no rollout.
+    let rendered = render_server(&server, &routes, &Observed::default());
+    for (kind, name) in [("ConfigMap", "corp-ca"), ("Secret", "dex-ca")] {
+        let reference = rendered
+            .references
+            .iter()
+            .find(|r| r.kind == kind && r.name == name)
+            .unwrap_or_else(|| panic!("no reference to {kind} {name}"));
+        assert_eq!(reference.on_change, OnChange::Reload);
     }
 }
 

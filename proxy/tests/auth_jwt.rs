@@ -372,3 +372,40 @@ async fn without_the_issuer_nobody_gets_in() {
     );
     assert!(!upstream.saw_any());
 }
+
+#[tokio::test]
+async fn an_issuer_with_an_internal_ca_is_trusted_through_its_ca_file() {
+    let mut upstream = Upstream::ok().await;
+    let cert = support::serve::TestCert::new();
+    let issuer = Issuer::start_tls(&cert).await;
+    let key = SigningKey::p256("k");
+    issuer.publish(&key);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("issuer-ca.crt");
+    std::fs::write(&ca, &cert.cert_pem).unwrap();
+    let token = key.sign("ES256", &issuer.claims("alice", AUD));
+    let config = |auth: &str| auth_config(upstream.addr, "", auth, &entry(dir.path(), &["alice"]));
+
+    // Its certificate is in no public root store: no key can be fetched.
+    let sluice = Sluice::start(&config(&jwt_auth(&issuer, false, "30s"))).await;
+    assert_503(&call_jwt(&sluice, &token).await);
+    assert_eq!(
+        issuer.discovery_fetches(),
+        0,
+        "the TLS handshake should have failed"
+    );
+    drop(sluice);
+
+    // Trusted through caFile: the OpenID configuration and the JWKS over https.
+    let auth = format!(
+        "{}\ncaFile: {}",
+        jwt_auth(&issuer, false, "30s"),
+        ca.display()
+    );
+    let sluice = Sluice::start(&config(&auth)).await;
+    let reply = call_jwt(&sluice, &token).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(issuer.discovery_fetches(), 1);
+    assert_eq!(issuer.jwks_fetches(), 1);
+    upstream.next().await;
+}

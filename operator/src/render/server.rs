@@ -16,6 +16,7 @@ use super::{
     Notice, Object, Observed, OnChange, Reference, RenderError, RenderOptions, Rendered, config,
     disruption, expose, monitoring, network, rbac, service, workload,
 };
+use crate::translate::files::CaSource;
 use crate::translate::{self, SidecarFiles};
 
 /// `kind` of a server.
@@ -300,6 +301,12 @@ fn references(server: &McpServer, files: &SidecarFiles) -> Vec<Reference> {
     }
     for name in files.secrets.keys() {
         add("Secret", name, OnChange::Reload);
+    }
+    for source in files.ca_bundles.values() {
+        match source {
+            CaSource::ConfigMap { name, .. } => add("ConfigMap", name, OnChange::Reload),
+            CaSource::Secret { name, .. } => add("Secret", name, OnChange::Reload),
+        }
     }
     references.sort();
     references.dedup_by(|later, earlier| later.kind == earlier.kind && later.name == earlier.name);

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use sha2::{Digest as _, Sha256};
 use sluice_crds::refs::SecretKeyRef;
 
 /// Directory of the sidecar config (a ConfigMap mounted whole, so updates reach the file).
@@ -15,6 +16,8 @@ pub const SECRETS_DIR: &str = "/etc/sluice/secrets";
 pub const PHABRICATOR_CA_DIR: &str = "/etc/sluice/phabricator-ca";
 /// The CA bundle's file name inside [`PHABRICATOR_CA_DIR`].
 pub const PHABRICATOR_CA_FILE: &str = "ca.crt";
+/// CA bundles the sidecar trusts for its own outbound calls (a JWT issuer's), one file each.
+pub const CA_BUNDLES_DIR: &str = "/etc/sluice/ca-bundles";
 /// Where the projected ServiceAccount token and the cluster CA go (the sidecar only), for
 /// TokenReview: the paths the sidecar's TokenReview settings name.
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -37,6 +40,28 @@ pub struct SidecarFiles {
     pub phabricator_ca: bool,
     /// A projected ServiceAccount token and the cluster CA, for TokenReview.
     pub service_account_token: bool,
+    /// CA bundles, by file name inside [`CA_BUNDLES_DIR`].
+    pub ca_bundles: BTreeMap<String, CaSource>,
+}
+
+/// Where a CA bundle file comes from: a key of a ConfigMap or of a Secret.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CaSource {
+    ConfigMap { name: String, key: String },
+    Secret { name: String, key: String },
+}
+
+impl CaSource {
+    /// Its file name: a hash of where it comes from, as names and keys together may be
+    /// longer than a file name may be; one file per distinct source.
+    fn file_name(&self) -> String {
+        let (kind, name, key) = match self {
+            CaSource::ConfigMap { name, key } => ("configmap", name, key),
+            CaSource::Secret { name, key } => ("secret", name, key),
+        };
+        let hash = Sha256::digest(format!("{kind}/{name}/{key}").as_bytes());
+        format!("{kind}-{}.crt", hex::encode(&hash[..8]))
+    }
 }
 
 impl SidecarFiles {
@@ -75,6 +100,13 @@ impl SidecarFiles {
         (dir.join("token"), dir.join("ca.crt"))
     }
 
+    /// The path of a CA bundle, which is then mounted.
+    pub fn ca_bundle(&mut self, source: CaSource) -> PathBuf {
+        let file = source.file_name();
+        self.ca_bundles.insert(file.clone(), source);
+        PathBuf::from(CA_BUNDLES_DIR).join(file)
+    }
+
     /// Adds what `other` needs.
     pub fn merge(&mut self, other: SidecarFiles) {
         for (name, files) in other.secrets {
@@ -89,6 +121,7 @@ impl SidecarFiles {
         }
         self.phabricator_ca |= other.phabricator_ca;
         self.service_account_token |= other.service_account_token;
+        self.ca_bundles.extend(other.ca_bundles);
     }
 }
 

@@ -10,6 +10,7 @@ use sluice_proxy_config::{
     WhoamiCache,
 };
 
+use super::files::CaSource;
 use super::{SidecarFiles, Site, invalid_policy, is_oauth};
 use crate::render::RenderError;
 use crate::render::names::ObjectKey;
@@ -103,7 +104,7 @@ pub(super) fn auth(
         }
         AuthMode::Jwt => {
             let settings = authentication.jwt.as_ref().ok_or_else(|| missing("jwt"))?;
-            Auth::Jwt(jwt(object, settings)?)
+            Auth::Jwt(jwt(object, settings, files)?)
         }
         AuthMode::OAuth => {
             let settings = authentication.oauth.clone().unwrap_or_default();
@@ -119,8 +120,35 @@ pub(super) fn auth(
     })
 }
 
-fn jwt(object: &ObjectKey, settings: &api::JwtAuth) -> Result<JwtAuth, RenderError> {
+fn jwt(
+    object: &ObjectKey,
+    settings: &api::JwtAuth,
+    files: &mut SidecarFiles,
+) -> Result<JwtAuth, RenderError> {
     let at = format!("{AUTHN}.jwt");
+    let ca_file = match &settings.ca_bundle {
+        None => None,
+        Some(bundle) => {
+            let source = match (&bundle.config_map_key_ref, &bundle.secret_key_ref) {
+                (Some(r), None) => CaSource::ConfigMap {
+                    name: r.name.clone(),
+                    key: r.key.clone(),
+                },
+                (None, Some(r)) => CaSource::Secret {
+                    name: r.name.clone(),
+                    key: r.key.clone(),
+                },
+                _ => {
+                    return Err(invalid_policy(
+                        object,
+                        format!("{at}.caBundle"),
+                        "caBundle needs exactly one of configMapKeyRef or secretKeyRef",
+                    ));
+                }
+            };
+            Some(files.ca_bundle(source))
+        }
+    };
     Ok(JwtAuth {
         issuer: settings.issuer.clone(),
         audiences: settings.audiences.clone(),
@@ -131,6 +159,7 @@ fn jwt(object: &ObjectKey, settings: &api::JwtAuth) -> Result<JwtAuth, RenderErr
         groups_claim: settings.groups_claim.clone(),
         jwks_min_refresh: Duration::from_secs(30),
         scopes: settings.scopes.clone(),
+        ca_file,
     })
 }
 

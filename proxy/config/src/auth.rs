@@ -182,6 +182,10 @@ pub struct JwtAuth {
     /// Scopes to advertise in challenges and protected-resource metadata.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
+    /// A CA bundle (PEM) trusted besides the public roots for the issuer's OpenID
+    /// configuration and JWKS (an issuer with an internal CA); re-read when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_clock_skew() -> Duration {

@@ -2,6 +2,7 @@
 //! configuration names, kept, and fetched again when a token names a key not yet known — at
 //! most once per `jwksMinRefresh`, one fetch at a time — or when they are old.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -105,14 +106,15 @@ pub enum NoKey {
 }
 
 impl Jwks {
-    /// The instance for these settings.
+    /// The instance for these settings; `ca_file` is trusted besides webpki-roots.
     pub fn shared(
         store: &Store,
         issuer: &str,
         jwks_url: Option<&str>,
         min_refresh: Duration,
+        ca_file: Option<&Path>,
     ) -> Arc<Self> {
-        let key = format!("jwks:{issuer:?}:{jwks_url:?}:{min_refresh:?}");
+        let key = format!("jwks:{issuer:?}:{jwks_url:?}:{min_refresh:?}:{ca_file:?}");
         store.shared(key, || Self {
             location: match jwks_url {
                 Some(url) => Location::Url(url.parse().ok()),
@@ -120,7 +122,7 @@ impl Jwks {
                     issuer: issuer.to_owned(),
                 },
             },
-            client: ClientSource::new(store, None, false),
+            client: ClientSource::new(store, ca_file, false),
             min_refresh,
             keys: ArcSwap::default(),
             fetching: tokio::sync::Mutex::default(),

@@ -59,6 +59,7 @@ impl Jwt {
                 &settings.issuer,
                 settings.jwks_url.as_deref(),
                 settings.jwks_min_refresh.get(),
+                settings.ca_file.as_deref(),
             ),
             validations,
             identity_claim: settings.identity_claim.clone(),
@@ -211,6 +212,7 @@ mod tests {
                 groups_claim: Some("groups".into()),
                 jwks_min_refresh: sluice_proxy_config::Duration::from_secs(1),
                 scopes: Vec::new(),
+                ca_file: None,
             },
             &store,
         );

@@ -15,7 +15,7 @@ use ring::signature::{self as sig, KeyPair as _};
 use serde_json::{Value, json};
 
 use super::Body;
-use super::serve::{Received, Server, json_response};
+use super::serve::{Received, Server, TestCert, json_response};
 
 const RSA_TEST_KEY: &str = include_str!("rsa-test-key.pem");
 
@@ -184,30 +184,53 @@ struct Shared {
     discovery_fetches: AtomicUsize,
     /// The `issuer` the OpenID configuration advertises (normally the issuer's own URL).
     advertised_issuer: Mutex<Option<String>>,
+    scheme: &'static str,
 }
 
 /// A fake OIDC issuer: `/.well-known/openid-configuration` and `/jwks`.
 pub struct Issuer {
     server: Server,
     shared: Arc<Shared>,
+    scheme: &'static str,
 }
 
 impl Issuer {
     pub async fn start() -> Self {
-        let shared = Arc::new(Shared {
+        let shared = Self::shared("http");
+        let s = shared.clone();
+        let server = Server::start(move |r| answer(s.clone(), r)).await;
+        Self {
+            server,
+            shared,
+            scheme: "http",
+        }
+    }
+
+    /// Over HTTPS with `cert`, as an issuer with an internal CA.
+    pub async fn start_tls(cert: &TestCert) -> Self {
+        let shared = Self::shared("https");
+        let s = shared.clone();
+        let server = Server::start_tls(cert, move |r| answer(s.clone(), r)).await;
+        Self {
+            server,
+            shared,
+            scheme: "https",
+        }
+    }
+
+    fn shared(scheme: &'static str) -> Arc<Shared> {
+        Arc::new(Shared {
             keys: Mutex::default(),
             jwks_fetches: AtomicUsize::new(0),
             discovery_fetches: AtomicUsize::new(0),
             advertised_issuer: Mutex::default(),
-        });
-        let s = shared.clone();
-        let server = Server::start(move |r| answer(s.clone(), r)).await;
-        Self { server, shared }
+            scheme,
+        })
     }
 
     /// The issuer URL (`iss`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.server.addr)
+        format!("{}://{}", self.scheme, self.server.addr)
     }
 
     pub fn jwks_url(&self) -> String {
@@ -255,7 +278,11 @@ impl Issuer {
 }
 
 async fn answer(shared: Arc<Shared>, r: Received) -> http::Response<Body> {
-    let own = format!("http://{}", r.headers["host"].to_str().unwrap());
+    let own = format!(
+        "{}://{}",
+        shared.scheme,
+        r.headers["host"].to_str().unwrap()
+    );
     match r.uri.path() {
         "/.well-known/openid-configuration" => {
             shared.discovery_fetches.fetch_add(1, Ordering::SeqCst);

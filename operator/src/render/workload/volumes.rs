@@ -1,15 +1,17 @@
 //! The pod's volumes and which container mounts what: each container sees only its own.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{
     ConfigMapProjection, ConfigMapVolumeSource, EmptyDirVolumeSource, KeyToPath,
-    ProjectedVolumeSource, SecretVolumeSource, ServiceAccountTokenProjection, Volume, VolumeMount,
-    VolumeProjection,
+    ProjectedVolumeSource, SecretProjection, SecretVolumeSource, ServiceAccountTokenProjection,
+    Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::super::names::{config_map_name, volume_name};
 use super::super::server::Context;
-use crate::translate::files::secret_dir;
+use crate::translate::files::{CA_BUNDLES_DIR, CaSource, secret_dir};
 use crate::translate::{
     CONFIG_DIR, PHABRICATOR_CA_DIR, PHABRICATOR_CA_FILE, SERVICE_ACCOUNT_DIR, SecretFiles,
     SidecarFiles,
@@ -131,7 +133,56 @@ pub fn plan(ctx: &Context<'_>, files: &SidecarFiles) -> VolumePlan {
         plan.sidecar_mounts
             .push(mount("service-account-token", SERVICE_ACCOUNT_DIR, true));
     }
+
+    if !files.ca_bundles.is_empty() {
+        plan.volumes.push(ca_bundles_volume(&files.ca_bundles));
+        plan.sidecar_mounts
+            .push(mount("ca-bundles", CA_BUNDLES_DIR, true));
+    }
     plan
+}
+
+/// The CA bundles the sidecar trusts (a JWT issuer's), each key of its ConfigMap or Secret
+/// projected under its file name. A projected volume, not a subPath: updates reach the files.
+fn ca_bundles_volume(bundles: &BTreeMap<String, CaSource>) -> Volume {
+    let sources = bundles
+        .iter()
+        .map(|(file, source)| {
+            let items = |key: &str| {
+                Some(vec![KeyToPath {
+                    key: key.into(),
+                    path: file.clone(),
+                    mode: None,
+                }])
+            };
+            match source {
+                CaSource::ConfigMap { name, key } => VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: name.clone(),
+                        items: items(key),
+                        optional: None,
+                    }),
+                    ..VolumeProjection::default()
+                },
+                CaSource::Secret { name, key } => VolumeProjection {
+                    secret: Some(SecretProjection {
+                        name: name.clone(),
+                        items: items(key),
+                        optional: None,
+                    }),
+                    ..VolumeProjection::default()
+                },
+            }
+        })
+        .collect();
+    Volume {
+        name: "ca-bundles".into(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(SECRET_MODE),
+            sources: Some(sources),
+        }),
+        ..Volume::default()
+    }
 }
 
 /// The sidecar's own token (audience: the API server) and the cluster CA, as TokenReview
