@@ -191,46 +191,39 @@ struct Shared {
 pub struct Issuer {
     server: Server,
     shared: Arc<Shared>,
-    scheme: &'static str,
 }
 
 impl Issuer {
     pub async fn start() -> Self {
-        let shared = Self::shared("http");
-        let s = shared.clone();
-        let server = Server::start(move |r| answer(s.clone(), r)).await;
-        Self {
-            server,
-            shared,
-            scheme: "http",
-        }
+        Self::serve(None).await
     }
 
     /// Over HTTPS with `cert`, as an issuer with an internal CA.
     pub async fn start_tls(cert: &TestCert) -> Self {
-        let shared = Self::shared("https");
-        let s = shared.clone();
-        let server = Server::start_tls(cert, move |r| answer(s.clone(), r)).await;
-        Self {
-            server,
-            shared,
-            scheme: "https",
-        }
+        Self::serve(Some(cert)).await
     }
 
-    fn shared(scheme: &'static str) -> Arc<Shared> {
-        Arc::new(Shared {
+    async fn serve(cert: Option<&TestCert>) -> Self {
+        let scheme = if cert.is_some() { "https" } else { "http" };
+        let shared = Arc::new(Shared {
             keys: Mutex::default(),
             jwks_fetches: AtomicUsize::new(0),
             discovery_fetches: AtomicUsize::new(0),
             advertised_issuer: Mutex::default(),
             scheme,
-        })
+        });
+        let s = shared.clone();
+        let handler = move |r| answer(s.clone(), r);
+        let server = match cert {
+            None => Server::start(handler).await,
+            Some(cert) => Server::start_tls(cert, handler).await,
+        };
+        Self { server, shared }
     }
 
     /// The issuer URL (`iss`).
     pub fn url(&self) -> String {
-        format!("{}://{}", self.scheme, self.server.addr)
+        format!("{}://{}", self.shared.scheme, self.server.addr)
     }
 
     pub fn jwks_url(&self) -> String {
