@@ -2,8 +2,8 @@
 //! over the config; otherwise a reload that changes `log.level` takes effect at once (the
 //! format is fixed at start).
 //!
-//! JSON lines are formatted by log_format.rs. Lines are formatted where they happen and written in batches by a thread of their own
-//! (log_writer.rs): a request never waits on stdout. [`Logs`] writes out what is pending when
+//! Lines are formatted where they happen (JSON ones by log_format.rs) and written in batches by
+//! a thread of their own (log_writer.rs): a request never waits on stdout. [`Logs`] writes out what is pending when
 //! it is dropped.
 
 use sluice_proxy_config::{Log, LogFormat, LogLevel};
