@@ -189,16 +189,15 @@ fn ratios(s: &BTreeMap<&str, Summary>) -> String {
         sluice.rps / direct.rps,
         sluice.p50 - direct.p50
     );
-    for nginx_name in NGINXES {
-        if let Some(nginx) = s.get(nginx_name) {
+    for name in NGINXES {
+        if let Some(nginx) = s.get(name) {
             out += &format!(
-                "- sluice/{nginx_name}: {:.2} × req/s, {:.2} × CPU per request; {nginx_name} adds {:.0} µs at p50 over direct\n",
-                sluice.rps / nginx.rps,
-                sluice.cpu / nginx.cpu,
+                "- {name} adds {:.0} µs at p50 over direct\n",
                 nginx.p50 - direct.p50
             );
         }
     }
+    out += &against_nginx(s, "sluice", sluice);
     if let Some(policy) = s.get("sluice+policy") {
         out += &format!(
             "- sluice+policy/direct: {:.2} × req/s, adds {:.0} µs at p50; sluice+policy/sluice: {:.2} × req/s, {:.2} × CPU per request\n",
@@ -207,15 +206,7 @@ fn ratios(s: &BTreeMap<&str, Summary>) -> String {
             policy.rps / sluice.rps,
             policy.cpu / sluice.cpu
         );
-        for nginx_name in NGINXES {
-            if let Some(nginx) = s.get(nginx_name) {
-                out += &format!(
-                    "- sluice+policy/{nginx_name}: {:.2} × req/s, {:.2} × CPU per request\n",
-                    policy.rps / nginx.rps,
-                    policy.cpu / nginx.cpu
-                );
-            }
-        }
+        out += &against_nginx(s, "sluice+policy", policy);
     }
     if let Some(floor) = s.get("hyper-floor") {
         out += &format!(
@@ -224,15 +215,7 @@ fn ratios(s: &BTreeMap<&str, Summary>) -> String {
             sluice.cpu / floor.cpu,
             sluice.cpu - floor.cpu
         );
-        for nginx_name in NGINXES {
-            if let Some(nginx) = s.get(nginx_name) {
-                out += &format!(
-                    "- hyper-floor/{nginx_name}: {:.2} × req/s, {:.2} × CPU per request\n",
-                    floor.rps / nginx.rps,
-                    floor.cpu / nginx.cpu
-                );
-            }
-        }
+        out += &against_nginx(s, "hyper-floor", floor);
     }
     if let Some(cmp) = s.get("sluice-cmp") {
         out += &format!(
@@ -240,6 +223,21 @@ fn ratios(s: &BTreeMap<&str, Summary>) -> String {
             sluice.rps / cmp.rps,
             sluice.cpu / cmp.cpu
         );
+    }
+    out
+}
+
+/// `target`'s req/s and CPU per request against each nginx measured.
+fn against_nginx(s: &BTreeMap<&str, Summary>, target: &str, summary: &Summary) -> String {
+    let mut out = String::new();
+    for name in NGINXES {
+        if let Some(nginx) = s.get(name) {
+            out += &format!(
+                "- {target}/{name}: {:.2} × req/s, {:.2} × CPU per request\n",
+                summary.rps / nginx.rps,
+                summary.cpu / nginx.cpu
+            );
+        }
     }
     out
 }
