@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use sha2::{Digest as _, Sha256};
 use sluice_crds::refs::SecretKeyRef;
+use sluice_crds::server::CaBundle;
 
 /// Directory of the sidecar config (a ConfigMap mounted whole, so updates reach the file).
 pub const CONFIG_DIR: &str = "/etc/sluice/config";
@@ -52,6 +53,22 @@ pub enum CaSource {
 }
 
 impl CaSource {
+    /// Where `bundle` comes from; `None` unless it names exactly one source (which the CRD's
+    /// rule requires).
+    pub fn of(bundle: &CaBundle) -> Option<Self> {
+        match (&bundle.config_map_key_ref, &bundle.secret_key_ref) {
+            (Some(r), None) => Some(CaSource::ConfigMap {
+                name: r.name.clone(),
+                key: r.key.clone(),
+            }),
+            (None, Some(r)) => Some(CaSource::Secret {
+                name: r.name.clone(),
+                key: r.key.clone(),
+            }),
+            _ => None,
+        }
+    }
+
     /// Its file name: a hash of where it comes from, as names and keys together may be
     /// longer than a file name may be; one file per distinct source.
     fn file_name(&self) -> String {

@@ -129,23 +129,13 @@ fn jwt(
     let ca_file = match &settings.ca_bundle {
         None => None,
         Some(bundle) => {
-            let source = match (&bundle.config_map_key_ref, &bundle.secret_key_ref) {
-                (Some(r), None) => CaSource::ConfigMap {
-                    name: r.name.clone(),
-                    key: r.key.clone(),
-                },
-                (None, Some(r)) => CaSource::Secret {
-                    name: r.name.clone(),
-                    key: r.key.clone(),
-                },
-                _ => {
-                    return Err(invalid_policy(
-                        object,
-                        format!("{at}.caBundle"),
-                        "caBundle needs exactly one of configMapKeyRef or secretKeyRef",
-                    ));
-                }
-            };
+            let source = CaSource::of(bundle).ok_or_else(|| {
+                invalid_policy(
+                    object,
+                    format!("{at}.caBundle"),
+                    "caBundle needs exactly one of configMapKeyRef or secretKeyRef",
+                )
+            })?;
             Some(files.ca_bundle(source))
         }
     };
