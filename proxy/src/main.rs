@@ -7,6 +7,10 @@ use clap::Parser;
 use sluice_proxy::{Options, Proxy, logging};
 use sluice_proxy_config::{ConfigError, ProxyConfig};
 
+// mimalloc: fewer cycles per request than glibc's malloc for hyper's many small allocations.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// An MCP-aware reverse proxy in front of Conduit.
 #[derive(Parser)]
 #[command(version)]

@@ -1,7 +1,7 @@
 //! floor-proxy: the least a reverse proxy built on sluice-proxy's stack does, for bench-proxy's
 //! `--floor` row. hyper 1's HTTP/1.1 server and hyper-util's pooled client on a current-thread
-//! runtime (sluice-proxy's default), and nothing else: no header rules, no body inspection, no
-//! policy, no logs, no metrics. What sluice-proxy costs over it is what its own work costs.
+//! runtime (sluice-proxy's default) with sluice-proxy's allocator, and nothing else: no header
+//! rules, no body inspection, no policy, no logs, no metrics. What sluice-proxy costs over it is what its own work costs.
 //!
 //! It also answers every request on `--admin` with 200, as bench-proxy waits for readiness there.
 
@@ -19,6 +19,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A bare hyper reverse proxy on loopback.
 #[derive(Parser)]
