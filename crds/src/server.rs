@@ -306,7 +306,8 @@ pub struct ProxySpec {
     #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,
     /// Compute resources of the sidecar. Defaults: requests 50m CPU and 32Mi memory, limit
-    /// 128Mi memory.
+    /// 128Mi memory. A CPU limit also sets how many threads carry traffic: one per CPU of the
+    /// limit, rounded up (without one: a single thread).
     #[serde(default = "default_proxy_resources")]
     pub resources: ResourceRequirements,
     /// Log level.

@@ -379,6 +379,60 @@ fn conduit_env_follows_the_spec() {
 }
 
 #[test]
+fn the_sidecars_traffic_threads_follow_its_cpu_limit() {
+    let worker_threads = |server: McpServer| {
+        let name = server.metadata.name.clone().expect("named");
+        let docs = rendered_documents(&[server], &[]);
+        let pod = pod_of(&docs, &name);
+        let sidecar = container(&pod, "sluice-proxy");
+        sidecar
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "SLUICE_WORKER_THREADS")
+            .cloned()
+    };
+    // No CPU limit (the default resources): the proxy's own default, one thread.
+    assert_eq!(worker_threads(ServerBuilder::new("plain").build()), None);
+    let requested_only = ServerBuilder::new("requested")
+        .set("proxy.resources", json!({"requests": {"cpu": "2"}}))
+        .build();
+    assert_eq!(worker_threads(requested_only), None);
+
+    // A limit: Kubernetes passes it rounded up to whole CPUs (divisor 1).
+    let limited = ServerBuilder::new("limited")
+        .set(
+            "proxy.resources",
+            json!({"requests": {"cpu": "500m"}, "limits": {"cpu": "1500m", "memory": "128Mi"}}),
+        )
+        .build();
+    let threads = worker_threads(limited).expect("SLUICE_WORKER_THREADS set");
+    assert_eq!(threads.value, None);
+    let field = threads
+        .value_from
+        .and_then(|v| v.resource_field_ref)
+        .expect("from the downward API");
+    assert_eq!(field.container_name.as_deref(), Some("sluice-proxy"));
+    assert_eq!(field.resource, "limits.cpu");
+    assert_eq!(field.divisor.map(|d| d.0).as_deref(), Some("1"));
+    // Conduit's threads are its own business.
+    let docs = rendered_documents(
+        &[ServerBuilder::new("both")
+            .set("proxy.resources", json!({"limits": {"cpu": "2"}}))
+            .build()],
+        &[],
+    );
+    let pod = pod_of(&docs, "both");
+    assert!(
+        container(&pod, "conduit")
+            .env
+            .iter()
+            .flatten()
+            .all(|e| e.name != "SLUICE_WORKER_THREADS")
+    );
+}
+
+#[test]
 fn shutdown_order_lets_conduit_outlive_the_sidecar() {
     let docs = rendered_documents(&[ServerBuilder::new("plain").build()], &[]);
     let pod = pod_of(&docs, "plain");

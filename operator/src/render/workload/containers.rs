@@ -2,9 +2,12 @@
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle,
-    LifecycleHandler, Probe, SecretKeySelector, SecurityContext, SleepAction, VolumeMount,
+    LifecycleHandler, Probe, ResourceFieldSelector, SecretKeySelector, SecurityContext,
+    SleepAction, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use sluice_crds::McpServerSpec;
 use sluice_crds::defaults::{ADMIN_PORT, CONDUIT_PORT, NON_ROOT_ID, SERVER_LISTENER_PORT};
 use sluice_crds::server::{PullPolicy, Sessions};
 use sluice_proxy_config::ProxyConfig;
@@ -145,6 +148,7 @@ pub fn sidecar(ctx: &Context<'_>, mounts: Vec<VolumeMount>) -> Container {
             "--config".into(),
             format!("{CONFIG_DIR}/{CONFIG_FILE}"),
         ]),
+        env: worker_threads(spec),
         // Route listener ports are deliberately not listed: a Service may target an unlisted
         // port, so adding a route changes no pod template.
         ports: Some(vec![
@@ -185,6 +189,32 @@ fn pull_policy(policy: PullPolicy) -> &'static str {
         PullPolicy::IfNotPresent => "IfNotPresent",
         PullPolicy::Never => "Never",
     }
+}
+
+/// With a CPU limit, one traffic thread per CPU of it: Kubernetes hands the limit over rounded
+/// up to whole CPUs (divisor 1), so 1500m gives two. Without one, the proxy's default, one
+/// thread: the sidecar is then only sure of its request (50m by default), and the node's CPU
+/// count says nothing about what it will get.
+fn worker_threads(spec: &McpServerSpec) -> Option<Vec<EnvVar>> {
+    let resources = &spec.proxy.resources;
+    let limited = resources
+        .limits
+        .as_ref()
+        .is_some_and(|l| l.contains_key("cpu"));
+    limited.then(|| {
+        vec![EnvVar {
+            name: "SLUICE_WORKER_THREADS".into(),
+            value_from: Some(EnvVarSource {
+                resource_field_ref: Some(ResourceFieldSelector {
+                    container_name: Some(SIDECAR.into()),
+                    resource: "limits.cpu".into(),
+                    divisor: Some(Quantity("1".into())),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        }]
+    })
 }
 
 fn value(name: &str, value: String) -> EnvVar {
