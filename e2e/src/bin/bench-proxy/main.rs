@@ -47,7 +47,7 @@ struct Args {
     /// Also measure tool calls answered as an SSE stream (one event, chunked).
     #[arg(long)]
     sse: bool,
-    /// Event streams held open at once for the memory measurement (0: skip it).
+    /// Event streams held open at once, twice over, for the memory measurement (0: skip it).
     #[arg(long, default_value_t = 1000)]
     streams: usize,
     /// The sluice-proxy binary to measure; default: build it (release) from this workspace.
@@ -237,22 +237,36 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()
             .context("cannot build the stream clients' runtime")?;
-        let sluice_streams = hold_streams(&client, &sluice, args.streams)?;
-        let nginx_streams = nginx
+        // Twice: the second round shows whether memory freed by the first is used again or
+        // the process grows with every round.
+        let sluice_rounds = [
+            hold_streams(&client, &sluice, args.streams)?,
+            hold_streams(&client, &sluice, args.streams)?,
+        ];
+        let nginx_rounds = nginx
             .as_ref()
-            .map(|n| hold_streams(&client, n, args.streams))
+            .map(|n| -> anyhow::Result<_> {
+                Ok([
+                    hold_streams(&client, n, args.streams)?,
+                    hold_streams(&client, n, args.streams)?,
+                ])
+            })
             .transpose()?;
         let n = args.streams;
-        memory.row(
-            &format!("RSS with {n} open SSE streams"),
-            Some(sluice_streams.with.rss_kib),
-            nginx_streams.as_ref().map(|s| s.with.rss_kib),
-        );
-        memory.row(
-            "RSS after closing them",
-            Some(sluice_streams.after.rss_kib),
-            nginx_streams.as_ref().map(|s| s.after.rss_kib),
-        );
+        for (round, label) in [(0, ""), (1, ", again")] {
+            memory.row(
+                &format!("RSS with {n} open SSE streams{label}"),
+                Some(sluice_rounds[round].with.rss_kib),
+                nginx_rounds.as_ref().map(|s| s[round].with.rss_kib),
+            );
+            memory.row(
+                "RSS after closing them",
+                Some(sluice_rounds[round].after.rss_kib),
+                nginx_rounds.as_ref().map(|s| s[round].after.rss_kib),
+            );
+        }
+        let (sluice_streams, nginx_streams) =
+            (&sluice_rounds[0], nginx_rounds.as_ref().map(|s| &s[0]));
         memory.note(format!(
             "{n} streams through sluice-proxy: {:.1} KiB each over the RSS before them; \
              {} events relayed in {:?} (the upstream sends one per stream and second).",
@@ -260,7 +274,7 @@ fn main() -> anyhow::Result<()> {
             sluice_streams.events,
             sluice_streams.held,
         ));
-        if let Some(s) = &nginx_streams {
+        if let Some(s) = nginx_streams {
             memory.note(format!(
                 "{n} streams through nginx: {:.1} KiB each; {} events relayed in {:?}.",
                 s.kib_per_stream(n),
