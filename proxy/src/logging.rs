@@ -3,8 +3,8 @@
 //! format is fixed at start).
 //!
 //! Lines are formatted where they happen (JSON ones by log_format.rs) and written in batches by
-//! a thread of their own (log_writer.rs): a request never waits on stdout. [`Logs`] writes out what is pending when
-//! it is dropped.
+//! a thread of their own (log_writer.rs): a request never waits on stdout. [`Logs`] writes out
+//! what is pending when it is dropped.
 
 use sluice_proxy_config::{Log, LogFormat, LogLevel};
 use tracing_subscriber::fmt::MakeWriter;

@@ -1,7 +1,8 @@
 //! floor-proxy: the least a reverse proxy built on sluice-proxy's stack does, for bench-proxy's
 //! `--floor` row. hyper 1's HTTP/1.1 server and hyper-util's pooled client on a current-thread
 //! runtime (sluice-proxy's default) with sluice-proxy's allocator, and nothing else: no header
-//! rules, no body inspection, no policy, no logs, no metrics. What sluice-proxy costs over it is what its own work costs.
+//! rules, no body inspection, no policy, no logs, no metrics. What sluice-proxy costs over it
+//! is what its own work costs.
 //!
 //! It also answers every request on `--admin` with 200, as bench-proxy waits for readiness there.
 
