@@ -239,19 +239,14 @@ fn main() -> anyhow::Result<()> {
             .context("cannot build the stream clients' runtime")?;
         // Twice: the second round shows whether memory freed by the first is used again or
         // the process grows with every round.
-        let sluice_rounds = [
-            hold_streams(&client, &sluice, args.streams)?,
-            hold_streams(&client, &sluice, args.streams)?,
-        ];
-        let nginx_rounds = nginx
-            .as_ref()
-            .map(|n| -> anyhow::Result<_> {
-                Ok([
-                    hold_streams(&client, n, args.streams)?,
-                    hold_streams(&client, n, args.streams)?,
-                ])
-            })
-            .transpose()?;
+        let twice = |proxy: &targets::Proxy| -> anyhow::Result<[Held; 2]> {
+            Ok([
+                hold_streams(&client, proxy, args.streams)?,
+                hold_streams(&client, proxy, args.streams)?,
+            ])
+        };
+        let sluice_rounds = twice(&sluice)?;
+        let nginx_rounds = nginx.map(twice).transpose()?;
         let n = args.streams;
         for (round, label) in [(0, ""), (1, ", again")] {
             memory.row(
