@@ -302,11 +302,8 @@ fn references(server: &McpServer, files: &SidecarFiles) -> Vec<Reference> {
     for name in files.secrets.keys() {
         add("Secret", name, OnChange::Reload);
     }
-    for source in files.ca_bundles.values() {
-        match source {
-            CaSource::ConfigMap { name, .. } => add("ConfigMap", name, OnChange::Reload),
-            CaSource::Secret { name, .. } => add("Secret", name, OnChange::Reload),
-        }
+    for (kind, name) in files.ca_bundles.values().map(CaSource::object) {
+        add(kind, name, OnChange::Reload);
     }
     references.sort();
     references.dedup_by(|later, earlier| later.kind == earlier.kind && later.name == earlier.name);

@@ -69,13 +69,20 @@ impl CaSource {
         }
     }
 
+    /// The kind and name of the object it comes from.
+    pub fn object(&self) -> (&'static str, &str) {
+        match self {
+            CaSource::ConfigMap { name, .. } => ("ConfigMap", name),
+            CaSource::Secret { name, .. } => ("Secret", name),
+        }
+    }
+
     /// Its file name: a hash of where it comes from, as names and keys together may be
     /// longer than a file name may be; one file per distinct source.
     fn file_name(&self) -> String {
-        let (kind, name, key) = match self {
-            CaSource::ConfigMap { name, key } => ("configmap", name, key),
-            CaSource::Secret { name, key } => ("secret", name, key),
-        };
+        let (CaSource::ConfigMap { key, .. } | CaSource::Secret { key, .. }) = self;
+        let (kind, name) = self.object();
+        let kind = kind.to_ascii_lowercase();
         let hash = Sha256::digest(format!("{kind}/{name}/{key}").as_bytes());
         format!("{kind}-{}.crt", hex::encode(&hash[..8]))
     }
