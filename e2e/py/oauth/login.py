@@ -177,6 +177,14 @@ async def run(args, report):
     return not result.is_error
 
 
+def describe(error):
+    """`error` as `Type: message`; for an exception group (anyio's task groups), its leaves,
+    which say what actually failed."""
+    if isinstance(error, BaseExceptionGroup):
+        return "; ".join(describe(inner) for inner in error.exceptions)
+    return f"{type(error).__name__}: {error}"
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True, help="the MCP endpoint, e.g. http://127.0.0.1:8080/ai/mcp")
@@ -190,7 +198,7 @@ def main(argv):
     except BaseException as error:  # the report must come out whatever failed
         if isinstance(error, KeyboardInterrupt):
             raise
-        report["error"] = f"{type(error).__name__}: {error}"
+        report["error"] = describe(error)
         ok = False
     json.dump(report, sys.stdout, indent=1, default=str)
     print()
