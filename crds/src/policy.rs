@@ -268,12 +268,15 @@ fn default_identity_claim() -> String {
     "sub".into()
 }
 
-/// Mode `oauth`: Conduit's OAuth-proxy flow. A bearer token is required; Conduit validates it.
+/// Mode `oauth`: Conduit's OAuth-proxy flow. A bearer token is required; Conduit validates it,
+/// and names the Phabricator user behind it: the sidecar asks Conduit (its `pha_user_whoami`
+/// tool, with the caller's own token, over the pod's loopback), so tool rules by identity,
+/// per-user rate limits and the audit trail act on the user. The token goes nowhere else.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OAuthPassThroughAuth {
-    /// How long the sidecar remembers which Phabricator user a bearer belongs to (asked with
-    /// `user.whoami`), for per-user rate limits and tool rules.
+    /// How long the sidecar remembers which Phabricator user a bearer belongs to. A token
+    /// Conduit refuses is never remembered, and is forgotten as soon as Conduit refuses it.
     #[serde(default = "default_cache_ttl")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
     pub identity_cache_ttl: String,

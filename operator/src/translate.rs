@@ -129,7 +129,13 @@ pub fn proxy_config(
         redis
     });
     let config = ProxyConfig {
-        upstream: Upstream::default(),
+        upstream: Upstream {
+            sessions: match spec.sessions {
+                server::Sessions::Stateless => sluice_proxy_config::Sessions::Stateless,
+                server::Sessions::Stateful => sluice_proxy_config::Sessions::Stateful,
+            },
+            ..Upstream::default()
+        },
         admin: Admin {
             listen: SocketAddr::from(([0, 0, 0, 0], ADMIN_PORT)),
         },

@@ -101,11 +101,21 @@ pub enum Refusal {
     /// The upstream's OAuth metadata, fetched to serve a discovery document, is unusable.
     #[error("the upstream's OAuth metadata is unusable: {0}")]
     BadMetadata(String),
-    /// The caller did not authenticate: 401 with the entry point's `WWW-Authenticate`.
-    #[error("{failure}")]
+    /// The caller did not authenticate: 401 with the entry point's `WWW-Authenticate`, and
+    /// `hint` (what to send) after the reason.
+    #[error("{failure}{hint}")]
     Unauthenticated {
         failure: crate::auth::Failure,
         challenge: HeaderValue,
+        hint: &'static str,
+    },
+    /// The upstream refused the caller's bearer when asked whose it is (mode `oauth`): its
+    /// status (401, or 403 for a missing scope) and its challenges, as the upstream sent them
+    /// but for the metadata they name.
+    #[error("the upstream refused this token ({status})")]
+    TokenRefused {
+        status: StatusCode,
+        challenges: Vec<HeaderValue>,
     },
     /// The caller authenticated but may not use this entry point (or has no upstream token).
     #[error("{0}")]
@@ -186,6 +196,7 @@ impl Refusal {
             Refusal::BadMetadata(_) => StatusCode::BAD_GATEWAY,
             Refusal::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            Refusal::TokenRefused { status, .. } => *status,
             Refusal::Forbidden(_) => StatusCode::FORBIDDEN,
             Refusal::Upstream(f) => match f {
                 UpstreamFailure::ConnectRefused
@@ -213,7 +224,9 @@ impl Refusal {
                 code::INTERNAL_ERROR
             }
             Refusal::AuthUnavailable => code::INTERNAL_ERROR,
-            Refusal::Unauthenticated { .. } | Refusal::Forbidden(_) => code::INVALID_REQUEST,
+            Refusal::Unauthenticated { .. }
+            | Refusal::TokenRefused { .. }
+            | Refusal::Forbidden(_) => code::INVALID_REQUEST,
             Refusal::NotFound
             | Refusal::MethodNotAllowed { .. }
             | Refusal::Origin
@@ -243,12 +256,13 @@ impl Refusal {
         if let Refusal::Unauthenticated { challenge, .. } = self {
             headers.insert(header::WWW_AUTHENTICATE, challenge.clone());
         }
+        if let Refusal::TokenRefused { challenges, .. } = self {
+            for challenge in challenges {
+                headers.append(header::WWW_AUTHENTICATE, challenge.clone());
+            }
+        }
         if let Refusal::RateLimited { retry_after, .. } = self {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
-        }
-        if matches!(self, Refusal::BodyTooLarge { .. } | Refusal::BodyTimeout(_)) {
-            // The rest of the body was never read: the connection cannot carry another request.
-            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

@@ -158,11 +158,10 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamFailure {
 }
 
 /// The caller's `Host` (HTTP/1.1) or `:authority` (h2).
-pub fn caller_host(parts: &Parts) -> Option<HeaderValue> {
-    match parts.headers.get(header::HOST) {
+pub fn caller_host(headers: &http::HeaderMap, uri: &Uri) -> Option<HeaderValue> {
+    match headers.get(header::HOST) {
         Some(h) => Some(h.clone()),
-        None => parts
-            .uri
+        None => uri
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     }

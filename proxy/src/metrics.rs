@@ -209,7 +209,7 @@ impl Metrics {
     }
 }
 
-/// Labels of `sluice_auth_failures_total` and `sluice_oauth_identity_fallbacks_total`.
+/// Labels of `sluice_auth_failures_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AuthFailureLabels {
     pub entry_point: Arc<str>,
@@ -227,7 +227,7 @@ pub struct EntryResultLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderErrorLabels {
     pub entry_point: Arc<str>,
-    /// `whoami`, `token_review` or `jwks`.
+    /// `whoami`, `upstream`, `token_review` or `jwks`.
     pub provider: &'static str,
     pub kind: &'static str,
 }
@@ -239,7 +239,6 @@ pub struct AuthMetrics {
     pub whoami_cache: Family<EntryResultLabels, Counter>,
     pub identity_provider_errors: Family<ProviderErrorLabels, Counter>,
     pub jwks_refreshes: Family<EntryResultLabels, Counter>,
-    pub oauth_identity_fallbacks: Family<AuthFailureLabels, Counter>,
 }
 
 impl AuthMetrics {
@@ -251,23 +250,18 @@ impl AuthMetrics {
         );
         r.register(
             "whoami_cache",
-            "user.whoami lookups: hit (from the cache, or a call already in flight) or miss (a call)",
+            "Who-is-this-token lookups (Phabricator's user.whoami, or the upstream's pha_user_whoami in mode oauth): hit (from the cache, or a call already in flight) or miss (a call)",
             self.whoami_cache.clone(),
         );
         r.register(
             "identity_provider_errors",
-            "Failed calls to user.whoami, TokenReview and JWKS endpoints, by provider and kind",
+            "Failed calls to user.whoami, the upstream's pha_user_whoami, TokenReview and JWKS endpoints, by provider and kind",
             self.identity_provider_errors.clone(),
         );
         r.register(
             "jwks_refreshes",
             "JWKS fetches by result",
             self.jwks_refreshes.clone(),
-        );
-        r.register(
-            "oauth_identity_fallbacks",
-            "Mode oauth requests named by a token hash because user.whoami did not name the caller",
-            self.oauth_identity_fallbacks.clone(),
         );
     }
 }

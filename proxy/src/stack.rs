@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use http::{HeaderValue, Method, Request, Response, Uri};
+use http::{HeaderValue, Method, Request, Response, Uri, header};
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use serde_json::value::RawValue;
@@ -49,6 +49,9 @@ pub struct RequestContext {
     pub identity: Option<Identity>,
     /// The allowed Origin of a browser page calling, once the Origin check passed it.
     pub page_origin: Option<HeaderValue>,
+    /// Whether the request's body was read whole: until then the connection cannot carry
+    /// another request.
+    pub body_read: bool,
 }
 
 impl RequestContext {
@@ -81,6 +84,7 @@ pub async fn serve(req: Request<Incoming>, conn: &Conn) -> Response<ResponseBody
         inspection: None,
         identity: None,
         page_origin: None,
+        body_read: false,
     };
     let mut response = match handle(req, conn, &mut cx).await {
         Ok(response) => {
@@ -92,7 +96,15 @@ pub async fn serve(req: Request<Incoming>, conn: &Conn) -> Response<ResponseBody
                 access::upstream_failed(&conn.state, &cx, *failure);
             }
             audit::record(&cx, Some(&refusal), refusal.status());
-            refusal.to_response(cx.reply_id())
+            let mut response = refusal.to_response(cx.reply_id());
+            if !cx.body_read {
+                // The unread body is still on the connection: close it, and say so, or a
+                // client sends its next request on a connection about to close.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
         }
     };
     if let Some(origin) = &cx.page_origin {
@@ -104,7 +116,7 @@ pub async fn serve(req: Request<Incoming>, conn: &Conn) -> Response<ResponseBody
 }
 
 async fn handle(
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     conn: &Conn,
     cx: &mut RequestContext,
 ) -> Result<Response<ResponseBody>, Refusal> {
@@ -119,12 +131,15 @@ async fn handle(
         &entry.in_flight,
     )?;
     limits::check_head(&req, config.limits.max_header_bytes)?;
-    // One Host, agreeing with the target: what X-Forwarded-Host and redirects are built from.
+    // One Host, agreeing with the target: what X-Forwarded-Host and redirects are built from,
+    // and the URL an entry point without a public one is known by.
     host::check(&req)?;
+    let host = forward::caller_host(req.headers(), req.uri());
+    let via = discovery::Via::of(&entry, host.as_ref());
 
     // OAuth discovery documents are public: answered here, before any check. Ambiguous paths
     // and unknown well-known paths end here too.
-    if let Some(answer) = discovery::answer(&req, &entry).await {
+    if let Some(answer) = discovery::answer(&req, &entry, via).await {
         return answer;
     }
 
@@ -144,22 +159,33 @@ async fn handle(
         return Ok(cors::preflight(origin, req.headers()));
     }
 
-    // Authentication: who is calling. A refused caller goes no further: its body is never
-    // read and nothing reaches the upstream. Then its credentials are swapped for what the
-    // upstream may see.
-    cx.identity = entry.auth.authenticate(req.headers(), path.path()).await?;
-    entry
-        .credentials
-        .apply(req.headers_mut(), cx.identity.as_ref())
-        .map_err(|f| entry.auth.refuse(f))?;
+    // Authentication: who is calling, as far as the request head tells. A refused caller goes
+    // no further: its body is never read and nothing reaches the upstream.
+    let caller = entry
+        .auth
+        .authenticate(req.headers(), path.path(), via)
+        .await?;
 
     // The body, bounded in size and time; then what it says, for MCP POSTs.
     let (mut parts, body) = req.into_parts();
     let body = limits::read_body(body, entry.max_body, config.timeouts.body_read).await?;
+    cx.body_read = true;
     if parts.method == Method::POST && !is_plain_post(path.path()) {
         let inspection = cx.inspection.insert(inspect::inspect(&body)?);
         mcp_headers::check(&parts.headers, inspection)?;
     }
+
+    // Identity: in mode oauth, the upstream names the user behind the bearer (asked now, so a
+    // refusal carries the request's id). Then the caller's credentials are swapped for what
+    // the upstream may see.
+    cx.identity = entry
+        .auth
+        .identify(&caller, &parts.headers, &entry.snapshot.upstream, via)
+        .await?;
+    entry
+        .credentials
+        .apply(&mut parts.headers, cx.identity.as_ref())
+        .map_err(|f| entry.auth.refuse(f, via))?;
 
     // Tool policy: every tool, resource and prompt named must be allowed for this caller (a
     // batch is refused whole); then the rate limits count what is left.
@@ -171,8 +197,11 @@ async fn handle(
         filter.prepare_request(&mut parts.headers);
     }
 
+    // Conduit issues tokens for its own resource URL only: an authorization request naming
+    // this entry point's is translated.
+    let path = discovery::authorization_request(&parts.method, path, &entry, via).await?;
+
     // Forward, and stream the answer back.
-    let host = forward::caller_host(&parts);
     let upstream_req = forward::request(parts, body, path, host.as_ref(), &conn.peer_ip, &entry);
     let upstream_resp = entry
         .snapshot
@@ -180,9 +209,12 @@ async fn handle(
         .send(upstream_req)
         .await
         .map_err(Refusal::Upstream)?;
+    if upstream_resp.status() == http::StatusCode::UNAUTHORIZED {
+        entry.auth.upstream_refused(&caller).await;
+    }
     let mut response = forward::response(upstream_resp, host.as_ref(), &entry);
     // Upstream challenges name this entry point's metadata, whatever the upstream wrote.
-    discovery::rewrite_challenge(&mut response, &entry);
+    discovery::rewrite_challenge(&mut response, &entry, via);
     if let Some(filter) = list_filter {
         response = filter.apply(response).await?;
     }

@@ -6,6 +6,7 @@ mod support;
 
 use std::process::Stdio;
 
+use support::conduit::Conduit;
 use support::issuer::{Issuer, SigningKey};
 use support::phabricator::Phabricator;
 use support::*;
@@ -17,7 +18,9 @@ const MALFORMED_TOKEN: &str = "api-MALFORMEDsecret";
 const API_KEY: &str = "apikeysecret-0123456789";
 const WRONG_KEY: &str = "wrongkeysecret-0123456789";
 const BOT_TOKEN: &str = "api-botsecretbotsecretbotsecretb";
-const SIDECAR_SECRETS: [&str; 7] = [
+const OAUTH_BEARER: &str = "oauth-bearersecret";
+const OAUTH_REFUSED: &str = "oauth-refusedsecret";
+const SIDECAR_SECRETS: [&str; 8] = [
     "goodsecret",
     "badsecret",
     "MALFORMEDsecret",
@@ -25,6 +28,7 @@ const SIDECAR_SECRETS: [&str; 7] = [
     "wrongkeysecret",
     "botsecret",
     "bearersecret",
+    "refusedsecret",
 ];
 
 /// Runs the binary on `config` with every log line of stdout and stderr collected.
@@ -107,7 +111,9 @@ impl<R: tokio::io::AsyncBufRead + Unpin + Send> LinesStream for tokio::io::Lines
 
 #[tokio::test]
 async fn no_credential_reaches_the_logs() {
-    let upstream = Upstream::ok().await;
+    let conduit = Conduit::start().await;
+    conduit.issue(OAUTH_BEARER, "alice");
+    conduit.also_header_tokens();
     let phab = Phabricator::start().await;
     phab.user(GOOD_TOKEN, "alice");
     let issuer = Issuer::start().await;
@@ -147,7 +153,7 @@ async fn no_credential_reaches_the_logs() {
     .join("\n");
     let config = format!(
         "upstream:\n  url: http://{}\nadmin:\n  listen: 127.0.0.1:0\nlog:\n  format: json\n{}\nentryPoints:\n{entry_points}\n",
-        upstream.addr,
+        conduit.upstream.addr,
         phab.config(""),
     );
     let path = dir.path().join("config.yaml");
@@ -196,14 +202,18 @@ async fn no_credential_reaches_the_logs() {
         send_to("jwt", &[("authorization", &format!("Bearer {forged}"))]).await,
         401
     );
+    let oauth_bearer = format!("Bearer {OAUTH_BEARER}");
     assert_eq!(
-        send_to("oauth", &[("authorization", "Bearer oauth-bearersecret")]).await,
+        send_to("oauth", &[("authorization", &oauth_bearer)]).await,
         200
     );
     assert_eq!(
-        send_to("oauth", &[("authorization", "Bearer oauth-bearersecret")]).await,
+        send_to("oauth", &[("authorization", &oauth_bearer)]).await,
         200
     );
+    // Conduit refuses this one: the refusal is logged, the token is not.
+    let refused = format!("Bearer {OAUTH_REFUSED}");
+    assert_eq!(send_to("oauth", &[("authorization", &refused)]).await, 401);
 
     // Let the last lines arrive, then stop the proxy.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;

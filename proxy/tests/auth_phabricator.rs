@@ -36,7 +36,7 @@ async fn malformed_tokens_are_refused_without_asking_phabricator() {
     let sluice = Sluice::start(&auth_config(upstream.addr, &phab.config(""), VERIFY, "")).await;
 
     let missing = call(&sluice, &[]).await;
-    assert_401(&missing, "Bearer");
+    assert_header_token_401(&missing, r#"realm="sluice""#);
     assert!(
         !missing
             .header("www-authenticate")
@@ -82,11 +82,14 @@ async fn malformed_tokens_are_refused_without_asking_phabricator() {
             "invalid_token",
         ),
         // The right token in the wrong header is no token at all.
-        (vec![("authorization", bearer.as_bytes())], "Bearer"),
+        (
+            vec![("authorization", bearer.as_bytes())],
+            r#"realm="sluice""#,
+        ),
     ];
     for (headers, challenge) in &cases {
         let reply = call_raw(&sluice, headers).await;
-        assert_401(&reply, challenge);
+        assert_header_token_401(&reply, challenge);
     }
     assert_eq!(phab.calls(), 0, "a malformed token was sent to Phabricator");
     assert_eq!(
@@ -171,7 +174,7 @@ async fn a_verified_token_names_its_phabricator_user() {
     assert_403(&call(&sluice, &[("x-phabricator-token", BOB)]).await);
     // A token Phabricator refuses: 401 invalid_token.
     let unknown = "api-unknownunknownunknownunknown";
-    assert_401(
+    assert_header_token_401(
         &call(&sluice, &[("x-phabricator-token", unknown)]).await,
         "invalid_token",
     );
@@ -356,7 +359,7 @@ async fn without_verification_the_form_is_checked_and_the_token_named_by_its_has
         upstream.next().await.headers["x-phabricator-token"],
         BOT_FOR_ALICE
     );
-    assert_401(
+    assert_header_token_401(
         &call(&sluice, &[("x-phabricator-token", "api-nope")]).await,
         "invalid_token",
     );

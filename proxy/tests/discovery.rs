@@ -492,3 +492,122 @@ async fn broken_upstream_metadata_is_a_gateway_error() {
     let reply = get(&sluice.url("/.well-known/oauth-authorization-server/ai")).await;
     assert_eq!(reply.status, 503, "{}", reply.text());
 }
+
+/// The server's own entry point in mode oauth: no public URL, at `/`.
+fn in_cluster_config(upstream: SocketAddr) -> String {
+    format!(
+        "upstream:\n  url: http://{upstream}\nadmin:\n  listen: 127.0.0.1:0\nentryPoints:\n  - name: main\n    listen: 127.0.0.1:0\n    auth:\n      mode: oauth\n"
+    )
+}
+
+#[tokio::test]
+async fn an_entry_point_without_a_public_url_serves_documents_for_the_url_its_caller_used() {
+    let upstream = fastmcp_like().await;
+    let sluice = Sluice::start(&in_cluster_config(upstream.addr)).await;
+    for host in [sluice.addr().to_string(), "phab.team.svc:8080".to_owned()] {
+        let public = format!("http://{host}");
+        for (path, kind) in locations("/") {
+            let reply = request(Method::GET, &sluice.url(&path), &[("host", &host)]).await;
+            assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+            assert_consistent(&reply.json(), kind, &public, &path);
+        }
+        // The challenge names the document the caller will find.
+        let reply = send(
+            post(&sluice.url("/mcp"))
+                .header("host", &host)
+                .body(body(TOOLS_CALL))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            reply.header("www-authenticate"),
+            Some(
+                format!(
+                    r#"Bearer resource_metadata="{public}/.well-known/oauth-protected-resource/mcp""#
+                )
+                .as_str()
+            )
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_authorization_request_for_this_entry_points_resource_asks_for_conduits() {
+    const CONDUIT_RESOURCE: &str = "http%3A%2F%2Flocalhost%3A8000%2Fconduit%2Fmcp";
+    let mut upstream = fastmcp_like().await;
+    let sluice = Sluice::start(&in_cluster_config(upstream.addr)).await;
+    let mut authorize = async |host: &str, query: &str| {
+        let reply = request(
+            Method::GET,
+            &sluice.url(&format!("/authorize?{query}")),
+            &[("host", host)],
+        )
+        .await;
+        let mut seen = None;
+        while let Ok(s) =
+            tokio::time::timeout(std::time::Duration::from_millis(300), upstream.next()).await
+        {
+            if s.uri.path() == "/authorize" {
+                seen = Some(s.uri.to_string());
+            }
+        }
+        (reply.status, seen)
+    };
+
+    // P/mcp of the URL the caller used is this entry point's resource: Conduit is asked for
+    // its own, every other parameter kept.
+    let (status, seen) = authorize(
+        "phab.team.svc:8080",
+        "client_id=c&resource=http%3A%2F%2Fphab.team.svc%3A8080%2Fmcp&state=s",
+    )
+    .await;
+    assert_eq!(status, 302);
+    assert_eq!(
+        seen.as_deref(),
+        Some(format!("/authorize?client_id=c&resource={CONDUIT_RESOURCE}&state=s").as_str())
+    );
+    // Another entry point's or another server's resource reaches Conduit as sent (and is
+    // refused there); so does Conduit's own, and a request without one.
+    for query in [
+        "client_id=c&resource=http%3A%2F%2Fphab.other.svc%3A8080%2Fmcp",
+        "client_id=c&resource=https%3A%2F%2Fevil.example%2Fmcp",
+        &format!("client_id=c&resource={CONDUIT_RESOURCE}"),
+        "client_id=c&state=s",
+    ] {
+        let (status, seen) = authorize("phab.team.svc:8080", query).await;
+        assert_eq!(status, 302, "{query}");
+        assert_eq!(
+            seen.as_deref(),
+            Some(format!("/authorize?{query}").as_str()),
+            "{query}"
+        );
+    }
+    // Two resources: which one Conduit would read is not guessed.
+    let (status, seen) = authorize(
+        "phab.team.svc:8080",
+        "resource=http%3A%2F%2Fphab.team.svc%3A8080%2Fmcp&resource=https%3A%2F%2Fevil.example%2Fmcp",
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(seen, None);
+}
+
+#[tokio::test]
+async fn a_route_whose_public_url_is_not_conduits_gets_logins_for_conduits_resource() {
+    let mut upstream = fastmcp_like().await;
+    let sluice = Sluice::start(&oauth_config(upstream.addr, "/ai", "")).await;
+    let reply = get(&sluice
+        .url("/ai/authorize?client_id=c&resource=https%3A%2F%2Fh.example%2Fai%2Fmcp&state=s"))
+    .await;
+    assert_eq!(reply.status, 302);
+    loop {
+        let seen = upstream.next().await;
+        if seen.uri.path() == "/authorize" {
+            assert_eq!(
+                seen.uri,
+                "/authorize?client_id=c&resource=http%3A%2F%2Flocalhost%3A8000%2Fconduit%2Fmcp&state=s"
+            );
+            break;
+        }
+    }
+}

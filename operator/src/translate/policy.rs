@@ -114,6 +114,7 @@ pub(super) fn auth(
                     &format!("{AUTHN}.oauth.identityCacheTtl"),
                     &settings.identity_cache_ttl,
                 )?,
+                ..OAuthAuth::default()
             })
         }
         AuthMode::None => Auth::None,

@@ -218,15 +218,26 @@ pub enum JwtAlgorithm {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OAuthAuth {
-    /// How long the bearer → Phabricator user mapping (from `user.whoami`) is remembered.
+    /// How long the bearer → Phabricator user mapping is remembered. The upstream's OAuth
+    /// proxy names the user: the sidecar asks it with the caller's own bearer (Conduit's
+    /// `pha_user_whoami` tool, over loopback); the bearer never goes anywhere else.
     #[serde(default = "default_ttl")]
     pub identity_cache_ttl: Duration,
+    /// How long that question may take (Conduit asks Phabricator in turn); over it the caller
+    /// gets 503 and nothing is remembered.
+    #[serde(default = "default_identity_timeout")]
+    pub identity_timeout: Duration,
 }
 
 impl Default for OAuthAuth {
     fn default() -> Self {
         Self {
             identity_cache_ttl: default_ttl(),
+            identity_timeout: default_identity_timeout(),
         }
     }
+}
+
+fn default_identity_timeout() -> Duration {
+    Duration::from_secs(10)
 }

@@ -130,6 +130,10 @@ pub struct Upstream {
     /// How long an idle pooled connection is kept.
     #[serde(default = "default_pool_idle_timeout")]
     pub pool_idle_timeout: Duration,
+    /// Whether the upstream keeps MCP sessions (`Mcp-Session-Id`): what the sidecar's own
+    /// questions to it must do (it asks Conduit who an OAuth bearer belongs to).
+    #[serde(default)]
+    pub sessions: Sessions,
 }
 
 impl Default for Upstream {
@@ -138,8 +142,20 @@ impl Default for Upstream {
             url: default_upstream_url(),
             pool_max_idle: default_pool_max_idle(),
             pool_idle_timeout: default_pool_idle_timeout(),
+            sessions: Sessions::default(),
         }
     }
+}
+
+/// The upstream's MCP session handling (Conduit's `--stateless` / `--no-stateless`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Sessions {
+    /// Every request stands alone: no `initialize` needed first.
+    #[default]
+    Stateless,
+    /// Requests after `initialize` carry its `Mcp-Session-Id`.
+    Stateful,
 }
 
 fn default_upstream_url() -> String {

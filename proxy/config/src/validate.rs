@@ -283,12 +283,9 @@ fn check_auth(config: &ProxyConfig, auth: &Auth, at: &str, c: &mut Collector) {
                 );
             }
         }
-        Auth::OAuth(_) => {
-            if config.phabricator.is_none() {
-                c.push(
-                    at,
-                    "mode oauth needs the top-level phabricator (identities come from user.whoami)",
-                );
+        Auth::OAuth(o) => {
+            if o.identity_timeout.get().is_zero() {
+                c.push(format!("{at}.identityTimeout"), "must be longer than zero");
             }
         }
         Auth::ApiKey(a) => {

@@ -51,6 +51,22 @@ impl Challenges {
         }
     }
 
+    /// The challenges of an entry point that takes Phabricator API tokens in
+    /// `X-PHABRICATOR-TOKEN`: a scheme of that name, so no client takes it for a `Bearer`
+    /// challenge and starts an OAuth login that cannot work (RFC 9110 §11.6.1 requires some
+    /// challenge with a 401).
+    pub fn header_token() -> Self {
+        Self {
+            plain: HeaderValue::from_static(r#"X-PHABRICATOR-TOKEN realm="sluice""#),
+            invalid_request: HeaderValue::from_static(
+                r#"X-PHABRICATOR-TOKEN realm="sluice", error="invalid_request""#,
+            ),
+            invalid_token: HeaderValue::from_static(
+                r#"X-PHABRICATOR-TOKEN realm="sluice", error="invalid_token""#,
+            ),
+        }
+    }
+
     /// The challenge for a refusal with `failure`.
     pub fn for_failure(&self, failure: Failure) -> &HeaderValue {
         match failure {

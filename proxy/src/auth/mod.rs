@@ -17,13 +17,15 @@ pub mod outbound;
 pub mod phabricator;
 pub mod service_account;
 pub mod store;
+pub mod upstream_identity;
 pub mod watch;
 pub mod whoami;
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use percent_encoding::percent_decode_str;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -31,11 +33,14 @@ use sluice_proxy_config::{Auth, EntryPoint, ProxyConfig};
 
 pub use store::Store;
 
+use crate::discovery::{Public, Site, Via};
 use crate::errors::Refusal;
+use crate::forward::Upstream;
 use crate::identity::Identity;
 use crate::metrics::{AuthFailureLabels, EntryResultLabels, Metrics, ProviderErrorLabels};
 use challenge::Challenges;
 use outbound::CallError;
+use upstream_identity::Unknown;
 
 /// Why a caller was refused; also the `reason` label of `sluice_auth_failures_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -129,6 +134,8 @@ impl Failure {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Provider {
     Whoami,
+    /// The upstream's `pha_user_whoami` tool (mode `oauth`).
+    Upstream,
     TokenReview,
     Jwks,
 }
@@ -137,6 +144,7 @@ impl Provider {
     fn label(self) -> &'static str {
         match self {
             Provider::Whoami => "whoami",
+            Provider::Upstream => "upstream",
             Provider::TokenReview => "token_review",
             Provider::Jwks => "jwks",
         }
@@ -151,8 +159,6 @@ pub struct Counters {
     pub whoami_misses: Counter,
     pub jwks_fetched: Counter,
     pub jwks_failed: Counter,
-    pub fallback_refused: Counter,
-    pub fallback_unavailable: Counter,
     provider_errors: Family<ProviderErrorLabels, Counter>,
 }
 
@@ -181,8 +187,6 @@ impl Counters {
             whoami_misses: result(&metrics.auth.whoami_cache, "miss"),
             jwks_fetched: result(&metrics.auth.jwks_refreshes, "ok"),
             jwks_failed: result(&metrics.auth.jwks_refreshes, "failed"),
-            fallback_refused: reason(&metrics.auth.oauth_identity_fallbacks, "refused"),
-            fallback_unavailable: reason(&metrics.auth.oauth_identity_fallbacks, "unavailable"),
             provider_errors: metrics.auth.identity_provider_errors.clone(),
         }
     }
@@ -209,10 +213,31 @@ enum Mode {
     OAuth(oauth::OAuth),
 }
 
+/// Who is calling, as far as the request head tells.
+#[derive(Debug)]
+pub enum Caller {
+    /// Nobody yet: the public paths of Conduit's OAuth flow, which clients reach before they
+    /// hold a token (mode `oauth`).
+    Nobody,
+    /// Established from the head.
+    Known(Identity),
+    /// A bearer only the upstream can name (mode `oauth`), by its SHA-256.
+    Bearer([u8; 32]),
+}
+
 /// How an entry point authenticates callers.
 pub struct Authenticator {
     mode: Mode,
+    /// The challenges of an entry point whose metadata URL is fixed (or that serves none).
     challenges: Challenges,
+    /// That fixed metadata URL.
+    metadata: Option<String>,
+    /// The path prefix of an entry point known by the URL its caller used (mode `oauth`
+    /// without a public URL): its challenges name metadata under that URL.
+    caller_prefix: Option<Box<str>>,
+    scopes: Vec<String>,
+    /// What a refused caller is told to send.
+    hint: &'static str,
     counters: Counters,
 }
 
@@ -236,44 +261,122 @@ impl Authenticator {
                 Mode::ServiceAccount(service_account::ServiceAccounts::new(s, store))
             }
             Auth::Jwt(j) => Mode::Jwt(jwt::Jwt::new(j, store)),
-            Auth::OAuth(o) => Mode::OAuth(oauth::OAuth::new(o, api, store)),
+            Auth::OAuth(o) => Mode::OAuth(oauth::OAuth::new(o, config.upstream.sessions, store)),
         };
         let scopes = match (&ep.auth, &ep.discovery) {
-            (Auth::Jwt(j), _) if !j.scopes.is_empty() => j.scopes.as_slice(),
-            (_, Some(d)) => d.scopes.as_slice(),
-            _ => &[],
+            (Auth::Jwt(j), _) if !j.scopes.is_empty() => j.scopes.clone(),
+            (_, Some(d)) => d.scopes.clone(),
+            _ => Vec::new(),
         };
         // Named only where a document is served (mode oauth, or `discovery` configured): a
         // client told to look elsewhere would find nothing.
-        let metadata = crate::discovery::Site::new(ep).resource_metadata_url();
+        let metadata = Site::new(ep, None).resource_metadata_url();
+        let caller_prefix = (matches!(ep.auth, Auth::OAuth(_)) && ep.public_url.is_none())
+            .then(|| ep.path_prefix.as_str().into());
+        // `X-PHABRICATOR-TOKEN` is no bearer token: a `Bearer` challenge would send an
+        // OAuth-capable client into a login that cannot work.
+        let challenges = match ep.auth {
+            Auth::PhabricatorToken(_) => Challenges::header_token(),
+            _ => Challenges::new(metadata.as_deref(), &scopes),
+        };
         Self {
             mode,
-            challenges: Challenges::new(metadata.as_deref(), scopes),
+            challenges,
+            metadata,
+            caller_prefix,
+            scopes,
+            hint: hint(&ep.auth),
             counters: Counters::new(entry_point, metrics),
         }
     }
 
-    /// Who is calling. `None` only for the paths of Conduit's OAuth flow in mode `oauth`,
-    /// which clients reach before they hold a token. `path` is the upstream path.
+    /// Who is calling, as far as the head tells: refused here, a caller goes no further (its
+    /// body is never read). `path` is the upstream path.
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
         path: &str,
-    ) -> Result<Option<Identity>, Refusal> {
+        via: Via<'_>,
+    ) -> Result<Caller, Refusal> {
         let result = match &self.mode {
             Mode::None(anonymous) => Ok(anonymous.clone()),
             Mode::PhabricatorToken(p) => p.authenticate(headers, &self.counters).await,
             Mode::ApiKey(a) => a.authenticate(headers),
             Mode::ServiceAccount(s) => s.authenticate(headers, &self.counters).await,
             Mode::Jwt(j) => j.authenticate(headers, &self.counters).await,
-            Mode::OAuth(_) if is_oauth_flow(path) => return Ok(None),
-            Mode::OAuth(o) => o.authenticate(headers, &self.counters).await,
+            Mode::OAuth(_) if is_oauth_flow(path) => return Ok(Caller::Nobody),
+            Mode::OAuth(_) => {
+                return oauth::OAuth::bearer(headers)
+                    .map(Caller::Bearer)
+                    .map_err(|f| self.refuse(f, via));
+            }
         };
-        result.map(Some).map_err(|f| self.refuse(f))
+        result.map(Caller::Known).map_err(|f| self.refuse(f, via))
     }
 
-    /// Counts `failure` and turns it into the refusal the caller gets.
-    pub fn refuse(&self, failure: Failure) -> Refusal {
+    /// The caller's identity once its body is read: for a bearer of mode `oauth`, the user
+    /// the upstream names (a refusal then carries the request's id); `None` for nobody.
+    pub async fn identify(
+        &self,
+        caller: &Caller,
+        headers: &HeaderMap,
+        upstream: &Upstream,
+        via: Via<'_>,
+    ) -> Result<Option<Identity>, Refusal> {
+        let (Caller::Bearer(_), Mode::OAuth(oauth)) = (caller, &self.mode) else {
+            return Ok(match caller {
+                Caller::Known(identity) => Some(identity.clone()),
+                Caller::Nobody | Caller::Bearer(_) => None,
+            });
+        };
+        match oauth.identify(headers, upstream, &self.counters).await {
+            Ok(identity) => Ok(Some(identity)),
+            Err(Unknown::Refused { status, challenges }) => {
+                self.count(Failure::Invalid);
+                // The upstream's own challenges, pointed at the metadata this caller can reach.
+                let metadata = self.metadata_url(via);
+                let challenges = challenges
+                    .into_iter()
+                    .map(|c| match (&metadata, c.to_str()) {
+                        (Some(url), Ok(text)) => crate::discovery::challenge::rewrite(text, url)
+                            .and_then(|t| HeaderValue::from_str(&t).ok())
+                            .unwrap_or(c),
+                        _ => c,
+                    })
+                    .collect();
+                Err(Refusal::TokenRefused { status, challenges })
+            }
+            Err(Unknown::Unavailable(_)) => Err(self.refuse(Failure::Unavailable, via)),
+        }
+    }
+
+    /// The upstream refused `caller`'s credential after all: what was learned of it is
+    /// forgotten, so the next request asks again.
+    pub async fn upstream_refused(&self, caller: &Caller) {
+        if let (Caller::Bearer(bearer), Mode::OAuth(oauth)) = (caller, &self.mode) {
+            oauth.forget(bearer).await;
+        }
+    }
+
+    /// Counts `failure` and turns it into the refusal the caller gets, whose challenge names
+    /// the metadata of the URL the caller used (`via`).
+    pub fn refuse(&self, failure: Failure, via: Via<'_>) -> Refusal {
+        self.count(failure);
+        match failure {
+            Failure::NotAllowed | Failure::NoUpstreamToken => Refusal::Forbidden(failure),
+            Failure::Unavailable => Refusal::AuthUnavailable,
+            _ => Refusal::Unauthenticated {
+                failure,
+                challenge: self.challenges(via).for_failure(failure).clone(),
+                hint: match failure {
+                    Failure::Missing | Failure::Malformed | Failure::Ambiguous => self.hint,
+                    _ => "",
+                },
+            },
+        }
+    }
+
+    fn count(&self, failure: Failure) {
         if let Some(c) = Failure::ALL
             .iter()
             .position(|f| *f == failure)
@@ -286,14 +389,40 @@ impl Authenticator {
             reason = failure.label(),
             "caller refused"
         );
-        match failure {
-            Failure::NotAllowed | Failure::NoUpstreamToken => Refusal::Forbidden(failure),
-            Failure::Unavailable => Refusal::AuthUnavailable,
-            _ => Refusal::Unauthenticated {
-                failure,
-                challenge: self.challenges.for_failure(failure).clone(),
-            },
+    }
+
+    fn challenges(&self, via: Via<'_>) -> Cow<'_, Challenges> {
+        if self.caller_prefix.is_none() {
+            return Cow::Borrowed(&self.challenges);
         }
+        let metadata = self.metadata_url(via);
+        Cow::Owned(Challenges::new(metadata.as_deref(), &self.scopes))
+    }
+
+    /// Where the entry point's protected-resource metadata lives for a caller that came `via`.
+    fn metadata_url(&self, via: Via<'_>) -> Option<Cow<'_, str>> {
+        match (&self.caller_prefix, via.host) {
+            (None, _) => self.metadata.as_deref().map(Cow::Borrowed),
+            (Some(prefix), Some(host)) => Public::of_caller(via.scheme, host, prefix)
+                .map(|p| Cow::Owned(p.resource_metadata_url())),
+            (Some(_), None) => None,
+        }
+    }
+}
+
+/// What a caller refused for a missing or malformed credential is told to send.
+fn hint(auth: &Auth) -> &'static str {
+    match auth {
+        Auth::PhabricatorToken(_) => {
+            "; send your Phabricator API token in the X-PHABRICATOR-TOKEN header"
+        }
+        Auth::ApiKey(_) => "; send your API key as Authorization: Bearer <key> or in X-API-Key",
+        Auth::ServiceAccount(_) => {
+            "; send a Kubernetes ServiceAccount token as Authorization: Bearer <token>"
+        }
+        Auth::Jwt(_) => "; send a token of the configured issuer as Authorization: Bearer <token>",
+        Auth::OAuth(_) => "; sign in with OAuth (WWW-Authenticate names the metadata)",
+        Auth::None => "",
     }
 }
 

@@ -168,7 +168,7 @@ fn verdict(body: &[u8]) -> Result<Verdict, CallError> {
 }
 
 /// A name fit for logs, metrics keys and rules.
-fn is_user_name(name: &str) -> bool {
+pub(super) fn is_user_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 255 && !name.chars().any(char::is_control)
 }
 

@@ -16,23 +16,33 @@
 //!   authorization-server metadata only at its root and its protected-resource metadata at
 //!   `/.well-known/oauth-protected-resource{its path}/mcp`), rewritten so that `issuer` is P,
 //!   `resource` is P/mcp and every endpoint is under P, which the prefix maps back onto the
-//!   upstream's root routes;
+//!   upstream's root routes. An entry point without a public URL (the server's own in-cluster
+//!   one) is known by the URL its caller used: P is the listener's scheme, the request's Host
+//!   and the prefix, so an in-cluster client is sent to addresses it can reach;
 //! - `discovery` configured (modes `jwt`, `serviceAccount`): the protected-resource document
 //!   is written here, naming the configured authorization servers; there is no
 //!   authorization-server document (it is the external server's);
 //! - otherwise, or without a public URL: nothing.
 //!
+//! Conduit binds its tokens to one resource, its own `<server URL>/mcp`, and refuses an
+//! authorization request naming another (RFC 8707). Every entry point of the server fronts that
+//! same resource, so a client of one whose P differs from Conduit's names P/mcp; on the way to
+//! Conduit's `/authorize`, exactly that value is replaced with Conduit's own
+//! ([`authorization_request`]). Any other value reaches Conduit as sent, and is refused there.
+//!
 //! Every other path with a `.well-known` segment is 404, and so is every ambiguous path (see
 //! [`paths`]), so no spelling reaches an upstream path the mapping does not name.
 
-mod challenge;
+pub mod challenge;
 mod document;
 pub mod paths;
 pub mod public;
+mod resource;
 mod response;
 mod upstream;
 
-use http::{Request, Response, StatusCode, header};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode, header};
 use sluice_proxy_config::{Auth, Discovery, EntryPoint};
 
 pub use paths::{Document, Route, Served};
@@ -53,6 +63,24 @@ enum Source<'a> {
     Local(&'a Discovery),
 }
 
+/// How a caller reached an entry point: the listener's scheme and the request's Host (checked
+/// by `host::check`), for P of an entry point that has no public URL.
+#[derive(Clone, Copy, Debug)]
+pub struct Via<'r> {
+    pub scheme: &'r str,
+    pub host: Option<&'r str>,
+}
+
+impl<'r> Via<'r> {
+    /// How a request with `host` (its Host, or its h2 `:authority`) reached `entry`.
+    pub fn of(entry: &'r Entry, host: Option<&'r http::HeaderValue>) -> Self {
+        Self {
+            scheme: entry.proto.to_str().unwrap_or("http"),
+            host: host.and_then(|h| h.to_str().ok()),
+        }
+    }
+}
+
 /// An entry point's discovery settings, read from its config.
 #[derive(Clone, Debug)]
 pub struct Site<'a> {
@@ -63,9 +91,21 @@ pub struct Site<'a> {
 }
 
 impl<'a> Site<'a> {
-    /// The settings of `ep`.
-    pub fn new(ep: &'a EntryPoint) -> Self {
-        let public = ep.public_url.as_deref().and_then(Public::parse);
+    /// The settings of `ep` for a caller that came `via` (`None`: as configured, without a
+    /// caller). In mode `oauth` without a public URL, P is the URL the caller used.
+    pub fn new(ep: &'a EntryPoint, via: Option<Via<'_>>) -> Self {
+        let public = match (&ep.public_url, &ep.auth, via) {
+            (Some(url), _, _) => Public::parse(url),
+            (
+                None,
+                Auth::OAuth(_),
+                Some(Via {
+                    scheme,
+                    host: Some(host),
+                }),
+            ) => Public::of_caller(scheme, host, &ep.path_prefix),
+            _ => None,
+        };
         let source = match (&ep.discovery, &ep.auth) {
             _ if public.is_none() => Source::Nothing,
             (Some(discovery), _) => Source::Local(discovery),
@@ -106,6 +146,7 @@ impl<'a> Site<'a> {
 pub async fn answer<B>(
     req: &Request<B>,
     entry: &Entry,
+    via: Via<'_>,
 ) -> Option<Result<Response<ResponseBody>, Refusal>> {
     let path = req.uri().path();
     if paths::is_plain(path) {
@@ -113,7 +154,7 @@ pub async fn answer<B>(
     }
     let config = &entry.snapshot.config;
     let ep = config.entry_point(&entry.name)?;
-    let site = Site::new(ep);
+    let site = Site::new(ep, Some(via));
     let document = match site.served().route(path) {
         Route::Pass => return None,
         Route::NotFound => return Some(Err(Refusal::NotFound)),
@@ -175,7 +216,7 @@ async fn serve(
 /// Points the `resource_metadata` of an upstream 401 or 403 challenge at the entry point's
 /// own protected-resource metadata, whatever the upstream wrote there. Entry points that
 /// serve no metadata keep the upstream's header.
-pub fn rewrite_challenge(response: &mut Response<ResponseBody>, entry: &Entry) {
+pub fn rewrite_challenge(response: &mut Response<ResponseBody>, entry: &Entry, via: Via<'_>) {
     if !matches!(
         response.status(),
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
@@ -183,29 +224,81 @@ pub fn rewrite_challenge(response: &mut Response<ResponseBody>, entry: &Entry) {
     {
         return;
     }
-    let Some(url) = entry
-        .snapshot
-        .config
-        .entry_point(&entry.name)
-        .and_then(|ep| Site::new(ep).resource_metadata_url())
-    else {
-        return;
-    };
     let headers = response.headers_mut();
     let rewritten: Vec<http::HeaderValue> = headers
         .get_all(header::WWW_AUTHENTICATE)
         .iter()
-        .map(|value| {
-            value
-                .to_str()
-                .ok()
-                .and_then(|text| challenge::rewrite(text, &url))
-                .and_then(|text| http::HeaderValue::from_str(&text).ok())
-                .unwrap_or_else(|| value.clone())
-        })
+        .map(|value| challenge_for(value, entry, via))
         .collect();
     headers.remove(header::WWW_AUTHENTICATE);
     for value in rewritten {
         headers.append(header::WWW_AUTHENTICATE, value);
     }
+}
+
+/// One upstream challenge with its `resource_metadata` pointed at the entry point's own
+/// metadata, when the entry point serves one; otherwise as the upstream wrote it.
+pub fn challenge_for(value: &http::HeaderValue, entry: &Entry, via: Via<'_>) -> http::HeaderValue {
+    let Some(url) = entry
+        .snapshot
+        .config
+        .entry_point(&entry.name)
+        .and_then(|ep| Site::new(ep, Some(via)).resource_metadata_url())
+    else {
+        return value.clone();
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|text| challenge::rewrite(text, &url))
+        .and_then(|text| http::HeaderValue::from_str(&text).ok())
+        .unwrap_or_else(|| value.clone())
+}
+
+/// The upstream path of a request to Conduit's authorization endpoint, with a `resource`
+/// naming this entry point's MCP endpoint (P/mcp) replaced by Conduit's own, which is the
+/// only one it issues tokens for; every other request's path as it is. See the module docs.
+pub async fn authorization_request(
+    method: &Method,
+    path: PathAndQuery,
+    entry: &Entry,
+    via: Via<'_>,
+) -> Result<PathAndQuery, Refusal> {
+    if method != Method::GET || path.path() != "/authorize" {
+        return Ok(path);
+    }
+    let Some(site) = entry
+        .snapshot
+        .config
+        .entry_point(&entry.name)
+        .map(|ep| Site::new(ep, Some(via)))
+    else {
+        return Ok(path);
+    };
+    let (Source::Upstream, Some(public)) = (site.source, &site.public) else {
+        return Ok(path);
+    };
+    let Some(query) = path.query() else {
+        return Ok(path);
+    };
+    let Some(asked) = resource::single(query)? else {
+        return Ok(path);
+    };
+    if !resource::same(&asked, &public.resource()) {
+        return Ok(path);
+    }
+    let upstream = &entry.snapshot.upstream;
+    let timeout = entry.snapshot.config.timeouts.upstream_first_byte.get();
+    let bad = |e: document::BadDocument| Refusal::BadMetadata(e.to_string());
+    let doc = upstream::authorization_server(upstream, timeout).await?;
+    let (_, upstream_base) =
+        document::authorization_server(doc, public, &[upstream.authority()]).map_err(bad)?;
+    let own = upstream_base.resource();
+    if resource::same(&asked, &own) {
+        return Ok(path);
+    }
+    let query = resource::replace(query, &own);
+    format!("{}?{query}", path.path())
+        .parse()
+        .map_err(|_| Refusal::InvalidRequest("the authorization request cannot be rewritten"))
 }

@@ -31,6 +31,16 @@ impl Public {
         })
     }
 
+    /// P of an entry point at `prefix` as its caller reached it: `scheme://host` + the prefix.
+    /// `None` when `host` is not a plain `host[:port]`.
+    pub fn of_caller(scheme: &str, host: &str, prefix: &str) -> Option<Self> {
+        if host.is_empty() || host.contains(['/', '?', '#', '@', '\\']) {
+            return None;
+        }
+        let path = prefix.trim_end_matches('/');
+        Self::parse(&format!("{scheme}://{host}{path}"))
+    }
+
     /// `scheme://host[:port]`.
     pub fn origin(&self) -> &str {
         &self.origin
@@ -146,6 +156,25 @@ mod tests {
             "h/ai",
         ] {
             assert_eq!(Public::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_callers_url() {
+        let svc = Public::of_caller("http", "phab.team.svc:8080", "/").unwrap();
+        assert_eq!(svc.base(), "http://phab.team.svc:8080");
+        assert_eq!(
+            svc.resource_metadata_url(),
+            "http://phab.team.svc:8080/.well-known/oauth-protected-resource/mcp"
+        );
+        assert_eq!(
+            Public::of_caller("https", "[::1]:8443", "/ai")
+                .unwrap()
+                .resource(),
+            "https://[::1]:8443/ai/mcp"
+        );
+        for bad in ["", "h/x", "h?x", "h#x", "u@h", "h\\x", "h x"] {
+            assert_eq!(Public::of_caller("http", bad, "/"), None, "{bad}");
         }
     }
 

@@ -53,6 +53,28 @@ pub fn assert_401(reply: &Reply, challenge: &str) {
     assert!(header.contains(challenge), "{header} lacks {challenge}");
 }
 
+/// Asserts `reply` is the 401 of an entry point that takes Phabricator API tokens: id null, a
+/// challenge that is not `Bearer` (no OAuth login can help) and contains `challenge`, and a
+/// message naming the header to send.
+pub fn assert_header_token_401(reply: &Reply, challenge: &str) {
+    assert_eq!(reply.status, 401, "{}", reply.text());
+    assert_eq!(reply.rpc_code(), -32600, "{}", reply.text());
+    assert!(reply.json()["id"].is_null(), "{}", reply.text());
+    let header = reply
+        .header("www-authenticate")
+        .unwrap_or_else(|| panic!("no challenge: {reply:?}"));
+    assert!(header.starts_with("X-PHABRICATOR-TOKEN "), "{header}");
+    assert!(!header.contains("Bearer"), "{header}");
+    assert!(header.contains(challenge), "{header} lacks {challenge}");
+    if !challenge.contains("invalid_token") {
+        let message = reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(message.contains("X-PHABRICATOR-TOKEN header"), "{message}");
+    }
+}
+
 /// Asserts `reply` is a 403 with a JSON-RPC error and no challenge.
 pub fn assert_403(reply: &Reply) {
     assert_eq!(reply.status, 403, "{}", reply.text());

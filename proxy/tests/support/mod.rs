@@ -5,6 +5,7 @@
 
 // Fake identity peers and helpers for the authentication tests (auth*.rs).
 pub mod auth;
+pub mod conduit;
 pub mod issuer;
 pub mod phabricator;
 pub mod serve;
