@@ -11,39 +11,24 @@
 
 mod oauth_support;
 
-use std::process::Command;
-use std::time::Duration;
-
 use oauth_support::Deployment;
 use serde_json::Value;
-use sluice_e2e::peers::{self, python_script};
-use sluice_e2e::process::run;
-
-/// The whole login and call, bounded (the driver bounds each request by itself too).
-const LOGIN_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Runs `e2e/py/oauth/login.py` against P/mcp and returns its report.
 fn login(deployment: &Deployment) -> Value {
-    let mut command = Command::new(peers::python_mcp2().unwrap());
-    command
-        .arg(python_script("oauth/login.py").unwrap())
-        .args(["--url", &format!("{}/mcp", deployment.public)])
-        .args(["--tool", "pha_task_get", "--arguments", r#"{"task_id": 7}"#]);
-    let output = run(&mut command, LOGIN_TIMEOUT).unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
-    let report: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
-        panic!(
-            "the login driver's report is not JSON ({e}): {text}\nstderr:\n{}\n{}\n{}\n{}",
-            String::from_utf8_lossy(&output.stderr),
-            deployment.sidecar.logs(),
-            deployment.conduit.logs(),
-            deployment.phabricator.logs()
-        )
-    });
+    let url = format!("{}/mcp", deployment.public);
+    let (report, ok) = oauth_support::login(
+        &url,
+        &[
+            "--tool",
+            "pha_task_get",
+            "--arguments",
+            r#"{"task_id": "T7"}"#,
+        ],
+    );
     assert!(
-        output.status.success() && report.get("error").is_none(),
-        "the login failed: {report:#}\nstderr:\n{}\n{}\n{}",
-        String::from_utf8_lossy(&output.stderr),
+        ok,
+        "the login failed: {report:#}\n{}\n{}",
         deployment.sidecar.logs(),
         deployment.conduit.logs()
     );
@@ -80,7 +65,7 @@ fn login_through(prefix: &str) {
     // The tool ran with the user's Phabricator token.
     assert_eq!(report["tool"]["is_error"], false, "{report:#}");
     assert_eq!(
-        report["tool"]["structured"]["title"], "Make OAuth work behind a subpath",
+        report["tool"]["structured"]["task"]["title"], "Make OAuth work behind a subpath",
         "{report:#}"
     );
 

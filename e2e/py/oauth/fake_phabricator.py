@@ -1,64 +1,127 @@
 #!/usr/bin/env python3
-"""A fake Phabricator for the OAuth tests: its OAuth server and two Conduit API methods, speaking
-the real wire format.
+"""A fake Phabricator for the OAuth tests: its OAuth server, a browser login session and three
+Conduit API methods, for two users, speaking the real wire format.
 
 usage: fake_phabricator.py --port P --client-id ID --client-secret SECRET --redirect-uri URI
 
-- `GET /oauthserver/auth/?client_id=&redirect_uri=&response_type=code&scope=&state=`: the
-  authorization page. The test user (alice) approves at once: 302 to the redirect URI with `code`
-  and `state`. The client id and redirect URI must be the registered ones; a PKCE challenge is
-  refused (Phabricator's OAuth server has no PKCE, and Conduit must not forward one).
-- `POST /oauthserver/token/` (form): `grant_type=authorization_code`, `code`, `redirect_uri`; the
-  client authenticates with HTTP Basic. A code is good once. Answers `{"access_token", ...}`.
-- `POST /api/user.whoami` and `POST /api/maniphest.info` (form, `access_token=` or `api.token=`):
-  the Conduit envelope `{"result", "error_code", "error_info"}`, always HTTP 200, uncompressed.
+Users: `alice` and `bob` (see USERS). A browser is logged in as one of them when it sends
+Phabricator's session cookie `phsid` with the value `session-<user>`; nothing else logs in.
 
-Every request is logged to stdout as one JSON object per line (what the tests assert on); secrets
-are never logged, only whether they matched. Binds 127.0.0.1 only. Standard library only.
+- `GET /oauthserver/auth/?client_id=&redirect_uri=&response_type=code&scope=&state=`: the
+  authorization page. Without a valid session (no `phsid`, or one naming no user) nothing is
+  approved: the answer is the login page in place, HTTP 200, as Phabricator renders its login
+  controller at the URL asked for. With one, the client id and redirect URI must be the
+  registered ones (else 400), and a PKCE challenge is refused (Phabricator's OAuth server has no
+  PKCE, and Conduit must not forward one); then the session's user approves at once: 302 to the
+  redirect URI with `code` and `state` (what the real one does for a trusted client, or for one
+  the user authorized before).
+- `POST /oauthserver/token/` (form): `grant_type=authorization_code`, `code`, `redirect_uri`; the
+  client authenticates with HTTP Basic. A code is good once and remembers its user. Answers
+  `{"access_token", ...}`; the token remembers the user too.
+- `POST /api/<method>` (form, `access_token=` or `api.token=`): the Conduit envelope
+  `{"result", "error_code", "error_info"}`, always HTTP 200, uncompressed. Methods:
+  `user.whoami` (the token's user), `maniphest.info` (`task_id`), `maniphest.createtask`
+  (`title`, optional `description` and `ownerPHID`; records the task, authored by the token's
+  user). A token this server did not issue gets `ERR-INVALID-AUTH`; an unknown method
+  `ERR-CONDUIT-CALL`.
+
+Where it differs from a real Phabricator: there is no login form handling (the login page is
+shown, never submitted), a session cookie naming no user gets the login page too (the real one
+clears it and says the session is invalid), there is no consent page for the user, no token
+expiry or refresh, no scopes enforced, error texts are approximate, and state lives in memory
+for one process.
+
+Every request is logged to stdout as one JSON object per line (what the tests assert on), with
+`"user"` where a user is known. Secrets (client secret, session cookie values, codes, tokens) are
+never logged: only whether they matched, and for a Conduit credential a fingerprint (the first 12
+hex digits of its SHA-256) and whether it is shaped like a JWT (which no Phabricator token is).
+Binds 127.0.0.1 only. Standard library only.
 """
 
 import argparse
 import base64
 import binascii
+import hashlib
 import hmac
 import json
 import secrets
 import sys
 import threading
+import time
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-USER = {
-    "phid": "PHID-USER-alice0000000000000",
-    "userName": "alice",
-    "realName": "Alice Example",
-    "primaryEmail": "alice@example.com",
-    "roles": ["verified", "approved", "activated"],
+USERS = {
+    "alice": {
+        "phid": "PHID-USER-alice000000000000000",
+        "userName": "alice",
+        "realName": "Alice Example",
+        "primaryEmail": "alice@example.com",
+        "roles": ["verified", "approved", "activated"],
+    },
+    "bob": {
+        "phid": "PHID-USER-bob00000000000000000",
+        "userName": "bob",
+        "realName": "Bob Example",
+        "primaryEmail": "bob@example.com",
+        "roles": ["verified", "approved", "activated"],
+    },
 }
+
+# Phabricator's session cookie, and the value that logs each user in.
+SESSION_COOKIE = "phsid"
+SESSIONS = {f"session-{name}": name for name in USERS}
 
 TASKS = {
     7: {
         "id": "7",
-        "phid": "PHID-TASK-seven00000000000000",
+        "phid": "PHID-TASK-seven000000000000000",
+        "authorPHID": USERS["alice"]["phid"],
+        "ownerPHID": None,
         "title": "Make OAuth work behind a subpath",
+        "description": "",
         "status": "open",
         "priority": "High",
+        "objectName": "T7",
     },
 }
 
 MAX_BODY = 64 * 1024
 
+LOGIN_PAGE = """<!DOCTYPE html>
+<html><head><title>Login</title></head><body>
+<h1>Login to Phabricator</h1>
+<p>You are not logged in. Log in to continue.</p>
+<form method="POST" action="/auth/login/password:self/">
+<input type="text" name="username" value="">
+<input type="password" name="password" value="">
+<button type="submit" name="login">Log In</button>
+</form>
+</body></html>
+"""
+
+
+class ConduitError(Exception):
+    """A Conduit API error: its `error_code` and `error_info`."""
+
+    def __init__(self, code, info):
+        super().__init__(f"{code}: {info}")
+        self.code = code
+        self.info = info
+
 
 class State:
-    """Codes and tokens issued so far (in memory: the process lives for one test)."""
+    """Codes, tokens and tasks (in memory: the process lives for one test)."""
 
     def __init__(self, client_id, client_secret, redirect_uri):
         self.client_id = client_id
         self.client_secret = client_secret
         self.redirect_uri = redirect_uri
         self.lock = threading.Lock()
-        self.codes = {}  # code -> redirect_uri it was issued for
-        self.tokens = set()
+        self.codes = {}  # code -> (redirect_uri it was issued for, user name)
+        self.tokens = {}  # access token -> user name
+        self.tasks = {task_id: dict(task) for task_id, task in TASKS.items()}
 
 
 def log(event):
@@ -68,6 +131,61 @@ def log(event):
 def first(form, name):
     values = form.get(name)
     return values[0] if values else None
+
+
+def fingerprint(secret):
+    """A stable, non-reversible name for a secret, for the log."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:12]
+
+
+def looks_like_jwt(token):
+    parts = token.split(".")
+    return len(parts) == 3 and parts[0].startswith("eyJ")
+
+
+# === Conduit API methods: (state, user, form) -> result ===
+
+
+def user_whoami(state, user, form):
+    return USERS[user]
+
+
+def maniphest_info(state, user, form):
+    raw = first(form, "task_id")
+    with state.lock:
+        task = state.tasks.get(int(raw)) if raw and raw.isdigit() else None
+    if task is None:
+        raise ConduitError("ERR_BAD_TASK", "No such Maniphest task exists.")
+    return task
+
+
+def maniphest_createtask(state, user, form):
+    title = first(form, "title") or ""
+    if not title.strip():
+        raise ConduitError("ERR-CONDUIT-CORE", "Tasks must have a title.")
+    with state.lock:
+        task_id = max(state.tasks) + 1
+        task = {
+            "id": str(task_id),
+            "phid": "PHID-TASK-" + secrets.token_hex(10),
+            "authorPHID": USERS[user]["phid"],
+            "ownerPHID": first(form, "ownerPHID"),
+            "title": title,
+            "description": first(form, "description") or "",
+            "status": "open",
+            "priority": "Needs Triage",
+            "objectName": f"T{task_id}",
+            "dateCreated": str(int(time.time())),
+        }
+        state.tasks[task_id] = task
+    return task
+
+
+METHODS = {
+    "user.whoami": user_whoami,
+    "maniphest.info": maniphest_info,
+    "maniphest.createtask": maniphest_createtask,
+}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -111,6 +229,18 @@ class Handler(BaseHTTPRequestHandler):
             return None
         return user, password
 
+    def session(self):
+        """`(status, user)` of the browser's session: "valid", "invalid" or "missing"."""
+        cookies = SimpleCookie()
+        try:
+            cookies.load(self.headers.get("Cookie", ""))
+        except CookieError:
+            return "invalid", None
+        if SESSION_COOKIE not in cookies:
+            return "missing", None
+        user = SESSIONS.get(cookies[SESSION_COOKIE].value)
+        return ("valid", user) if user else ("invalid", None)
+
     def log_message(self, format, *args):  # noqa: A002 - the stdlib's name
         pass  # every request is logged as JSON instead
 
@@ -131,10 +261,8 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(413, "too large", "text/plain")
         elif path == "/oauthserver/token/":
             self.token(form)
-        elif path == "/api/user.whoami":
-            self.conduit("user.whoami", form, lambda params: USER)
-        elif path == "/api/maniphest.info":
-            self.conduit("maniphest.info", form, self.maniphest_info)
+        elif path.startswith("/api/"):
+            self.conduit(path[len("/api/"):], form)
         else:
             log({"event": "not-found", "method": "POST", "path": path})
             self.reply(404, "not found", "text/plain")
@@ -143,6 +271,7 @@ class Handler(BaseHTTPRequestHandler):
         client_id = first(query, "client_id")
         redirect_uri = first(query, "redirect_uri")
         state = first(query, "state")
+        session, user = self.session()
         event = {
             "event": "authorize",
             "client_id_ok": client_id == self.state.client_id,
@@ -151,20 +280,34 @@ class Handler(BaseHTTPRequestHandler):
             "scope": first(query, "scope"),
             "pkce": "code_challenge" in query,
             "has_state": state is not None,
+            "session": session,
+            "user": user,
         }
+        refusal = self.authorization_refusal(event)
+        event["approved"] = user is not None and refusal is None
         log(event)
+        # Like Phabricator: logging in comes first, the request is looked at after.
+        if user is None:
+            self.reply(200, LOGIN_PAGE, "text/html; charset=UTF-8")
+        elif refusal is not None:
+            self.reply(400, refusal, "text/plain")
+        else:
+            self.approve(redirect_uri, state, user)
+
+    def authorization_refusal(self, event):
+        """Why the request itself is refused (whoever is logged in), or None."""
         if not event["client_id_ok"]:
-            self.reply(400, "unknown OAuth client", "text/plain")
-            return
-        if redirect_uri != self.state.redirect_uri:
-            self.reply(400, f"redirect_uri must be {self.state.redirect_uri}", "text/plain")
-            return
+            return "unknown OAuth client"
+        if event["redirect_uri"] != self.state.redirect_uri:
+            return f"redirect_uri must be {self.state.redirect_uri}"
         if event["response_type"] != "code" or event["pkce"]:
-            self.reply(400, "only response_type=code without PKCE is supported", "text/plain")
-            return
+            return "only response_type=code without PKCE is supported"
+        return None
+
+    def approve(self, redirect_uri, state, user):
         code = secrets.token_hex(16)
         with self.state.lock:
-            self.state.codes[code] = redirect_uri
+            self.state.codes[code] = (redirect_uri, user)
         params = {"code": code}
         if state is not None:
             params["state"] = state
@@ -180,7 +323,7 @@ class Handler(BaseHTTPRequestHandler):
         )
         code = first(form, "code")
         with self.state.lock:
-            issued_for = self.state.codes.pop(code, None) if code else None
+            issued_for, user = self.state.codes.pop(code, (None, None)) if code else (None, None)
         event = {
             "event": "token",
             "basic_auth": credentials is not None,
@@ -189,6 +332,7 @@ class Handler(BaseHTTPRequestHandler):
             "code_ok": issued_for is not None,
             "redirect_uri": first(form, "redirect_uri"),
             "pkce": "code_verifier" in form,
+            "user": user,
         }
         log(event)
         if not basic_ok:
@@ -202,34 +346,33 @@ class Handler(BaseHTTPRequestHandler):
             return
         token = "phab-oauth-" + secrets.token_hex(12)
         with self.state.lock:
-            self.state.tokens.add(token)
+            self.state.tokens[token] = user
         self.reply_json(200, {"access_token": token, "token_type": "Bearer", "expires_in": 3600})
 
-    def conduit(self, method, form, result_of):
-        token = first(form, "access_token") or first(form, "api.token")
+    def conduit(self, method, form):
+        credential = "access_token" if "access_token" in form else ("api.token" if "api.token" in form else None)
+        token = first(form, credential) if credential else None
         with self.state.lock:
-            known = token in self.state.tokens
-        log({"event": "conduit", "method": method, "token_known": known,
-             "credential": "access_token" if "access_token" in form else
-             ("api.token" if "api.token" in form else None)})
-        if not known:
-            envelope = {"result": None, "error_code": "ERR-INVALID-AUTH",
-                        "error_info": "API token is invalid or expired."}
-        else:
-            try:
-                envelope = {"result": result_of(form), "error_code": None, "error_info": None}
-            except LookupError as error:
-                envelope = {"result": None, "error_code": "ERR-CONDUIT-CORE", "error_info": str(error)}
+            user = self.state.tokens.get(token) if token else None
+        log({"event": "conduit", "method": method, "credential": credential,
+             "token_known": user is not None, "user": user,
+             "token_fingerprint": fingerprint(token) if token else None,
+             "token_jwt": looks_like_jwt(token) if token else None})
+        try:
+            result = self.call(method, user, form)
+            envelope = {"result": result, "error_code": None, "error_info": None}
+        except ConduitError as error:
+            envelope = {"result": None, "error_code": error.code, "error_info": error.info}
         self.reply_json(200, envelope)
 
-    @staticmethod
-    def maniphest_info(form):
-        raw = first(form, "task_id")
-        try:
-            task = TASKS[int(raw)]
-        except (TypeError, ValueError, KeyError):
-            raise LookupError(f"No such Maniphest task: {raw!r}") from None
-        return task
+    def call(self, method, user, form):
+        # Like Phabricator: the method is looked up before the caller is authenticated.
+        implementation = METHODS.get(method)
+        if implementation is None:
+            raise ConduitError("ERR-CONDUIT-CALL", f'Conduit method "{method}" does not exist.')
+        if user is None:
+            raise ConduitError("ERR-INVALID-AUTH", "API token is invalid or expired.")
+        return implementation(self.state, user, form)
 
 
 def main(argv):

@@ -34,16 +34,56 @@ pub fn manifests(
     public_url: Option<&str>,
     http_route: bool,
 ) -> String {
-    let public_url = public_url
-        .map(|url| format!("  publicUrl: {url}\n"))
-        .unwrap_or_default();
-    let expose = if http_route {
-        "    httpRoute:\n      parentRefs:\n        - name: public\n          namespace: gateways\n          sectionName: https\n"
-    } else {
-        "    ingress:\n      className: nginx\n      tlsSecretName: public-tls\n"
-    };
-    format!(
-        "apiVersion: sluice.dev/v1alpha1
+    Spec {
+        phabricator,
+        prefix,
+        host,
+        public_url,
+        http_route,
+        ..Spec::default()
+    }
+    .manifests()
+}
+
+/// An McpServer in OAuth mode and its one McpRoute, `public`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Spec<'a> {
+    pub phabricator: &'a str,
+    pub prefix: &'a str,
+    pub host: &'a str,
+    pub public_url: Option<&'a str>,
+    /// An HTTPRoute instead of an Ingress.
+    pub http_route: bool,
+    /// YAML under `policy:` (authentication excluded) of both the server and the route.
+    pub policy: &'a str,
+    /// More YAML of the McpServer's spec (`replicas: 2`, …), at its indentation.
+    pub server: &'a str,
+    /// More YAML of `spec.auth.oauth`, at its indentation.
+    pub oauth: &'a str,
+}
+
+impl Spec<'_> {
+    pub fn manifests(&self) -> String {
+        let Spec {
+            phabricator,
+            prefix,
+            host,
+            ..
+        } = self;
+        let public_url = self
+            .public_url
+            .map(|url| format!("  publicUrl: {url}\n"))
+            .unwrap_or_default();
+        let expose = if self.http_route {
+            "    httpRoute:\n      parentRefs:\n        - name: public\n          namespace: gateways\n          sectionName: https\n"
+        } else {
+            "    ingress:\n      className: nginx\n      tlsSecretName: public-tls\n"
+        };
+        let policy: String = self.policy.lines().map(|l| format!("    {l}\n")).collect();
+        let server = self.server;
+        let oauth = self.oauth;
+        format!(
+            "apiVersion: sluice.dev/v1alpha1
 kind: McpServer
 metadata:
   name: phab
@@ -59,7 +99,10 @@ spec:
         name: phabricator-oauth
         key: client-secret
       scopes: [whoami, maniphest]
----
+{oauth}{server}  policy:
+    authentication:
+      mode: oauth
+{policy}---
 apiVersion: sluice.dev/v1alpha1
 kind: McpRoute
 metadata:
@@ -71,8 +114,12 @@ spec:
   hostnames: [{host}]
   pathPrefix: {prefix}
 {public_url}  expose:
-{expose}"
-    )
+{expose}  policy:
+    authentication:
+      mode: oauth
+{policy}"
+        )
+    }
 }
 
 /// `sluice-operator render` of `manifests`, as YAML and as JSON documents (see
@@ -132,106 +179,129 @@ pub fn public_url(port: u16, prefix: &str) -> String {
     format!("http://127.0.0.1:{port}{path}")
 }
 
-/// The running deployment.
+/// The running deployment: one replica (fake Phabricator, Conduit, sidecar), or several
+/// behind one front proxy (see `replicas`).
 pub struct Deployment {
     pub prefix: String,
     /// P.
     pub public: String,
     /// `http://127.0.0.1:PORT`.
     pub origin: String,
+    /// The server's own in-cluster entry point: `http://127.0.0.1:PORT`.
+    pub in_cluster: String,
     pub rendered: Vec<Value>,
     pub phabricator: Process,
     pub conduit: Process,
     pub sidecar: Process,
-    _dir: tempfile::TempDir,
+    conduit_port: u16,
+    /// Conduit's environment as rendered, the secret added, `FASTMCP_HOME` left out.
+    conduit_env: BTreeMap<String, String>,
+    dir: tempfile::TempDir,
+}
+
+/// The ports of one replica.
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    pub conduit: u16,
+    pub route: u16,
+    pub server: u16,
+    pub admin: u16,
+}
+
+impl Ports {
+    pub fn free() -> Self {
+        let [conduit, route, server, admin] = [(); 4].map(|()| free_port().unwrap());
+        Self {
+            conduit,
+            route,
+            server,
+            admin,
+        }
+    }
 }
 
 impl Deployment {
     /// Renders and starts everything for `prefix`.
     pub fn start(prefix: &str) -> Self {
+        Self::start_with(prefix, "", "")
+    }
+
+    /// Renders and starts everything for `prefix`, with `policy` on both entry points and
+    /// `server` lines added to the McpServer's spec.
+    pub fn start_with(prefix: &str, policy: &str, server: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let [phab_port, conduit_port, route_port, server_port, admin_port] =
-            [(); 5].map(|()| free_port().unwrap());
-        let origin = format!("http://127.0.0.1:{route_port}");
-        let public = public_url(route_port, prefix);
+        let phab_port = free_port().unwrap();
+        let ports = Ports::free();
+        let origin = format!("http://127.0.0.1:{}", ports.route);
+        let public = public_url(ports.route, prefix);
         let phabricator_url = format!("http://127.0.0.1:{phab_port}");
-        let (_, rendered) = render(&manifests(
-            &phabricator_url,
-            prefix,
-            "127.0.0.1",
-            Some(&public),
-            false,
-        ));
-
-        // Conduit's environment as rendered; the client secret is what its Secret would hold.
-        let env = container_env(&rendered, "phab", "conduit");
-        assert_eq!(
-            env.get("PHABRICATOR_MCP_SERVER_URL"),
-            Some(&public),
-            "Conduit advertises P"
+        let (_, rendered) = render(
+            &Spec {
+                phabricator: &phabricator_url,
+                prefix,
+                host: "127.0.0.1",
+                public_url: Some(&public),
+                policy,
+                server,
+                ..Spec::default()
+            }
+            .manifests(),
         );
-        let redirect_uri = format!("{}/auth/callback", env["PHABRICATOR_MCP_SERVER_URL"]);
-
-        let mut phabricator = {
-            let mut command = Command::new(peers::python_mcp1().unwrap());
-            command
-                .arg(python_script("oauth/fake_phabricator.py").unwrap())
-                .args(["--port", &phab_port.to_string()])
-                .args(["--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET])
-                .args(["--redirect-uri", &redirect_uri]);
-            Process::spawn("fake Phabricator", command).unwrap()
-        };
-        let mut conduit = {
-            let mut command = Command::new(peers::python_mcp1().unwrap());
-            command
-                .arg(python_script("oauth/conduit_oauth.py").unwrap())
-                .args(["--port", &conduit_port.to_string()])
-                .env_clear()
-                .envs(&env)
-                .env("PHABRICATOR_OAUTH_CLIENT_SECRET", CLIENT_SECRET)
-                .env("FASTMCP_HOME", dir.path().join("fastmcp"))
-                .env("FASTMCP_CHECK_FOR_UPDATES", "off")
-                .env("HOME", dir.path());
-            Process::spawn("Conduit-like FastMCP OAuth proxy", command).unwrap()
-        };
-
-        // The rendered sidecar config, moved onto free loopback ports.
-        let mut config =
-            find(&rendered, "ConfigMap", "phab-sluice-proxy")["parsedData"]["config.yaml"].clone();
-        config["admin"]["listen"] = json!(format!("127.0.0.1:{admin_port}"));
-        config["upstream"]["url"] = json!(format!("http://127.0.0.1:{conduit_port}"));
-        for entry in config["entryPoints"].as_array_mut().unwrap() {
-            let port = if entry["name"] == "public" {
-                route_port
-            } else {
-                server_port
-            };
-            entry["listen"] = json!(format!("127.0.0.1:{port}"));
-        }
-        let path = dir.path().join("sidecar.json");
-        std::fs::write(&path, config.to_string()).unwrap();
-        let mut sidecar = {
-            let mut command = Command::new(sluice_proxy().unwrap());
-            command.arg("--config").arg(&path).env_remove("RUST_LOG");
-            Process::spawn("sluice-proxy", command).unwrap()
-        };
-
+        let conduit_env = conduit_env(&rendered, &public);
+        let mut phabricator = start_phabricator(phab_port, &conduit_env);
+        let home = dir.path().join("fastmcp");
+        let conduit = spawn_conduit(&conduit_env, ports.conduit, &home, dir.path());
+        let sidecar = spawn_sidecar(&rendered, ports, dir.path());
         phabricator.wait_for_port(phab_port, START).unwrap();
-        conduit.wait_for_port(conduit_port, START).unwrap();
-        sidecar.wait_for_port(route_port, START).unwrap();
-        sidecar
-            .wait_for_http_ok(&format!("http://127.0.0.1:{admin_port}/readyz"), START)
-            .unwrap();
-        Self {
+        let mut deployment = Self {
             prefix: prefix.to_owned(),
             public,
             origin,
+            in_cluster: format!("http://127.0.0.1:{}", ports.server),
             rendered,
             phabricator,
             conduit,
             sidecar,
-            _dir: dir,
-        }
+            conduit_port: ports.conduit,
+            conduit_env,
+            dir,
+        };
+        deployment.await_conduit();
+        deployment
+            .sidecar
+            .wait_for_port(ports.route, START)
+            .unwrap();
+        deployment
+            .sidecar
+            .wait_for_http_ok(&format!("http://127.0.0.1:{}/readyz", ports.admin), START)
+            .unwrap();
+        deployment
+    }
+
+    /// Stops Conduit and starts it again with its state in `home` (the same directory as
+    /// before: a restart that keeps the state; another: one that loses it).
+    pub fn restart_conduit(&mut self, home: &std::path::Path) {
+        self.conduit.kill().unwrap();
+        self.conduit = spawn_conduit(&self.conduit_env, self.conduit_port, home, self.dir.path());
+        self.await_conduit();
+    }
+
+    /// Where Conduit has kept its state so far.
+    pub fn conduit_home(&self) -> std::path::PathBuf {
+        self.dir.path().join("fastmcp")
+    }
+
+    /// A new directory in the deployment's own.
+    pub fn new_dir(&self, name: &str) -> std::path::PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        path
+    }
+
+    fn await_conduit(&mut self) {
+        self.conduit
+            .wait_for_port(self.conduit_port, START)
+            .unwrap();
     }
 
     /// `origin + path`.
@@ -246,12 +316,89 @@ impl Deployment {
 
     /// The fake Phabricator's log: one JSON object per request.
     pub fn phabricator_events(&self) -> Vec<Value> {
-        self.phabricator
-            .stdout()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        events(&self.phabricator)
     }
+}
+
+/// A process's JSON log lines (stdout).
+pub fn events(process: &Process) -> Vec<Value> {
+    process
+        .stdout()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Conduit's environment as rendered, with the client secret its Secret would hold.
+pub fn conduit_env(rendered: &[Value], public: &str) -> BTreeMap<String, String> {
+    let mut env = container_env(rendered, "phab", "conduit");
+    assert_eq!(
+        env.get("PHABRICATOR_MCP_SERVER_URL").map(String::as_str),
+        Some(public),
+        "Conduit advertises P"
+    );
+    env.remove("FASTMCP_HOME");
+    env.insert(
+        "PHABRICATOR_OAUTH_CLIENT_SECRET".into(),
+        CLIENT_SECRET.into(),
+    );
+    env
+}
+
+/// The fake Phabricator, knowing the redirect URI the operator says to register.
+pub fn start_phabricator(port: u16, conduit_env: &BTreeMap<String, String>) -> Process {
+    let redirect_uri = format!(
+        "{}/auth/callback",
+        conduit_env["PHABRICATOR_MCP_SERVER_URL"]
+    );
+    let mut command = Command::new(peers::python_mcp1().unwrap());
+    command
+        .arg(python_script("oauth/fake_phabricator.py").unwrap())
+        .args(["--port", &port.to_string()])
+        .args(["--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET])
+        .args(["--redirect-uri", &redirect_uri]);
+    Process::spawn("fake Phabricator", command).unwrap()
+}
+
+/// Conduit (`e2e/py/oauth/conduit_oauth.py`) on `port`, keeping its OAuth state in `home`.
+pub fn spawn_conduit(
+    env: &BTreeMap<String, String>,
+    port: u16,
+    home: &std::path::Path,
+    scratch: &std::path::Path,
+) -> Process {
+    let mut command = Command::new(peers::python_mcp1().unwrap());
+    command
+        .arg(python_script("oauth/conduit_oauth.py").unwrap())
+        .args(["--port", &port.to_string()])
+        .env_clear()
+        .envs(env)
+        .env("FASTMCP_HOME", home)
+        .env("FASTMCP_CHECK_FOR_UPDATES", "off")
+        .env("HOME", scratch);
+    Process::spawn(&format!("Conduit :{port}"), command).unwrap()
+}
+
+/// The rendered sidecar config, moved onto `ports` on loopback (nothing else changed), run
+/// by the sluice-proxy binary.
+pub fn spawn_sidecar(rendered: &[Value], ports: Ports, scratch: &std::path::Path) -> Process {
+    let mut config =
+        find(rendered, "ConfigMap", "phab-sluice-proxy")["parsedData"]["config.yaml"].clone();
+    config["admin"]["listen"] = json!(format!("127.0.0.1:{}", ports.admin));
+    config["upstream"]["url"] = json!(format!("http://127.0.0.1:{}", ports.conduit));
+    for entry in config["entryPoints"].as_array_mut().unwrap() {
+        let port = if entry["name"] == "public" {
+            ports.route
+        } else {
+            ports.server
+        };
+        entry["listen"] = json!(format!("127.0.0.1:{port}"));
+    }
+    let path = scratch.join(format!("sidecar-{}.json", ports.route));
+    std::fs::write(&path, config.to_string()).unwrap();
+    let mut command = Command::new(sluice_proxy().unwrap());
+    command.arg("--config").arg(&path).env_remove("RUST_LOG");
+    Process::spawn(&format!("sluice-proxy :{}", ports.route), command).unwrap()
 }
 
 /// Every location where a client may look for the metadata of P, with what it must find there
@@ -275,3 +422,26 @@ pub fn discovery_locations(prefix: &str) -> Vec<(String, &'static str)> {
     }
     out
 }
+
+/// A login and tool calls by the Python MCP SDK's own OAuth client (`e2e/py/oauth/login.py`
+/// with `args`) against the MCP endpoint `url`: its report, and whether every call succeeded.
+pub fn login(url: &str, args: &[&str]) -> (Value, bool) {
+    let mut command = Command::new(peers::python_mcp2().unwrap());
+    command
+        .arg(python_script("oauth/login.py").unwrap())
+        .args(["--url", url])
+        .args(args);
+    let output = sluice_e2e::process::run(&mut command, LOGIN_TIMEOUT).unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let report: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "the login driver's report is not JSON ({e}): {text}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let ok = output.status.success() && report.get("error").is_none();
+    (report, ok)
+}
+
+/// The whole login and its calls, bounded (the driver bounds each request by itself too).
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(180);
