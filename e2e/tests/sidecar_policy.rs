@@ -93,6 +93,13 @@ fn assert_ok(call: &Value, text: &str) {
     assert_eq!(call["text"], text, "{call}");
 }
 
+/// A `pha_user_whoami` call that named `user` (Conduit's `{"success": true, "user": {...}}`).
+fn assert_whoami(call: &Value, user: &str) {
+    assert_eq!(call["ok"], true, "{call}");
+    let result: Value = serde_json::from_str(call["text"].as_str().unwrap()).unwrap();
+    assert_eq!(result["user"]["userName"], user, "{call}");
+}
+
 fn assert_refused(call: &Value, code: i64, says: &str) {
     assert_eq!(call["ok"], false, "{call}");
     assert_eq!(call["code"], code, "{call}");
@@ -132,7 +139,7 @@ fn the_sdk_client_sees_filtered_tools_refusals_and_limits() {
             let calls = report["calls"].as_array().unwrap();
             assert_ok(&calls[0], "T7: fix the build");
             assert_refused(&calls[1], -32003, "pha_passphrase_get is not allowed");
-            assert_ok(&calls[2], "alice");
+            assert_whoami(&calls[2], "alice");
             assert_refused(&calls[3], -32004, "rate limit per-caller exceeded");
         }
         // Without a key the SDK cannot even connect.
@@ -201,7 +208,7 @@ fn two_sidecars_share_a_global_budget_and_fail_closed_without_redis() {
     // Three calls in all, through either sidecar; the fourth is refused by the other one.
     let report = client(a, "legacy", Some(ALICE), &[TASK, WHOAMI]);
     assert_ok(&report["calls"][0], "T7: fix the build");
-    assert_ok(&report["calls"][1], "alice");
+    assert_whoami(&report["calls"][1], "alice");
     let report = client(b, "legacy", Some(BOB), &[TASK, TASK]);
     assert_ok(&report["calls"][0], "T7: fix the build");
     assert_refused(&report["calls"][1], -32004, "rate limit global exceeded");

@@ -4,8 +4,8 @@ the tool-policy and rate-limit tests (run it with the Python of e2e/.venv-mcp2).
 
 usage: server.py --port P [--json]
 
-Tools: `pha_task_get(task_id)`, `pha_user_whoami()` and `pha_passphrase_get(passphrase_id)` (the
-one a policy hides). Streamable HTTP at /mcp on 127.0.0.1, stateless; replies are event streams,
+Tools: `pha_task_get(task_id)`, `pha_user_whoami()` (Conduit's `{"success": true, "user": {...}}`,
+always alice) and `pha_passphrase_get(passphrase_id)` (the one a policy hides). Streamable HTTP at /mcp on 127.0.0.1, stateless; replies are event streams,
 or JSON with --json.
 """
 
@@ -28,9 +28,10 @@ def main():
         return f"T{task_id}: fix the build"
 
     @mcp.tool()
-    def pha_user_whoami() -> str:
-        """Who the token belongs to."""
-        return "alice"
+    def pha_user_whoami() -> dict:
+        """Who the token belongs to, in Conduit's result shape (the sidecar reads it in OAuth
+        mode). Unlike Conduit it names alice whoever calls: it checks no token."""
+        return {"success": True, "user": {"phid": "PHID-USER-alice", "userName": "alice"}}
 
     @mcp.tool()
     def pha_passphrase_get(passphrase_id: int) -> str:
