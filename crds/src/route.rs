@@ -179,7 +179,7 @@ pub struct McpRouteStatus {
     pub discovery: Option<DiscoveryUrls>,
 }
 
-/// Where OAuth clients find this route's metadata.
+/// Where OAuth clients find an entry point's metadata.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DiscoveryUrls {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::Policy;
 use crate::refs::{ConfigMapKeyRef, SecretKeyRef};
+use crate::route::DiscoveryUrls;
 
 /// The Phabricator MCP server (Conduit) run by Sluice: a Deployment whose pods hold Conduit
 /// behind the sluice-proxy sidecar, a Service for in-cluster callers, and the policy that
@@ -35,10 +36,14 @@ use crate::refs::{ConfigMapKeyRef, SecretKeyRef};
     printcolumn(json_path = ".metadata.creationTimestamp", name = "Age", type_ = "date"),
     // No fieldPath: the root schema declares no metadata.name, and the API server refuses a
     // CRD whose fieldPath names an undeclared field.
-    validation = kube::core::Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$')").message("metadata.name must be a DNS label of at most 40 characters starting with a letter (it names the Service and Deployment)")
+    validation = kube::core::Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$')").message("metadata.name must be a DNS label of at most 40 characters starting with a letter (it names the Service and Deployment)"),
+    // Here, not on the state: only the root sees metadata.name. The claims the operator creates
+    // are pruned when no longer asked for, so naming one would lose it under the pods.
+    validation = kube::core::Rule::new("!has(self.spec.auth.oauth) || !has(self.spec.auth.oauth.state) || !has(self.spec.auth.oauth.state.claimName) || !(self.spec.auth.oauth.state.claimName in [self.metadata.name + '-oauth-state', self.metadata.name + '-oauth-state-shared'])").message("auth.oauth.state.claimName may not name <server>-oauth-state or <server>-oauth-state-shared: those are the claims the operator creates, and deletes when they are no longer asked for").field_path(".spec.auth.oauth.state.claimName")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[x_kube(validation = kube::core::Rule::new("self.auth.mode != 'oauth' || self.replicas <= 1 || self.sessionAffinity == 'ClientIP'").message("OAuth mode keeps its state in each pod: more than one replica needs sessionAffinity: ClientIP").field_path(".replicas"))]
+#[x_kube(validation = kube::core::Rule::new("self.auth.mode != 'oauth' || self.replicas <= 1 || self.sessionAffinity == 'ClientIP' || (has(self.auth.oauth) && has(self.auth.oauth.state) && self.auth.oauth.state.storage != 'ephemeral')").message("OAuth state kept in each pod (auth.oauth.state.storage ephemeral): more than one replica needs sessionAffinity: ClientIP, or auth.oauth.state.storage shared").field_path(".replicas"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.auth.oauth) || !has(self.auth.oauth.state) || self.auth.oauth.state.storage != 'persistent' || self.replicas <= 1").message("auth.oauth.state.storage persistent is a ReadWriteOnce volume for one pod: replicas must be at most 1 (storage shared serves more)").field_path(".replicas"))]
 #[x_kube(validation = kube::core::Rule::new("self.sessions != 'stateful' || self.replicas <= 1 || self.sessionAffinity == 'ClientIP'").message("stateful sessions live in one pod: more than one replica needs sessionAffinity: ClientIP").field_path(".replicas"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.policy) || !has(self.policy.rateLimits) || !self.policy.rateLimits.exists(r, r.scope == 'global') || has(self.redis)").message("a global rate limit needs spec.redis").field_path(".redis"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.policy) || !has(self.policy.authentication) || !has(self.policy.authentication.mode) || self.policy.authentication.mode != 'oauth' || self.auth.mode == 'oauth'").message("policy.authentication.mode oauth needs auth.mode oauth").field_path(".policy.authentication.mode"))]
@@ -66,15 +71,17 @@ pub struct McpServerSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_pull_secrets: Vec<LocalObjectReference>,
 
-    /// Number of pods. More than one gets a PodDisruptionBudget. With `auth.mode: oauth` or
-    /// stateful sessions, more than one needs `sessionAffinity: ClientIP`.
+    /// Number of pods. More than one gets a PodDisruptionBudget. With `auth.mode: oauth`, more
+    /// than one needs `auth.oauth.state.storage: shared`, or `sessionAffinity: ClientIP` with
+    /// the default ephemeral state (`persistent` allows one); stateful sessions need
+    /// `sessionAffinity: ClientIP`.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 100))]
     pub replicas: i32,
 
-    /// `None`, or `ClientIP` to keep each caller on one pod (needed by OAuth mode and
-    /// stateful sessions when there is more than one replica). Behind an Ingress the caller is
-    /// the Ingress controller: configure stickiness there as well.
+    /// `None`, or `ClientIP` to keep each caller on one pod (needed by stateful sessions, and
+    /// by OAuth mode with ephemeral state, when there is more than one replica). Behind an
+    /// Ingress the caller is the Ingress controller: configure stickiness there as well.
     #[serde(default)]
     pub session_affinity: SessionAffinity,
 
@@ -187,7 +194,8 @@ pub enum UpstreamAuthMode {
 }
 
 /// Conduit's OAuth-proxy settings. Register an OAuth application in Phabricator whose
-/// redirect URI is `<public URL>/auth/callback` (the McpRoute's status shows it).
+/// redirect URI is `<public URL>/auth/callback` (the McpServer's and McpRoutes'
+/// `status.discovery.redirectUri` show it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OAuth {
@@ -207,10 +215,98 @@ pub struct OAuth {
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = kube::core::Rule::new(r"self.matches('^https?://[^/?#@\\s]+(/[A-Za-z0-9._~-]+)*$')").message("auth.oauth.publicUrl must be an http(s) URL with an optional path, without a trailing slash, query or fragment"))]
     pub public_url: Option<String>,
+    /// Where Conduit's OAuth proxy keeps its state: client registrations, logins in progress,
+    /// authorization codes and the mapping from the tokens it hands out to each user's
+    /// Phabricator token, as encrypted files (one per entry) under `FASTMCP_HOME`. Lose them
+    /// and every user logs in again in the browser. Default: in the pod, lost with it.
+    ///
+    /// With `persistent` or `shared`, the operator creates a PersistentVolumeClaim,
+    /// `<server>-oauth-state` or `<server>-oauth-state-shared`, owned by the McpServer: it is
+    /// deleted, with the logins on it, when the McpServer is deleted or when `storage` or
+    /// `claimName` stop asking for it (the storage class's reclaimPolicy decides whether the
+    /// volume outlives the claim). To keep logins beyond that, create a claim yourself and name
+    /// it in `claimName`: the operator mounts it and never changes or deletes it.
+    #[serde(default)]
+    pub state: OAuthState,
 }
 
 fn default_scopes() -> Vec<String> {
     vec!["maniphest".into(), "file".into()]
+}
+
+/// Where Conduit's OAuth proxy keeps its state (see `OAuth::state`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = kube::core::Rule::new("self.storage != 'ephemeral' || (!has(self.claimName) && !has(self.size) && !has(self.storageClassName))").message("auth.oauth.state.claimName, size and storageClassName describe a volume: they need storage persistent or shared").field_path(".storage"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.claimName) || (!has(self.size) && !has(self.storageClassName))").message("auth.oauth.state.claimName names an existing claim: size and storageClassName describe only a claim the operator creates").field_path(".claimName"))]
+pub struct OAuthState {
+    /// `ephemeral` (default): an emptyDir in the pod. A restart, upgrade or node drain
+    /// forgets every login; more than one replica needs `sessionAffinity: ClientIP`, since a
+    /// login lives in the pod that made it.
+    ///
+    /// `persistent`: a ReadWriteOnce PersistentVolumeClaim mounted into Conduit only. Logins
+    /// survive restarts and upgrades. One replica at most, and the Deployment uses the
+    /// `Recreate` strategy: the old pod lets go of the volume before the new one starts, so
+    /// every rollout has a short outage.
+    ///
+    /// `shared`: a ReadWriteMany claim every replica mounts. Any replica serves any login
+    /// without session affinity, and rollouts replace pods one by one. The storage needs
+    /// atomic rename and close-to-open consistency (NFSv4, CephFS, EFS, Filestore and the
+    /// like). What that gives: each entry is its own file, written atomically (a temporary
+    /// file renamed into place) and read from disk on every use, and entries are keyed by
+    /// random per-login ids, so replicas do not overwrite each other and never read half an
+    /// entry. What it does not: there is no locking, so an authorization code redeemed at
+    /// the same instant on two replicas could be exchanged twice (FastMCP reads the code,
+    /// then deletes it; the same race exists within one pod), and expired entries are never
+    /// removed, so size the volume for the logins of its lifetime.
+    #[serde(default)]
+    pub storage: OAuthStateStorage,
+
+    /// An existing PersistentVolumeClaim in the server's namespace to keep the state on,
+    /// instead of one the operator creates: ReadWriteOnce for `persistent`, ReadWriteMany for
+    /// `shared`. Conduit runs as UID and GID 65532 and must be able to write the volume's root
+    /// directory. The operator never changes or deletes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub claim_name: Option<String>,
+
+    /// Size of the claim the operator creates. Default `1Gi`. A whole number with an optional
+    /// suffix, e.g. `1Gi` or `500Mi`. Kubernetes refuses to shrink a claim, and grows one only
+    /// when its storage class allows volume expansion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>", length(min = 1, max = 24))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[1-9][0-9]{0,15}(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$')").message("auth.oauth.state.size must be a whole number of bytes with an optional suffix, e.g. 1Gi or 500Mi"))]
+    pub size: Option<Quantity>,
+
+    /// StorageClass of the claim the operator creates. Absent: the cluster's default class.
+    /// With `shared` it must name a class that provisions ReadWriteMany volumes (default
+    /// classes usually provision ReadWriteOnce only) and lets UID or GID 65532 write the
+    /// volume's root: the kubelet hands the volume to the pod's group (65532) only when the
+    /// volume's driver supports it, which many ReadWriteMany drivers (NFS) do not. A claim's
+    /// class cannot change once it exists: to move, set `storage: ephemeral` (the claim is
+    /// deleted, and the logins with it), then back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub storage_class_name: Option<String>,
+}
+
+/// Where Conduit's OAuth state lives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OAuthStateStorage {
+    /// In the pod (an emptyDir): lost with it.
+    #[default]
+    Ephemeral,
+    /// A ReadWriteOnce claim for one pod.
+    Persistent,
+    /// A ReadWriteMany claim shared by every replica.
+    Shared,
 }
 
 /// When the kubelet pulls an image.
@@ -470,4 +566,9 @@ pub struct McpServerStatus {
     /// The in-cluster URL of the server's MCP endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// With `auth.mode: oauth`: where OAuth clients in the cluster find the metadata of the
+    /// server's own entry point (`url`'s origin), and the redirect URI to register in
+    /// Phabricator (the public URL's `/auth/callback`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoveryUrls>,
 }

@@ -174,6 +174,74 @@ fn rendered_examples_are_deterministic_and_valid() {
     );
 }
 
+/// OAuth state on a claim the operator creates (persistent, shared) or one the user names: the
+/// PersistentVolumeClaim and the Deployment mounting it pass strict validation, and a named
+/// claim renders none.
+#[test]
+fn rendered_oauth_state_claims_are_valid() {
+    let server = |name: &str, replicas: u32, state: &str| {
+        format!(
+            "apiVersion: sluice.dev/v1alpha1
+kind: McpServer
+metadata: {{name: {name}, namespace: tools}}
+spec:
+  phabricator: {{url: https://phabricator.example.com}}
+  replicas: {replicas}
+  auth:
+    mode: oauth
+    oauth:
+      clientId: PHID-OASC-abcdefghijklmnopqrst
+      clientSecretRef: {{name: phabricator-oauth, key: client-secret}}
+      publicUrl: https://phabricator.example.com/{name}
+      state: {state}
+"
+        )
+    };
+    let cases = [
+        // (server, manifest, the claim it renders)
+        (
+            "persistent",
+            server("persistent", 1, "{storage: persistent}"),
+            Some("persistent-oauth-state"),
+        ),
+        (
+            "named",
+            server("named", 1, "{storage: persistent, claimName: logins}"),
+            None,
+        ),
+        (
+            "shared",
+            server(
+                "shared",
+                3,
+                "{storage: shared, size: 5Gi, storageClassName: nfs-client}",
+            ),
+            Some("shared-oauth-state-shared"),
+        ),
+    ];
+    for (name, manifest, claim) in cases {
+        let rendered = render::render_stdin(&manifest).unwrap();
+        let report = kubernetes::validate_yaml(&rendered, &KUBERNETES_VERSIONS).unwrap();
+        assert_valid(&report);
+        assert_eq!(report.unvalidated_types(), BTreeSet::new(), "{name}");
+        let valid = |kind: &str| {
+            report
+                .documents
+                .iter()
+                .filter(|d| d.kind.as_deref() == Some(kind))
+                .filter(|d| d.results.values().all(|r| r.status == Status::Valid))
+                .filter_map(|d| d.name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(valid("Deployment"), [name.to_owned()], "{name}");
+        assert_eq!(
+            valid("PersistentVolumeClaim"),
+            claim.iter().map(|c| (*c).to_owned()).collect::<Vec<_>>(),
+            "{name}"
+        );
+    }
+}
+
 /// The validator really rejects what the API server would: without this, a validator that
 /// accepted everything would make the tests above pass vacuously.
 #[test]

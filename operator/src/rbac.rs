@@ -99,8 +99,13 @@ pub fn declared(lease_name: &str) -> Vec<Declared> {
         ),
         d(
             Watched,
+            rule(&[""], &["persistentvolumeclaims"], OWNED, &[]),
+            "owned PersistentVolumeClaims for Conduit's OAuth state (auth.oauth.state storage persistent or shared): applied, pruned when the spec stops asking for them; a claim the spec names (claimName) carries no operator label and is never touched",
+        ),
+        d(
+            Watched,
             rule(&["apps"], &["deployments"], OWNED, &[]),
-            "owned Deployments: watched by label (readiness for status), applied, pruned",
+            "owned Deployments: watched by label (readiness for status), applied (a merge patch first when the strategy switches to or from Recreate), pruned",
         ),
         d(
             Watched,
@@ -321,6 +326,7 @@ mod tests {
             ("", "serviceaccounts"),
             ("", "configmaps"),
             ("", "services"),
+            ("", "persistentvolumeclaims"),
             ("apps", "deployments"),
             ("policy", "poddisruptionbudgets"),
             ("networking.k8s.io", "networkpolicies"),

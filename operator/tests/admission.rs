@@ -515,6 +515,51 @@ fn defaults_are_applied_after_admission() {
     );
 }
 
+/// An OAuth server whose state is `storage`, with `replicas` and no session affinity.
+fn oauth_server(storage: &str, replicas: u32) -> String {
+    format!(
+        "{MINIMAL_SERVER}  replicas: {replicas}
+  auth:
+    mode: oauth
+    oauth:
+      clientId: PHID-OASC-abcdefghijklmnopqrst
+      clientSecretRef: {{name: phabricator-oauth, key: client-secret}}
+      publicUrl: https://phabricator.example.com/ai
+      state: {{storage: {storage}}}
+"
+    )
+}
+
+#[test]
+fn shared_oauth_state_serves_replicas_without_session_affinity() {
+    let admitted = admission()
+        .load(
+            &[Input::new("shared.yaml", oauth_server("shared", 3))],
+            NAMESPACE,
+        )
+        .unwrap();
+    assert_eq!(admitted.servers[0].spec.replicas, 3);
+    admitted.render(&RenderOptions::default()).unwrap();
+
+    // The same replicas with the state in each pod, or on a one-pod volume, are refused.
+    for storage in ["ephemeral", "persistent"] {
+        let problems = problem_lines(
+            admission().load(&[Input::new("a.yaml", oauth_server(storage, 3))], NAMESPACE),
+        );
+        assert_eq!(problems.len(), 1, "{storage}: {problems:#?}");
+        assert!(
+            problems[0].contains(&format!("auth.oauth.state.storage {storage}")),
+            "{storage}: {problems:#?}"
+        );
+    }
+    // One replica is fine with any storage.
+    for storage in ["ephemeral", "persistent", "shared"] {
+        admission()
+            .load(&[Input::new("a.yaml", oauth_server(storage, 1))], NAMESPACE)
+            .unwrap_or_else(|e| panic!("{storage}: {e}"));
+    }
+}
+
 #[test]
 fn status_and_nulls_are_ignored_as_the_api_server_ignores_them() {
     let text = format!(

@@ -228,3 +228,47 @@ fn an_oauth_route_reports_its_discovery_urls_and_redirect_uri() {
         ("Secret", sluice_operator::render::OnChange::Rollout)
     );
 }
+
+#[test]
+fn the_servers_own_entry_point_reports_in_cluster_discovery_and_the_public_callback() {
+    let server = ServerBuilder::new("s").oauth("c", None).build();
+    let rendered = render_server(
+        &server,
+        &[public_route("public", "phab.example.com", "/ai")],
+        &Observed::default(),
+    );
+    assert_eq!(rendered.server_url, "http://s.tools.svc/mcp");
+    let discovery = rendered.discovery.clone().expect("discovery");
+    // The root forms on the in-cluster origin: the server's entry point is served at `/`.
+    assert_eq!(
+        discovery.protected_resource.as_deref(),
+        Some("http://s.tools.svc/.well-known/oauth-protected-resource/mcp")
+    );
+    assert_eq!(
+        discovery.authorization_server.as_deref(),
+        Some("http://s.tools.svc/.well-known/oauth-authorization-server")
+    );
+    assert_eq!(
+        discovery.openid_configuration.as_deref(),
+        Some("http://s.tools.svc/.well-known/openid-configuration")
+    );
+    // What to register in Phabricator is public: the one Conduit sends, as the route says.
+    assert_eq!(
+        discovery.redirect_uri.as_deref(),
+        Some("https://phab.example.com/ai/auth/callback")
+    );
+    let route = rendered.routes[0].result.as_ref().expect("accepted");
+    assert_eq!(
+        route
+            .discovery
+            .as_ref()
+            .and_then(|d| d.redirect_uri.as_deref()),
+        discovery.redirect_uri.as_deref()
+    );
+
+    let header_token = ServerBuilder::new("s").build();
+    assert_eq!(
+        render_server(&header_token, &[], &Observed::default()).discovery,
+        None
+    );
+}

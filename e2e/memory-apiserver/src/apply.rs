@@ -73,7 +73,9 @@ pub(crate) fn apply(
         others.union_with(&e.fields);
     }
     for p in previous.difference(&config_set).paths() {
-        if others.touches(&p) {
+        // Still owned below (an empty object applied before, with fields now): structured
+        // merge-diff adds such fields back after removing the path, so the object stays.
+        if others.touches(&p) || config_set.touches(&p) {
             continue;
         }
         if path::remove(&mut merged, &p) {

@@ -279,6 +279,7 @@ fn builtin_types() -> Vec<ResourceType> {
         b("", "v1", "ConfigMap", "configmaps", &["cm"], true, false, NoGen, Subdomain, &[]),
         b("", "v1", "Secret", "secrets", &[], true, false, NoGen, Subdomain, &["type"]),
         b("", "v1", "Service", "services", &["svc"], true, true, NoGen, Label1035, &[]),
+        b("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", &["pvc"], true, true, NoGen, Subdomain, &[]),
         b("", "v1", "Event", "events", &["ev"], true, false, NoGen, Subdomain, CORE_EVENT_FIELDS),
         b("apps", "v1", "Deployment", "deployments", &["deploy"], true, true, SpecAndAnnotations, Subdomain, &[]),
         b("apps", "v1", "StatefulSet", "statefulsets", &["sts"], true, true, Spec, Subdomain, &[]),

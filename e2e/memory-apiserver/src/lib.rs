@@ -26,7 +26,8 @@
 //!
 //! # What it implements
 //!
-//! - **Resources**: core/v1 Namespace, Pod, ServiceAccount, ConfigMap, Secret, Service, Event;
+//! - **Resources**: core/v1 Namespace, Pod, ServiceAccount, ConfigMap, Secret, Service,
+//!   PersistentVolumeClaim, Event;
 //!   apps/v1 Deployment, StatefulSet, DaemonSet, ReplicaSet; policy/v1 PodDisruptionBudget;
 //!   networking.k8s.io/v1 NetworkPolicy, Ingress, IngressClass; rbac.authorization.k8s.io/v1
 //!   ClusterRole, ClusterRoleBinding, Role, RoleBinding; coordination.k8s.io/v1 Lease;
@@ -87,9 +88,13 @@
 //!
 //! # What is simplified
 //!
-//! - Built-in kinds have no schema here: unknown fields are kept, nothing is defaulted
-//!   (no `protocol: TCP`, `imagePullPolicy`, Deployment `strategy`, ...), quantities are not
-//!   canonicalised (`1000m` stays `1000m`), nulls are dropped. Their list structure for apply
+//! - Built-in kinds have no schema here: unknown fields are kept, almost nothing is defaulted
+//!   (no `protocol: TCP`, `imagePullPolicy`, PersistentVolumeClaim `volumeMode` or default
+//!   StorageClass, ...), quantities are not canonicalised (`1000m` stays `1000m`), nulls are
+//!   dropped. The exceptions, because the operator's behaviour hangs on them: a Deployment's
+//!   `strategy` is defaulted (RollingUpdate, 25% / 25%, owned by no field manager) and
+//!   `Recreate` with `rollingUpdate` is refused (422); a PersistentVolumeClaim's spec is
+//!   immutable but for `resources.requests` (422; a shrink is not refused, no claim binds). Their list structure for apply
 //!   and strategic merge comes from field names: keyed lists `containers`, `initContainers`,
 //!   `ephemeralContainers`, `env`, `volumes`, `imagePullSecrets` (by name), `volumeMounts` (by
 //!   mountPath), `ports` (by containerPort+protocol, or port+protocol; protocol defaults to
@@ -115,6 +120,7 @@
 #![forbid(unsafe_code)]
 
 mod apply;
+mod builtin;
 mod catalog;
 mod clock;
 mod crd;

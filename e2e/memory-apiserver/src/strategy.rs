@@ -7,6 +7,7 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::builtin;
 use crate::catalog::{Generation, ResourceType};
 use crate::clock;
 use crate::managed::{self, Actor, Entry, Operation};
@@ -110,6 +111,7 @@ fn common_rules(w: &Writer<'_>, obj: &mut Value, name: &str) -> Result<(), ApiEr
             schema::prune_metadata(meta, "metadata", &mut dropped);
         }
         metadata::strip_nulls(obj);
+        builtin::default_and_validate(w.ty, obj, name)?;
     }
     metadata::normalize(obj);
     let meta = obj
@@ -286,6 +288,7 @@ pub(crate) fn prepare_update(
         namespace_rules(&mut new, &name, false);
     }
     common_rules(w, &mut new, &name)?;
+    builtin::validate_update(w.ty, old, &new, &name)?;
 
     if old.pointer("/metadata/deletionTimestamp").is_some() {
         let before = metadata::finalizers(old);

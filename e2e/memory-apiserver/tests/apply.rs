@@ -526,3 +526,89 @@ async fn an_apply_to_an_existing_object_may_leave_the_name_out() {
         "a different name is still refused"
     );
 }
+
+/// As on a real server: the strategy defaulted at creation belongs to no manager, so an apply
+/// of `type: Recreate` keeps `rollingUpdate` and is refused; one merge patch that sets the
+/// type and removes `rollingUpdate` switches it.
+#[tokio::test]
+async fn a_defaulted_rolling_update_blocks_an_apply_of_recreate() {
+    let api = MemoryApiServer::start().await;
+    let deploys: Api<Deployment> = Api::default_namespaced(api.client());
+    let pp = PatchParams::apply("sluice-operator").force();
+    let created = deploys
+        .patch("web", &pp, &Patch::Apply(deployment_apply("web", "a:1", 1)))
+        .await
+        .expect("apply creates");
+    let strategy = created.spec.unwrap().strategy.unwrap();
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+    assert!(strategy.rolling_update.is_some());
+    let (_, _, _, fields) = &managed(&created.metadata)[0];
+    assert!(fields["f:spec"].get("f:strategy").is_none(), "{fields}");
+
+    let mut recreate = deployment_apply("web", "a:1", 1);
+    recreate["spec"]["strategy"] = json!({"type": "Recreate"});
+    let (code, reason, message) =
+        api_error(deploys.patch("web", &pp, &Patch::Apply(&recreate)).await);
+    assert_eq!((code, reason.as_str()), (422, "Invalid"));
+    assert!(message.contains("spec.strategy.rollingUpdate"), "{message}");
+
+    let switch = json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null}}});
+    deploys
+        .patch("web", &PatchParams::default(), &Patch::Merge(&switch))
+        .await
+        .expect("the merge patch switches");
+    let applied = deploys
+        .patch("web", &pp, &Patch::Apply(&recreate))
+        .await
+        .expect("then the apply goes through");
+    let strategy = applied.spec.unwrap().strategy.unwrap();
+    assert_eq!(strategy.type_.as_deref(), Some("Recreate"));
+    assert_eq!(strategy.rolling_update, None);
+}
+
+/// An object applied empty (`{}`) and later with fields: the manager owned the object itself,
+/// now owns fields below it, and the fields land (structured-merge-diff adds back what the
+/// applier still owns after removing what it let go of).
+#[tokio::test]
+async fn an_object_applied_empty_then_with_fields_takes_them() {
+    let api = MemoryApiServer::start().await;
+    api.install_crds(&sluice_crds::crds());
+    let servers: Api<DynamicObject> =
+        Api::default_namespaced_with(api.client(), &mcp_server_resource());
+    let pp = PatchParams::apply("test").force();
+    let with_state = |state: serde_json::Value| {
+        json!({
+            "apiVersion": "sluice.dev/v1alpha1",
+            "kind": "McpServer",
+            "metadata": {"name": "phab"},
+            "spec": {
+                "phabricator": {"url": "https://phabricator.example.com"},
+                "auth": {"mode": "oauth", "oauth": {
+                    "clientId": "PHID-OASC-abcdefghijklmnopqrst",
+                    "clientSecretRef": {"name": "oauth", "key": "client-secret"},
+                    "state": state,
+                }},
+            },
+        })
+    };
+    let created = servers
+        .patch("phab", &pp, &Patch::Apply(with_state(json!({}))))
+        .await
+        .expect("apply creates");
+    let state = |o: &DynamicObject| o.data["spec"]["auth"]["oauth"]["state"].clone();
+    assert_eq!(
+        state(&created),
+        json!({"storage": "ephemeral"}),
+        "defaulted"
+    );
+    let updated = servers
+        .patch(
+            "phab",
+            &pp,
+            &Patch::Apply(with_state(json!({"storage": "persistent"}))),
+        )
+        .await
+        .expect("apply updates");
+    assert_eq!(state(&updated), json!({"storage": "persistent"}));
+    assert_eq!(updated.metadata.generation, Some(2));
+}

@@ -4,7 +4,7 @@
 use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
@@ -12,7 +12,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::FIELD_MANAGER;
 use super::scope::{Scoped, Stores};
@@ -53,6 +53,7 @@ macro_rules! namespaced {
 namespaced!(ServiceAccount, service_accounts);
 namespaced!(ConfigMap, config_maps);
 namespaced!(Service, services);
+namespaced!(PersistentVolumeClaim, persistent_volume_claims);
 namespaced!(Deployment, deployments);
 namespaced!(PodDisruptionBudget, pod_disruption_budgets);
 namespaced!(NetworkPolicy, network_policies);
@@ -86,7 +87,11 @@ pub async fn apply_object(client: &Client, stores: &Stores, object: &Object) -> 
         Object::ClusterRoleBinding(o) => apply(client, stores, o).await,
         Object::ConfigMap(o) => apply(client, stores, o).await,
         Object::Service(o) => apply(client, stores, o).await,
-        Object::Deployment(o) => apply(client, stores, o).await,
+        Object::PersistentVolumeClaim(o) => apply(client, stores, o).await,
+        Object::Deployment(o) => {
+            switch_strategy(client, stores, o).await?;
+            apply(client, stores, o).await
+        }
         Object::PodDisruptionBudget(o) => apply(client, stores, o).await,
         Object::NetworkPolicy(o) => apply(client, stores, o).await,
         Object::Ingress(o) => apply(client, stores, o).await,
@@ -127,6 +132,59 @@ pub async fn apply<K: Owned>(client: &Client, stores: &Stores, desired: &K) -> R
     Ok(Applied::Written)
 }
 
+/// Moves a live Deployment to the strategy type `desired` asks for, when an apply alone
+/// cannot: see [`strategy_switch`]. Judged on the cache; a stale cache only means the apply
+/// fails and the next reconcile, on a fresher one, gets here again.
+async fn switch_strategy(client: &Client, stores: &Stores, desired: &Deployment) -> Result<()> {
+    let name = desired.name_any();
+    let namespace = desired.namespace();
+    let Some(live) = stores.deployments.get(namespace.as_deref(), &name) else {
+        return Ok(());
+    };
+    let Some(patch) = strategy_switch(desired, &live) else {
+        return Ok(());
+    };
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    Deployment::api(client.clone(), namespace.as_deref())
+        .patch(&name, &params, &Patch::Merge(&patch))
+        .await
+        .map_err(|e| {
+            Error::kube(
+                format!(
+                    "switch the strategy of Deployment {}/{name}",
+                    namespace.as_deref().unwrap_or_default()
+                ),
+                e,
+            )
+        })?;
+    Ok(())
+}
+
+/// The merge patch that moves `live` to `desired`'s strategy type, when server-side apply
+/// cannot do it alone. A Deployment created without a strategy got `rollingUpdate` defaulted
+/// by the API server, owned by no field manager: an apply of `type: Recreate` keeps it, and
+/// the API server refuses Recreate with `rollingUpdate`. Removing it and setting the type must
+/// be one write. That write (an update) leaves the operator owning the type outside its
+/// applies, so the way back is patched too: a Deployment that should roll again is set to
+/// `RollingUpdate` (the API server defaults the rest).
+fn strategy_switch(desired: &Deployment, live: &Deployment) -> Option<Value> {
+    let strategy = |d: &Deployment| d.spec.as_ref().and_then(|s| s.strategy.clone());
+    let (desired, live) = (strategy(desired), strategy(live).unwrap_or_default());
+    let recreate = |type_: Option<&str>| type_ == Some("Recreate");
+    let wants_recreate = recreate(desired.as_ref().and_then(|s| s.type_.as_deref()));
+    let live_recreates = recreate(live.type_.as_deref());
+    if wants_recreate && (!live_recreates || live.rolling_update.is_some()) {
+        return Some(json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null}}}));
+    }
+    if !wants_recreate && live_recreates {
+        return Some(json!({"spec": {"strategy": {"type": "RollingUpdate"}}}));
+    }
+    None
+}
+
 /// Whether every field `desired` sets is in `live` with the same value.
 ///
 /// Maps: each key of `desired` must be in `live` (extra keys are the API server's defaults
@@ -157,9 +215,55 @@ fn is_empty(value: &Value) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     use super::*;
+
+    fn with_strategy(type_: Option<&str>, rolling_update: bool) -> Deployment {
+        Deployment {
+            spec: Some(DeploymentSpec {
+                strategy: Some(DeploymentStrategy {
+                    type_: type_.map(str::to_string),
+                    rolling_update: rolling_update.then(|| RollingUpdateDeployment {
+                        max_surge: Some(IntOrString::String("25%".into())),
+                        max_unavailable: Some(IntOrString::String("25%".into())),
+                    }),
+                }),
+                ..DeploymentSpec::default()
+            }),
+            ..Deployment::default()
+        }
+    }
+
+    #[test]
+    fn switching_to_recreate_drops_the_defaulted_rolling_update_in_the_same_write() {
+        let desired = with_strategy(Some("Recreate"), false);
+        let defaulted = with_strategy(Some("RollingUpdate"), true);
+        assert_eq!(
+            strategy_switch(&desired, &defaulted),
+            Some(json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null}}}))
+        );
+        // Already recreating: the apply does the rest.
+        assert_eq!(
+            strategy_switch(&desired, &with_strategy(Some("Recreate"), false)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_deployment_that_should_roll_again_is_set_back_to_rolling_update() {
+        let rolling = Deployment::default();
+        assert_eq!(
+            strategy_switch(&rolling, &with_strategy(Some("Recreate"), false)),
+            Some(json!({"spec": {"strategy": {"type": "RollingUpdate"}}}))
+        );
+        assert_eq!(
+            strategy_switch(&rolling, &with_strategy(Some("RollingUpdate"), true)),
+            None
+        );
+        assert_eq!(strategy_switch(&rolling, &Deployment::default()), None);
+    }
 
     #[test]
     fn defaults_and_foreign_fields_in_live_are_fine() {

@@ -25,7 +25,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
@@ -231,6 +233,7 @@ struct Owned {
     service_accounts: Touched<ServiceAccount>,
     config_maps: Touched<ConfigMap>,
     services: Touched<Service>,
+    persistent_volume_claims: Touched<PersistentVolumeClaim>,
     deployments: Touched<Deployment>,
     pod_disruption_budgets: Touched<PodDisruptionBudget>,
     network_policies: Touched<NetworkPolicy>,
@@ -364,6 +367,7 @@ fn watch_partition(
         service_accounts: owned!(ServiceAccount, service_accounts),
         config_maps: owned!(ConfigMap, config_maps),
         services: owned!(Service, services),
+        persistent_volume_claims: owned!(PersistentVolumeClaim, persistent_volume_claims),
         deployments: owned!(Deployment, deployments),
         pod_disruption_budgets: owned!(PodDisruptionBudget, pod_disruption_budgets),
         network_policies: owned!(NetworkPolicy, network_policies),
@@ -430,6 +434,7 @@ fn controllers_of(
         service_accounts,
         config_maps,
         services,
+        persistent_volume_claims,
         deployments,
         pod_disruption_budgets,
         network_policies,
@@ -447,6 +452,9 @@ fn controllers_of(
         })
         .watches_stream(config_maps, move |o: ConfigMap| by_label(o.meta()))
         .watches_stream(services, move |o: Service| by_label(o.meta()))
+        .watches_stream(persistent_volume_claims, move |o: PersistentVolumeClaim| {
+            by_label(o.meta())
+        })
         .watches_stream(deployments, move |o: Deployment| by_label(o.meta()))
         .watches_stream(pod_disruption_budgets, move |o: PodDisruptionBudget| {
             by_label(o.meta())

@@ -1,10 +1,12 @@
 //! Deleting what a server no longer needs: objects with the operator's labels for that
-//! server that the last render did not produce. Nothing without those labels is touched.
+//! server that the last render did not produce. Nothing without those labels is touched: a
+//! PersistentVolumeClaim the user names for OAuth state has none, so it is never pruned; the
+//! one the operator created goes, with its logins, when the spec stops asking for it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
@@ -95,6 +97,8 @@ pub async fn prune(
     deleted.extend(prune_kind::<ConfigMap>(client, stores, owner, &by_kind).await?);
     deleted.extend(prune_kind::<Service>(client, stores, owner, &by_kind).await?);
     deleted.extend(prune_kind::<Deployment>(client, stores, owner, &by_kind).await?);
+    // A claim still mounted lingers (pvc-protection) until the pods using it are gone.
+    deleted.extend(prune_kind::<PersistentVolumeClaim>(client, stores, owner, &by_kind).await?);
     deleted.extend(prune_kind::<PodDisruptionBudget>(client, stores, owner, &by_kind).await?);
     deleted.extend(prune_kind::<NetworkPolicy>(client, stores, owner, &by_kind).await?);
     deleted.extend(prune_kind::<Ingress>(client, stores, owner, &by_kind).await?);

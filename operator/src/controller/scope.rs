@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
@@ -229,6 +231,8 @@ pub struct Stores {
     pub config_maps: Scoped<ConfigMap>,
     /// Owned Services.
     pub services: Scoped<Service>,
+    /// Owned PersistentVolumeClaims (OAuth state).
+    pub persistent_volume_claims: Scoped<PersistentVolumeClaim>,
     /// Owned Deployments.
     pub deployments: Scoped<Deployment>,
     /// Owned PodDisruptionBudgets.
@@ -260,6 +264,9 @@ impl Stores {
         self.service_accounts.wait_ready("ServiceAccount").await?;
         self.config_maps.wait_ready("ConfigMap").await?;
         self.services.wait_ready("Service").await?;
+        self.persistent_volume_claims
+            .wait_ready("PersistentVolumeClaim")
+            .await?;
         self.deployments.wait_ready("Deployment").await?;
         self.pod_disruption_budgets
             .wait_ready("PodDisruptionBudget")
@@ -288,6 +295,7 @@ impl Stores {
             + self.service_accounts.len()
             + self.config_maps.len()
             + self.services.len()
+            + self.persistent_volume_claims.len()
             + self.deployments.len()
             + self.pod_disruption_budgets.len()
             + self.network_policies.len()

@@ -483,6 +483,7 @@ async fn apply(server: &McpServer, key: &ObjectKey, plan: Plan, ctx: &Context) -
         deployment: deployment.as_deref(),
         degraded,
         url: Some(rendered.server_url.clone()),
+        discovery: rendered.discovery.clone(),
     };
     write_server_status(server, key, &facts, ctx).await?;
 

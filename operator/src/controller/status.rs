@@ -7,6 +7,7 @@ use kube::api::{Api, Patch, PatchParams};
 use serde::Serialize;
 use serde_json::json;
 use sluice_crds::conditions::{self, reasons as api_reasons};
+use sluice_crds::route::DiscoveryUrls;
 use sluice_crds::{API_VERSION, McpRoute, McpRouteStatus, McpServer, McpServerStatus};
 
 use super::FIELD_MANAGER;
@@ -124,6 +125,8 @@ pub struct ServerFacts<'a> {
     pub degraded: Vec<Notice>,
     /// The in-cluster MCP endpoint.
     pub url: Option<String>,
+    /// OAuth discovery URLs of the server's own entry point (OAuth mode).
+    pub discovery: Option<DiscoveryUrls>,
 }
 
 /// The status `facts` call for, keeping transition times from `previous`.
@@ -172,6 +175,7 @@ pub fn server_status(
         replicas: rollout.replicas,
         ready_replicas: rollout.ready_replicas,
         url: facts.url.clone(),
+        discovery: facts.discovery.clone(),
     }
 }
 
@@ -567,6 +571,28 @@ mod tests {
             Some(&first),
             &server_status(Some(&first), &moved, &at(30))
         ));
+    }
+
+    #[test]
+    fn the_servers_discovery_urls_are_reported_and_dropped_with_them() {
+        let discovery = DiscoveryUrls {
+            protected_resource: Some(
+                "http://phab.tools.svc/.well-known/oauth-protected-resource/mcp".into(),
+            ),
+            redirect_uri: Some("https://phab.example.com/auth/callback".into()),
+            ..DiscoveryUrls::default()
+        };
+        let facts = ServerFacts {
+            url: Some("http://phab.tools.svc/mcp".into()),
+            discovery: Some(discovery.clone()),
+            ..ServerFacts::default()
+        };
+        let status = server_status(None, &facts, &at(1));
+        assert_eq!(status.discovery, Some(discovery));
+        // A spec that no longer renders (or left OAuth mode) reports none.
+        let without = server_status(Some(&status), &ServerFacts::default(), &at(2));
+        assert_eq!(without.discovery, None);
+        assert!(changed(Some(&status), &without));
     }
 
     #[test]

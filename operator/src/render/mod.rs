@@ -12,6 +12,7 @@ mod expose;
 mod monitoring;
 pub mod names;
 mod network;
+mod oauth_state;
 mod object;
 mod rbac;
 mod routes;
@@ -95,6 +96,9 @@ pub struct Rendered {
     pub config: ProxyConfig,
     /// The in-cluster MCP endpoint of the server's own Service.
     pub server_url: String,
+    /// OAuth discovery URLs of the server's own entry point and the redirect URI to register,
+    /// in OAuth mode.
+    pub discovery: Option<DiscoveryUrls>,
     /// What became of each route, in name order.
     pub routes: Vec<RouteOutcome>,
     /// Reasons to mark the server Degraded (e.g. `Insecure`, `Unauthenticated`).

@@ -61,6 +61,19 @@ pub fn config_map_name(server: &str) -> String {
     format!("{server}-sluice-proxy")
 }
 
+/// Name of the ReadWriteOnce claim the operator creates for server `server`'s OAuth state
+/// (`storage: persistent`).
+pub fn oauth_state_claim_name(server: &str) -> String {
+    format!("{server}-oauth-state")
+}
+
+/// Name of the ReadWriteMany claim for `storage: shared`. Apart from the ReadWriteOnce one: a
+/// claim's access mode cannot change, so switching creates the other claim (and prunes the
+/// first).
+pub fn shared_oauth_state_claim_name(server: &str) -> String {
+    format!("{server}-oauth-state-shared")
+}
+
 /// Name of the ClusterRoleBinding that lets server `server`'s ServiceAccount call TokenReview.
 /// Cluster-scoped, so the namespace is part of the name.
 pub fn token_review_binding_name(namespace: &str, server: &str) -> String {

@@ -2,7 +2,7 @@
 
 use k8s_openapi::Resource as _;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
@@ -29,6 +29,8 @@ pub enum Object {
     ConfigMap(ConfigMap),
     /// The server's Service or a route's.
     Service(Service),
+    /// The claim holding Conduit's OAuth state, when the operator creates it.
+    PersistentVolumeClaim(PersistentVolumeClaim),
     /// The workload.
     Deployment(Deployment),
     /// Keeps one pod up during voluntary disruptions.
@@ -51,6 +53,7 @@ impl Object {
             Object::ClusterRoleBinding(_) => ClusterRoleBinding::KIND,
             Object::ConfigMap(_) => ConfigMap::KIND,
             Object::Service(_) => Service::KIND,
+            Object::PersistentVolumeClaim(_) => PersistentVolumeClaim::KIND,
             Object::Deployment(_) => Deployment::KIND,
             Object::PodDisruptionBudget(_) => PodDisruptionBudget::KIND,
             Object::NetworkPolicy(_) => NetworkPolicy::KIND,
@@ -67,6 +70,7 @@ impl Object {
             Object::ClusterRoleBinding(_) => ClusterRoleBinding::API_VERSION,
             Object::ConfigMap(_) => ConfigMap::API_VERSION,
             Object::Service(_) => Service::API_VERSION,
+            Object::PersistentVolumeClaim(_) => PersistentVolumeClaim::API_VERSION,
             Object::Deployment(_) => Deployment::API_VERSION,
             Object::PodDisruptionBudget(_) => PodDisruptionBudget::API_VERSION,
             Object::NetworkPolicy(_) => NetworkPolicy::API_VERSION,
@@ -83,6 +87,7 @@ impl Object {
             Object::ClusterRoleBinding(o) => &o.metadata,
             Object::ConfigMap(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
+            Object::PersistentVolumeClaim(o) => &o.metadata,
             Object::Deployment(o) => &o.metadata,
             Object::PodDisruptionBudget(o) => &o.metadata,
             Object::NetworkPolicy(o) => &o.metadata,

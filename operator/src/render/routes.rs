@@ -102,11 +102,28 @@ pub fn discovery_urls(public_url: &str, mode: AuthMode) -> Option<DiscoveryUrls>
     }
 }
 
+/// The redirect URI Conduit sends Phabricator, whichever entry point a login starts on:
+/// `<its server URL>/auth/callback`. The one to register in Phabricator.
+fn oauth_callback(server_url: &str) -> String {
+    format!("{}/auth/callback", server_url.trim_end_matches('/'))
+}
+
+/// The discovery URLs of the server's own entry point in OAuth mode: at the root forms of its
+/// in-cluster base URL `service_url` (prefix `/`, no public URL; the sidecar answers with URLs
+/// of the Host a caller used), and the redirect URI of Conduit's public URL.
+pub fn server_discovery_urls(service_url: &str, oauth_server_url: &str) -> Option<DiscoveryUrls> {
+    let urls = discovery_urls(service_url, AuthMode::OAuth)?;
+    Some(DiscoveryUrls {
+        redirect_uri: Some(oauth_callback(oauth_server_url)),
+        ..urls
+    })
+}
+
 /// Points every accepted route's redirect URI at `server_url`'s callback: Conduit sends
 /// Phabricator `<its server URL>/auth/callback` whichever route a login starts on, so that is
 /// the URI to register, even on a route whose own public URL differs.
 pub fn register_callback_of(server_url: &str, outcomes: &mut [RouteOutcome]) {
-    let callback = format!("{}/auth/callback", server_url.trim_end_matches('/'));
+    let callback = oauth_callback(server_url);
     for outcome in outcomes {
         if let Ok(accepted) = &mut outcome.result
             && let Some(discovery) = &mut accepted.discovery
@@ -467,6 +484,27 @@ mod tests {
         assert_eq!(
             urls.redirect_uri.as_deref(),
             Some("https://mcp.example.com/auth/callback")
+        );
+    }
+
+    #[test]
+    fn the_servers_own_discovery_is_in_cluster_with_the_public_callback() {
+        let urls =
+            server_discovery_urls("http://phab.tools.svc", "https://phab.example.com/ai").unwrap();
+        assert_eq!(
+            urls,
+            DiscoveryUrls {
+                protected_resource: Some(
+                    "http://phab.tools.svc/.well-known/oauth-protected-resource/mcp".into()
+                ),
+                authorization_server: Some(
+                    "http://phab.tools.svc/.well-known/oauth-authorization-server".into()
+                ),
+                openid_configuration: Some(
+                    "http://phab.tools.svc/.well-known/openid-configuration".into()
+                ),
+                redirect_uri: Some("https://phab.example.com/ai/auth/callback".into()),
+            }
         );
     }
 

@@ -11,6 +11,7 @@ use sluice_proxy_config::{Auth, ProxyConfig};
 use super::names::{
     self, COMPONENT_ROUTE, COMPONENT_SERVER, ObjectKey, Owner, image_version, placeholder_uid,
 };
+use super::oauth_state::{self, StateHome};
 use super::routes::{self, PlannedRoute};
 use super::{
     Notice, Object, Observed, OnChange, Reference, RenderError, RenderOptions, Rendered, config,
@@ -138,6 +139,10 @@ pub fn render_server(
     if let Some(url) = &oauth_public_url {
         routes::register_callback_of(url, &mut outcomes);
     }
+    let discovery = oauth_public_url
+        .as_deref()
+        .and_then(|url| routes::server_discovery_urls(&service_url, url));
+    let state = StateHome::of(server);
     let mut entry_points = vec![server_entry_point];
     for route in &planned {
         entry_points.push(route.entry_point.clone());
@@ -158,10 +163,15 @@ pub fn render_server(
             .iter()
             .map(|route| Object::Service(service::route_service(&ctx, route))),
     );
+    // Before the Deployment: its pods wait for the claim otherwise.
+    if let Some(claim) = oauth_state::persistent_volume_claim(&ctx, &state) {
+        objects.push(Object::PersistentVolumeClaim(claim));
+    }
     let pod = workload::PodInputs {
         config: &config,
         files: &files,
         oauth_public_url: oauth_public_url.as_deref(),
+        state: &state,
         restart_hash: &restart_hash,
     };
     objects.push(Object::Deployment(workload::deployment(&ctx, &pod)));
@@ -189,6 +199,7 @@ pub fn render_server(
         degraded: degraded(server, &config),
         config,
         server_url: routes::mcp_endpoint(&service_url),
+        discovery,
         routes: outcomes,
         warnings,
         references,

@@ -39,8 +39,8 @@ pub fn route_service(ctx: &Context<'_>, route: &PlannedRoute<'_>) -> Service {
 }
 
 fn spec(ctx: &Context<'_>, ports: Vec<ServicePort>) -> ServiceSpec {
-    // OAuth state and stateful sessions live in one pod: every entry point must keep a
-    // caller on it, not only the server's own Service.
+    // Stateful sessions and ephemeral OAuth state live in one pod: every entry point must
+    // keep a caller on it, not only the server's own Service.
     let session_affinity = match ctx.server.spec.session_affinity {
         SessionAffinity::None => None,
         SessionAffinity::ClientIp => Some("ClientIP".to_string()),

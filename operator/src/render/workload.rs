@@ -14,6 +14,7 @@ use sluice_crds::defaults::NON_ROOT_ID;
 use sluice_proxy_config::ProxyConfig;
 
 use super::names::selector_labels;
+use super::oauth_state::StateHome;
 use super::server::Context;
 use crate::translate::SidecarFiles;
 
@@ -35,6 +36,8 @@ pub struct PodInputs<'a> {
     pub files: &'a SidecarFiles,
     /// `PHABRICATOR_MCP_SERVER_URL` in OAuth mode.
     pub oauth_public_url: Option<&'a str>,
+    /// Where Conduit's OAuth state lives.
+    pub state: &'a StateHome,
     /// Value of the restart-hash annotation.
     pub restart_hash: &'a str,
 }
@@ -57,14 +60,14 @@ pub fn deployment(ctx: &Context<'_>, inputs: &PodInputs<'_>) -> Deployment {
     let mut annotations = overrides.annotations.clone();
     annotations.insert(DEFAULT_CONTAINER_ANNOTATION.into(), CONDUIT.into());
     annotations.insert(RESTART_HASH_ANNOTATION.into(), inputs.restart_hash.into());
-    let volumes = volumes::plan(ctx, inputs.files);
+    let volumes = volumes::plan(ctx, inputs.files, inputs.state);
     let stop_seconds = containers::pre_stop_seconds(inputs.config);
     let pod = PodSpec {
         service_account_name: Some(ctx.key.name.clone()),
         automount_service_account_token: Some(false),
         // Conduit needs no Service environment variables; they only leak the namespace's layout.
         enable_service_links: Some(false),
-        security_context: Some(pod_security_context()),
+        security_context: Some(pod_security_context(inputs.state)),
         containers: vec![
             containers::conduit(ctx, inputs, volumes.conduit_mounts.clone()),
             containers::sidecar(ctx, volumes.sidecar_mounts.clone()),
@@ -115,20 +118,24 @@ pub fn deployment(ctx: &Context<'_>, inputs: &PodInputs<'_>) -> Deployment {
                 }),
                 spec: Some(pod),
             },
+            strategy: inputs.state.deployment_strategy(),
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()
     }
 }
 
-/// Non-root (65532) with a matching fsGroup, so mounted files are readable, and the
-/// runtime's default seccomp profile.
-fn pod_security_context() -> PodSecurityContext {
+/// Non-root (65532) with a matching fsGroup, so mounted files are readable and a fresh state
+/// volume is writable, and the runtime's default seccomp profile.
+fn pod_security_context(state: &StateHome) -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(NON_ROOT_ID),
         run_as_group: Some(NON_ROOT_ID),
         fs_group: Some(NON_ROOT_ID),
+        // The state volume only grows (one file per entry, expired ones stay): hand it to the
+        // group once, not file by file on every start.
+        fs_group_change_policy: state.claim().map(|_| "OnRootMismatch".into()),
         seccomp_profile: Some(runtime_default_seccomp()),
         ..PodSecurityContext::default()
     }

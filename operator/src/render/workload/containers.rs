@@ -20,8 +20,6 @@ use crate::translate::{self, CONFIG_DIR, CONFIG_FILE, PHABRICATOR_CA_DIR, PHABRI
 pub const CONDUIT: &str = "conduit";
 /// Name of the sidecar container.
 pub const SIDECAR: &str = "sluice-proxy";
-/// Where Conduit's OAuth state lives (on the `/tmp` emptyDir).
-pub const FASTMCP_HOME: &str = "/tmp/fastmcp";
 
 /// How long Conduit's preStop sleep lasts: the sidecar's drain delay plus its grace period,
 /// so Conduit serves until the sidecar has finished every request in flight.
@@ -79,7 +77,8 @@ fn conduit_env(ctx: &Context<'_>, inputs: &PodInputs<'_>) -> Vec<EnvVar> {
             translate::phabricator_api_url(&phabricator.url),
         ),
         value("FASTMCP_CHECK_FOR_UPDATES", "off".into()),
-        value("FASTMCP_HOME", FASTMCP_HOME.into()),
+        // Where the OAuth proxy keeps its state (see oauth_state).
+        value("FASTMCP_HOME", inputs.state.fastmcp_home().into()),
         // Only the sidecar, on loopback, may set X-Forwarded-*.
         value("FORWARDED_ALLOW_IPS", "127.0.0.1".into()),
     ];

@@ -4,12 +4,13 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     ConfigMapProjection, ConfigMapVolumeSource, EmptyDirVolumeSource, KeyToPath,
-    ProjectedVolumeSource, SecretProjection, SecretVolumeSource, ServiceAccountTokenProjection,
-    Volume, VolumeMount, VolumeProjection,
+    PersistentVolumeClaimVolumeSource, ProjectedVolumeSource, SecretProjection, SecretVolumeSource,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::super::names::{config_map_name, volume_name};
+use super::super::oauth_state::{CLAIM_HOME, StateHome};
 use super::super::server::Context;
 use crate::translate::files::{CA_BUNDLES_DIR, CaSource, secret_dir};
 use crate::translate::{
@@ -17,8 +18,10 @@ use crate::translate::{
     SidecarFiles,
 };
 
-/// Size limit of Conduit's `/tmp` (FastMCP's OAuth state lives there).
+/// Size limit of Conduit's `/tmp` (FastMCP's OAuth state lives there unless it has a claim).
 pub const TMP_SIZE_LIMIT: &str = "64Mi";
+/// The volume of the OAuth state's claim.
+const OAUTH_STATE_VOLUME: &str = "oauth-state";
 /// Lifetime of the sidecar's projected ServiceAccount token (the kubelet renews it).
 const TOKEN_EXPIRATION_SECONDS: i64 = 3600;
 /// Secret files: readable by the owner and the pod's fsGroup only.
@@ -37,9 +40,10 @@ pub struct VolumePlan {
     pub sidecar_mounts: Vec<VolumeMount>,
 }
 
-/// `/tmp` and the CA bundle for Conduit; the config, the CA bundle, each needed Secret and the
-/// TokenReview credentials for the sidecar. All mounts are read-only except `/tmp`.
-pub fn plan(ctx: &Context<'_>, files: &SidecarFiles) -> VolumePlan {
+/// `/tmp`, the OAuth state's claim and the CA bundle for Conduit; the config, the CA bundle,
+/// each needed Secret and the TokenReview credentials for the sidecar. All mounts are
+/// read-only except `/tmp` and the state's.
+pub fn plan(ctx: &Context<'_>, files: &SidecarFiles, state: &StateHome) -> VolumePlan {
     let mut plan = VolumePlan::default();
     plan.volumes.push(Volume {
         name: "tmp".into(),
@@ -50,6 +54,20 @@ pub fn plan(ctx: &Context<'_>, files: &SidecarFiles) -> VolumePlan {
         ..Volume::default()
     });
     plan.conduit_mounts.push(mount("tmp", "/tmp", false));
+
+    // Conduit's alone: the logins' tokens have no business in the sidecar.
+    if let Some(claim) = state.claim() {
+        plan.volumes.push(Volume {
+            name: OAUTH_STATE_VOLUME.into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.name.clone(),
+                read_only: None,
+            }),
+            ..Volume::default()
+        });
+        plan.conduit_mounts
+            .push(mount(OAUTH_STATE_VOLUME, CLAIM_HOME, false));
+    }
 
     plan.volumes.push(Volume {
         name: "sluice-proxy-config".into(),
