@@ -93,6 +93,15 @@ pub fn post_json(url: &str, body: &Value, headers: &[(&str, &str)]) -> Result<Ht
     read(url, request.send(body.to_string()))
 }
 
+/// `POST url` with `body` exactly as given (JSON a serialiser would not write, such as `-0`).
+pub fn post_raw(url: &str, body: &str, headers: &[(&str, &str)]) -> Result<HttpResponse> {
+    let mut request = agent().post(url).header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    read(url, request.send(body.to_owned()))
+}
+
 fn read(
     url: &str,
     response: std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,

@@ -37,8 +37,10 @@ pub struct Activity {
     head_since: AtomicU64,
     /// Bytes arrived while busy: maybe the start of a pipelined request.
     read_while_busy: AtomicBool,
-    /// h2 multiplexes and pings; only the idle timer applies.
+    /// h2 multiplexes and pings: once it has carried a request, only the idle timer applies.
     h2: AtomicBool,
+    /// A request has begun on the connection.
+    began: AtomicBool,
 }
 
 /// Marks a connection busy while a request is served (held by the response body).
@@ -55,6 +57,7 @@ impl Activity {
             head_since: AtomicU64::new(0),
             read_while_busy: AtomicBool::new(false),
             h2: AtomicBool::new(false),
+            began: AtomicBool::new(false),
         })
     }
 
@@ -70,9 +73,20 @@ impl Activity {
         }
     }
 
+    /// Since when the connection has carried no request (`None` while it carries one): since
+    /// it was accepted, if it never has.
+    pub fn quiet_since(&self) -> Option<Instant> {
+        if self.busy.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let quiet = self.idle_since.load(Ordering::Relaxed);
+        Some(self.epoch + Duration::from_millis(quiet))
+    }
+
     /// A request head has arrived: the connection is busy until the guard drops.
     pub fn begin(self: &Arc<Self>) -> Busy {
         self.busy.fetch_add(1, Ordering::Relaxed);
+        self.began.store(true, Ordering::Relaxed);
         self.head_since.store(NONE, Ordering::Relaxed);
         self.read_while_busy.store(false, Ordering::Relaxed);
         Busy(self.clone())
@@ -86,7 +100,11 @@ impl Activity {
         let now = self.now();
         let mut wait = Duration::MAX;
         let head = self.head_since.load(Ordering::Relaxed);
-        if head != NONE && !self.h2.load(Ordering::Relaxed) {
+        // An h2 connection owes its first request within the head time too (one that only
+        // sent the preface would otherwise hold its place until the idle time); after that its
+        // pings and window updates are no request heads.
+        let head_timer = !self.h2.load(Ordering::Relaxed) || !self.began.load(Ordering::Relaxed);
+        if head != NONE && head_timer {
             let waited = Duration::from_millis(now.saturating_sub(head));
             match header_read.checked_sub(waited) {
                 Some(left) if !left.is_zero() => wait = left,
@@ -128,12 +146,14 @@ pub struct Timers {
     pub idle: Duration,
 }
 
-/// What asks a connection to close gracefully: the process shutting down, or its listener
-/// being removed from the config (a deleted route must stop serving, keep-alive or not).
+/// What asks a connection to close gracefully: the process shutting down, its listener being
+/// removed from the config (a deleted route must stop serving, keep-alive or not), or its place
+/// being needed for a new caller while it sits idle (connections.rs).
 #[derive(Debug, Default)]
 pub struct Stop {
     pub shutdown: Option<watch::Receiver<bool>>,
     pub retired: Option<watch::Receiver<bool>>,
+    pub evicted: Option<watch::Receiver<bool>>,
 }
 
 impl Stop {
@@ -145,10 +165,15 @@ impl Stop {
                 None => std::future::pending().await,
             }
         }
-        let Self { shutdown, retired } = self;
+        let Self {
+            shutdown,
+            retired,
+            evicted,
+        } = self;
         tokio::select! {
             () = turned(shutdown) => {}
             () = turned(retired) => {}
+            () = turned(evicted) => {}
         }
     }
 }
@@ -302,6 +327,23 @@ mod tests {
         assert!(matches!(
             a.verdict(Duration::ZERO, T.idle),
             Verdict::HeadTimeout
+        ));
+    }
+
+    #[test]
+    fn an_h2_connection_owes_its_first_request_in_time_then_only_the_idle_timer_runs() {
+        let a = Activity::new();
+        a.h2.store(true, Ordering::Relaxed);
+        a.on_read(); // the preface and SETTINGS
+        assert!(matches!(
+            a.verdict(Duration::ZERO, T.idle),
+            Verdict::HeadTimeout
+        ));
+        drop(a.begin());
+        a.on_read(); // a PING
+        assert!(matches!(
+            a.verdict(Duration::ZERO, T.idle),
+            Verdict::Wait(_)
         ));
     }
 

@@ -60,6 +60,7 @@ impl UpstreamCredentials {
         headers: &mut HeaderMap,
         identity: Option<&Identity>,
     ) -> Result<(), Failure> {
+        drop_look_alikes(headers);
         headers.remove(&X_API_KEY);
         if self.strip_authorization {
             headers.remove(header::AUTHORIZATION);
@@ -84,6 +85,27 @@ impl UpstreamCredentials {
         // `insert` replaces every value the caller sent.
         headers.insert(&X_PHABRICATOR_TOKEN, token);
         Ok(())
+    }
+}
+
+/// Credential headers spelled with `_` for `-` (`x_phabricator_token`): some servers and
+/// gateways fold the two (CGI-style environments do), so such a header could stand in for the
+/// one the proxy checked, stripped or injected. Dropped.
+fn drop_look_alikes(headers: &mut HeaderMap) {
+    const CREDENTIALS: [&str; 4] = [
+        "authorization",
+        "proxy-authorization",
+        "x-phabricator-token",
+        "x-api-key",
+    ];
+    let look_alikes: Vec<header::HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .filter(|name| CREDENTIALS.contains(&name.as_str().replace('_', "-").as_str()))
+        .cloned()
+        .collect();
+    for name in look_alikes {
+        headers.remove(name);
     }
 }
 

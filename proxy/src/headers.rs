@@ -2,6 +2,8 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::errors::Refusal;
+
 /// Headers that describe one connection, never the message: never forwarded either way.
 const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
@@ -15,6 +17,51 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Headers the proxy checks or sets on the way. A `Connection` header naming one would have it
+/// removed as hop-by-hop after the proxy judged it or set it: a caller could strip the token
+/// the proxy injected, or the header a policy decision rested on.
+const GUARDED: [&str; 14] = [
+    "host",
+    "authorization",
+    "proxy-authorization",
+    "x-phabricator-token",
+    "x-api-key",
+    "content-length",
+    "content-type",
+    "accept",
+    "origin",
+    "cookie",
+    "forwarded",
+    "x-real-ip",
+    "last-event-id",
+    "accept-encoding",
+];
+
+/// Refuses a `Connection` header that names a header the proxy checks or sets (including any
+/// `Mcp-*` and `X-Forwarded-*` header).
+pub fn check_connection(headers: &HeaderMap) -> Result<(), Refusal> {
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else {
+            return Err(Refusal::InvalidRequest(
+                "the Connection header is not visible ASCII",
+            ));
+        };
+        for token in value.split(',').map(str::trim) {
+            let token = token.to_ascii_lowercase();
+            if GUARDED.contains(&token.as_str())
+                || token.starts_with("mcp-")
+                || token.starts_with("x-forwarded-")
+            {
+                return Err(Refusal::InvalidRequest(
+                    "the Connection header names a header the proxy checks or sets",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
 
 /// Removes hop-by-hop headers, including those a `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -63,8 +110,12 @@ pub struct Forwarded<'a> {
 }
 
 /// Appends the caller to `X-Forwarded-For` and sets `X-Forwarded-Proto` and `-Host`, replacing
-/// whatever the caller claimed for the latter two.
+/// whatever the caller claimed for the latter two. `Forwarded` and `X-Real-IP` say the same
+/// things in other words; what a caller wrote there is dropped, so an upstream that reads them
+/// cannot be told another address, scheme or host.
 pub fn set_forwarded(headers: &mut HeaderMap, fwd: Forwarded<'_>) {
+    headers.remove(header::FORWARDED);
+    headers.remove(&X_REAL_IP);
     let mut prior = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
     let xff = if prior.peek().is_none() {
         fwd.peer_ip.clone()
@@ -135,11 +186,34 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_header_may_not_name_what_the_proxy_checks_or_sets() {
+        for named in [
+            "X-Phabricator-Token",
+            "keep-alive, authorization",
+            "mcp-session-id",
+            "Mcp-Method",
+            "x-forwarded-for",
+            "HOST",
+        ] {
+            let h = map(&[("connection", named)]);
+            assert!(check_connection(&h).is_err(), "{named}");
+        }
+        for fine in ["keep-alive", "close", "upgrade", "x-custom-hop"] {
+            assert!(
+                check_connection(&map(&[("connection", fine)])).is_ok(),
+                "{fine}"
+            );
+        }
+    }
+
+    #[test]
     fn forwarded_for_appends_and_proto_host_replace() {
         let mut h = map(&[
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-for", "10.0.0.2"),
             ("x-forwarded-proto", "gopher"),
+            ("forwarded", "for=203.0.113.9;proto=https"),
+            ("x-real-ip", "203.0.113.9"),
         ]);
         let ip = HeaderValue::from_static("192.0.2.7");
         let proto = HeaderValue::from_static("https");
@@ -153,6 +227,7 @@ mod tests {
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "h");
+        assert!(h.get("forwarded").is_none() && h.get("x-real-ip").is_none());
     }
 
     #[test]

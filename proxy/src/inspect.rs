@@ -246,12 +246,27 @@ pub fn inspect(body: &[u8]) -> Result<Inspection, Refusal> {
             if items.is_empty() {
                 return Err(Refusal::InvalidRequest("an empty batch"));
             }
-            Messages::Batch(
-                items
-                    .iter()
-                    .map(|i| message(i.get().as_bytes()))
-                    .collect::<Result<_, _>>()?,
-            )
+            let messages: Vec<Message> = items
+                .iter()
+                .map(|i| message(i.get().as_bytes()))
+                .collect::<Result<_, _>>()?;
+            // Two requests under one id get two answers to it: which answers which is
+            // anybody's guess (and a list filter matches a reply to its request by id).
+            let mut ids = std::collections::HashSet::new();
+            for id in messages
+                .iter()
+                .filter(|m| m.is_request())
+                .filter_map(Message::id)
+            {
+                let value: serde_json::Value = serde_json::from_str(id.get())
+                    .map_err(|_| Refusal::InvalidRequest("an id is not valid JSON"))?;
+                if !ids.insert(value.to_string()) {
+                    return Err(Refusal::InvalidRequest(
+                        "two requests of the batch share an id",
+                    ));
+                }
+            }
+            Messages::Batch(messages)
         }
         _ => {
             return Err(match serde_json::from_slice::<IgnoredAny>(body) {
@@ -267,12 +282,9 @@ fn message(json: &[u8]) -> Result<Message, Refusal> {
     let wire: Wire<'_> = serde_json::from_slice(json).map_err(|e| refusal(&e))?;
     let is_response = wire.result.is_some() || wire.error.is_some();
     if let Some(id) = wire.id {
-        let scalar = matches!(id.get().as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9'));
         let null_reply = id.get() == "null" && wire.method.is_none();
-        if !scalar && !null_reply {
-            return Err(Refusal::InvalidRequest(
-                "an id must be a string or a number",
-            ));
+        if !null_reply {
+            check_id(id.get())?;
         }
     }
     let Some(method) = wire.method else {
@@ -318,6 +330,40 @@ fn message(json: &[u8]) -> Result<Message, Refusal> {
         id: wire.id.map(RawValue::to_owned),
         name,
     })
+}
+
+/// Largest integer id: JavaScript's largest safe integer, 2^53 - 1. The TypeScript SDK reads
+/// ids as JS numbers; past this, two parsers can read the same digits as different numbers.
+pub const MAX_INTEGER_ID: u64 = (1 << 53) - 1;
+
+/// Refuses an id that two JSON-RPC implementations could read differently, so that the proxy
+/// reads every id as the upstream will: a string (that decodes), or an integer written in
+/// digits alone — no fraction or exponent (`1.0`, `1e2`: a float to some SDKs, an integer to
+/// others, refused by yet others), no `-0` (a float to serde, the integer 0 to Python), within
+/// ±[`MAX_INTEGER_ID`].
+fn check_id(raw: &str) -> Result<(), Refusal> {
+    if raw.starts_with('"') {
+        return serde_json::from_str::<Cow<'_, str>>(raw)
+            .map(drop)
+            .map_err(|_| Refusal::InvalidRequest("the id is not a valid string"));
+    }
+    let digits = raw.strip_prefix('-').unwrap_or(raw);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Refusal::InvalidRequest(
+            "an id must be a string or an integer (no fraction or exponent)",
+        ));
+    }
+    if raw == "-0" {
+        return Err(Refusal::InvalidRequest(
+            "an id of -0 is read as 0 by some SDKs and as -0.0 by others",
+        ));
+    }
+    match digits.parse::<u64>() {
+        Ok(n) if n <= MAX_INTEGER_ID => Ok(()),
+        _ => Err(Refusal::InvalidRequest(
+            "an integer id must lie within ±(2^53 - 1)",
+        )),
+    }
 }
 
 fn refusal(e: &serde_json::Error) -> Refusal {
@@ -464,6 +510,52 @@ mod tests {
             code(r#"{"id":1,"method":"tools/call","params":{"name":"a","name":"b"}}"#),
             -32602
         );
+    }
+
+    #[test]
+    fn ids_that_two_parsers_could_read_differently_are_refused() {
+        for id in [
+            r#""a""#,
+            r#""\u0031""#,
+            "0",
+            "7",
+            "-7",
+            "9007199254740991",
+            "-9007199254740991",
+        ] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list"}}"#);
+            assert_eq!(ok(&body).reply_id().unwrap().get(), id);
+        }
+        for id in [
+            "-0",
+            "1.0",
+            "1e2",
+            "1E2",
+            "0.5",
+            "-1.5e3",
+            "9007199254740992",
+            "-9007199254740992",
+            "123456789012345678901234567890",
+            r#""\ud800""#,
+            "true",
+            "[1]",
+        ] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list"}}"#);
+            assert_eq!(code(&body), -32600, "{id}");
+            // A response the client sends (to a server's request) is held to the same rule.
+            let reply = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#);
+            assert_eq!(code(&reply), -32600, "{id}");
+        }
+    }
+
+    #[test]
+    fn a_batch_whose_requests_share_an_id_is_refused() {
+        let same = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":1,"method":"tools/list"}]"#;
+        assert_eq!(code(same), -32600);
+        let escaped = r#"[{"jsonrpc":"2.0","id":"a","method":"ping"},{"jsonrpc":"2.0","id":"\u0061","method":"tools/list"}]"#;
+        assert_eq!(code(escaped), -32600);
+        let distinct = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":"1","method":"ping"}]"#;
+        assert_eq!(ok(distinct).messages().len(), 2);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -15,6 +15,8 @@ use tokio::sync::watch;
 
 use crate::admin;
 use crate::conn::{self, Activity, Stop};
+use crate::connections::{Over, Place};
+use crate::metrics::ReasonLabels;
 use crate::stack::{self, Conn};
 use crate::state::{Entry, State};
 
@@ -147,13 +149,14 @@ async fn accept_entry(
     mut retired: watch::Receiver<bool>,
 ) {
     let mut shutdown = state.shutdown.subscribe();
+    let mut failures = AcceptFailures::default();
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     // Out of file descriptors, say: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    failures.note(&e);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -161,11 +164,75 @@ async fn accept_entry(
             _ = async { retired.wait_for(|r| *r).await.is_ok() } => return,
             _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => return,
         };
+        let current = entry.load();
+        let limits = &current.snapshot.config.limits;
+        let activity = Activity::new();
+        let place = match state.connections.admit(
+            peer.ip(),
+            &activity,
+            limits.max_connections,
+            limits.max_connections_per_peer,
+        ) {
+            Ok(place) => place,
+            Err(over) => {
+                refuse(tcp, &current, &state, over);
+                continue;
+            }
+        };
+        drop(current);
         let stop = Stop {
             shutdown: Some(state.shutdown.subscribe()),
             retired: Some(retired.clone()),
+            evicted: Some(place.evicted.clone()),
         };
-        tokio::spawn(serve_entry(tcp, peer, entry.clone(), state.clone(), stop));
+        tokio::spawn(serve_entry(
+            tcp,
+            peer,
+            entry.clone(),
+            state.clone(),
+            stop,
+            (activity, place),
+        ));
+    }
+}
+
+/// Closes a connection over a limit: a plain HTTP caller first reads a 503 (whatever fits in
+/// the socket buffer at once; nothing waits on a slow reader), a TLS one is just closed.
+fn refuse(tcp: TcpStream, entry: &Entry, state: &State, over: Over) {
+    if entry.tls.is_none() {
+        let _ = tcp.try_write(crate::connections::REFUSAL);
+    }
+    state
+        .metrics
+        .connections_refused
+        .get_or_create(&ReasonLabels {
+            entry_point: entry.name.clone(),
+            reason: over.label(),
+        })
+        .inc();
+    tracing::debug!(entry_point = %entry.name, reason = over.label(), "connection refused");
+}
+
+/// Accept failures (out of descriptors, typically) logged at most once every
+/// [`AcceptFailures::EVERY`] with how many came since: at the descriptor limit they come twenty
+/// times a second.
+#[derive(Default)]
+struct AcceptFailures {
+    logged: Option<Instant>,
+    since: u64,
+}
+
+impl AcceptFailures {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn note(&mut self, error: &std::io::Error) {
+        self.since += 1;
+        if self.logged.is_some_and(|at| at.elapsed() < Self::EVERY) {
+            return;
+        }
+        tracing::warn!(error = %error, failures = self.since, "accepting connections fails");
+        self.logged = Some(Instant::now());
+        self.since = 0;
     }
 }
 
@@ -175,11 +242,11 @@ async fn serve_entry(
     slot: Arc<ArcSwap<Entry>>,
     state: Arc<State>,
     stop: Stop,
+    (activity, _place): (Arc<Activity>, Place),
 ) {
     let _ = tcp.set_nodelay(true);
     let entry = slot.load_full();
     let snapshot = entry.snapshot.clone();
-    let activity = Activity::new();
     let conn = Arc::new(Conn {
         peer,
         peer_ip: HeaderValue::from_str(&peer.ip().to_string())
@@ -219,12 +286,13 @@ async fn accept_admin(
     state: Arc<State>,
     mut retired: watch::Receiver<bool>,
 ) {
+    let mut failures = AcceptFailures::default();
     loop {
         let (tcp, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
+                    failures.note(&e);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

@@ -120,34 +120,70 @@ impl Visit for Fields<'_> {
     }
 }
 
-/// `s` as a JSON string: quotes, backslashes and control characters escaped, the rest as is.
+/// `s` as a JSON string: quotes, backslashes and control characters escaped, and so are the
+/// characters that change how a line reads without being seen — C1 controls, the line and
+/// paragraph separators (U+2028, U+2029) and the bidirectional marks and overrides (U+200E,
+/// U+200F, U+202A-U+202E, U+2066-U+2069) — since log lines carry caller input (a JWT's
+/// subject, a tool name). The rest as is.
 fn write_string(out: &mut String, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
+    let bytes = s.as_bytes();
     let mut plain = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let escape = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..0x20 | 0x7f => "",
-            _ => continue,
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let (escape, len) = match b {
+            b'"' => (Escape::Text("\\\""), 1),
+            b'\\' => (Escape::Text("\\\\"), 1),
+            b'\n' => (Escape::Text("\\n"), 1),
+            b'\r' => (Escape::Text("\\r"), 1),
+            b'\t' => (Escape::Text("\\t"), 1),
+            0..0x20 | 0x7f => (Escape::Unicode(u32::from(b)), 1),
+            // The lead bytes of U+0080-U+00BF and U+2000-U+2FFF: look at the character.
+            0xc2 | 0xe2 => match s[i..].chars().next() {
+                Some(c) if is_invisible(c) => (Escape::Unicode(u32::from(c)), c.len_utf8()),
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            },
+            _ => {
+                i += 1;
+                continue;
+            }
         };
-        // `i` is an ASCII byte, so both slices end on character boundaries.
+        // `i` starts a character, so both slices end on character boundaries.
         out.push_str(&s[plain..i]);
-        if escape.is_empty() {
-            out.push_str("\\u00");
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        } else {
-            out.push_str(escape);
+        match escape {
+            Escape::Text(text) => out.push_str(text),
+            Escape::Unicode(code) => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\u");
+                for shift in [12, 8, 4, 0] {
+                    out.push(char::from(HEX[((code >> shift) & 0xf) as usize]));
+                }
+            }
         }
-        plain = i + 1;
+        i += len;
+        plain = i;
     }
     out.push_str(&s[plain..]);
     out.push('"');
+}
+
+enum Escape {
+    Text(&'static str),
+    Unicode(u32),
+}
+
+/// Characters that change how a line reads without being seen.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{80}'..='\u{9f}'
+        | '\u{200e}' | '\u{200f}'
+        | '\u{2028}' | '\u{2029}'
+        | '\u{202a}'..='\u{202e}'
+        | '\u{2066}'..='\u{2069}')
 }
 
 /// `now` as `2026-11-22T02:19:48.057011Z`; the part up to the seconds is formatted when the
@@ -194,13 +230,17 @@ mod tests {
             "\u{0}\u{1f}\u{7f} controls",
             "naïve ünïcödé 🦀",
             "x\"y",
+            "sub\u{2028}line \u{202e}desrever\u{202c} \u{85}\u{2066}x\u{2069}",
         ] {
             let json = string(s);
             let back: String =
                 serde_json::from_str(&json).unwrap_or_else(|e| panic!("{json}: {e}"));
             assert_eq!(back, s);
             assert!(!json.contains('\n'), "{json:?} spans lines");
+            assert!(!json.chars().any(is_invisible), "{json:?} carries them raw");
         }
+        assert_eq!(string("a\u{2028}b\u{202e}"), r#""a\u2028b\u202e""#);
+        assert_eq!(string("é\u{1}"), r#""é\u0001""#);
     }
 
     /// Logs the same events through tracing-subscriber's JSON format and through this one.

@@ -121,7 +121,7 @@ mod tests {
 
     const CALL: &str =
         r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"pha_task_get"}}"#;
-    const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    const LIST: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
 
     fn run(body: &str, pairs: &[(&str, &str)]) -> Result<(), i32> {
         let mut h = HeaderMap::new();

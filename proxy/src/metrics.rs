@@ -69,8 +69,18 @@ pub struct DenialLabels {
     pub entry_point: Arc<str>,
     /// `tool`, `resource` or `prompt`.
     pub kind: &'static str,
-    /// The name, capped like `tool` labels (URIs and invalid names count as `other`).
+    /// The name when it has a `tool` label (allowed before, or listed by the upstream), else
+    /// `other`: a caller naming invented tools counts, but takes no label of its own.
     pub name: Arc<str>,
+    /// `denied` (a pattern refuses it) or `invalid` (no valid name).
+    pub reason: &'static str,
+}
+
+/// An entry point and a bounded reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub entry_point: Arc<str>,
+    pub reason: &'static str,
 }
 
 /// Labels of `sluice_rate_limited_total`.
@@ -105,13 +115,16 @@ pub struct Metrics {
     pub latency: LatencyFamily,
     pub in_flight: Family<EntryLabels, Gauge>,
     pub open_streams: Family<EntryLabels, Gauge>,
+    pub open_connections: Gauge,
+    pub connections_refused: Family<ReasonLabels, Counter>,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub config_rejected: Gauge,
     pub tls_reloads: Family<TlsLabels, Counter>,
-    pub tools: ToolLabels,
+    pub tools: Arc<ToolLabels>,
     pub auth: AuthMetrics,
     pub policy_denials: Family<DenialLabels, Counter>,
+    pub list_events_dropped: Family<ReasonLabels, Counter>,
     pub rate_limited: Family<RuleLabels, Counter>,
     pub rate_limit_fallbacks: Family<FallbackLabels, Counter>,
     pub redis_errors: Family<RedisErrorLabels, Counter>,
@@ -126,13 +139,16 @@ impl Metrics {
             latency: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
             in_flight: Family::default(),
             open_streams: Family::default(),
+            open_connections: Gauge::default(),
+            connections_refused: Family::default(),
             upstream_errors: Family::default(),
             config_reloads: Family::default(),
             config_rejected: Gauge::default(),
             tls_reloads: Family::default(),
-            tools: ToolLabels::default(),
+            tools: Arc::default(),
             auth: AuthMetrics::default(),
             policy_denials: Family::default(),
+            list_events_dropped: Family::default(),
             rate_limited: Family::default(),
             rate_limit_fallbacks: Family::default(),
             redis_errors: Family::default(),
@@ -183,6 +199,21 @@ impl Metrics {
             "policy_denials",
             "Requests refused by the tool policy, by entry point, kind and name",
             m.policy_denials.clone(),
+        );
+        r.register(
+            "open_connections",
+            "Caller connections open, over every entry point (limits.maxConnections)",
+            m.open_connections.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Caller connections closed at once because a connection limit was reached, by entry point and reason (total, per_peer)",
+            m.connections_refused.clone(),
+        );
+        r.register(
+            "list_events_dropped",
+            "Events dropped from the reply stream of a list request because they could not be filtered (unreadable data, or a response to no awaited request), by entry point and reason",
+            m.list_events_dropped.clone(),
         );
         r.register(
             "rate_limited",
@@ -327,35 +358,40 @@ impl Default for ToolLabels {
 }
 
 impl ToolLabels {
-    /// The label for `tool`: itself while the cap allows, else `other`; empty for no tool.
+    /// The label for `tool`: itself once admitted, else `other`; empty for no tool. Looking
+    /// never admits: a caller naming invented tools must not spend the slots.
     pub fn label(&self, tool: Option<&str>) -> Arc<str> {
         let Some(tool) = tool else {
             return self.none.clone();
         };
+        self.seen
+            .load()
+            .get(tool)
+            .cloned()
+            .unwrap_or_else(|| self.other.clone())
+    }
+
+    /// Gives `tool` a label of its own while the cap allows: for names the policy allowed and
+    /// names the upstream listed, never for a refused caller's invention.
+    pub fn admit(&self, tool: &str) {
         {
             let seen = self.seen.load();
-            if let Some(known) = seen.get(tool) {
-                return known.clone();
-            }
             let valid = tool.len() <= 128
                 && tool
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"_-./".contains(&b));
-            if !valid || seen.len() >= MAX_TOOL_LABELS {
-                return self.other.clone();
+            if seen.contains(tool) || !valid || seen.len() >= MAX_TOOL_LABELS {
+                return;
             }
         }
         let name: Arc<str> = Arc::from(tool);
-        let mut admitted = false;
         self.seen.rcu(|seen| {
             let mut next = HashSet::clone(seen);
-            admitted = seen.contains(tool) || seen.len() < MAX_TOOL_LABELS;
-            if admitted {
+            if seen.len() < MAX_TOOL_LABELS {
                 next.insert(name.clone());
             }
             next
         });
-        if admitted { name } else { self.other.clone() }
     }
 }
 
@@ -364,13 +400,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tool_labels_are_capped() {
+    fn tool_labels_are_admitted_names_only_and_capped() {
         let t = ToolLabels::default();
+        // Looking a name up spends no slot.
+        for i in 0..1000 {
+            assert_eq!(&*t.label(Some(&format!("invented_{i}"))), "other");
+        }
         for i in 0..MAX_TOOL_LABELS {
+            t.admit(&format!("tool_{i}"));
             assert_eq!(&*t.label(Some(&format!("tool_{i}"))), format!("tool_{i}"));
         }
+        t.admit("one_too_many");
         assert_eq!(&*t.label(Some("one_too_many")), "other");
         assert_eq!(&*t.label(Some("tool_3")), "tool_3");
+        t.admit("bad name");
         assert_eq!(&*t.label(Some("bad name")), "other");
         assert_eq!(&*t.label(None), "");
     }

@@ -22,7 +22,9 @@ use crate::errors::Refusal;
 use crate::identity::Identity;
 use crate::inspect::{self, Inspection};
 use crate::state::{Entry, State};
-use crate::{audit, cors, discovery, forward, host, limits, mcp_headers, policy, ratelimit};
+use crate::{
+    audit, cors, discovery, forward, headers, host, limits, mcp_headers, methods, policy, ratelimit,
+};
 
 /// A caller connection, as the request path needs it.
 pub struct Conn {
@@ -97,9 +99,10 @@ pub async fn serve(req: Request<Incoming>, conn: &Conn) -> Response<ResponseBody
             }
             audit::record(&cx, Some(&refusal), refusal.status());
             let mut response = refusal.to_response(cx.reply_id());
-            if !cx.body_read {
-                // The unread body is still on the connection: close it, and say so, or a
-                // client sends its next request on a connection about to close.
+            // An unread body is still on the connection, and a caller refused by
+            // authentication has no business keeping one open: close it, and say so, or a
+            // client sends its next request on a connection about to close.
+            if !cx.body_read || matches!(refusal, Refusal::TokenRefused { .. }) {
                 response
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -116,7 +119,7 @@ pub async fn serve(req: Request<Incoming>, conn: &Conn) -> Response<ResponseBody
 }
 
 async fn handle(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     conn: &Conn,
     cx: &mut RequestContext,
 ) -> Result<Response<ResponseBody>, Refusal> {
@@ -131,9 +134,15 @@ async fn handle(
         &entry.in_flight,
     )?;
     limits::check_head(&req, config.limits.max_header_bytes)?;
+    // MCP's methods only, and a body on POST only: nothing else is inspected.
+    methods::check(&req)?;
     // One Host, agreeing with the target: what X-Forwarded-Host and redirects are built from,
     // and the URL an entry point without a public one is known by.
     host::check(&req)?;
+    // Hop-by-hop headers go now, before anything reads the headers; a Connection header may
+    // not name one the proxy checks or sets (it would vanish after the check, or the setting).
+    headers::check_connection(req.headers())?;
+    headers::strip_hop_by_hop(req.headers_mut());
     let host = forward::caller_host(req.headers(), req.uri());
     let via = discovery::Via::of(&entry, host.as_ref());
 
@@ -170,7 +179,8 @@ async fn handle(
     let (mut parts, body) = req.into_parts();
     let body = limits::read_body(body, entry.max_body, config.timeouts.body_read).await?;
     cx.body_read = true;
-    if parts.method == Method::POST && !is_plain_post(path.path()) {
+    // The OAuth flow's form posts (mode oauth only) are not JSON-RPC; every other POST is.
+    if parts.method == Method::POST && !(entry.auth.is_oauth() && is_plain_post(path.path())) {
         let inspection = cx.inspection.insert(inspect::inspect(&body)?);
         mcp_headers::check(&parts.headers, inspection)?;
     }
@@ -192,7 +202,7 @@ async fn handle(
     policy::authorize(cx, &conn.state.metrics)?;
     ratelimit::check(cx, conn.peer.ip()).await?;
     // List replies will show this caller only what it may use.
-    let list_filter = policy::list_filter(cx);
+    let list_filter = policy::list_filter(cx, &conn.state.metrics);
     if let Some(filter) = &list_filter {
         filter.prepare_request(&mut parts.headers);
     }

@@ -31,6 +31,8 @@ pub struct State {
     pub registry: Registry,
     pub metrics: Metrics,
     pub in_flight: Arc<InFlight>,
+    /// The caller connections open, bounded in all and per address.
+    pub connections: Arc<crate::connections::Connections>,
     /// The config generation new connections and the admin listener use.
     pub snapshot: ArcSwap<Snapshot>,
     /// Set on SIGTERM: `/readyz` fails from then on.
@@ -64,10 +66,23 @@ impl State {
     pub fn new(snapshot: Arc<Snapshot>) -> Self {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
+        let nofile = crate::connections::descriptor_limit();
+        let connections =
+            crate::connections::Connections::new(metrics.open_connections.clone(), nofile);
+        let configured = snapshot.config.limits.max_connections;
+        if connections.max(configured) < configured {
+            tracing::warn!(
+                descriptors = nofile,
+                max_connections = connections.max(configured),
+                configured,
+                "the file-descriptor limit allows fewer connections than limits.maxConnections (two descriptors each): raise the limit or lower the setting"
+            );
+        }
         Self {
             registry,
             metrics,
             in_flight: Arc::default(),
+            connections: Arc::new(connections),
             snapshot: ArcSwap::new(snapshot),
             draining: AtomicBool::new(false),
             shutdown: watch::channel(false).0,

@@ -197,6 +197,14 @@ async fn no_credential_reaches_the_logs() {
         send_to("jwt", &[("authorization", &format!("Bearer {jwt}"))]).await,
         200
     );
+    // A subject with a line separator and a right-to-left override: the audit line names it
+    // escaped, so it can neither split the line nor reverse how it reads.
+    let sneaky = serde_json::json!({"iss": issuer.url(), "aud": "sluice", "sub": "eve\u{2028}\u{202e}nimda", "exp": support::issuer::now() + 60});
+    let sneaky = key.sign("ES256", &sneaky);
+    assert_eq!(
+        send_to("jwt", &[("authorization", &format!("Bearer {sneaky}"))]).await,
+        200
+    );
     let forged = format!("{jwt}x");
     assert_eq!(
         send_to("jwt", &[("authorization", &format!("Bearer {forged}"))]).await,
@@ -228,7 +236,15 @@ async fn no_credential_reaches_the_logs() {
         text.contains("shorter than 16"),
         "the short key was not reported:\n{text}"
     );
-    for secret in SIDECAR_SECRETS.iter().chain(&["shortsecret", jwt.as_str()]) {
+    assert!(
+        text.contains(r#""identity":"eve\u2028\u202enimda""#),
+        "the subject is not in the audit line, escaped:\n{text}"
+    );
+    assert!(!text.contains('\u{2028}') && !text.contains('\u{202e}'));
+    for secret in SIDECAR_SECRETS
+        .iter()
+        .chain(&["shortsecret", jwt.as_str(), sneaky.as_str()])
+    {
         assert!(
             !text.contains(secret),
             "{secret} was logged:\n{}",

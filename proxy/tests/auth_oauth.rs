@@ -396,14 +396,25 @@ async fn a_refusal_before_the_body_is_read_closes_the_connection_and_says_so() {
             .contains("\r\nconnection: close\r\n"),
         "{answer}"
     );
-    // A refusal after the body was read keeps the connection: a rate-limited or denied
-    // caller may go on with the next request on it.
-    let read_whole = format!(
+    // A bearer Conduit refuses, after the body was read: closed too (a refused caller keeps
+    // no connection).
+    let refused = format!(
         "POST /ai/mcp HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nauthorization: Bearer {STRANGER}\r\ncontent-length: {}\r\n\r\n{TOOLS_CALL}",
         TOOLS_CALL.len()
     );
+    let answer = raw(sluice.addr(), refused.as_bytes())
+        .await
+        .to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 401"), "{answer}");
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+    // Any other refusal after the body was read keeps the connection: a caller whose request
+    // was malformed, denied or rate-limited may go on with the next one on it.
+    conduit.issue(ALICE, "alice");
+    let malformed = format!(
+        "POST /ai/mcp HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nauthorization: Bearer {ALICE}\r\ncontent-length: 1\r\n\r\n{{"
+    );
     let mut tcp = tokio::net::TcpStream::connect(sluice.addr()).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut tcp, read_whole.as_bytes())
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, malformed.as_bytes())
         .await
         .unwrap();
     let mut head = vec![0; 4096];
@@ -414,6 +425,6 @@ async fn a_refusal_before_the_body_is_read_closes_the_connection_and_says_so() {
     .await
     .unwrap();
     let head = String::from_utf8_lossy(&head[..n]).to_ascii_lowercase();
-    assert!(head.starts_with("http/1.1 401"), "{head}");
+    assert!(head.starts_with("http/1.1 400"), "{head}");
     assert!(!head.contains("connection: close"), "{head}");
 }

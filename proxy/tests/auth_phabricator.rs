@@ -400,3 +400,69 @@ async fn phabricator_over_tls_is_trusted_by_its_ca_or_the_insecure_switch_only()
     }
     assert_eq!(phab.calls(), 2);
 }
+
+#[tokio::test]
+async fn invented_tokens_cost_phabricator_only_a_bounded_number_of_calls() {
+    // Every well-formed token nobody knows costs one user.whoami: without a bound, 300
+    // requests with invented tokens made 300 calls. Known tokens cost nothing and still pass.
+    let mut upstream = Upstream::ok().await;
+    let phab = Phabricator::start().await;
+    phab.user(ALICE, "alice");
+    let top = format!(
+        "{}\nlimits:\n  identityLookups:\n    concurrent: 4\n    perSecond: 1\n    burst: 10",
+        phab.config("")
+    );
+    let sluice = Sluice::start(&auth_config(upstream.addr, &top, VERIFY, "")).await;
+    assert_eq!(
+        call(&sluice, &[("x-phabricator-token", ALICE)])
+            .await
+            .status,
+        200
+    );
+    upstream.next().await;
+
+    let mut refused: usize = 0;
+    let mut throttled: u32 = 0;
+    let started = std::time::Instant::now();
+    for i in 0..300 {
+        let token = format!("api-{:0>28}", format!("invented{i}"));
+        let reply = call(&sluice, &[("x-phabricator-token", &token)]).await;
+        match reply.status.as_u16() {
+            401 => refused += 1,
+            503 => {
+                assert_eq!(reply.header("retry-after"), Some("1"));
+                throttled += 1;
+            }
+            other => panic!("{other}: {}", reply.text()),
+        }
+    }
+    // The burst of ten (Alice spent one of it), and one a second since.
+    let refills = usize::try_from(started.elapsed().as_secs()).unwrap() + 1;
+    let calls = phab.calls();
+    println!(
+        "300 invented tokens: {calls} calls to Phabricator, {refused} refused, {throttled} throttled"
+    );
+    assert!(calls <= 10 + refills, "{calls} calls to Phabricator");
+    assert_eq!(refused + throttled as usize, 300);
+    assert_eq!(refused, calls - 1, "every call made refused its token");
+    assert_eq!(
+        metric(
+            &sluice,
+            r#"sluice_auth_failures_total{entry_point="main",reason="throttled"}"#
+        )
+        .await,
+        f64::from(throttled)
+    );
+    // Alice is known: she is not held back by the bound.
+    assert_eq!(
+        call(&sluice, &[("x-phabricator-token", ALICE)])
+            .await
+            .status,
+        200
+    );
+    upstream.next().await;
+    assert!(
+        !upstream.saw_any(),
+        "an invented token reached the upstream"
+    );
+}

@@ -171,7 +171,7 @@ async fn a_public_url_sets_forwarded_proto_and_host() {
 }
 
 #[tokio::test]
-async fn get_streams_and_delete_pass_through_uninspected() {
+async fn get_streams_and_delete_pass_through_without_bodies() {
     let mut upstream = Upstream::ok().await;
     let sluice = Sluice::start(&config(upstream.addr, "", "")).await;
 
@@ -187,36 +187,58 @@ async fn get_streams_and_delete_pass_through_uninspected() {
     assert_eq!(seen.headers["last-event-id"], "ev-17");
     assert_eq!(seen.headers["mcp-session-id"], "s1");
 
-    // Not JSON, but DELETE bodies are not inspected.
     let req = Request::delete(sluice.url("/mcp"))
         .header("mcp-session-id", "s1")
-        .body(body("not json"))
+        .body(Full::default())
         .unwrap();
     assert_eq!(send(req).await.status, 200);
     let seen = upstream.next().await;
     assert_eq!(seen.method, "DELETE");
     assert_eq!(seen.headers["mcp-session-id"], "s1");
+
+    // A body on anything but POST would go uninspected: refused, and nothing goes upstream.
+    for method in ["DELETE", "GET"] {
+        let req = Request::builder()
+            .method(method)
+            .uri(sluice.url("/mcp"))
+            .body(body(TOOLS_CALL))
+            .unwrap();
+        let reply = send(req).await;
+        assert_eq!(
+            (reply.status.as_u16(), reply.rpc_code()),
+            (400, -32600),
+            "{method}"
+        );
+    }
+    assert!(!upstream.saw_any());
 }
 
 #[tokio::test]
-async fn oauth_form_posts_pass_through_uninspected() {
+async fn oauth_form_paths_are_inspected_like_any_post_outside_mode_oauth() {
+    // Mode oauth passes its flow's form posts (auth_oauth.rs); every other entry point has no
+    // OAuth flow behind it, so a POST there is JSON-RPC, inspected and held to the policy.
     let mut upstream = Upstream::ok().await;
     let sluice = Sluice::start(&config(upstream.addr, "", "")).await;
-    let req = Request::post(sluice.url("/token"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body("grant_type=authorization_code&code=x"))
-        .unwrap();
-    assert_eq!(send(req).await.status, 200);
-    assert_eq!(
-        upstream.next().await.body,
-        "grant_type=authorization_code&code=x"
-    );
-    // Any other spelling of a POST path is inspected.
-    let req = Request::post(sluice.url("/%6Dcp"))
-        .body(body("grant_type=x"))
-        .unwrap();
-    let reply = send(req).await;
-    assert_eq!((reply.status.as_u16(), reply.rpc_code()), (400, -32700));
+    for path in [
+        "/token",
+        "/register",
+        "/authorize",
+        "/consent",
+        "/auth/callback",
+        "/revoke",
+    ] {
+        let req = Request::post(sluice.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body("grant_type=authorization_code&code=x"))
+            .unwrap();
+        let reply = send(req).await;
+        assert_eq!(
+            (reply.status.as_u16(), reply.rpc_code()),
+            (400, -32700),
+            "{path}"
+        );
+    }
+    assert!(!upstream.saw_any());
 }
 
 #[tokio::test]

@@ -42,6 +42,8 @@ struct Expected {
     body: Vec<u8>,
     /// Headers the upstream must see with exactly these values.
     headers: Vec<(&'static str, String)>,
+    /// Headers the upstream must not see at all.
+    absent: Vec<&'static str>,
 }
 
 struct Row {
@@ -56,10 +58,14 @@ const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
 const DENIED_CALL: &str =
     r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"pha_passphrase_get"}}"#;
 
-fn config_for(upstream: SocketAddr) -> String {
+/// The token the proxy injects for every caller (the entry point's `upstreamToken`).
+const INJECTED: &str = "api-injectedinjectedinjectedinje";
+
+fn config_for(upstream: SocketAddr, token_file: &std::path::Path) -> String {
     let top = "limits:\n  maxHeaderBytes: 4096\n  maxHeaders: 32\ntimeouts:\n  headerRead: 500ms\n  bodyRead: 1s\n  idle: 2s";
     let entry = format!(
-        "pathPrefix: /ai\npublicUrl: {PUBLIC}\nallowedOrigins: [\"http://localhost:6274\"]\nmaxBodyBytes: 1024\ntools:\n  deny: [\"pha_passphrase_*\"]"
+        "pathPrefix: /ai\npublicUrl: {PUBLIC}\nallowedOrigins: [\"http://localhost:6274\"]\nmaxBodyBytes: 1024\ntools:\n  deny: [\"pha_passphrase_*\"]\nupstreamToken:\n  file: {}",
+        token_file.display()
     );
     config(upstream, top, &entry)
 }
@@ -88,6 +94,18 @@ fn seen(path: &'static str, body: &str) -> Sees {
         path,
         body: body.as_bytes().to_vec(),
         headers: Vec::new(),
+        absent: Vec::new(),
+    }])
+}
+
+/// What the upstream sees of a POST of `LIST` to `/ai/mcp`: the injected token alone, and none
+/// of the headers in `absent`.
+fn seen_without(absent: Vec<&'static str>) -> Sees {
+    Sees::Exactly(vec![Expected {
+        path: "/mcp",
+        body: wire(LIST),
+        headers: vec![("x-phabricator-token", INJECTED.into())],
+        absent,
     }])
 }
 
@@ -175,8 +193,8 @@ fn rows(proxy: SocketAddr) -> Vec<Row> {
             ]
             .concat(),
             Sees::Exactly(vec![
-                Expected { path: "/mcp", body: wire(LIST), headers: vec![] },
-                Expected { path: "/mcp", body: wire(LIST), headers: vec![] },
+                Expected { path: "/mcp", body: wire(LIST), headers: vec![], absent: vec![] },
+                Expected { path: "/mcp", body: wire(LIST), headers: vec![], absent: vec![] },
             ]),
         ),
         // --- oversized bodies and heads ---
@@ -390,6 +408,7 @@ fn rows(proxy: SocketAddr) -> Vec<Row> {
                 path: "/mcp",
                 body: wire(LIST),
                 headers: vec![("x-forwarded-host", "phab.example.com".into()), ("x-forwarded-proto", "https".into())],
+                absent: vec![],
             }]),
         ),
         refused("two Host fields", post_raw("/ai/mcp", "host: evil.example", LIST.as_bytes()), 400, -32600),
@@ -537,6 +556,58 @@ fn rows(proxy: SocketAddr) -> Vec<Row> {
         ),
         malformed("a NUL in a header value", wire("GET /ai/mcp HTTP/1.1\r\nhost: x\r\nx-a: b\x00c\r\n\r\n"), 400),
         malformed("a header name that is not a token", b"GET /ai/mcp HTTP/1.1\r\nhost: x\r\nx\xffa: b\r\n\r\n".to_vec(), 400),
+        // --- ids two JSON-RPC implementations read differently (the proxy would match a list
+        // reply to its request by one reading, the upstream answer by another) ---
+        refused("id -0", post_raw("/ai/mcp", "", br#"{"jsonrpc":"2.0","id":-0,"method":"tools/list"}"#), 400, -32600),
+        refused("id 1.0", post_raw("/ai/mcp", "", br#"{"jsonrpc":"2.0","id":1.0,"method":"tools/list"}"#), 400, -32600),
+        refused("id 1e2", post_raw("/ai/mcp", "", br#"{"jsonrpc":"2.0","id":1e2,"method":"tools/list"}"#), 400, -32600),
+        refused("id past 2^53", post_raw("/ai/mcp", "", br#"{"jsonrpc":"2.0","id":9007199254740993,"method":"tools/list"}"#), 400, -32600),
+        refused(
+            "two requests of a batch under one id",
+            post_raw("/ai/mcp", "", format!("[{LIST},{LIST}]").as_bytes()),
+            400,
+            -32600,
+        ),
+        // --- bodies where nothing would inspect them ---
+        forwarded("a body in one-byte chunks", chunked(&LIST.as_bytes().chunks(1).collect::<Vec<_>>()), seen("/mcp", LIST)),
+        refused("PUT", wire(&format!("PUT /ai/mcp HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{LIST}", LIST.len())), 405, -32600),
+        refused("PATCH", wire(&format!("PATCH /ai/mcp HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{DENIED_CALL}", DENIED_CALL.len())), 405, -32600),
+        refused("DELETE with a body", wire(&format!("DELETE /ai/mcp HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{DENIED_CALL}", DENIED_CALL.len())), 400, -32600),
+        refused("GET with a body", wire(&format!("GET /ai/mcp HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{DENIED_CALL}", DENIED_CALL.len())), 400, -32600),
+        refused(
+            "OPTIONS with a chunked body",
+            wire(&format!("OPTIONS /ai/mcp HTTP/1.1\r\nhost: x\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{DENIED_CALL}\r\n0\r\n\r\n", DENIED_CALL.len())),
+            400,
+            -32600,
+        ),
+        refused("a tool call posted to /token outside mode oauth", post_raw("/ai/token", "", DENIED_CALL.as_bytes()), 403, -32003),
+        refused("a form posted to /register outside mode oauth", post_raw("/ai/register", "", b"grant_type=x"), 400, -32700),
+        refused("a form posted to /auth/callback outside mode oauth", post_raw("/ai/auth/callback", "", b"code=x"), 400, -32700),
+        // --- the credential swap undone: a header named in Connection is dropped on the way ---
+        refused(
+            "Connection naming the injected token",
+            post_raw("/ai/mcp", "x-phabricator-token: api-callercallercallercallercall\nconnection: x-phabricator-token", LIST.as_bytes()),
+            400,
+            -32600,
+        ),
+        refused("Connection naming Authorization", post_raw("/ai/mcp", "connection: keep-alive, Authorization", LIST.as_bytes()), 400, -32600),
+        refused("Connection naming Mcp-Method", post_raw("/ai/mcp", "connection: mcp-method", LIST.as_bytes()), 400, -32600),
+        forwarded(
+            "the injected token spelt with underscores",
+            post_raw("/ai/mcp", "x_phabricator_token: api-callercallercallercallercall\nx-phabricator_token: api-callercallercallercallercall", LIST.as_bytes()),
+            seen_without(vec!["x_phabricator_token", "x-phabricator_token"]),
+        ),
+        forwarded(
+            "a Connection header naming a header of the caller's own",
+            post_raw("/ai/mcp", "x-trace-hop: 1\nconnection: x-trace-hop", LIST.as_bytes()),
+            seen_without(vec!["x-trace-hop", "connection"]),
+        ),
+        // --- who the caller is, in other words than X-Forwarded-For ---
+        forwarded(
+            "X-Real-IP and Forwarded from the caller",
+            post_raw("/ai/mcp", "x-real-ip: 203.0.113.9\nforwarded: for=203.0.113.9;proto=https;host=evil.example", LIST.as_bytes()),
+            seen_without(vec!["x-real-ip", "forwarded"]),
+        ),
     ]
 }
 
@@ -775,6 +846,11 @@ fn check_upstream(sees: &Sees, upstream: &mut Upstream) -> Result<(), String> {
                 ));
             }
         }
+        for name in &e.absent {
+            if let Some(value) = s.headers.get(*name) {
+                return Err(format!("the upstream saw {name}: {value:?}"));
+            }
+        }
     }
     Ok(())
 }
@@ -782,7 +858,10 @@ fn check_upstream(sees: &Sees, upstream: &mut Upstream) -> Result<(), String> {
 #[tokio::test]
 async fn hostile_requests_get_their_expected_outcome_and_the_upstream_sees_only_what_it_should() {
     let mut upstream = Upstream::ok().await;
-    let sluice = Sluice::start(&config_for(upstream.addr)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, INJECTED).unwrap();
+    let sluice = Sluice::start(&config_for(upstream.addr, &token_file)).await;
     let mut failures = Vec::new();
     let rows = rows(sluice.addr());
     for row in &rows {

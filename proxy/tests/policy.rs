@@ -143,8 +143,12 @@ async fn denied_tools_get_403_with_the_id_and_never_reach_the_upstream() {
         call(5, "pha_task_get").as_bytes()
     );
 
-    let metric = "sluice_policy_denials_total{entry_point=\"main\",kind=\"tool\",name=\"pha_passphrase_get\"}";
-    assert_eq!(sluice.metric(metric).await, Some(2.0));
+    // Denials are counted, but a name no call was allowed and no list showed takes no label
+    // of its own: callers naming invented tools cannot use up the labels.
+    let metric = "sluice_policy_denials_total{entry_point=\"main\",kind=\"tool\",name=\"other\",reason=\"denied\"}";
+    assert_eq!(sluice.metric(metric).await, Some(3.0));
+    let allowed = "sluice_requests_total{entry_point=\"main\",http_method=\"POST\",mcp_method=\"tools/call\",tool=\"pha_task_get\",status=\"2xx\"}";
+    assert_eq!(sluice.metric(allowed).await, Some(1.0));
 }
 
 /// An entry point with API keys for `alice` and `bob`; `extra` goes under `tools:`.
@@ -277,7 +281,7 @@ async fn look_alike_names_are_refused_even_by_a_deny_only_list() {
     assert_eq!(
         sluice
             .metric(
-                "sluice_policy_denials_total{entry_point=\"main\",kind=\"tool\",name=\"other\"}"
+                "sluice_policy_denials_total{entry_point=\"main\",kind=\"tool\",name=\"other\",reason=\"invalid\"}"
             )
             .await,
         Some(5.0)
@@ -700,4 +704,29 @@ async fn event_stream_lists_are_filtered_across_tiny_chunks_between_other_events
     let shown = names(&v["result"]["tools"]);
     assert_eq!(shown.len(), 50);
     assert!(!shown.contains(&"pha_passphrase_get".to_owned()));
+}
+
+#[tokio::test]
+async fn invented_tool_names_cannot_use_up_the_metric_labels() {
+    // The `tool` label is capped process-wide (256 names). Denied calls count, but only a
+    // name the policy allowed takes a label: a caller inventing names cannot push real tools
+    // into `other`.
+    let mut upstream = Upstream::ok().await;
+    let sluice = Sluice::start(&config(
+        upstream.addr,
+        "",
+        "tools:\n  deny: [\"pha_passphrase_*\"]",
+    ))
+    .await;
+    for i in 0..300 {
+        let reply = rpc(&sluice, &call(i, &format!("pha_passphrase_invented{i}"))).await;
+        assert_eq!(reply.status, 403);
+    }
+    let reply = rpc(&sluice, &call(1, "pha_task_get")).await;
+    assert_eq!(reply.status, 200);
+    upstream.next().await;
+    let line = "sluice_requests_total{entry_point=\"main\",http_method=\"POST\",mcp_method=\"tools/call\",tool=\"pha_task_get\",status=\"2xx\"}";
+    assert_eq!(sluice.metric(line).await, Some(1.0));
+    let denied = "sluice_policy_denials_total{entry_point=\"main\",kind=\"tool\",name=\"other\",reason=\"denied\"}";
+    assert_eq!(sluice.metric(denied).await, Some(300.0));
 }

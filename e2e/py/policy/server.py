@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""An MCP server built with the Python MCP SDK 2.x (`MCPServer`), with three Conduit-like tools, for
-the tool-policy and rate-limit tests (run it with the Python of e2e/.venv-mcp2).
+"""An MCP server with three Conduit-like tools, for the tool-policy and rate-limit tests, built with
+whichever SDK the running Python has: the MCP SDK 2.x `MCPServer` (e2e/.venv-mcp2) or fastmcp 3.x
+on the SDK 1.x (e2e/.venv-mcp1, what Conduit runs on).
 
 usage: server.py --port P [--json]
 
@@ -11,7 +12,14 @@ or JSON with --json.
 
 import argparse
 
-from mcp.server.mcpserver import MCPServer
+try:
+    from mcp.server.mcpserver import MCPServer as Server
+
+    SDK = 2
+except ImportError:  # e2e/.venv-mcp1: fastmcp on the SDK 1.x, what Conduit runs on
+    from fastmcp import FastMCP as Server
+
+    SDK = 1
 
 
 def main():
@@ -20,7 +28,7 @@ def main():
     parser.add_argument("--json", action="store_true", help="answer with JSON instead of SSE")
     args = parser.parse_args()
 
-    mcp = MCPServer("conduit-like")
+    mcp = Server("conduit-like")
 
     @mcp.tool()
     def pha_task_get(task_id: int) -> str:
@@ -38,14 +46,18 @@ def main():
         """Reads a Passphrase credential."""
         return f"K{passphrase_id}: hunter2"
 
-    mcp.run(
-        "streamable-http",
-        host="127.0.0.1",
-        port=args.port,
-        streamable_http_path="/mcp",
-        stateless_http=True,
-        json_response=args.json,
-    )
+    if SDK == 2:
+        mcp.run(
+            "streamable-http",
+            host="127.0.0.1",
+            port=args.port,
+            streamable_http_path="/mcp",
+            stateless_http=True,
+            json_response=args.json,
+        )
+    else:
+        mcp.run(transport="http", host="127.0.0.1", port=args.port, path="/mcp",
+                stateless_http=True, json_response=args.json, show_banner=False)
 
 
 if __name__ == "__main__":

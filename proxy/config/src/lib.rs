@@ -210,6 +210,21 @@ pub struct Limits {
     /// Most requests in flight over all entry points (SSE streams included); over it: 503.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Most caller connections open at once over all entry points; a connection over it gets
+    /// 503 and is closed. Each costs up to two file descriptors (the caller's and one to the
+    /// upstream): the sidecar lowers this to what its descriptor limit allows, and says so.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Most connections open at once from one caller address, so that one client cannot take
+    /// them all. Behind an Ingress controller every caller comes from its pods: keep this
+    /// above the controller's upstream keep-alive pool.
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+    /// Calls to identity providers per entry point (Phabricator's `user.whoami`, TokenReview,
+    /// Conduit's `pha_user_whoami`): every credential not yet known costs one, so a stream of
+    /// invented tokens would otherwise turn the sidecar into an amplifier.
+    #[serde(default)]
+    pub identity_lookups: IdentityLookups,
 }
 
 impl Default for Limits {
@@ -220,6 +235,9 @@ impl Default for Limits {
             max_body_bytes: default_max_body_bytes(),
             max_concurrent_streams: default_max_concurrent_streams(),
             max_in_flight: default_max_in_flight(),
+            max_connections: default_max_connections(),
+            max_connections_per_peer: default_max_connections_per_peer(),
+            identity_lookups: IdentityLookups::default(),
         }
     }
 }
@@ -242,6 +260,52 @@ fn default_max_concurrent_streams() -> u32 {
 
 fn default_max_in_flight() -> usize {
     10_000
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+
+fn default_max_connections_per_peer() -> usize {
+    2_000
+}
+
+/// The bound on an entry point's calls to identity providers. A caller refused by it gets 503
+/// with `Retry-After` (counted as `throttled`); credentials already known cost nothing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IdentityLookups {
+    /// Calls at once.
+    #[serde(default = "default_lookups_concurrent")]
+    pub concurrent: u32,
+    /// Calls per second, on average.
+    #[serde(default = "default_lookups_per_second")]
+    pub per_second: u32,
+    /// Calls allowed at once after a quiet spell.
+    #[serde(default = "default_lookups_burst")]
+    pub burst: u32,
+}
+
+impl Default for IdentityLookups {
+    fn default() -> Self {
+        Self {
+            concurrent: default_lookups_concurrent(),
+            per_second: default_lookups_per_second(),
+            burst: default_lookups_burst(),
+        }
+    }
+}
+
+fn default_lookups_concurrent() -> u32 {
+    32
+}
+
+fn default_lookups_per_second() -> u32 {
+    50
+}
+
+fn default_lookups_burst() -> u32 {
+    100
 }
 
 /// Timeouts.

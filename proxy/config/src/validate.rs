@@ -148,6 +148,28 @@ fn check_globals(config: &ProxyConfig, c: &mut Collector) {
     if config.limits.max_concurrent_streams == 0 {
         c.push("limits.maxConcurrentStreams", "must be at least 1");
     }
+    let limits = &config.limits;
+    for (field, value) in [
+        ("maxConnections", limits.max_connections),
+        ("maxConnectionsPerPeer", limits.max_connections_per_peer),
+    ] {
+        if value == 0 {
+            c.push(format!("limits.{field}"), "must be at least 1");
+        }
+    }
+    let lookups = &limits.identity_lookups;
+    for (field, value) in [
+        ("concurrent", lookups.concurrent),
+        ("perSecond", lookups.per_second),
+        ("burst", lookups.burst),
+    ] {
+        if value == 0 {
+            c.push(
+                format!("limits.identityLookups.{field}"),
+                "must be at least 1",
+            );
+        }
+    }
     if config.limits.max_in_flight == 0 {
         c.push("limits.maxInFlight", "must be at least 1");
     }

@@ -12,6 +12,7 @@ pub mod credential;
 pub mod jwks;
 pub mod jwt;
 mod jwt_ring;
+pub mod lookups;
 pub mod oauth;
 pub mod outbound;
 pub mod phabricator;
@@ -88,11 +89,15 @@ pub enum Failure {
     /// not answer, or the keys never loaded).
     #[error("the credential cannot be verified now; retry later")]
     Unavailable,
+    /// The credential is not known yet and the entry point's bound on identity lookups is
+    /// reached ([`lookups`]).
+    #[error("too many credentials are being verified right now; retry later")]
+    Throttled,
 }
 
 impl Failure {
     /// Every failure, in label order.
-    pub const ALL: [Failure; 14] = [
+    pub const ALL: [Failure; 15] = [
         Failure::Missing,
         Failure::Ambiguous,
         Failure::Oversized,
@@ -107,6 +112,7 @@ impl Failure {
         Failure::NotAllowed,
         Failure::NoUpstreamToken,
         Failure::Unavailable,
+        Failure::Throttled,
     ];
 
     /// The metric label.
@@ -126,6 +132,7 @@ impl Failure {
             Failure::NotAllowed => "not_allowed",
             Failure::NoUpstreamToken => "no_upstream_token",
             Failure::Unavailable => "unavailable",
+            Failure::Throttled => "throttled",
         }
     }
 }
@@ -159,11 +166,13 @@ pub struct Counters {
     pub whoami_misses: Counter,
     pub jwks_fetched: Counter,
     pub jwks_failed: Counter,
+    /// The entry point's bound on calls to identity providers.
+    pub lookups: lookups::Lookups,
     provider_errors: Family<ProviderErrorLabels, Counter>,
 }
 
 impl Counters {
-    fn new(entry_point: &Arc<str>, metrics: &Metrics) -> Self {
+    fn new(entry_point: &Arc<str>, metrics: &Metrics, config: &ProxyConfig) -> Self {
         let result = |family: &Family<EntryResultLabels, Counter>, result| {
             family
                 .get_or_create(&EntryResultLabels {
@@ -187,12 +196,18 @@ impl Counters {
             whoami_misses: result(&metrics.auth.whoami_cache, "miss"),
             jwks_fetched: result(&metrics.auth.jwks_refreshes, "ok"),
             jwks_failed: result(&metrics.auth.jwks_refreshes, "failed"),
+            lookups: lookups::Lookups::new(&config.limits.identity_lookups),
             provider_errors: metrics.auth.identity_provider_errors.clone(),
         }
     }
 
-    /// Counts a failed call to an identity provider (rare: the family lookup is fine here).
+    /// Counts a failed call to an identity provider (rare: the family lookup is fine here). A
+    /// call the bound kept from being made is no provider's failure: it counts as `throttled`
+    /// in the auth failures.
     pub fn provider_error(&self, provider: Provider, error: CallError) {
+        if error == CallError::Throttled {
+            return;
+        }
         self.provider_errors
             .get_or_create(&ProviderErrorLabels {
                 entry_point: self.entry_point.clone(),
@@ -286,8 +301,13 @@ impl Authenticator {
             caller_prefix,
             scopes,
             hint: hint(&ep.auth),
-            counters: Counters::new(entry_point, metrics),
+            counters: Counters::new(entry_point, metrics, config),
         }
+    }
+
+    /// Whether the entry point is in mode `oauth` (Conduit runs its OAuth flow behind it).
+    pub fn is_oauth(&self) -> bool {
+        matches!(self.mode, Mode::OAuth(_))
     }
 
     /// Who is calling, as far as the head tells: refused here, a caller goes no further (its
@@ -346,6 +366,9 @@ impl Authenticator {
                     .collect();
                 Err(Refusal::TokenRefused { status, challenges })
             }
+            Err(Unknown::Unavailable(CallError::Throttled)) => {
+                Err(self.refuse(Failure::Throttled, via))
+            }
             Err(Unknown::Unavailable(_)) => Err(self.refuse(Failure::Unavailable, via)),
         }
     }
@@ -364,7 +387,7 @@ impl Authenticator {
         self.count(failure);
         match failure {
             Failure::NotAllowed | Failure::NoUpstreamToken => Refusal::Forbidden(failure),
-            Failure::Unavailable => Refusal::AuthUnavailable,
+            Failure::Unavailable | Failure::Throttled => Refusal::AuthUnavailable,
             _ => Refusal::Unauthenticated {
                 failure,
                 challenge: self.challenges(via).for_failure(failure).clone(),
@@ -506,7 +529,7 @@ mod tests {
     fn short_ids_are_sha256_prefixes() {
         // sha256("abc") = ba7816bf8f01cfea…
         assert_eq!(short_id("abc"), "ba7816bf8f01");
-        assert_eq!(Failure::ALL.len(), 14);
+        assert_eq!(Failure::ALL.len(), 15);
         let labels: std::collections::HashSet<_> = Failure::ALL.iter().map(|f| f.label()).collect();
         assert_eq!(labels.len(), Failure::ALL.len());
     }

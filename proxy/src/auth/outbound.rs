@@ -43,6 +43,8 @@ pub enum CallError {
     ErrorCode,
     /// A file the call needs (the sidecar's own token) never loaded; see `/readyz`.
     Unconfigured,
+    /// Not made: the entry point's bound on identity lookups is reached ([`super::lookups`]).
+    Throttled,
 }
 
 impl CallError {
@@ -56,6 +58,7 @@ impl CallError {
             CallError::Malformed => "malformed",
             CallError::ErrorCode => "error_code",
             CallError::Unconfigured => "unconfigured",
+            CallError::Throttled => "throttled",
         }
     }
 }
@@ -70,6 +73,7 @@ impl std::fmt::Display for CallError {
             CallError::Malformed => "the answer is malformed",
             CallError::ErrorCode => "the answer is an unexpected error",
             CallError::Unconfigured => "a file the call needs is missing",
+            CallError::Throttled => "too many lookups at once",
         })
     }
 }

@@ -7,6 +7,7 @@ use http::HeaderMap;
 use sluice_proxy_config::{PhabricatorApi, PhabricatorTokenAuth};
 
 use super::credential::{self, X_PHABRICATOR_TOKEN};
+use super::outbound::CallError;
 use super::store::Store;
 use super::whoami::{Field, Ttls, Verdict, Whoami};
 use super::{Counters, Failure, short_id};
@@ -52,6 +53,7 @@ impl PhabricatorToken {
         match whoami.ask(token, counters).await {
             Ok(Verdict::User(identity)) => Ok(identity),
             Ok(Verdict::Refused) => Err(Failure::Invalid),
+            Err(CallError::Throttled) => Err(Failure::Throttled),
             // Unverified callers stay out while Phabricator cannot answer.
             Err(_) => Err(Failure::Unavailable),
         }

@@ -146,6 +146,7 @@ impl Reviewer {
             .cache
             .entry(digest(token))
             .or_try_insert_with(async {
+                let _admitted = counters.lookups.admit().map_err(|_| CallError::Throttled)?;
                 let result = self.call(token).await;
                 if let Err(e) = result {
                     counters.provider_error(Provider::TokenReview, e);
@@ -156,7 +157,10 @@ impl Reviewer {
                 })
             })
             .await
-            .map_err(|_| Failure::Unavailable)?;
+            .map_err(|e| match *e {
+                CallError::Throttled => Failure::Throttled,
+                _ => Failure::Unavailable,
+            })?;
         entry.into_value().result
     }
 

@@ -98,6 +98,10 @@ impl UpstreamIdentity {
             .entry(digest(token))
             .or_try_insert_with(async {
                 counters.whoami_misses.inc();
+                let _admitted = counters
+                    .lookups
+                    .admit()
+                    .map_err(|_| Unknown::Unavailable(CallError::Throttled))?;
                 let answer = tokio::time::timeout(self.timeout, self.question(token, upstream))
                     .await
                     .unwrap_or(Err(Unknown::Unavailable(CallError::Timeout)));

@@ -98,6 +98,7 @@ impl Whoami {
             .entry(digest(token))
             .or_try_insert_with(async {
                 counters.whoami_misses.inc();
+                let _admitted = counters.lookups.admit().map_err(|_| CallError::Throttled)?;
                 let verdict = self.call(token).await;
                 if let Err(e) = verdict {
                     counters.provider_error(Provider::Whoami, e);

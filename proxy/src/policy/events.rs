@@ -1,7 +1,8 @@
 //! List replies inside server-sent event streams: events are split incrementally as bytes
-//! arrive, the event carrying a list response is rewritten, every other event is passed on
-//! unchanged as soon as it is complete, and once every awaited list response has gone by the
-//! rest of the stream passes through without being looked at.
+//! arrive, the event carrying a list response is rewritten, and every other event is passed on
+//! unchanged as soon as it is complete — except what cannot be trusted to hold no unfiltered
+//! list: on a list request's stream, a response to no awaited request (a second answer to one,
+//! or an id the upstream read differently) and data that is not JSON are dropped and counted.
 //!
 //! An event is only ever held until its own end (an SSE client dispatches nothing earlier), never
 //! behind another one. Line ends may be LF, CRLF or CR, split anywhere across chunks.
@@ -21,6 +22,9 @@ use super::rules::Kind;
 pub trait Keep: Send + 'static {
     fn keep(&self, kind: Kind, name: &str) -> bool;
     fn emptied(&self, list: reply::ListKind);
+    /// An event was dropped: `unreadable` (its data is not JSON) or `stray` (a response to
+    /// none of the awaited requests).
+    fn dropped(&self, reason: &'static str);
 }
 
 pin_project! {
@@ -28,8 +32,7 @@ pin_project! {
     pub struct FilteredEvents<B, K> {
         #[pin]
         inner: B,
-        // `None` once every target is answered: plain pass-through from then on.
-        filtering: Option<Filtering<K>>,
+        filtering: Filtering<K>,
         finished: bool,
     }
 }
@@ -46,11 +49,11 @@ impl<B, K: Keep> FilteredEvents<B, K> {
     pub fn new(inner: B, targets: Targets, keep: K, max_event: usize) -> Self {
         Self {
             inner,
-            filtering: Some(Filtering {
+            filtering: Filtering {
                 splitter: Splitter::new(max_event),
                 targets,
                 keep,
-            }),
+            },
             finished: false,
         }
     }
@@ -69,9 +72,7 @@ impl<B: Body<Data = Bytes>, K: Keep> Body for FilteredEvents<B, K> {
             if *this.finished {
                 return Poll::Ready(None);
             }
-            let Some(f) = this.filtering.as_mut() else {
-                return this.inner.poll_frame(cx);
-            };
+            let f = &mut *this.filtering;
             let data = match ready!(this.inner.as_mut().poll_frame(cx)) {
                 // An event cut off by the end of the stream is discarded by clients: drop it.
                 None => return Poll::Ready(None),
@@ -93,14 +94,11 @@ impl<B: Body<Data = Bytes>, K: Keep> Body for FilteredEvents<B, K> {
             if pushed.is_err() {
                 // Too large to judge: answer what is pending with an error and end the stream.
                 if let Targets::Ids(ids) = targets {
-                    for t in ids.drain(..) {
+                    for t in ids.drain(..).filter(|t| t.kind.is_some()) {
                         out.extend_from_slice(&error_event(&t));
                     }
                 }
                 *this.finished = true;
-            } else if targets.is_done() {
-                out.extend_from_slice(&splitter.take_rest());
-                *this.filtering = None;
             }
             if !out.is_empty() {
                 return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
@@ -131,13 +129,27 @@ fn process<K: Keep>(event: &[u8], targets: &mut Targets, keep: &K, out: &mut Byt
             _ => {}
         }
     }
-    let rewritten = match (&data, is_message) {
-        (Some(d), true) => reply::rewrite(d, targets, &|kind, name| keep.keep(kind, name)).ok(),
-        _ => None,
-    };
-    let Some(rewritten) = rewritten else {
+    // Events without data, or with none to read (the 2025-11-25 priming event), pass.
+    let (Some(data), true) = (&data, is_message) else {
         out.extend_from_slice(event);
         return;
+    };
+    if data.iter().all(u8::is_ascii_whitespace) {
+        out.extend_from_slice(event);
+        return;
+    }
+    // Fail closed: what cannot be read, or answers nothing awaited, is never passed on
+    // unfiltered — its id may be one the upstream read differently from the proxy.
+    let rewritten = match reply::rewrite(data, targets, &|kind, name| keep.keep(kind, name)) {
+        Ok(rewritten) if rewritten.stray => {
+            keep.dropped("stray");
+            return;
+        }
+        Ok(rewritten) => rewritten,
+        Err(_) => {
+            keep.dropped("unreadable");
+            return;
+        }
     };
     if let Some(list) = rewritten.emptied {
         keep.emptied(list);
@@ -305,13 +317,6 @@ impl Splitter {
         }
         Ok(())
     }
-
-    /// The bytes of the event in progress, for passing on unjudged.
-    fn take_rest(&mut self) -> Bytes {
-        self.scan = 0;
-        self.line_start = 0;
-        self.buf.split().freeze()
-    }
 }
 
 #[cfg(test)]
@@ -334,6 +339,7 @@ mod tests {
         fn emptied(&self, list: ListKind) {
             self.0.lock().unwrap().push(list);
         }
+        fn dropped(&self, _: &'static str) {}
     }
 
     fn target(id: &str) -> Targets {
@@ -371,6 +377,7 @@ mod tests {
     const REPLY: &str = r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"pha_task_get"},{"name":"pha_passphrase_get"}]}}"#;
     const FILTERED: &str =
         r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"pha_task_get"}]}}"#;
+    const LATER: &str = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{}}"#;
 
     fn joined(frames: &[Bytes]) -> String {
         frames
@@ -383,14 +390,32 @@ mod tests {
     async fn the_reply_is_rewritten_and_other_events_pass_unchanged() {
         let progress = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\n\n";
         let stream = format!(
-            "id: 0\nretry: 100\ndata:\n\n{progress}: comment\n\nevent: message\nid: 9\ndata: {REPLY}\n\nevent: message\ndata: after\n\n"
+            "id: 0\nretry: 100\ndata:\n\n{progress}: comment\n\nevent: message\nid: 9\ndata: {REPLY}\n\nevent: message\ndata: {LATER}\n\n"
         );
         let out = run(&[stream.as_bytes()], target("3"), 1 << 20).await;
         assert_eq!(
             joined(&out),
             format!(
-                "id: 0\nretry: 100\ndata:\n\n{progress}: comment\n\nevent: message\nid: 9\ndata: {FILTERED}\n\nevent: message\ndata: after\n\n"
+                "id: 0\nretry: 100\ndata:\n\n{progress}: comment\n\nevent: message\nid: 9\ndata: {FILTERED}\n\nevent: message\ndata: {LATER}\n\n"
             )
+        );
+    }
+
+    #[tokio::test]
+    async fn what_cannot_be_matched_or_read_while_a_reply_is_awaited_is_dropped() {
+        // The reply to id 3 under another id (one the upstream read differently), data that
+        // is not JSON, a response without an id, a second answer: none of it goes out. A
+        // server's request does.
+        let stray = REPLY.replace(r#""id":3"#, r#""id":0"#);
+        let request =
+            r#"{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{}}"#;
+        let stream = format!(
+            "event: message\ndata: {stray}\n\nevent: message\ndata: not json\n\nevent: message\ndata: {{\"jsonrpc\":\"2.0\",\"result\":{{}}}}\n\nevent: message\ndata: {request}\n\nevent: message\ndata: {REPLY}\n\nevent: message\ndata: {stray}\n\n"
+        );
+        let out = run(&[stream.as_bytes()], target("3"), 1 << 20).await;
+        assert_eq!(
+            joined(&out),
+            format!("event: message\ndata: {request}\n\nevent: message\ndata: {FILTERED}\n\n")
         );
     }
 
@@ -424,12 +449,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn multi_line_data_is_joined_and_the_rest_passes_through_after_the_reply() {
-        let reply = "data: {\"jsonrpc\":\"2.0\",\"id\":3,\ndata: \"result\":{\"tools\":[{\"name\":\"pha_passphrase_get\"}]}}\n\ndata: x";
-        let out = run(&[reply.as_bytes(), b"yz\n\n"], target("3"), 1 << 20).await;
+    async fn multi_line_data_is_joined_and_events_after_the_reply_still_pass() {
+        let reply = "data: {\"jsonrpc\":\"2.0\",\"id\":3,\ndata: \"result\":{\"tools\":[{\"name\":\"pha_passphrase_get\"}]}}\n\ndata: {\"jsonrpc\":\"2.0\",\"me";
+        let out = run(
+            &[reply.as_bytes(), b"thod\":\"notifications/x\"}\n\n"],
+            target("3"),
+            1 << 20,
+        )
+        .await;
         assert_eq!(
             joined(&out),
-            "data: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"tools\":[]}}\n\ndata: xyz\n\n"
+            "data: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"tools\":[]}}\n\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/x\"}\n\n"
         );
     }
 

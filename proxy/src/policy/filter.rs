@@ -9,6 +9,8 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderValue, Response, header};
 use http_body::Body as _;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 use super::events::{FilteredEvents, Keep};
 use super::reply::{self, ListKind, Targets};
@@ -16,6 +18,7 @@ use super::rules::Kind;
 use super::{Policy, Verdict, View};
 use crate::body::ResponseBody;
 use crate::errors::Refusal;
+use crate::metrics::{Metrics, ReasonLabels, ToolLabels};
 use crate::sse;
 
 /// Largest list reply (JSON body, or one event) filtered; Conduit's `tools/list` is ~48 KB.
@@ -33,6 +36,8 @@ pub struct ListFilter {
 struct Keeper {
     policy: Arc<Policy>,
     index: usize,
+    dropped: Family<ReasonLabels, Counter>,
+    tools: Arc<ToolLabels>,
 }
 
 impl Keeper {
@@ -46,18 +51,46 @@ impl Keeper {
 
 impl Keep for Keeper {
     fn keep(&self, kind: Kind, name: &str) -> bool {
+        if kind == Kind::Tool {
+            self.tools.admit(name);
+        }
         self.view().verdict(kind, name) == Verdict::Allowed
     }
 
     fn emptied(&self, list: ListKind) {
         self.policy.warn_emptied(self.index, list);
     }
+
+    fn dropped(&self, reason: &'static str) {
+        let entry_point = self.policy.entry_point();
+        tracing::warn!(
+            entry_point = &*entry_point,
+            reason,
+            "dropped an event of a list reply that cannot be filtered"
+        );
+        self.dropped
+            .get_or_create(&ReasonLabels {
+                entry_point,
+                reason,
+            })
+            .inc();
+    }
 }
 
 impl ListFilter {
-    pub(super) fn new(policy: Arc<Policy>, index: usize, targets: Targets) -> Self {
+    pub(super) fn new(
+        policy: Arc<Policy>,
+        index: usize,
+        targets: Targets,
+        metrics: &Metrics,
+    ) -> Self {
         Self {
-            keep: Keeper { policy, index },
+            keep: Keeper {
+                policy,
+                index,
+                dropped: metrics.list_events_dropped.clone(),
+                tools: metrics.tools.clone(),
+            },
             targets,
         }
     }

@@ -77,6 +77,11 @@ impl Policy {
     }
 
     /// Whether the policy lets everything through for every caller.
+    /// The entry point it guards.
+    pub fn entry_point(&self) -> Arc<str> {
+        self.entry_point.clone()
+    }
+
     pub fn is_open(&self) -> bool {
         self.open
     }
@@ -200,13 +205,8 @@ pub fn authorize(cx: &RequestContext, metrics: &Metrics) -> Result<(), Refusal> 
     let Some(inspection) = cx.inspection.as_ref() else {
         return Ok(());
     };
-    if policy.is_open() {
-        return Ok(());
-    }
     let view = policy.view(cx.identity.as_ref());
-    if view.is_open() {
-        return Ok(());
-    }
+    let open = policy.is_open() || view.is_open();
     for message in inspection.messages() {
         let (Some(kind), Some(name)) = (
             message.method().and_then(|m| called(m.as_str())),
@@ -214,8 +214,20 @@ pub fn authorize(cx: &RequestContext, metrics: &Metrics) -> Result<(), Refusal> 
         ) else {
             continue;
         };
-        let invalid = match view.verdict(kind, name) {
-            Verdict::Allowed => continue,
+        let verdict = if open {
+            Verdict::Allowed
+        } else {
+            view.verdict(kind, name)
+        };
+        let invalid = match verdict {
+            Verdict::Allowed => {
+                // An allowed tool gets a metric label of its own; a refused one never does,
+                // so invented names cannot use up the labels.
+                if kind == Kind::Tool {
+                    metrics.tools.admit(name);
+                }
+                continue;
+            }
             Verdict::Denied => false,
             Verdict::Invalid => true,
         };
@@ -225,6 +237,7 @@ pub fn authorize(cx: &RequestContext, metrics: &Metrics) -> Result<(), Refusal> 
                 entry_point: cx.entry.name.clone(),
                 kind: kind.as_str(),
                 name: metrics.tools.label(Some(name)),
+                reason: if invalid { "invalid" } else { "denied" },
             })
             .inc();
         let shown: String = name.chars().take(rules::MAX_NAME_CHARS).collect();
@@ -239,7 +252,7 @@ pub fn authorize(cx: &RequestContext, metrics: &Metrics) -> Result<(), Refusal> 
 
 /// The filter for the reply, when the request asks for a list this caller sees filtered, or
 /// opens an event stream (GET) that may carry list replies.
-pub fn list_filter(cx: &RequestContext) -> Option<ListFilter> {
+pub fn list_filter(cx: &RequestContext, metrics: &Metrics) -> Option<ListFilter> {
     let policy = &cx.entry.policy;
     if policy.is_open() {
         return None;
@@ -248,23 +261,29 @@ pub fn list_filter(cx: &RequestContext) -> Option<ListFilter> {
     if view.is_open() {
         return None;
     }
+    let filter = |targets| ListFilter::new(cx.entry.policy.clone(), view.index, targets, metrics);
     let Some(inspection) = cx.inspection.as_ref() else {
         // A resumed POST stream (`Last-Event-ID`) or the legacy transport's reply stream
         // carries responses to requests this GET does not name.
-        return (cx.method == http::Method::GET)
-            .then(|| ListFilter::new(cx.entry.policy.clone(), view.index, Targets::AnyList));
+        return (cx.method == http::Method::GET).then(|| filter(Targets::AnyList));
     };
+    // Every request of the POST is awaited: a response answering none of them is stray.
     let targets: Vec<Target> = inspection
         .messages()
         .iter()
         .filter_map(|m| {
-            let list = ListKind::of_method(m.method()?.as_str())?;
-            view.lists(list.kind())?;
-            Some(Target::new(m.id()?, list))
+            let id = m.id()?;
+            let method = m.method()?;
+            Some(match ListKind::of_method(method.as_str()) {
+                Some(list) if view.lists(list.kind()).is_some() => Target::new(id, list),
+                _ => Target::other(id),
+            })
         })
         .collect();
-    (!targets.is_empty())
-        .then(|| ListFilter::new(cx.entry.policy.clone(), view.index, Targets::Ids(targets)))
+    targets
+        .iter()
+        .any(|t| t.kind.is_some())
+        .then(|| filter(Targets::Ids(targets)))
 }
 
 #[cfg(test)]

@@ -85,11 +85,22 @@ pub struct Target {
     /// The request's id as sent.
     pub id: Box<RawValue>,
     key: IdKey,
-    pub kind: ListKind,
+    /// The list it asks for; `None` for another request of the same POST (a batch), whose
+    /// response passes as it is.
+    pub kind: Option<ListKind>,
 }
 
 impl Target {
     pub fn new(id: &RawValue, kind: ListKind) -> Self {
+        Self::with(id, Some(kind))
+    }
+
+    /// Another request of the same POST: its response is expected, and not a list.
+    pub fn other(id: &RawValue) -> Self {
+        Self::with(id, None)
+    }
+
+    fn with(id: &RawValue, kind: Option<ListKind>) -> Self {
         Self {
             key: IdKey::of(id),
             id: id.to_owned(),
@@ -108,23 +119,34 @@ pub enum Targets {
 }
 
 impl Targets {
-    /// Whether nothing is left to filter.
+    /// Whether nothing is left to filter: every list request is answered.
     pub fn is_done(&self) -> bool {
-        matches!(self, Targets::Ids(ids) if ids.is_empty())
+        matches!(self, Targets::Ids(ids) if ids.iter().all(|t| t.kind.is_none()))
     }
 
-    /// The list a response with `id` answers, if it is a target (which is then done with);
-    /// `None` from [`Targets::AnyList`]: the result tells.
-    fn answer(&mut self, id: &RawValue) -> Option<Option<ListKind>> {
+    /// What a response with `id` answers: a list request (then done with), another request
+    /// of the POST, or — from [`Targets::AnyList`] — whatever its result holds. `None`: nothing
+    /// awaited (a stray response).
+    fn answer(&mut self, id: &RawValue) -> Option<Answer> {
         match self {
             Targets::Ids(ids) => {
                 let key = IdKey::of(id);
                 let at = ids.iter().position(|t| t.key == key)?;
-                Some(Some(ids.swap_remove(at).kind))
+                Some(match ids.swap_remove(at).kind {
+                    Some(kind) => Answer::List(kind),
+                    None => Answer::Other,
+                })
             }
-            Targets::AnyList => Some(None),
+            Targets::AnyList => Some(Answer::AnyList),
         }
     }
+}
+
+/// What a response answers.
+enum Answer {
+    List(ListKind),
+    Other,
+    AnyList,
 }
 
 /// An id compared by value: the upstream may escape a string id or space a number differently.
@@ -147,6 +169,10 @@ pub struct Rewritten {
     pub json: Option<Vec<u8>>,
     /// A list that offered items came out empty (the policy hides everything).
     pub emptied: Option<ListKind>,
+    /// A response that answers none of the awaited list requests ([`Targets::Ids`]): on the
+    /// stream of a list request, such a response cannot be trusted to hold no list (its id may
+    /// be one the upstream read differently), so it must not be passed on.
+    pub stray: bool,
 }
 
 /// Rewrites a JSON-RPC message or batch of messages. A response that is one of `targets` has
@@ -160,14 +186,14 @@ pub fn rewrite(
     let mut out = Rewritten::default();
     match json.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {
-            out.json = message(json, targets, keep, &mut out.emptied)?;
+            out.json = message(json, targets, keep, &mut out)?;
         }
         Some(b'[') => {
             let items: Vec<&RawValue> = serde_json::from_slice(json)?;
             let mut changed = false;
             let mut parts = Vec::with_capacity(items.len());
             for item in &items {
-                match message(item.get().as_bytes(), targets, keep, &mut out.emptied)? {
+                match message(item.get().as_bytes(), targets, keep, &mut out)? {
                     Some(new) => {
                         changed = true;
                         parts.push(Cow::Owned(new));
@@ -190,28 +216,39 @@ pub fn rewrite(
         }
         _ => {
             serde_json::from_slice::<de::IgnoredAny>(json)?;
+            out.stray = matches!(targets, Targets::Ids(_));
         }
     }
     Ok(out)
 }
 
-/// One message: `Some(new JSON)` when it answers a target with a list to filter.
+/// One message: `Some(new JSON)` when it answers a target with a list to filter. A response
+/// that answers none while targets are awaited is marked stray in `out`.
 fn message(
     json: &[u8],
     targets: &mut Targets,
     keep: &dyn Fn(Kind, &str) -> bool,
-    emptied: &mut Option<ListKind>,
+    out: &mut Rewritten,
 ) -> Result<Option<Vec<u8>>, serde_json::Error> {
     let Entries(entries) = serde_json::from_slice(json)?;
     if entries.iter().any(|(k, _)| k == "method") {
         return Ok(None);
     }
+    let awaiting = matches!(targets, Targets::Ids(_));
     let Some((_, id)) = entries.iter().find(|(k, _)| k == "id") else {
+        out.stray |= awaiting;
         return Ok(None);
     };
-    let Some(kind) = targets.answer(id) else {
-        return Ok(None);
+    let kind = match targets.answer(id) {
+        None => {
+            out.stray |= awaiting;
+            return Ok(None);
+        }
+        Some(Answer::Other) => return Ok(None),
+        Some(Answer::List(kind)) => Some(kind),
+        Some(Answer::AnyList) => None,
     };
+    let emptied = &mut out.emptied;
     let mut changed = false;
     let mut parts = Vec::with_capacity(entries.len());
     for (k, v) in &entries {
@@ -397,7 +434,7 @@ mod tests {
 
     fn pending(t: &Targets) -> usize {
         match t {
-            Targets::Ids(ids) => ids.len(),
+            Targets::Ids(ids) => ids.iter().filter(|t| t.kind.is_some()).count(),
             Targets::AnyList => usize::MAX,
         }
     }
