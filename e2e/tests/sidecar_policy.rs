@@ -145,10 +145,11 @@ fn the_sdk_client_sees_filtered_tools_refusals_and_limits() {
         // Without a key the SDK cannot even connect.
         let report = client(port, "legacy", None, &[TASK]);
         assert!(report["connect_error"].is_object(), "{report}");
+        // The denied tool keeps its name in the metric: the upstream listed it.
         let metrics = http::get(&format!("http://127.0.0.1:{admin}/metrics"), &[]).unwrap();
         assert!(
             metrics.body.contains(
-                "sluice_policy_denials_total{entry_point=\"main\",kind=\"tool\",name=\"pha_passphrase_get\"} 2"
+                "sluice_policy_denials_total{entry_point=\"main\",kind=\"tool\",name=\"pha_passphrase_get\",reason=\"denied\"} 2"
             ),
             "{}",
             metrics.body
