@@ -158,6 +158,10 @@ fn per_user_policy_at(deployment: &Deployment, base: &str) {
             )
         })
         .collect();
+    // For the reader (and the closing note): the audit line of alice's first call.
+    if let Some(line) = audit.iter().find(|e| e["identity"] == "alice") {
+        println!("audit line of an OAuth tool call: {line}");
+    }
     for expected in [
         ("alice", "pha_user_whoami", "allowed"),
         ("alice", "pha_user_whoami", "rate_limited"),
@@ -193,8 +197,12 @@ fn audit_events(deployment: &Deployment, complete: impl Fn(&[Value]) -> bool) ->
 
 /// Phabricator saw only tokens it issued: never one of FastMCP's.
 fn assert_phabricator_saw_only_its_own_tokens(deployment: &Deployment) {
-    let conduit_calls: Vec<Value> = deployment
-        .phabricator_events()
+    let events = deployment.phabricator_events();
+    println!("the fake Phabricator's log:");
+    for event in &events {
+        println!("  {event}");
+    }
+    let conduit_calls: Vec<Value> = events
         .into_iter()
         .filter(|e| e["event"] == "conduit")
         .collect();
@@ -310,6 +318,10 @@ fn a_login_survives_a_restart_that_keeps_the_state_and_not_one_that_loses_it() {
     let home = deployment.conduit_home();
     deployment.restart_conduit(&home);
     let (kept, ok) = login(&url, &["--state", state, "--tool", "pha_user_whoami"]);
+    println!(
+        "after a restart with the state kept: sdk {}, browser {}",
+        kept["sdk"], kept["browser"]
+    );
     assert!(ok, "{kept:#}\n{}", deployment.conduit.logs());
     assert_eq!(kept["browser"], serde_json::json!([]), "{kept:#}");
     assert!(
@@ -324,6 +336,10 @@ fn a_login_survives_a_restart_that_keeps_the_state_and_not_one_that_loses_it() {
     // that registers afresh logs in cleanly.
     deployment.restart_conduit(&deployment.new_dir("lost-state"));
     let (lost, ok) = login(&url, &["--state", state, "--tool", "pha_user_whoami"]);
+    println!(
+        "after a restart without the state: sdk {}, error {}",
+        lost["sdk"], lost["error"]
+    );
     assert!(!ok, "{lost:#}");
     let refused = &lost["sdk"][0];
     assert_eq!(refused["status"], 401, "{lost:#}");
@@ -346,6 +362,11 @@ fn a_login_survives_a_restart_that_keeps_the_state_and_not_one_that_loses_it() {
         "{lost:#}"
     );
     let fresh = whoami(&url, "alice", 1);
+    println!(
+        "a fresh client after it: {} browser steps, calls {}",
+        fresh["browser"].as_array().unwrap().len(),
+        fresh["calls"]
+    );
     assert!(!fresh["browser"].as_array().unwrap().is_empty());
     assert_eq!(outcomes(&fresh), [Ok("alice".into())]);
 }
