@@ -1,25 +1,21 @@
 //! What each request leaves behind: request metrics and one access log line. Never a token,
 //! a header value or a body value; the tool name is the one body field logged.
 
-use http::Response;
+use http::StatusCode;
 
-use crate::body::ResponseBody;
 use crate::errors::UpstreamFailure;
-use crate::metrics::{self, LatencyLabels, RequestLabels, UpstreamErrorLabels};
-use crate::stack::RequestContext;
-use crate::state::State;
+use crate::metrics::{self, LatencyLabels, Metrics, RequestLabels, UpstreamErrorLabels};
+use crate::request::RequestContext;
 
-/// Counts and logs a request when its response head is ready.
-pub fn record(state: &State, cx: &RequestContext, response: &Response<ResponseBody>) {
+/// Counts and logs a request when its response head (with `status`) is ready.
+pub fn record(m: &Metrics, cx: &RequestContext, status: StatusCode) {
     let elapsed = cx.started.elapsed();
-    let m = &state.metrics;
     let inspection = cx.inspection.as_ref();
     let mcp_method = inspection.map_or("", |i| i.method_label());
     let tool = inspection.and_then(|i| i.tool());
-    let status = response.status();
     m.requests
         .get_or_create(&RequestLabels {
-            entry_point: cx.entry.name.clone(),
+            entry_point: cx.entry_point.clone(),
             http_method: metrics::http_method(&cx.method),
             mcp_method,
             tool: m.tools.label(tool),
@@ -28,13 +24,13 @@ pub fn record(state: &State, cx: &RequestContext, response: &Response<ResponseBo
         .inc();
     m.latency
         .get_or_create(&LatencyLabels {
-            entry_point: cx.entry.name.clone(),
+            entry_point: cx.entry_point.clone(),
             mcp_method,
         })
         .observe(elapsed.as_secs_f64());
     tracing::info!(
         target: "sluice::access",
-        entry_point = &*cx.entry.name,
+        entry_point = &*cx.entry_point,
         method = cx.method.as_str(),
         // The path only: a query may carry codes or tokens.
         path = cx.uri.path(),
@@ -46,17 +42,16 @@ pub fn record(state: &State, cx: &RequestContext, response: &Response<ResponseBo
 }
 
 /// Counts an upstream failure.
-pub fn upstream_failed(state: &State, cx: &RequestContext, failure: UpstreamFailure) {
-    state
-        .metrics
+pub fn upstream_failed(metrics: &Metrics, cx: &RequestContext, failure: UpstreamFailure) {
+    metrics
         .upstream_errors
         .get_or_create(&UpstreamErrorLabels {
-            entry_point: cx.entry.name.clone(),
+            entry_point: cx.entry_point.clone(),
             kind: failure.label(),
         })
         .inc();
     tracing::warn!(
-        entry_point = &*cx.entry.name,
+        entry_point = &*cx.entry_point,
         kind = failure.label(),
         "{failure}"
     );

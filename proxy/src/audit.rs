@@ -15,7 +15,7 @@ use http::StatusCode;
 
 use crate::errors::Refusal;
 use crate::policy::Kind;
-use crate::stack::RequestContext;
+use crate::request::RequestContext;
 
 /// Writes the events of a request whose answer has `status`; `refusal` when the proxy
 /// answered itself.
@@ -52,7 +52,7 @@ pub fn record(cx: &RequestContext, refusal: Option<&Refusal>, status: StatusCode
         };
         tracing::info!(
             target: "audit",
-            entry_point = &*cx.entry.name,
+            entry_point = &*cx.entry_point,
             identity,
             tool = &*tool,
             decision,

@@ -12,8 +12,8 @@ use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use prometheus_client::metrics::counter::Counter;
 
-use crate::conn::Busy;
-use crate::limits::Permit;
+use crate::activity::Busy;
+use crate::in_flight::Permit;
 use crate::metrics::GaugeGuard;
 use crate::sse::KeepAlive;
 

@@ -10,9 +10,9 @@ use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -22,122 +22,8 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
+use crate::activity::{Activity, Verdict};
 use crate::body::ResponseBody;
-
-const NONE: u64 = u64::MAX;
-
-/// What a connection is doing, shared by its reader, its requests and its timer.
-#[derive(Debug)]
-pub struct Activity {
-    epoch: Instant,
-    busy: AtomicUsize,
-    /// Milliseconds since `epoch` when the connection last went quiet.
-    idle_since: AtomicU64,
-    /// When the first byte of a request head arrived (`NONE`: not reading a head).
-    head_since: AtomicU64,
-    /// Bytes arrived while busy: maybe the start of a pipelined request.
-    read_while_busy: AtomicBool,
-    /// h2 multiplexes and pings: once it has carried a request, only the idle timer applies.
-    h2: AtomicBool,
-    /// A request has begun on the connection.
-    began: AtomicBool,
-}
-
-/// Marks a connection busy while a request is served (held by the response body).
-#[derive(Debug)]
-pub struct Busy(Arc<Activity>);
-
-impl Activity {
-    /// A fresh connection: it owes a request head from now on.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self {
-            epoch: Instant::now(),
-            busy: AtomicUsize::new(0),
-            idle_since: AtomicU64::new(0),
-            head_since: AtomicU64::new(0),
-            read_while_busy: AtomicBool::new(false),
-            h2: AtomicBool::new(false),
-            began: AtomicBool::new(false),
-        })
-    }
-
-    fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(NONE - 1)
-    }
-
-    fn on_read(&self) {
-        if self.busy.load(Ordering::Relaxed) > 0 {
-            self.read_while_busy.store(true, Ordering::Relaxed);
-        } else if self.head_since.load(Ordering::Relaxed) == NONE {
-            self.head_since.store(self.now(), Ordering::Relaxed);
-        }
-    }
-
-    /// Since when the connection has carried no request (`None` while it carries one): since
-    /// it was accepted, if it never has.
-    pub fn quiet_since(&self) -> Option<Instant> {
-        if self.busy.load(Ordering::Relaxed) > 0 {
-            return None;
-        }
-        let quiet = self.idle_since.load(Ordering::Relaxed);
-        Some(self.epoch + Duration::from_millis(quiet))
-    }
-
-    /// A request head has arrived: the connection is busy until the guard drops.
-    pub fn begin(self: &Arc<Self>) -> Busy {
-        self.busy.fetch_add(1, Ordering::Relaxed);
-        self.began.store(true, Ordering::Relaxed);
-        self.head_since.store(NONE, Ordering::Relaxed);
-        self.read_while_busy.store(false, Ordering::Relaxed);
-        Busy(self.clone())
-    }
-
-    /// What the timer should do now.
-    fn verdict(&self, header_read: Duration, idle: Duration) -> Verdict {
-        if self.busy.load(Ordering::Relaxed) > 0 {
-            return Verdict::Wait(idle);
-        }
-        let now = self.now();
-        let mut wait = Duration::MAX;
-        let head = self.head_since.load(Ordering::Relaxed);
-        // An h2 connection owes its first request within the head time too (one that only
-        // sent the preface would otherwise hold its place until the idle time); after that its
-        // pings and window updates are no request heads.
-        let head_timer = !self.h2.load(Ordering::Relaxed) || !self.began.load(Ordering::Relaxed);
-        if head != NONE && head_timer {
-            let waited = Duration::from_millis(now.saturating_sub(head));
-            match header_read.checked_sub(waited) {
-                Some(left) if !left.is_zero() => wait = left,
-                _ => return Verdict::HeadTimeout,
-            }
-        }
-        let quiet =
-            Duration::from_millis(now.saturating_sub(self.idle_since.load(Ordering::Relaxed)));
-        match idle.checked_sub(quiet) {
-            Some(left) if !left.is_zero() => Verdict::Wait(wait.min(left)),
-            _ => Verdict::Idle,
-        }
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        let a = &self.0;
-        if a.busy.fetch_sub(1, Ordering::Relaxed) == 1 {
-            let now = a.now();
-            a.idle_since.store(now, Ordering::Relaxed);
-            if a.read_while_busy.swap(false, Ordering::Relaxed) {
-                a.head_since.store(now, Ordering::Relaxed);
-            }
-        }
-    }
-}
-
-enum Verdict {
-    Wait(Duration),
-    HeadTimeout,
-    Idle,
-}
 
 /// Connection timers.
 #[derive(Clone, Copy, Debug)]
@@ -291,71 +177,5 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const T: Timers = Timers {
-        header_read: Duration::from_secs(10),
-        idle: Duration::from_secs(300),
-    };
-
-    #[test]
-    fn a_new_connection_owes_a_head_and_a_busy_one_owes_nothing() {
-        let a = Activity::new();
-        assert!(matches!(a.verdict(T.header_read, T.idle), Verdict::Wait(d) if d <= T.header_read));
-        assert!(matches!(
-            a.verdict(Duration::ZERO, T.idle),
-            Verdict::HeadTimeout
-        ));
-        let busy = a.begin();
-        assert!(matches!(
-            a.verdict(Duration::ZERO, Duration::ZERO),
-            Verdict::Wait(_)
-        ));
-        drop(busy);
-        // Quiet after a request: only the idle timer runs.
-        assert!(matches!(a.verdict(Duration::ZERO, T.idle), Verdict::Wait(d) if d > T.header_read));
-        assert!(matches!(
-            a.verdict(Duration::ZERO, Duration::ZERO),
-            Verdict::Idle
-        ));
-        a.on_read();
-        assert!(matches!(
-            a.verdict(Duration::ZERO, T.idle),
-            Verdict::HeadTimeout
-        ));
-    }
-
-    #[test]
-    fn an_h2_connection_owes_its_first_request_in_time_then_only_the_idle_timer_runs() {
-        let a = Activity::new();
-        a.h2.store(true, Ordering::Relaxed);
-        a.on_read(); // the preface and SETTINGS
-        assert!(matches!(
-            a.verdict(Duration::ZERO, T.idle),
-            Verdict::HeadTimeout
-        ));
-        drop(a.begin());
-        a.on_read(); // a PING
-        assert!(matches!(
-            a.verdict(Duration::ZERO, T.idle),
-            Verdict::Wait(_)
-        ));
-    }
-
-    #[test]
-    fn bytes_read_while_busy_start_the_head_timer_when_the_request_ends() {
-        let a = Activity::new();
-        let busy = a.begin();
-        a.on_read();
-        drop(busy);
-        assert!(matches!(
-            a.verdict(Duration::ZERO, T.idle),
-            Verdict::HeadTimeout
-        ));
     }
 }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 
-use crate::conn::Activity;
+use crate::activity::Activity;
 
 /// Descriptors kept for everything that is not a caller connection (listeners, config and
 /// Secret files, the log, Redis and identity providers).
@@ -231,7 +231,7 @@ mod tests {
     }
 
     /// A connection carrying a request: never asked to give its place up.
-    fn busy() -> (Arc<Activity>, crate::conn::Busy) {
+    fn busy() -> (Arc<Activity>, crate::activity::Busy) {
         let activity = Activity::new();
         let busy = activity.begin();
         (activity, busy)

@@ -18,7 +18,7 @@ use crate::auth::Failure;
 use crate::auth::credential::{self, MAX_CREDENTIAL_BYTES, X_API_KEY, X_PHABRICATOR_TOKEN};
 use crate::auth::store::Store;
 use crate::auth::watch::{Content, Parsed, Source, Watched};
-use crate::identity::Identity;
+use crate::request::Identity;
 
 /// An entry point's upstream credentials, compiled.
 pub struct UpstreamCredentials {

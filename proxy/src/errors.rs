@@ -80,7 +80,7 @@ pub enum Refusal {
     /// The tool policy refuses a tool, resource or prompt the request names (for a batch: the
     /// first refused item; the whole batch is refused).
     #[error("{0}")]
-    Denied(crate::policy::Denial),
+    Denied(Denial),
     /// A rate limit of the entry point is exhausted for this caller.
     #[error("rate limit {rule} exceeded; retry in {retry_after} s")]
     RateLimited {
@@ -103,9 +103,9 @@ pub enum Refusal {
     BadMetadata(String),
     /// The caller did not authenticate: 401 with the entry point's `WWW-Authenticate`, and
     /// `hint` (what to send) after the reason.
-    #[error("{failure}{hint}")]
+    #[error("{reason}{hint}")]
     Unauthenticated {
-        failure: crate::auth::Failure,
+        reason: &'static str,
         challenge: HeaderValue,
         hint: &'static str,
     },
@@ -118,11 +118,38 @@ pub enum Refusal {
         challenges: Vec<HeaderValue>,
     },
     /// The caller authenticated but may not use this entry point (or has no upstream token).
-    #[error("{0}")]
-    Forbidden(crate::auth::Failure),
+    #[error("{reason}")]
+    Forbidden { reason: &'static str },
     /// The caller's credential cannot be checked now (its identity provider is down).
     #[error("the credential cannot be verified now; retry later")]
     AuthUnavailable,
+}
+
+/// Why the tool policy refused a request: the first item it refused.
+#[derive(Debug)]
+pub struct Denial {
+    /// `tool`, `resource` or `prompt`.
+    pub kind: &'static str,
+    /// The name as sent, cut to a length worth echoing.
+    pub name: Box<str>,
+    /// The name is outside its alphabet (rather than denied by a pattern).
+    pub invalid: bool,
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = self.kind;
+        if self.invalid {
+            // Escaped, so a look-alike shows what it is (`pha_p\u{430}ss…`).
+            write!(
+                f,
+                "\"{}\" is not a valid {kind} name; this entry point's policy refuses it",
+                self.name.escape_default()
+            )
+        } else {
+            write!(f, "{kind} {} is not allowed on this entry point", self.name)
+        }
+    }
 }
 
 /// How the upstream failed before its response head; also the `kind` label of
@@ -197,7 +224,7 @@ impl Refusal {
             Refusal::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Refusal::TokenRefused { status, .. } => *status,
-            Refusal::Forbidden(_) => StatusCode::FORBIDDEN,
+            Refusal::Forbidden { .. } => StatusCode::FORBIDDEN,
             Refusal::Upstream(f) => match f {
                 UpstreamFailure::ConnectRefused
                 | UpstreamFailure::ConnectTimeout
@@ -226,7 +253,7 @@ impl Refusal {
             Refusal::AuthUnavailable => code::INTERNAL_ERROR,
             Refusal::Unauthenticated { .. }
             | Refusal::TokenRefused { .. }
-            | Refusal::Forbidden(_) => code::INVALID_REQUEST,
+            | Refusal::Forbidden { .. } => code::INVALID_REQUEST,
             Refusal::NotFound
             | Refusal::MethodNotAllowed { .. }
             | Refusal::Origin
@@ -314,6 +341,28 @@ mod tests {
         assert_eq!(v["error"]["message"], "say \"hi\"");
         let v: serde_json::Value = serde_json::from_slice(&error_body(1, &"x", None)).unwrap();
         assert!(v["id"].is_null());
+    }
+
+    #[test]
+    fn denials_say_what_was_refused_and_show_look_alikes_escaped() {
+        let d = Denial {
+            kind: "tool",
+            name: "pha_passphrase_get".into(),
+            invalid: false,
+        };
+        assert_eq!(
+            d.to_string(),
+            "tool pha_passphrase_get is not allowed on this entry point"
+        );
+        let d = Denial {
+            kind: "tool",
+            name: "pha_p\u{0430}ss".into(),
+            invalid: true,
+        };
+        assert_eq!(
+            d.to_string(),
+            "\"pha_p\\u{430}ss\" is not a valid tool name; this entry point's policy refuses it"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use std::error::Error as StdError;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,14 +20,16 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use sluice_proxy_config::ProxyConfig;
 
 use crate::body::ResponseBody;
 use crate::errors::UpstreamFailure;
 use crate::headers::{self, Forwarded};
 use crate::metrics::GaugeGuard;
+use crate::prefix::Prefix;
 use crate::sse::{self, KeepAlive};
-use crate::state::Entry;
 
 static X_ACCEL_BUFFERING: header::HeaderName = header::HeaderName::from_static("x-accel-buffering");
 
@@ -167,110 +170,127 @@ pub fn caller_host(headers: &http::HeaderMap, uri: &Uri) -> Option<HeaderValue> 
     }
 }
 
-/// The upstream request for a caller's request whose body has been read.
-pub fn request(
-    mut parts: Parts,
-    body: Bytes,
-    path: PathAndQuery,
-    host: Option<&HeaderValue>,
-    peer_ip: &HeaderValue,
-    entry: &Entry,
-) -> Request<Full<Bytes>> {
-    let from_h2 = parts.version == Version::HTTP_2;
-    headers::prepare_request(&mut parts.headers);
-    if from_h2 {
-        headers::join_cookies(&mut parts.headers);
-    }
-    // The upstream's own name, as nginx sends by default: the upstream listens on loopback, and
-    // MCP SDKs there accept only loopback Hosts (their DNS-rebinding guard, on by default for
-    // 127.0.0.1 since mcp 1.23). The caller's host travels in X-Forwarded-Host, and redirects
-    // built from this Host are rebased in `response`.
-    parts
-        .headers
-        .insert(header::HOST, entry.snapshot.upstream.host.clone());
-    let fwd_host = entry.public_host.clone().or_else(|| host.cloned());
-    headers::set_forwarded(
-        &mut parts.headers,
-        Forwarded {
-            peer_ip,
-            proto: &entry.proto,
-            host: fwd_host,
-        },
-    );
-    parts.uri = entry.snapshot.upstream.uri(path);
-    parts.version = Version::HTTP_11;
-    parts.extensions.clear();
-    Request::from_parts(parts, Full::new(body))
+/// How an entry point forwards: to which upstream, how it presents the caller, and how it puts
+/// the upstream's answer back under its prefix and public URL.
+#[derive(Debug)]
+pub struct Forwarding {
+    pub upstream: Arc<Upstream>,
+    pub prefix: Prefix,
+    /// `X-Forwarded-Proto`: the public URL's scheme, else the listener's.
+    pub proto: HeaderValue,
+    /// `X-Forwarded-Host`: the public URL's host, else the caller's `Host`.
+    pub public_host: Option<HeaderValue>,
+    /// `scheme://host[:port]` of the public URL, for rebasing upstream redirects.
+    pub public_base: Option<Box<str>>,
+    /// `streaming.keepAlive`.
+    pub keep_alive: Option<Duration>,
+    /// The entry point's open streams.
+    pub streams: Gauge,
+    /// `sluice_upstream_errors_total{kind="body"}` of the entry point.
+    pub broken_bodies: Counter,
 }
 
-/// The caller's response for the upstream's.
-pub fn response(
-    upstream: Response<Incoming>,
-    host: Option<&HeaderValue>,
-    entry: &Entry,
-) -> Response<ResponseBody> {
-    let (mut parts, body) = upstream.into_parts();
-    headers::prepare_response(&mut parts.headers);
-    if parts.headers.contains_key(header::LOCATION) {
-        rewrite_location(&mut parts.headers, host, entry);
-    }
-    if parts.headers.contains_key(header::SET_COOKIE) {
-        let cookies: Vec<HeaderValue> = parts
-            .headers
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .map(|v| {
-                entry
-                    .prefix
-                    .rewrite_set_cookie(v)
-                    .unwrap_or_else(|| v.clone())
-            })
-            .collect();
-        parts.headers.remove(header::SET_COOKIE);
-        for c in cookies {
-            parts.headers.append(header::SET_COOKIE, c);
+impl Forwarding {
+    /// The upstream request for a caller's request whose body has been read.
+    pub fn request(
+        &self,
+        mut parts: Parts,
+        body: Bytes,
+        path: PathAndQuery,
+        host: Option<&HeaderValue>,
+        peer_ip: &HeaderValue,
+    ) -> Request<Full<Bytes>> {
+        let from_h2 = parts.version == Version::HTTP_2;
+        headers::prepare_request(&mut parts.headers);
+        if from_h2 {
+            headers::join_cookies(&mut parts.headers);
         }
-    }
-    parts.extensions.clear();
-    let mut body = if sse::is_event_stream(&parts.headers) {
-        // Tell buffering proxies in front (nginx ingress) to pass events through at once.
+        // The upstream's own name, as nginx sends by default: the upstream listens on loopback, and
+        // MCP SDKs there accept only loopback Hosts (their DNS-rebinding guard, on by default for
+        // 127.0.0.1 since mcp 1.23). The caller's host travels in X-Forwarded-Host, and redirects
+        // built from this Host are rebased in `response`.
         parts
             .headers
-            .entry(&X_ACCEL_BUFFERING)
-            .or_insert(HeaderValue::from_static("no"));
-        let mut body = match entry.snapshot.config.streaming.keep_alive {
-            Some(every) => ResponseBody::stream(KeepAlive::new(body, every.get())),
-            None => ResponseBody::upstream(body),
-        };
-        body.guards_mut().stream = Some(GaugeGuard::new(&entry.streams));
-        body
-    } else {
-        ResponseBody::upstream(body)
-    };
-    body.guards_mut().broken = Some(entry.broken_bodies.clone());
-    Response::from_parts(parts, body)
-}
+            .insert(header::HOST, self.upstream.host.clone());
+        let fwd_host = self.public_host.clone().or_else(|| host.cloned());
+        headers::set_forwarded(
+            &mut parts.headers,
+            Forwarded {
+                peer_ip,
+                proto: &self.proto,
+                host: fwd_host,
+            },
+        );
+        parts.uri = self.upstream.uri(path);
+        parts.version = Version::HTTP_11;
+        parts.extensions.clear();
+        Request::from_parts(parts, Full::new(body))
+    }
 
-fn rewrite_location(headers: &mut http::HeaderMap, host: Option<&HeaderValue>, entry: &Entry) {
-    let caller_host = host.and_then(|h| h.to_str().ok()).unwrap_or("");
-    let base = match &entry.public_base {
-        Some(b) => b.to_string(),
-        None => format!("{}://{caller_host}", entry.proto.to_str().unwrap_or("http")),
-    };
-    let public_host = entry
-        .public_host
-        .as_ref()
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    let local = [
-        caller_host,
-        entry.snapshot.upstream.authority(),
-        public_host,
-    ];
-    let local: Vec<&str> = local.into_iter().filter(|l| !l.is_empty()).collect();
-    if let Some(value) = headers.get(header::LOCATION)
-        && let Some(rewritten) = entry.prefix.rewrite_location(value, &base, &local)
-    {
-        headers.insert(header::LOCATION, rewritten);
+    /// The caller's response for the upstream's.
+    pub fn response(
+        &self,
+        upstream: Response<Incoming>,
+        host: Option<&HeaderValue>,
+    ) -> Response<ResponseBody> {
+        let (mut parts, body) = upstream.into_parts();
+        headers::prepare_response(&mut parts.headers);
+        if parts.headers.contains_key(header::LOCATION) {
+            self.rewrite_location(&mut parts.headers, host);
+        }
+        if parts.headers.contains_key(header::SET_COOKIE) {
+            let cookies: Vec<HeaderValue> = parts
+                .headers
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .map(|v| {
+                    self.prefix
+                        .rewrite_set_cookie(v)
+                        .unwrap_or_else(|| v.clone())
+                })
+                .collect();
+            parts.headers.remove(header::SET_COOKIE);
+            for c in cookies {
+                parts.headers.append(header::SET_COOKIE, c);
+            }
+        }
+        parts.extensions.clear();
+        let mut body = if sse::is_event_stream(&parts.headers) {
+            // Tell buffering proxies in front (nginx ingress) to pass events through at once.
+            parts
+                .headers
+                .entry(&X_ACCEL_BUFFERING)
+                .or_insert(HeaderValue::from_static("no"));
+            let mut body = match self.keep_alive {
+                Some(every) => ResponseBody::stream(KeepAlive::new(body, every)),
+                None => ResponseBody::upstream(body),
+            };
+            body.guards_mut().stream = Some(GaugeGuard::new(&self.streams));
+            body
+        } else {
+            ResponseBody::upstream(body)
+        };
+        body.guards_mut().broken = Some(self.broken_bodies.clone());
+        Response::from_parts(parts, body)
+    }
+
+    fn rewrite_location(&self, headers: &mut http::HeaderMap, host: Option<&HeaderValue>) {
+        let caller_host = host.and_then(|h| h.to_str().ok()).unwrap_or("");
+        let base = match &self.public_base {
+            Some(b) => b.to_string(),
+            None => format!("{}://{caller_host}", self.proto.to_str().unwrap_or("http")),
+        };
+        let public_host = self
+            .public_host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let local = [caller_host, self.upstream.authority(), public_host];
+        let local: Vec<&str> = local.into_iter().filter(|l| !l.is_empty()).collect();
+        if let Some(value) = headers.get(header::LOCATION)
+            && let Some(rewritten) = self.prefix.rewrite_location(value, &base, &local)
+        {
+            headers.insert(header::LOCATION, rewritten);
+        }
     }
 }

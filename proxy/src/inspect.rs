@@ -13,166 +13,11 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use crate::errors::Refusal;
+use crate::request::{Inspection, Message, Method};
 
 /// Deepest JSON nesting accepted. serde skips nested values iteratively, so this is for the
 /// upstream's sake: its parser has a recursion limit and a defined refusal beats its crash.
 pub const MAX_DEPTH: usize = 128;
-
-/// What a POST body says, for the policies that act on it.
-#[derive(Debug)]
-pub struct Inspection {
-    messages: Messages,
-}
-
-#[derive(Debug)]
-enum Messages {
-    One(Message),
-    Batch(Vec<Message>),
-}
-
-/// One JSON-RPC message.
-#[derive(Debug)]
-pub struct Message {
-    method: Option<Method>,
-    id: Option<Box<RawValue>>,
-    name: Option<Box<str>>,
-}
-
-/// A JSON-RPC method; the ones MCP defines are interned.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Method {
-    /// A method of the MCP specification.
-    Known(&'static str),
-    /// Anything else, as sent.
-    Other(Box<str>),
-}
-
-// === impl Inspection ===
-
-impl Inspection {
-    /// The messages, in body order.
-    pub fn messages(&self) -> &[Message] {
-        match &self.messages {
-            Messages::One(m) => std::slice::from_ref(m),
-            Messages::Batch(v) => v,
-        }
-    }
-
-    /// The message when the body is not a batch.
-    pub fn single(&self) -> Option<&Message> {
-        match &self.messages {
-            Messages::One(m) => Some(m),
-            Messages::Batch(_) => None,
-        }
-    }
-
-    /// Whether the body is a JSON array of messages.
-    pub fn is_batch(&self) -> bool {
-        matches!(self.messages, Messages::Batch(_))
-    }
-
-    /// The id a refusal answers with: a single request's id; none for batches.
-    pub fn reply_id(&self) -> Option<&RawValue> {
-        self.single().and_then(Message::id)
-    }
-
-    /// The `mcp_method` metric label: a known method, `other`, `response` or `batch`.
-    pub fn method_label(&self) -> &'static str {
-        match &self.messages {
-            Messages::One(m) => m.method.as_ref().map_or("response", Method::label),
-            Messages::Batch(_) => "batch",
-        }
-    }
-
-    /// The tool of a single `tools/call`.
-    pub fn tool(&self) -> Option<&str> {
-        let m = self.single()?;
-        (m.method.as_ref()?.as_str() == "tools/call").then_some(m.name.as_deref()?)
-    }
-}
-
-// === impl Message ===
-
-impl Message {
-    /// The method; `None` for a response.
-    pub fn method(&self) -> Option<&Method> {
-        self.method.as_ref()
-    }
-
-    /// The id as sent (a JSON string or number; `null` only on responses).
-    pub fn id(&self) -> Option<&RawValue> {
-        self.id.as_deref()
-    }
-
-    /// `params.name` of `tools/call` and `prompts/get`, `params.uri` of `resources/read`.
-    pub fn name(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-
-    /// A request expects an answer: a method and an id.
-    pub fn is_request(&self) -> bool {
-        self.method.is_some() && self.id.is_some()
-    }
-
-    /// A notification: a method without an id.
-    pub fn is_notification(&self) -> bool {
-        self.method.is_some() && self.id.is_none()
-    }
-}
-
-// === impl Method ===
-
-impl Method {
-    fn new(name: &str) -> Self {
-        KNOWN_METHODS
-            .iter()
-            .find(|known| **known == name)
-            .map_or_else(|| Method::Other(name.into()), |known| Method::Known(known))
-    }
-
-    /// The method as sent.
-    pub fn as_str(&self) -> &str {
-        match self {
-            Method::Known(m) => m,
-            Method::Other(m) => m,
-        }
-    }
-
-    /// A metric label of bounded cardinality.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Method::Known(m) => m,
-            Method::Other(_) => "other",
-        }
-    }
-}
-
-/// The methods of MCP revisions 2024-11-05 to 2026-07-28, most frequent first.
-const KNOWN_METHODS: &[&str] = &[
-    "tools/call",
-    "tools/list",
-    "notifications/initialized",
-    "initialize",
-    "ping",
-    "resources/read",
-    "resources/list",
-    "resources/templates/list",
-    "prompts/get",
-    "prompts/list",
-    "server/discover",
-    "subscriptions/listen",
-    "notifications/cancelled",
-    "notifications/progress",
-    "notifications/roots/list_changed",
-    "completion/complete",
-    "logging/setLevel",
-    "resources/subscribe",
-    "resources/unsubscribe",
-    "tasks/get",
-    "tasks/list",
-    "tasks/result",
-    "tasks/cancel",
-];
 
 /// Methods whose params carry the name a policy acts on, and where.
 fn named_param(method: &str) -> Option<(NameField, &'static str)> {
@@ -240,7 +85,7 @@ pub fn inspect(body: &[u8]) -> Result<Inspection, Refusal> {
         });
     }
     let messages = match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => Messages::One(message(body)?),
+        Some(b'{') => Inspection::one(message(body)?),
         Some(b'[') => {
             let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| refusal(&e))?;
             if items.is_empty() {
@@ -266,7 +111,7 @@ pub fn inspect(body: &[u8]) -> Result<Inspection, Refusal> {
                     ));
                 }
             }
-            Messages::Batch(messages)
+            Inspection::batch(messages)
         }
         _ => {
             return Err(match serde_json::from_slice::<IgnoredAny>(body) {
@@ -275,7 +120,7 @@ pub fn inspect(body: &[u8]) -> Result<Inspection, Refusal> {
             });
         }
     };
-    Ok(Inspection { messages })
+    Ok(messages)
 }
 
 fn message(json: &[u8]) -> Result<Message, Refusal> {
@@ -293,11 +138,7 @@ fn message(json: &[u8]) -> Result<Message, Refusal> {
                 "a message needs a method, a result or an error",
             ));
         }
-        return Ok(Message {
-            method: None,
-            id: wire.id.map(RawValue::to_owned),
-            name: None,
-        });
+        return Ok(Message::new(None, wire.id.map(RawValue::to_owned), None));
     };
     if is_response {
         return Err(Refusal::InvalidRequest(
@@ -325,11 +166,11 @@ fn message(json: &[u8]) -> Result<Message, Refusal> {
             ))
         }
     };
-    Ok(Message {
-        method: Some(Method::new(&method)),
-        id: wire.id.map(RawValue::to_owned),
+    Ok(Message::new(
+        Some(Method::new(&method)),
+        wire.id.map(RawValue::to_owned),
         name,
-    })
+    ))
 }
 
 /// Largest integer id: JavaScript's largest safe integer, 2^53 - 1. The TypeScript SDK reads

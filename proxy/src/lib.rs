@@ -4,6 +4,7 @@
 //! connections, the upstream pool, inspection, hot reload, metrics and shutdown.
 
 pub mod access;
+pub mod activity;
 pub mod admin;
 pub mod audit;
 pub mod auth;
@@ -17,7 +18,7 @@ pub mod errors;
 pub mod forward;
 pub mod headers;
 pub mod host;
-pub mod identity;
+pub mod in_flight;
 pub mod inspect;
 pub mod limits;
 pub mod listener;
@@ -32,6 +33,7 @@ pub mod policy;
 pub mod prefix;
 pub mod ratelimit;
 pub mod reload;
+pub mod request;
 pub mod shutdown;
 pub mod sse;
 pub mod stack;

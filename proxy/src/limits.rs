@@ -1,50 +1,15 @@
-//! Admission and size limits: requests in flight, the request head's size, and bodies read
-//! whole but bounded in size and time.
+//! Size limits: the request head's size, and bodies read whole but bounded in size and time.
 //!
 //! Request bodies are read before anything goes upstream: POST bodies must be inspected whole,
 //! and a caller trickling a body then ties up the proxy, not a Python worker upstream (as
 //! nginx's request buffering does). Responses are never buffered.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use bytes::{Bytes, BytesMut};
 use http::Request;
 use http_body::Body;
 use http_body_util::BodyExt as _;
-use prometheus_client::metrics::gauge::Gauge;
 
 use crate::errors::Refusal;
-use crate::metrics::GaugeGuard;
-
-/// Requests in flight over all entry points.
-#[derive(Debug, Default)]
-pub struct InFlight(AtomicUsize);
-
-/// A place among the requests in flight, held until the response is finished.
-#[derive(Debug)]
-pub struct Permit {
-    count: Arc<InFlight>,
-    _gauge: GaugeGuard,
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        self.count.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Takes a place among at most `max` requests in flight, or refuses with 503.
-pub fn admit(count: &Arc<InFlight>, max: usize, gauge: &Gauge) -> Result<Permit, Refusal> {
-    if count.0.fetch_add(1, Ordering::Relaxed) >= max {
-        count.0.fetch_sub(1, Ordering::Relaxed);
-        return Err(Refusal::Overloaded);
-    }
-    Ok(Permit {
-        count: count.clone(),
-        _gauge: GaugeGuard::new(gauge),
-    })
-}
 
 /// Refuses a request whose line and headers take more than `max` bytes. hyper's read buffer
 /// catches larger HTTP/1.1 heads earlier (and h2's header list limit larger h2 ones); this
@@ -124,20 +89,10 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
 
-    #[test]
-    fn admission_stops_at_the_limit_and_permits_give_places_back() {
-        let count = Arc::new(InFlight::default());
-        let gauge = Gauge::default();
-        let a = admit(&count, 2, &gauge).unwrap();
-        let _b = admit(&count, 2, &gauge).unwrap();
-        assert!(matches!(admit(&count, 2, &gauge), Err(Refusal::Overloaded)));
-        assert_eq!(gauge.get(), 2);
-        drop(a);
-        assert!(admit(&count, 2, &gauge).is_ok());
-        assert_eq!(gauge.get(), 1);
-    }
+    use super::*;
 
     /// A body of one-byte frames sliced out of one buffer, as hyper slices its read buffer;
     /// at its end it notes whether anyone but itself still holds that buffer.

@@ -13,8 +13,9 @@ use hyper::service::service_fn;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::activity::Activity;
 use crate::admin;
-use crate::conn::{self, Activity, Stop};
+use crate::conn::{self, Stop};
 use crate::connections::{Over, Place};
 use crate::metrics::ReasonLabels;
 use crate::stack::{self, Conn};

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::errors::Refusal;
-use crate::inspect::Inspection;
+use crate::request::Inspection;
 
 /// The first revision whose requests must carry `Mcp-Method` (and `Mcp-Name` where it applies).
 pub const HEADER_REVISION: &str = "2026-07-28";

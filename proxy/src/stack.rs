@@ -2,28 +2,28 @@
 //!
 //! Each step either passes the request on or refuses it with a [`Refusal`]; refusals become
 //! responses in one place (errors.rs) carrying the request's JSON-RPC id once it is known.
-//! Later policies (authentication, tool policy, rate limits) are steps here that read and
-//! fill the [`RequestContext`].
+//! Every step is a method of what the entry point compiled (`entry.auth`, `entry.policy`, ...)
+//! or a function of the request's parts, and is handed only the data it reads; this function
+//! is the one place that knows their order, and what they learn goes in the
+//! [`RequestContext`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use http::{HeaderValue, Method, Request, Response, Uri, header};
+use http::{HeaderValue, Method, Request, Response, header};
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
-use serde_json::value::RawValue;
 
-use crate::access;
+use crate::activity::Activity;
 use crate::body::ResponseBody;
-use crate::conn::Activity;
 use crate::errors::Refusal;
-use crate::identity::Identity;
-use crate::inspect::{self, Inspection};
+use crate::request::RequestContext;
 use crate::state::{Entry, State};
 use crate::{
-    audit, cors, discovery, forward, headers, host, limits, mcp_headers, methods, policy, ratelimit,
+    access, audit, cors, discovery, forward, headers, host, in_flight, inspect, limits,
+    mcp_headers, methods,
 };
 
 /// A caller connection, as the request path needs it.
@@ -35,32 +35,6 @@ pub struct Conn {
     /// The listener's entry point; swapped by reloads, read once per request.
     pub entry: Arc<ArcSwap<Entry>>,
     pub state: Arc<State>,
-}
-
-/// What the steps of one request learn and share.
-pub struct RequestContext {
-    /// The entry point as it was when the request arrived.
-    pub entry: Arc<Entry>,
-    pub started: Instant,
-    pub method: Method,
-    /// The URI as the caller sent it (a cheap clone of shared bytes).
-    pub uri: Uri,
-    /// What the body says (inspected POSTs only).
-    pub inspection: Option<Inspection>,
-    /// Who is calling, once authentication established it.
-    pub identity: Option<Identity>,
-    /// The allowed Origin of a browser page calling, once the Origin check passed it.
-    pub page_origin: Option<HeaderValue>,
-    /// Whether the request's body was read whole: until then the connection cannot carry
-    /// another request.
-    pub body_read: bool,
-}
-
-impl RequestContext {
-    /// The id refusals answer with.
-    pub fn reply_id(&self) -> Option<&RawValue> {
-        self.inspection.as_ref().and_then(Inspection::reply_id)
-    }
 }
 
 /// POST paths of the upstream's OAuth endpoints (Conduit's OAuth-proxy mode): forms and
@@ -78,8 +52,9 @@ const PLAIN_POST_PATHS: &[&str] = &[
 /// Serves one request.
 pub async fn serve(req: Request<Incoming>, conn: &Conn) -> Response<ResponseBody> {
     let busy = conn.activity.begin();
+    let entry = conn.entry.load_full();
     let mut cx = RequestContext {
-        entry: conn.entry.load_full(),
+        entry_point: entry.name.clone(),
         started: Instant::now(),
         method: req.method().clone(),
         uri: req.uri().clone(),
@@ -88,14 +63,15 @@ pub async fn serve(req: Request<Incoming>, conn: &Conn) -> Response<ResponseBody
         page_origin: None,
         body_read: false,
     };
-    let mut response = match handle(req, conn, &mut cx).await {
+    let metrics = &conn.state.metrics;
+    let mut response = match handle(req, conn, &entry, &mut cx).await {
         Ok(response) => {
             audit::record(&cx, None, response.status());
             response
         }
         Err(refusal) => {
             if let Refusal::Upstream(failure) = &refusal {
-                access::upstream_failed(&conn.state, &cx, *failure);
+                access::upstream_failed(metrics, &cx, *failure);
             }
             audit::record(&cx, Some(&refusal), refusal.status());
             let mut response = refusal.to_response(cx.reply_id());
@@ -113,7 +89,7 @@ pub async fn serve(req: Request<Incoming>, conn: &Conn) -> Response<ResponseBody
     if let Some(origin) = &cx.page_origin {
         cors::allow(&mut response, origin);
     }
-    access::record(&conn.state, &cx, &response);
+    access::record(metrics, &cx, response.status());
     response.body_mut().guards_mut().busy = Some(busy);
     response
 }
@@ -121,18 +97,21 @@ pub async fn serve(req: Request<Incoming>, conn: &Conn) -> Response<ResponseBody
 async fn handle(
     mut req: Request<Incoming>,
     conn: &Conn,
+    entry: &Entry,
     cx: &mut RequestContext,
 ) -> Result<Response<ResponseBody>, Refusal> {
-    let entry = cx.entry.clone();
     let config = &entry.snapshot.config;
+    let metrics = &conn.state.metrics;
+    let forwarding = &entry.forwarding;
 
     // Limits: a place among the requests in flight (held until the response ends), a head of
     // bounded size.
-    let permit = limits::admit(
+    let permit = in_flight::admit(
         &conn.state.in_flight,
         config.limits.max_in_flight,
         &entry.in_flight,
-    )?;
+    )
+    .ok_or(Refusal::Overloaded)?;
     limits::check_head(&req, config.limits.max_header_bytes)?;
     // MCP's methods only, and a body on POST only: nothing else is inspected.
     methods::check(&req)?;
@@ -144,11 +123,11 @@ async fn handle(
     headers::check_connection(req.headers())?;
     headers::strip_hop_by_hop(req.headers_mut());
     let host = forward::caller_host(req.headers(), req.uri());
-    let via = discovery::Via::of(&entry, host.as_ref());
+    let via = discovery::Via::of(&forwarding.proto, host.as_ref());
 
     // OAuth discovery documents are public: answered here, before any check. Ambiguous paths
     // and unknown well-known paths end here too.
-    if let Some(answer) = discovery::answer(&req, &entry, via).await {
+    if let Some(answer) = entry.discovery.answer(&req, via).await {
         return answer;
     }
 
@@ -156,7 +135,7 @@ async fn handle(
     cx.page_origin = entry.origins.check(req.headers())?;
 
     // The upstream path: prefix stripped, `/mcp/` normalised.
-    let path = entry
+    let path = forwarding
         .prefix
         .upstream_path(req.uri())
         .ok_or(Refusal::NotFound)?;
@@ -190,7 +169,7 @@ async fn handle(
     // the upstream may see.
     cx.identity = entry
         .auth
-        .identify(&caller, &parts.headers, &entry.snapshot.upstream, via)
+        .identify(&caller, &parts.headers, &forwarding.upstream, via)
         .await?;
     entry
         .credentials
@@ -199,22 +178,30 @@ async fn handle(
 
     // Tool policy: every tool, resource and prompt named must be allowed for this caller (a
     // batch is refused whole); then the rate limits count what is left.
-    policy::authorize(cx, &conn.state.metrics)?;
-    ratelimit::check(cx, conn.peer.ip()).await?;
+    let (inspection, identity) = (cx.inspection.as_ref(), cx.identity.as_ref());
+    entry.policy.authorize(inspection, identity, metrics)?;
+    entry
+        .rate_limits
+        .check(inspection, identity, conn.peer.ip())
+        .await?;
     // List replies will show this caller only what it may use.
-    let list_filter = policy::list_filter(cx, &conn.state.metrics);
+    let list_filter = entry
+        .policy
+        .list_filter(&cx.method, inspection, identity, metrics);
     if let Some(filter) = &list_filter {
         filter.prepare_request(&mut parts.headers);
     }
 
     // Conduit issues tokens for its own resource URL only: an authorization request naming
     // this entry point's is translated.
-    let path = discovery::authorization_request(&parts.method, path, &entry, via).await?;
+    let path = entry
+        .discovery
+        .authorization_request(&parts.method, path, via)
+        .await?;
 
     // Forward, and stream the answer back.
-    let upstream_req = forward::request(parts, body, path, host.as_ref(), &conn.peer_ip, &entry);
-    let upstream_resp = entry
-        .snapshot
+    let upstream_req = forwarding.request(parts, body, path, host.as_ref(), &conn.peer_ip);
+    let upstream_resp = forwarding
         .upstream
         .send(upstream_req)
         .await
@@ -222,9 +209,9 @@ async fn handle(
     if upstream_resp.status() == http::StatusCode::UNAUTHORIZED {
         entry.auth.upstream_refused(&caller).await;
     }
-    let mut response = forward::response(upstream_resp, host.as_ref(), &entry);
+    let mut response = forwarding.response(upstream_resp, host.as_ref());
     // Upstream challenges name this entry point's metadata, whatever the upstream wrote.
-    discovery::rewrite_challenge(&mut response, &entry, via);
+    entry.discovery.rewrite_challenge(&mut response, via);
     if let Some(filter) = list_filter {
         response = filter.apply(response).await?;
     }

@@ -10,7 +10,6 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use sluice_proxy_config::{EntryPoint, ProxyConfig};
@@ -18,8 +17,9 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::conn::Timers;
-use crate::forward::Upstream;
-use crate::limits::InFlight;
+use crate::discovery::Discovery;
+use crate::forward::{Forwarding, Upstream};
+use crate::in_flight::InFlight;
 use crate::metrics::{EntryLabels, Metrics, UpstreamErrorLabels};
 use crate::origin::Origins;
 use crate::policy::Policy;
@@ -145,20 +145,14 @@ impl Snapshot {
 /// An entry point compiled for the request path.
 pub struct Entry {
     pub name: Arc<str>,
-    pub prefix: Prefix,
     pub origins: Origins,
     pub max_body: u64,
     pub tls: Option<TlsAcceptor>,
-    /// `X-Forwarded-Proto`: the public URL's scheme, else the listener's.
-    pub proto: HeaderValue,
-    /// `X-Forwarded-Host`: the public URL's host, else the caller's `Host`.
-    pub public_host: Option<HeaderValue>,
-    /// `scheme://host[:port]` of the public URL, for rebasing upstream redirects.
-    pub public_base: Option<Box<str>>,
     pub in_flight: Gauge,
-    pub streams: Gauge,
-    /// `sluice_upstream_errors_total{kind="body"}` of this entry point.
-    pub broken_bodies: Counter,
+    /// Where requests go and how answers come back.
+    pub forwarding: Forwarding,
+    /// OAuth discovery documents and challenges.
+    pub discovery: Discovery,
     /// Tool, resource and prompt policy.
     pub policy: Arc<Policy>,
     /// Rate limits.
@@ -196,13 +190,10 @@ impl Entry {
         let labels = EntryLabels {
             entry_point: name.clone(),
         };
-        Self {
+        let config = &snapshot.config;
+        let forwarding = Forwarding {
+            upstream: snapshot.upstream.clone(),
             prefix: Prefix::new(&ep.path_prefix),
-            origins: Origins::new(ep.public_url.as_deref(), &ep.allowed_origins),
-            max_body: ep
-                .max_body_bytes
-                .unwrap_or(snapshot.config.limits.max_body_bytes),
-            tls,
             proto: if scheme == "https" {
                 HeaderValue::from_static("https")
             } else {
@@ -212,7 +203,8 @@ impl Entry {
                 .as_deref()
                 .and_then(|a| HeaderValue::from_str(a).ok()),
             public_base: public_authority.map(|a| format!("{scheme}://{a}").into()),
-            in_flight: metrics.in_flight.get_or_create(&labels).clone(),
+            keep_alive: config.streaming.keep_alive.map(|d| d.get()),
+            streams: metrics.open_streams.get_or_create(&labels).clone(),
             broken_bodies: metrics
                 .upstream_errors
                 .get_or_create(&UpstreamErrorLabels {
@@ -220,15 +212,21 @@ impl Entry {
                     kind: "body",
                 })
                 .clone(),
-            streams: metrics.open_streams.get_or_create(&labels).clone(),
-            policy: Arc::new(Policy::new(name.clone(), &ep.tools)),
-            rate_limits: crate::ratelimit::RateLimits::new(
+        };
+        Self {
+            origins: Origins::new(ep.public_url.as_deref(), &ep.allowed_origins),
+            max_body: ep.max_body_bytes.unwrap_or(config.limits.max_body_bytes),
+            tls,
+            in_flight: metrics.in_flight.get_or_create(&labels).clone(),
+            discovery: Discovery::new(
                 ep,
-                &snapshot.config,
-                metrics,
-                rate_limits,
+                snapshot.upstream.clone(),
+                config.timeouts.upstream_first_byte.get(),
             ),
-            auth: crate::auth::Authenticator::new(ep, &snapshot.config, &name, metrics, auth),
+            forwarding,
+            policy: Arc::new(Policy::new(name.clone(), &ep.tools)),
+            rate_limits: crate::ratelimit::RateLimits::new(ep, config, metrics, rate_limits),
+            auth: crate::auth::Authenticator::new(ep, config, &name, metrics, auth),
             credentials: crate::credentials::UpstreamCredentials::new(ep, auth),
             name,
             snapshot,

@@ -12,7 +12,7 @@ use super::credential::{self, MAX_CREDENTIAL_BYTES, X_API_KEY};
 use super::store::Store;
 use super::watch::{Content, Parsed, Source, Watched};
 use super::{Failure, digest};
-use crate::identity::Identity;
+use crate::request::Identity;
 
 /// Shortest key accepted: shorter ones are guessable and are refused at load.
 pub const MIN_KEY_CHARS: usize = 16;

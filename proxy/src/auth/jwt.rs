@@ -19,7 +19,7 @@ use sluice_proxy_config::{JwtAlgorithm, JwtAuth};
 use super::jwks::{Jwks, NoKey};
 use super::store::Store;
 use super::{Counters, Failure, credential, jwt_ring};
-use crate::identity::Identity;
+use crate::request::Identity;
 
 /// Most groups taken from a token.
 const MAX_GROUPS: usize = 256;

@@ -37,65 +37,73 @@ pub use store::Store;
 use crate::discovery::{Public, Site, Via};
 use crate::errors::Refusal;
 use crate::forward::Upstream;
-use crate::identity::Identity;
 use crate::metrics::{AuthFailureLabels, EntryResultLabels, Metrics, ProviderErrorLabels};
+use crate::request::Identity;
 use challenge::Challenges;
 use outbound::CallError;
 use upstream_identity::Unknown;
 
 /// Why a caller was refused; also the `reason` label of `sluice_auth_failures_total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
     /// No credential came.
-    #[error("authentication required")]
     Missing,
     /// A credential header came more than once, or two kinds of credential came.
-    #[error("a credential header is repeated, or more than one credential was sent")]
     Ambiguous,
     /// The credential is longer than [`credential::MAX_CREDENTIAL_BYTES`].
-    #[error("the credential is longer than 4096 bytes")]
     Oversized,
     /// The credential is not visible ASCII or not in the form the mode expects.
-    #[error("the credential is malformed")]
     Malformed,
     /// A well-formed credential that is not (or no longer) valid.
-    #[error("the credential is not valid")]
     Invalid,
     /// A token whose `exp` has passed (beyond the clock skew).
-    #[error("the token has expired")]
     Expired,
     /// A token whose `nbf` has not come (beyond the clock skew).
-    #[error("the token is not valid yet")]
     NotYetValid,
     /// A token from another issuer.
-    #[error("the token comes from another issuer")]
     Issuer,
     /// A token meant for another audience.
-    #[error("the token is meant for another audience")]
     Audience,
     /// A token signed with an algorithm the entry point does not accept (`none`, HMAC, …).
-    #[error("the token's signing algorithm is not accepted")]
     Algorithm,
     /// A token signed with a key the issuer does not publish (or of the wrong type).
-    #[error("the token's signing key is unknown")]
     UnknownKey,
     /// An authenticated caller this entry point does not allow.
-    #[error("this caller may not use this entry point")]
     NotAllowed,
     /// An authenticated caller without an upstream token of its own.
-    #[error("no upstream credential is configured for this caller")]
     NoUpstreamToken,
     /// The credential cannot be checked now (Phabricator, the API server or the issuer did
     /// not answer, or the keys never loaded).
-    #[error("the credential cannot be verified now; retry later")]
     Unavailable,
     /// The credential is not known yet and the entry point's bound on identity lookups is
     /// reached ([`lookups`]).
-    #[error("too many credentials are being verified right now; retry later")]
     Throttled,
 }
 
 impl Failure {
+    /// What the caller is told.
+    pub fn message(self) -> &'static str {
+        match self {
+            Failure::Missing => "authentication required",
+            Failure::Ambiguous => {
+                "a credential header is repeated, or more than one credential was sent"
+            }
+            Failure::Oversized => "the credential is longer than 4096 bytes",
+            Failure::Malformed => "the credential is malformed",
+            Failure::Invalid => "the credential is not valid",
+            Failure::Expired => "the token has expired",
+            Failure::NotYetValid => "the token is not valid yet",
+            Failure::Issuer => "the token comes from another issuer",
+            Failure::Audience => "the token is meant for another audience",
+            Failure::Algorithm => "the token's signing algorithm is not accepted",
+            Failure::UnknownKey => "the token's signing key is unknown",
+            Failure::NotAllowed => "this caller may not use this entry point",
+            Failure::NoUpstreamToken => "no upstream credential is configured for this caller",
+            Failure::Unavailable => "the credential cannot be verified now; retry later",
+            Failure::Throttled => "too many credentials are being verified right now; retry later",
+        }
+    }
+
     /// Every failure, in label order.
     pub const ALL: [Failure; 15] = [
         Failure::Missing,
@@ -145,6 +153,12 @@ pub enum Provider {
     Upstream,
     TokenReview,
     Jwks,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
 }
 
 impl Provider {
@@ -386,10 +400,12 @@ impl Authenticator {
     pub fn refuse(&self, failure: Failure, via: Via<'_>) -> Refusal {
         self.count(failure);
         match failure {
-            Failure::NotAllowed | Failure::NoUpstreamToken => Refusal::Forbidden(failure),
+            Failure::NotAllowed | Failure::NoUpstreamToken => Refusal::Forbidden {
+                reason: failure.message(),
+            },
             Failure::Unavailable | Failure::Throttled => Refusal::AuthUnavailable,
             _ => Refusal::Unauthenticated {
-                failure,
+                reason: failure.message(),
                 challenge: self.challenges(via).for_failure(failure).clone(),
                 hint: match failure {
                     Failure::Missing | Failure::Malformed | Failure::Ambiguous => self.hint,

@@ -14,7 +14,7 @@ use super::store::Store;
 use super::upstream_identity::{Unknown, UpstreamIdentity};
 use super::{Counters, Failure, digest};
 use crate::forward::Upstream;
-use crate::identity::Identity;
+use crate::request::Identity;
 
 /// A compiled `oauth` mode.
 pub struct OAuth {

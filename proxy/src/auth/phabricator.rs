@@ -11,7 +11,7 @@ use super::outbound::CallError;
 use super::store::Store;
 use super::whoami::{Field, Ttls, Verdict, Whoami};
 use super::{Counters, Failure, short_id};
-use crate::identity::Identity;
+use crate::request::Identity;
 
 /// A compiled `phabricatorToken` mode.
 pub struct PhabricatorToken {

@@ -26,7 +26,7 @@ use super::outbound::{CALL_TIMEOUT, CallError, ClientSource};
 use super::store::Store;
 use super::watch::{Content, Parsed, Source, Watched};
 use super::{Counters, Failure, Provider, digest};
-use crate::identity::Identity;
+use crate::request::Identity;
 
 /// Largest TokenReview answer read, in bytes.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;

@@ -28,7 +28,7 @@ use super::outbound::CallError;
 use super::store::Store;
 use super::{Counters, Provider, digest};
 use crate::forward::Upstream;
-use crate::identity::Identity;
+use crate::request::Identity;
 
 /// The tool that names the caller (Conduit's; it calls Phabricator's `user.whoami`).
 const WHOAMI_TOOL: &str = "pha_user_whoami";

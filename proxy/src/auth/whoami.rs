@@ -15,7 +15,7 @@ use sluice_proxy_config::PhabricatorApi;
 use super::outbound::{CallError, ClientSource};
 use super::store::Store;
 use super::{Counters, Provider, digest};
-use crate::identity::Identity;
+use crate::request::Identity;
 
 /// Largest `user.whoami` answer read, in bytes.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;

@@ -41,16 +41,19 @@ mod resource;
 mod response;
 mod upstream;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, header};
-use sluice_proxy_config::{Auth, Discovery, EntryPoint};
+use sluice_proxy_config::{Auth, Discovery as Declared, EntryPoint};
 
 pub use paths::{Document, Route, Served};
 pub use public::Public;
 
 use crate::body::ResponseBody;
 use crate::errors::Refusal;
-use crate::state::Entry;
+use crate::forward::Upstream;
 
 /// Where an entry point's documents come from.
 #[derive(Clone, Copy, Debug)]
@@ -60,7 +63,7 @@ enum Source<'a> {
     /// The upstream is the authorization server (auth mode `oauth`).
     Upstream,
     /// External authorization servers: the sidecar writes the protected-resource document.
-    Local(&'a Discovery),
+    Local(&'a Declared),
 }
 
 /// How a caller reached an entry point: the listener's scheme and the request's Host (checked
@@ -72,10 +75,10 @@ pub struct Via<'r> {
 }
 
 impl<'r> Via<'r> {
-    /// How a request with `host` (its Host, or its h2 `:authority`) reached `entry`.
-    pub fn of(entry: &'r Entry, host: Option<&'r http::HeaderValue>) -> Self {
+    /// How a request with `host` (its Host, or its h2 `:authority`) came over `scheme`.
+    pub fn of(scheme: &'r http::HeaderValue, host: Option<&'r http::HeaderValue>) -> Self {
         Self {
-            scheme: entry.proto.to_str().unwrap_or("http"),
+            scheme: scheme.to_str().unwrap_or("http"),
             host: host.and_then(|h| h.to_str().ok()),
         }
     }
@@ -140,165 +143,168 @@ impl<'a> Site<'a> {
     }
 }
 
-/// The request-path step: a discovery document, or a refusal of an ambiguous or unknown
-/// well-known path; `None` lets the request go on. Runs before the Origin check and
-/// authentication: the documents are public.
-pub async fn answer<B>(
-    req: &Request<B>,
-    entry: &Entry,
-    via: Via<'_>,
-) -> Option<Result<Response<ResponseBody>, Refusal>> {
-    let path = req.uri().path();
-    if paths::is_plain(path) {
-        return None;
-    }
-    let config = &entry.snapshot.config;
-    let ep = config.entry_point(&entry.name)?;
-    let site = Site::new(ep, Some(via));
-    let document = match site.served().route(path) {
-        Route::Pass => return None,
-        Route::NotFound => return Some(Err(Refusal::NotFound)),
-        Route::Serve(document) => document,
-    };
-    let ask = match response::ask(req.method()) {
-        Ok(ask) => ask,
-        Err(refusal) => return Some(Err(refusal)),
-    };
-    if ask == response::Ask::Preflight {
-        return Some(Ok(response::preflight(
-            req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS),
-        )));
-    }
-    let result = serve(&site, document, entry).await;
-    if let Err(Refusal::BadMetadata(why)) = &result {
-        tracing::warn!(entry_point = %entry.name, "cannot serve OAuth metadata: {why}");
-    }
-    Some(result.map(|doc| response::json(&doc)))
+/// An entry point's OAuth discovery, compiled: its config and the upstream its documents come
+/// from.
+#[derive(Debug)]
+pub struct Discovery {
+    ep: EntryPoint,
+    upstream: Arc<Upstream>,
+    /// How long the upstream may take to answer a metadata request.
+    timeout: Duration,
 }
 
-async fn serve(
-    site: &Site<'_>,
-    document: Document,
-    entry: &Entry,
-) -> Result<serde_json::Value, Refusal> {
-    let public = site.public.as_ref().ok_or(Refusal::NotFound)?;
-    let upstream = &entry.snapshot.upstream;
-    let local = [upstream.authority()];
-    let timeout = entry.snapshot.config.timeouts.upstream_first_byte.get();
-    let bad = |e: document::BadDocument| Refusal::BadMetadata(e.to_string());
-    match (site.source, document) {
-        (Source::Local(d), Document::ProtectedResource) => Ok(document::local_protected_resource(
-            public,
-            &d.authorization_servers,
-            &d.scopes,
-        )),
-        (Source::Upstream, Document::AuthorizationServer) => {
-            let doc = upstream::authorization_server(upstream, timeout).await?;
-            Ok(document::authorization_server(doc, public, &local)
-                .map_err(bad)?
-                .0)
-        }
-        (Source::Upstream, Document::ProtectedResource) => {
-            // Where the upstream serves it depends on the URL it believes is its own, which
-            // its authorization-server metadata names as the issuer.
-            let doc = upstream::authorization_server(upstream, timeout).await?;
-            let (_, upstream_base) =
-                document::authorization_server(doc, public, &local).map_err(bad)?;
-            let doc = upstream::protected_resource(upstream, &upstream_base, timeout).await?;
-            document::protected_resource(doc, public, &upstream_base, &local).map_err(bad)
-        }
-        (Source::Nothing, _) | (Source::Local(_), Document::AuthorizationServer) => {
-            Err(Refusal::NotFound)
+impl Discovery {
+    pub fn new(ep: &EntryPoint, upstream: Arc<Upstream>, timeout: Duration) -> Self {
+        Self {
+            ep: ep.clone(),
+            upstream,
+            timeout,
         }
     }
-}
 
-/// Points the `resource_metadata` of an upstream 401 or 403 challenge at the entry point's
-/// own protected-resource metadata, whatever the upstream wrote there. Entry points that
-/// serve no metadata keep the upstream's header.
-pub fn rewrite_challenge(response: &mut Response<ResponseBody>, entry: &Entry, via: Via<'_>) {
-    if !matches!(
-        response.status(),
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
-    ) || !response.headers().contains_key(header::WWW_AUTHENTICATE)
-    {
-        return;
+    /// The request-path step: a discovery document, or a refusal of an ambiguous or unknown
+    /// well-known path; `None` lets the request go on. Runs before the Origin check and
+    /// authentication: the documents are public.
+    pub async fn answer<B>(
+        &self,
+        req: &Request<B>,
+        via: Via<'_>,
+    ) -> Option<Result<Response<ResponseBody>, Refusal>> {
+        let path = req.uri().path();
+        if paths::is_plain(path) {
+            return None;
+        }
+        let site = Site::new(&self.ep, Some(via));
+        let document = match site.served().route(path) {
+            Route::Pass => return None,
+            Route::NotFound => return Some(Err(Refusal::NotFound)),
+            Route::Serve(document) => document,
+        };
+        let ask = match response::ask(req.method()) {
+            Ok(ask) => ask,
+            Err(refusal) => return Some(Err(refusal)),
+        };
+        if ask == response::Ask::Preflight {
+            return Some(Ok(response::preflight(
+                req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS),
+            )));
+        }
+        let result = self.serve(&site, document).await;
+        if let Err(Refusal::BadMetadata(why)) = &result {
+            tracing::warn!(entry_point = %self.ep.name, "cannot serve OAuth metadata: {why}");
+        }
+        Some(result.map(|doc| response::json(&doc)))
     }
-    let headers = response.headers_mut();
-    let rewritten: Vec<http::HeaderValue> = headers
-        .get_all(header::WWW_AUTHENTICATE)
-        .iter()
-        .map(|value| challenge_for(value, entry, via))
-        .collect();
-    headers.remove(header::WWW_AUTHENTICATE);
-    for value in rewritten {
-        headers.append(header::WWW_AUTHENTICATE, value);
-    }
-}
 
-/// One upstream challenge with its `resource_metadata` pointed at the entry point's own
-/// metadata, when the entry point serves one; otherwise as the upstream wrote it.
-pub fn challenge_for(value: &http::HeaderValue, entry: &Entry, via: Via<'_>) -> http::HeaderValue {
-    let Some(url) = entry
-        .snapshot
-        .config
-        .entry_point(&entry.name)
-        .and_then(|ep| Site::new(ep, Some(via)).resource_metadata_url())
-    else {
-        return value.clone();
-    };
-    value
-        .to_str()
-        .ok()
-        .and_then(|text| challenge::rewrite(text, &url))
-        .and_then(|text| http::HeaderValue::from_str(&text).ok())
-        .unwrap_or_else(|| value.clone())
-}
+    async fn serve(
+        &self,
+        site: &Site<'_>,
+        document: Document,
+    ) -> Result<serde_json::Value, Refusal> {
+        let public = site.public.as_ref().ok_or(Refusal::NotFound)?;
+        let upstream = &*self.upstream;
+        let local = [upstream.authority()];
+        let timeout = self.timeout;
+        let bad = |e: document::BadDocument| Refusal::BadMetadata(e.to_string());
+        match (site.source, document) {
+            (Source::Local(d), Document::ProtectedResource) => Ok(
+                document::local_protected_resource(public, &d.authorization_servers, &d.scopes),
+            ),
+            (Source::Upstream, Document::AuthorizationServer) => {
+                let doc = upstream::authorization_server(upstream, timeout).await?;
+                Ok(document::authorization_server(doc, public, &local)
+                    .map_err(bad)?
+                    .0)
+            }
+            (Source::Upstream, Document::ProtectedResource) => {
+                // Where the upstream serves it depends on the URL it believes is its own, which
+                // its authorization-server metadata names as the issuer.
+                let doc = upstream::authorization_server(upstream, timeout).await?;
+                let (_, upstream_base) =
+                    document::authorization_server(doc, public, &local).map_err(bad)?;
+                let doc = upstream::protected_resource(upstream, &upstream_base, timeout).await?;
+                document::protected_resource(doc, public, &upstream_base, &local).map_err(bad)
+            }
+            (Source::Nothing, _) | (Source::Local(_), Document::AuthorizationServer) => {
+                Err(Refusal::NotFound)
+            }
+        }
+    }
 
-/// The upstream path of a request to Conduit's authorization endpoint, with a `resource`
-/// naming this entry point's MCP endpoint (P/mcp) replaced by Conduit's own, which is the
-/// only one it issues tokens for; every other request's path as it is. See the module docs.
-pub async fn authorization_request(
-    method: &Method,
-    path: PathAndQuery,
-    entry: &Entry,
-    via: Via<'_>,
-) -> Result<PathAndQuery, Refusal> {
-    if method != Method::GET || path.path() != "/authorize" {
-        return Ok(path);
+    /// Points the `resource_metadata` of an upstream 401 or 403 challenge at the entry point's
+    /// own protected-resource metadata, whatever the upstream wrote there. Entry points that
+    /// serve no metadata keep the upstream's header.
+    pub fn rewrite_challenge(&self, response: &mut Response<ResponseBody>, via: Via<'_>) {
+        if !matches!(
+            response.status(),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        ) || !response.headers().contains_key(header::WWW_AUTHENTICATE)
+        {
+            return;
+        }
+        let headers = response.headers_mut();
+        let rewritten: Vec<http::HeaderValue> = headers
+            .get_all(header::WWW_AUTHENTICATE)
+            .iter()
+            .map(|value| self.challenge_for(value, via))
+            .collect();
+        headers.remove(header::WWW_AUTHENTICATE);
+        for value in rewritten {
+            headers.append(header::WWW_AUTHENTICATE, value);
+        }
     }
-    let Some(site) = entry
-        .snapshot
-        .config
-        .entry_point(&entry.name)
-        .map(|ep| Site::new(ep, Some(via)))
-    else {
-        return Ok(path);
-    };
-    let (Source::Upstream, Some(public)) = (site.source, &site.public) else {
-        return Ok(path);
-    };
-    let Some(query) = path.query() else {
-        return Ok(path);
-    };
-    let Some(asked) = resource::single(query)? else {
-        return Ok(path);
-    };
-    if !resource::same(&asked, &public.resource()) {
-        return Ok(path);
+
+    /// One upstream challenge with its `resource_metadata` pointed at the entry point's own
+    /// metadata, when the entry point serves one; otherwise as the upstream wrote it.
+    fn challenge_for(&self, value: &http::HeaderValue, via: Via<'_>) -> http::HeaderValue {
+        let Some(url) = Site::new(&self.ep, Some(via)).resource_metadata_url() else {
+            return value.clone();
+        };
+        value
+            .to_str()
+            .ok()
+            .and_then(|text| challenge::rewrite(text, &url))
+            .and_then(|text| http::HeaderValue::from_str(&text).ok())
+            .unwrap_or_else(|| value.clone())
     }
-    let upstream = &entry.snapshot.upstream;
-    let timeout = entry.snapshot.config.timeouts.upstream_first_byte.get();
-    let bad = |e: document::BadDocument| Refusal::BadMetadata(e.to_string());
-    let doc = upstream::authorization_server(upstream, timeout).await?;
-    let (_, upstream_base) =
-        document::authorization_server(doc, public, &[upstream.authority()]).map_err(bad)?;
-    let own = upstream_base.resource();
-    if resource::same(&asked, &own) {
-        return Ok(path);
+
+    /// The upstream path of a request to Conduit's authorization endpoint, with a `resource`
+    /// naming this entry point's MCP endpoint (P/mcp) replaced by Conduit's own, which is the
+    /// only one it issues tokens for; every other request's path as it is. See the module docs.
+    pub async fn authorization_request(
+        &self,
+        method: &Method,
+        path: PathAndQuery,
+        via: Via<'_>,
+    ) -> Result<PathAndQuery, Refusal> {
+        if method != Method::GET || path.path() != "/authorize" {
+            return Ok(path);
+        }
+        let site = Site::new(&self.ep, Some(via));
+        let (Source::Upstream, Some(public)) = (site.source, &site.public) else {
+            return Ok(path);
+        };
+        let Some(query) = path.query() else {
+            return Ok(path);
+        };
+        let Some(asked) = resource::single(query)? else {
+            return Ok(path);
+        };
+        if !resource::same(&asked, &public.resource()) {
+            return Ok(path);
+        }
+        let upstream = &*self.upstream;
+        let bad = |e: document::BadDocument| Refusal::BadMetadata(e.to_string());
+        let doc = upstream::authorization_server(upstream, self.timeout).await?;
+        let (_, upstream_base) =
+            document::authorization_server(doc, public, &[upstream.authority()]).map_err(bad)?;
+        let own = upstream_base.resource();
+        if resource::same(&asked, &own) {
+            return Ok(path);
+        }
+        let query = resource::replace(query, &own);
+        format!("{}?{query}", path.path())
+            .parse()
+            .map_err(|_| Refusal::InvalidRequest("the authorization request cannot be rewritten"))
     }
-    let query = resource::replace(query, &own);
-    format!("{}?{query}", path.path())
-        .parse()
-        .map_err(|_| Refusal::InvalidRequest("the authorization request cannot be rewritten"))
 }

@@ -24,16 +24,15 @@ mod filter;
 mod reply;
 mod rules;
 
-use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use sluice_proxy_config::ToolPolicy;
 
-use crate::errors::Refusal;
-use crate::identity::Identity;
+use crate::errors::{Denial, Refusal};
 use crate::metrics::{DenialLabels, Metrics};
-use crate::stack::RequestContext;
+use crate::request::Identity;
+use crate::request::Inspection;
 
 pub use filter::ListFilter;
 pub use reply::ListKind;
@@ -170,120 +169,106 @@ fn called(method: &str) -> Option<Kind> {
     }
 }
 
-/// Why the policy refused a request: the first item it refused.
-#[derive(Debug)]
-pub struct Denial {
-    pub kind: Kind,
-    /// The name as sent, cut to a length worth echoing.
-    pub name: Box<str>,
-    /// The name is outside its alphabet (rather than denied by a pattern).
-    pub invalid: bool,
-}
-
-impl fmt::Display for Denial {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = self.kind.as_str();
-        if self.invalid {
-            // Escaped, so a look-alike shows what it is (`pha_p\u{430}ss…`).
-            write!(
-                f,
-                "\"{}\" is not a valid {kind} name; this entry point's policy refuses it",
-                self.name.escape_default()
-            )
-        } else {
-            write!(f, "{kind} {} is not allowed on this entry point", self.name)
-        }
-    }
-}
-
 // === the request path ===
 
-/// Refuses the request when the caller's lists refuse any of its messages (403, nothing goes
-/// upstream), counting the denial.
-pub fn authorize(cx: &RequestContext, metrics: &Metrics) -> Result<(), Refusal> {
-    let policy = &cx.entry.policy;
-    let Some(inspection) = cx.inspection.as_ref() else {
-        return Ok(());
-    };
-    let view = policy.view(cx.identity.as_ref());
-    let open = policy.is_open() || view.is_open();
-    for message in inspection.messages() {
-        let (Some(kind), Some(name)) = (
-            message.method().and_then(|m| called(m.as_str())),
-            message.name(),
-        ) else {
-            continue;
+impl Policy {
+    /// Refuses the request when the caller's lists refuse any of its messages (403, nothing goes
+    /// upstream), counting the denial.
+    pub fn authorize(
+        &self,
+        inspection: Option<&Inspection>,
+        identity: Option<&Identity>,
+        metrics: &Metrics,
+    ) -> Result<(), Refusal> {
+        let Some(inspection) = inspection else {
+            return Ok(());
         };
-        let verdict = if open {
-            Verdict::Allowed
-        } else {
-            view.verdict(kind, name)
-        };
-        let invalid = match verdict {
-            Verdict::Allowed => {
-                // An allowed tool gets a metric label of its own; a refused one never does,
-                // so invented names cannot use up the labels.
-                if kind == Kind::Tool {
-                    metrics.tools.admit(name);
-                }
+        let view = self.view(identity);
+        let open = self.is_open() || view.is_open();
+        for message in inspection.messages() {
+            let (Some(kind), Some(name)) = (
+                message.method().and_then(|m| called(m.as_str())),
+                message.name(),
+            ) else {
                 continue;
-            }
-            Verdict::Denied => false,
-            Verdict::Invalid => true,
-        };
-        metrics
-            .policy_denials
-            .get_or_create(&DenialLabels {
-                entry_point: cx.entry.name.clone(),
+            };
+            let verdict = if open {
+                Verdict::Allowed
+            } else {
+                view.verdict(kind, name)
+            };
+            let invalid = match verdict {
+                Verdict::Allowed => {
+                    // An allowed tool gets a metric label of its own; a refused one never does,
+                    // so invented names cannot use up the labels.
+                    if kind == Kind::Tool {
+                        metrics.tools.admit(name);
+                    }
+                    continue;
+                }
+                Verdict::Denied => false,
+                Verdict::Invalid => true,
+            };
+            metrics
+                .policy_denials
+                .get_or_create(&DenialLabels {
+                    entry_point: self.entry_point.clone(),
+                    kind: kind.as_str(),
+                    name: metrics.tools.label(Some(name)),
+                    reason: if invalid { "invalid" } else { "denied" },
+                })
+                .inc();
+            let shown: String = name.chars().take(rules::MAX_NAME_CHARS).collect();
+            return Err(Refusal::Denied(Denial {
                 kind: kind.as_str(),
-                name: metrics.tools.label(Some(name)),
-                reason: if invalid { "invalid" } else { "denied" },
-            })
-            .inc();
-        let shown: String = name.chars().take(rules::MAX_NAME_CHARS).collect();
-        return Err(Refusal::Denied(Denial {
-            kind,
-            name: shown.into(),
-            invalid,
-        }));
+                name: shown.into(),
+                invalid,
+            }));
+        }
+        Ok(())
     }
-    Ok(())
-}
 
-/// The filter for the reply, when the request asks for a list this caller sees filtered, or
-/// opens an event stream (GET) that may carry list replies.
-pub fn list_filter(cx: &RequestContext, metrics: &Metrics) -> Option<ListFilter> {
-    let policy = &cx.entry.policy;
-    if policy.is_open() {
-        return None;
-    }
-    let view = policy.view(cx.identity.as_ref());
-    if view.is_open() {
-        return None;
-    }
-    let filter = |targets| ListFilter::new(cx.entry.policy.clone(), view.index, targets, metrics);
-    let Some(inspection) = cx.inspection.as_ref() else {
-        // A resumed POST stream (`Last-Event-ID`) or the legacy transport's reply stream
-        // carries responses to requests this GET does not name.
-        return (cx.method == http::Method::GET).then(|| filter(Targets::AnyList));
-    };
-    // Every request of the POST is awaited: a response answering none of them is stray.
-    let targets: Vec<Target> = inspection
-        .messages()
-        .iter()
-        .filter_map(|m| {
-            let id = m.id()?;
-            let method = m.method()?;
-            Some(match ListKind::of_method(method.as_str()) {
-                Some(list) if view.lists(list.kind()).is_some() => Target::new(id, list),
-                _ => Target::other(id),
+    /// The filter for the reply, when the request (`method`, and `inspection` for a POST) asks
+    /// for a list this caller sees filtered, or opens an event stream (GET) that may carry list
+    /// replies.
+    pub fn list_filter(
+        self: &Arc<Self>,
+        method: &http::Method,
+        inspection: Option<&Inspection>,
+        identity: Option<&Identity>,
+        metrics: &Metrics,
+    ) -> Option<ListFilter> {
+        if self.is_open() {
+            return None;
+        }
+        let view = self.view(identity);
+        if view.is_open() {
+            return None;
+        }
+        let filter = |targets| ListFilter::new(self.clone(), view.index, targets, metrics);
+        let Some(inspection) = inspection else {
+            // A resumed POST stream (`Last-Event-ID`) or the legacy transport's reply stream
+            // carries responses to requests this GET does not name.
+            return (method == http::Method::GET).then(|| filter(Targets::AnyList));
+        };
+        // Every request of the POST is awaited: a response answering none of them is stray.
+        let targets: Vec<Target> = inspection
+            .messages()
+            .iter()
+            .filter_map(|m| {
+                let id = m.id()?;
+                let method = m.method()?;
+                Some(match ListKind::of_method(method.as_str()) {
+                    Some(list) if view.lists(list.kind()).is_some() => Target::new(id, list),
+                    _ => Target::other(id),
+                })
             })
-        })
-        .collect();
-    targets
-        .iter()
-        .any(|t| t.kind.is_some())
-        .then(|| filter(Targets::Ids(targets)))
+            .collect();
+        targets
+            .iter()
+            .any(|t| t.kind.is_some())
+            .then(|| filter(Targets::Ids(targets)))
+    }
 }
 
 #[cfg(test)]
@@ -364,27 +349,5 @@ mod tests {
         assert!(!v.is_open());
         assert_eq!(v.verdict(Kind::Tool, "anything"), Verdict::Allowed);
         assert_eq!(v.verdict(Kind::Resource, "phab://wiki/x"), Verdict::Denied);
-    }
-
-    #[test]
-    fn denials_say_what_was_refused_and_show_look_alikes_escaped() {
-        let d = Denial {
-            kind: Kind::Tool,
-            name: "pha_passphrase_get".into(),
-            invalid: false,
-        };
-        assert_eq!(
-            d.to_string(),
-            "tool pha_passphrase_get is not allowed on this entry point"
-        );
-        let d = Denial {
-            kind: Kind::Tool,
-            name: "pha_p\u{0430}ss".into(),
-            invalid: true,
-        };
-        assert_eq!(
-            d.to_string(),
-            "\"pha_p\\u{430}ss\" is not a valid tool name; this entry point's policy refuses it"
-        );
     }
 }

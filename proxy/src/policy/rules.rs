@@ -3,7 +3,7 @@
 
 use sluice_proxy_config::{NameFilter, Pattern, ToolRule};
 
-use crate::identity::Identity;
+use crate::request::Identity;
 
 /// Longest tool or prompt name judged; the MCP specification says names SHOULD be 1 to 128
 /// characters long.

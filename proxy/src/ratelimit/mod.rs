@@ -23,11 +23,9 @@ use sluice_proxy_config::{
 };
 
 use crate::errors::Refusal;
-use crate::identity::Identity;
-use crate::inspect::Message;
 use crate::metrics::{FallbackLabels, Metrics, RuleLabels};
 use crate::policy::Kind;
-use crate::stack::RequestContext;
+use crate::request::{Identity, Inspection, Message};
 
 pub use global::{Answer, Global};
 pub use local::{Gcra, Local};
@@ -241,23 +239,30 @@ fn retry_after(wait: Duration) -> u64 {
 
 // === the request path ===
 
-/// Counts the request's messages against the entry point's rules; 429 over a limit.
-pub async fn check(cx: &RequestContext, peer: IpAddr) -> Result<(), Refusal> {
-    let limits = &cx.entry.rate_limits;
-    if limits.rules.is_empty() {
-        return Ok(());
-    }
-    let Some(inspection) = cx.inspection.as_ref() else {
-        return Ok(());
-    };
-    for message in inspection.messages() {
-        for rule in &limits.rules {
-            if rule.counts(message) {
-                rule.admit(message, cx.identity.as_ref(), peer).await?;
+impl RateLimits {
+    /// Counts the messages of `inspection` by `identity` from `peer` against the rules; 429
+    /// over a limit.
+    pub async fn check(
+        &self,
+        inspection: Option<&Inspection>,
+        identity: Option<&Identity>,
+        peer: IpAddr,
+    ) -> Result<(), Refusal> {
+        if self.rules.is_empty() {
+            return Ok(());
+        }
+        let Some(inspection) = inspection else {
+            return Ok(());
+        };
+        for message in inspection.messages() {
+            for rule in &self.rules {
+                if rule.counts(message) {
+                    rule.admit(message, identity, peer).await?;
+                }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 // === state across generations ===
@@ -351,7 +356,7 @@ mod tests {
         }
     }
 
-    fn call(tool: &str) -> crate::inspect::Inspection {
+    fn call(tool: &str) -> crate::request::Inspection {
         let body = format!(
             r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":{}}}}}"#,
             serde_json::to_string(tool).unwrap()
