@@ -11,8 +11,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sluice_proxy::discovery::paths::{Route, Served, unambiguous};
-use sluice_proxy::prefix::Prefix;
+use sluice_proxy::fuzzing::{Prefix, Route, Served, unambiguous};
 
 const PREFIXES: [&str; 4] = ["", "/ai", "/a/b", "/mcp"];
 

@@ -10,8 +10,7 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use sluice_proxy::inspect::{Message, inspect};
-use sluice_proxy::mcp_headers;
+use sluice_proxy::fuzzing::{Message, check_mcp_headers, inspect};
 
 fuzz_target!(|data: &[u8]| {
     let (headers, body) = split(data);
@@ -47,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
         Value::Object(_) => agree(&value, inspection.single().expect("a single message")),
         other => panic!("inspect accepted a non-message: {other}"),
     }
-    if let Err(refusal) = mcp_headers::check(&headers, &inspection) {
+    if let Err(refusal) = check_mcp_headers(&headers, &inspection) {
         assert!(matches!(refusal.code(), -32020 | -32600), "{refusal}");
     }
 });

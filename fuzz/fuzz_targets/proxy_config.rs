@@ -9,10 +9,7 @@
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use sluice_proxy::discovery::Site;
-use sluice_proxy::origin::Origins;
-use sluice_proxy::policy::Policy;
-use sluice_proxy::prefix::Prefix;
+use sluice_proxy::fuzzing::{Origins, Policy, Prefix, Site};
 use sluice_proxy_config::ProxyConfig;
 
 fuzz_target!(|data: &[u8]| {
@@ -30,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = Policy::new(Arc::from(ep.name.as_str()), &ep.tools);
         let _ = Origins::new(ep.public_url.as_deref(), &ep.allowed_origins);
         let prefix = Prefix::new(&ep.path_prefix);
-        let site = Site::new(ep);
+        let site = Site::new(ep, None);
         let _ = site.resource_metadata_url();
         for (path, _) in site.served().paths() {
             let uri: http::Uri = path

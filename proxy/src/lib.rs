@@ -3,42 +3,58 @@
 //! A request's way through the proxy is [`stack`]; everything else serves it: listeners and
 //! connections, the upstream pool, inspection, hot reload, metrics and shutdown.
 
-pub mod access;
-pub mod activity;
-pub mod admin;
-pub mod audit;
-pub mod auth;
-pub mod body;
-pub mod conn;
-pub mod connections;
-pub mod cors;
-pub mod credentials;
-pub mod discovery;
-pub mod errors;
-pub mod forward;
-pub mod headers;
-pub mod host;
-pub mod in_flight;
-pub mod inspect;
-pub mod limits;
-pub mod listener;
-pub mod log_format;
-pub mod log_writer;
-pub mod logging;
-pub mod mcp_headers;
-pub mod methods;
-pub mod metrics;
-pub mod origin;
-pub mod policy;
-pub mod prefix;
-pub mod ratelimit;
-pub mod reload;
-pub mod request;
-pub mod shutdown;
-pub mod sse;
-pub mod stack;
-pub mod state;
-pub mod tls;
+mod access;
+mod activity;
+mod admin;
+mod audit;
+mod auth;
+mod body;
+mod conn;
+mod connections;
+mod cors;
+mod credentials;
+mod discovery;
+mod errors;
+mod forward;
+mod headers;
+mod host;
+mod in_flight;
+mod inspect;
+mod limits;
+mod listener;
+mod log_format;
+mod log_writer;
+mod logging;
+mod mcp_headers;
+mod methods;
+mod metrics;
+mod origin;
+mod policy;
+mod prefix;
+mod ratelimit;
+mod reload;
+mod request;
+mod shutdown;
+mod sse;
+mod stack;
+mod state;
+mod tls;
+
+pub use logging::init as init_logging;
+
+/// What the fuzz targets (`fuzz/`) drive directly: the parsers and compilers of caller input
+/// and config. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::discovery::Site;
+    pub use crate::discovery::paths::{Route, Served, unambiguous};
+    pub use crate::inspect::inspect;
+    pub use crate::mcp_headers::check as check_mcp_headers;
+    pub use crate::origin::Origins;
+    pub use crate::policy::Policy;
+    pub use crate::prefix::Prefix;
+    pub use crate::request::Message;
+}
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

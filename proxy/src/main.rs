@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use sluice_proxy::{Options, Proxy, logging};
+use sluice_proxy::{Options, Proxy, init_logging};
 use sluice_proxy_config::{ConfigError, ProxyConfig};
 
 // mimalloc: fewer cycles per request than glibc's malloc for hyper's many small allocations.
@@ -54,7 +54,7 @@ fn main() -> ExitCode {
         }
     };
     // Held to the end of main: dropping it writes out the log lines still queued.
-    let logs = logging::init(&config.log);
+    let logs = init_logging(&config.log);
     let mut builder = if cli.worker_threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {

@@ -9,7 +9,7 @@ use sluice_proxy_config::{PhabricatorApi, PhabricatorTokenAuth};
 use super::credential::{self, X_PHABRICATOR_TOKEN};
 use super::outbound::CallError;
 use super::store::Store;
-use super::whoami::{Field, Ttls, Verdict, Whoami};
+use super::whoami::{Ttls, Verdict, Whoami};
 use super::{Counters, Failure, short_id};
 use crate::request::Identity;
 
@@ -31,7 +31,7 @@ impl PhabricatorToken {
                 refused: cache.negative_cache_ttl.get(),
                 max_entries: u64::try_from(cache.max_entries).unwrap_or(u64::MAX),
             };
-            Whoami::shared(store, api, Field::ApiToken, ttls)
+            Whoami::shared(store, api, ttls)
         });
         Self { whoami }
     }

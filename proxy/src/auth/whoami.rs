@@ -29,24 +29,6 @@ const REFUSED: [&str; 5] = [
     "ERR-OAUTH-ACCESS",
 ];
 
-/// How the token goes in the form.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Field {
-    /// `api.token`: a Conduit API token (header-token mode).
-    ApiToken,
-    /// `access_token`: an OAuth access token.
-    AccessToken,
-}
-
-impl Field {
-    fn name(self) -> &'static str {
-        match self {
-            Field::ApiToken => "api.token",
-            Field::AccessToken => "access_token",
-        }
-    }
-}
-
 /// What Phabricator said about a token.
 #[derive(Clone, Debug)]
 pub enum Verdict {
@@ -69,19 +51,17 @@ pub struct Whoami {
     client: ClientSource,
     /// `<phabricator.url>user.whoami`; `None` if that is not a URI (refused by validation).
     url: Option<Uri>,
-    field: Field,
     timeout: Duration,
     cache: Cache<[u8; 32], Verdict>,
 }
 
 impl Whoami {
     /// The instance for these settings, shared with every entry point that has the same.
-    pub fn shared(store: &Store, api: &PhabricatorApi, field: Field, ttls: Ttls) -> Arc<Self> {
-        let key = format!("whoami:{field:?}:{api:?}:{ttls:?}");
+    pub fn shared(store: &Store, api: &PhabricatorApi, ttls: Ttls) -> Arc<Self> {
+        let key = format!("whoami:{api:?}:{ttls:?}");
         store.shared(key, || Self {
             client: ClientSource::new(store, api.ca_file.as_deref(), api.insecure_skip_verify),
             url: format!("{}user.whoami", api.url).parse().ok(),
-            field,
             timeout: api.timeout.get(),
             cache: Cache::builder()
                 .max_capacity(ttls.max_entries)
@@ -116,7 +96,7 @@ impl Whoami {
     async fn call(&self, token: &str) -> Result<Verdict, CallError> {
         let url = self.url.clone().ok_or(CallError::Connect)?;
         let form = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair(self.field.name(), token)
+            .append_pair("api.token", token)
             .finish();
         // Never compressed: Conduit's API refuses compressed bodies.
         let req = Request::post(url)

@@ -41,11 +41,6 @@ impl Public {
         Self::parse(&format!("{scheme}://{host}{path}"))
     }
 
-    /// `scheme://host[:port]`.
-    pub fn origin(&self) -> &str {
-        &self.origin
-    }
-
     /// The path prefix, `""` for `/`.
     pub fn path(&self) -> &str {
         &self.path

@@ -78,11 +78,13 @@ impl<C: Clock> Local<C> {
     }
 
     /// Keys held.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.limiter.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.limiter.is_empty()
     }
 }

@@ -127,10 +127,6 @@ impl RateLimits {
             .collect();
         Self { rules }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
 }
 
 impl Rule {
