@@ -26,24 +26,42 @@ pub fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
 /// headers the page asked to send (echoed: the origin is trusted, and the request that follows
 /// still meets authentication and every policy).
 pub fn preflight(origin: &HeaderValue, headers: &HeaderMap) -> Response<ResponseBody> {
+    let mut response = preflight_answer(
+        origin.clone(),
+        ALLOW_METHODS,
+        headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS),
+    );
+    response
+        .headers_mut()
+        .append(header::VARY, HeaderValue::from_static("Origin"));
+    response
+}
+
+/// A 204 answering a preflight: `allow_origin` may use `allow_methods`, with the request
+/// headers it asked for (`asked`, echoed).
+pub fn preflight_answer(
+    allow_origin: HeaderValue,
+    allow_methods: &'static str,
+    asked: Option<&HeaderValue>,
+) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::full(Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     let h = response.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin);
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static(ALLOW_METHODS),
+        HeaderValue::from_static(allow_methods),
     );
-    if let Some(asked) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+    if let Some(asked) = asked {
         h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+        h.append(
+            header::VARY,
+            HeaderValue::from_static("Access-Control-Request-Headers"),
+        );
     }
     h.insert(
         header::ACCESS_CONTROL_MAX_AGE,
         HeaderValue::from_static(PREFLIGHT_MAX_AGE),
-    );
-    h.insert(
-        header::VARY,
-        HeaderValue::from_static("Origin, Access-Control-Request-Headers"),
     );
     response
 }

@@ -154,6 +154,20 @@ pub fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
+/// An RFC 9110 quoted-string.
+pub fn quoted_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

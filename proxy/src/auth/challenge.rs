@@ -3,6 +3,7 @@
 //! ([`crate::discovery::Site::resource_metadata_url`]): a challenge names it only when the
 //! entry point serves it.
 
+use crate::headers::quoted_string;
 use http::HeaderValue;
 
 use super::Failure;
@@ -24,14 +25,14 @@ impl Challenges {
     pub fn new(resource_metadata: Option<&str>, scopes: &[String]) -> Self {
         let mut params = Vec::new();
         if let Some(url) = resource_metadata {
-            params.push(format!("resource_metadata={}", quoted(url)));
+            params.push(format!("resource_metadata={}", quoted_string(url)));
         }
         if !scopes.is_empty() {
-            params.push(format!("scope={}", quoted(&scopes.join(" "))));
+            params.push(format!("scope={}", quoted_string(&scopes.join(" "))));
         }
         let build = |error: Option<&str>| {
             let mut all: Vec<String> = error
-                .map(|e| format!("error={}", quoted(e)))
+                .map(|e| format!("error={}", quoted_string(e)))
                 .into_iter()
                 .collect();
             all.extend(params.iter().cloned());
@@ -75,20 +76,6 @@ impl Challenges {
             _ => &self.invalid_token,
         }
     }
-}
-
-/// An RFC 9110 quoted-string.
-fn quoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! `resource_metadata` the upstream wrote (its own idea of its URL, a root path, plain http),
 //! the caller is sent to the document the sidecar serves for P.
 
+use crate::headers::quoted_string;
+
 /// `header` with the value of every `resource_metadata` parameter replaced by `url` (quoted),
 /// or `None` when it has none. Other parameters, schemes and challenges are kept byte for byte.
 pub fn rewrite(header: &str, url: &str) -> Option<String> {
@@ -39,7 +41,7 @@ pub fn rewrite(header: &str, url: &str) -> Option<String> {
                 };
                 out.push_str(&header[copied..name_end]);
                 out.push('=');
-                out.push_str(&quoted(url));
+                out.push_str(&quoted_string(url));
                 copied = value_end;
                 changed = true;
                 i = value_end;
@@ -79,20 +81,6 @@ fn skip_quoted(bytes: &[u8], start: usize) -> usize {
         }
     }
     bytes.len()
-}
-
-/// An RFC 9110 quoted-string.
-fn quoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]

@@ -2,10 +2,11 @@
 //! lifetime, CORS preflights, and which methods a document answers.
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Response, StatusCode, header};
+use http::{HeaderValue, Method, Response, header};
 use serde_json::Value;
 
 use crate::body::ResponseBody;
+use crate::cors;
 use crate::errors::Refusal;
 
 /// How long clients and caches may keep a document: short, so a changed config (or a
@@ -14,9 +15,6 @@ pub const CACHE_CONTROL: &str = "public, max-age=60";
 
 /// The methods a document answers.
 pub const ALLOW: &str = "GET, HEAD, OPTIONS";
-
-/// How long a browser may remember a preflight.
-const PREFLIGHT_MAX_AGE: &str = "600";
 
 /// What a request's method asks of a document.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,34 +57,13 @@ pub fn json(document: &Value) -> Response<ResponseBody> {
 /// The answer to a CORS preflight: any origin may GET the document, with the headers it asks
 /// to send (documents are public and carry no credentials, so echoing them is safe).
 pub fn preflight(request_headers: Option<&HeaderValue>) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::full(Bytes::new()));
-    *response.status_mut() = StatusCode::NO_CONTENT;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static(ALLOW),
-    );
-    if let Some(asked) = request_headers {
-        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
-        headers.insert(
-            header::VARY,
-            HeaderValue::from_static("Access-Control-Request-Headers"),
-        );
-    }
-    headers.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static(PREFLIGHT_MAX_AGE),
-    );
-    response
+    cors::preflight_answer(HeaderValue::from_static("*"), ALLOW, request_headers)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
 
     #[test]
     fn documents_are_public_and_briefly_cacheable() {
