@@ -1,7 +1,7 @@
 //! sluice-proxy: an MCP-aware reverse proxy in front of one upstream MCP server.
 //!
-//! A request's way through the proxy is [`stack`]; everything else serves it: listeners and
-//! connections, the upstream pool, inspection, hot reload, metrics and shutdown.
+//! A request's way through the proxy is the `stack` module; everything else serves it:
+//! listeners and connections, the upstream pool, inspection, hot reload, metrics and shutdown.
 
 mod access;
 mod activity;

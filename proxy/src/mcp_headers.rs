@@ -18,7 +18,7 @@ static MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
 static MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
 
 /// Checks the headers of an inspected POST. Where present (any revision), `Mcp-Method` and
-/// `Mcp-Name` must equal the body; from [`HEADER_REVISION`] on they are also required, and a
+/// `Mcp-Name` must equal the body; from `HEADER_REVISION` on they are also required, and a
 /// batch (which one header pair cannot describe) is refused.
 pub fn check(headers: &HeaderMap, inspection: &Inspection) -> Result<(), Refusal> {
     let requires = match single(headers, &PROTOCOL_VERSION)? {

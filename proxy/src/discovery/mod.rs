@@ -28,7 +28,7 @@
 //! authorization request naming another (RFC 8707). Every entry point of the server fronts that
 //! same resource, so a client of one whose P differs from Conduit's names P/mcp; on the way to
 //! Conduit's `/authorize`, exactly that value is replaced with Conduit's own
-//! ([`authorization_request`]). Any other value reaches Conduit as sent, and is refused there.
+//! ([`Discovery::authorization_request`]). Any other value reaches Conduit as sent, and is refused there.
 //!
 //! Every other path with a `.well-known` segment is 404, and so is every ambiguous path (see
 //! [`paths`]), so no spelling reaches an upstream path the mapping does not name.

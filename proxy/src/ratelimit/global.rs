@@ -25,8 +25,8 @@ use tokio::sync::mpsc;
 use super::local::Gcra;
 use crate::metrics::{Metrics, RedisErrorLabels};
 
-/// GCRA, as governor computes it, in microseconds of Redis's clock. KEYS[1]: the budget;
-/// ARGV[1]: the emission interval; ARGV[2]: the burst tolerance (interval × (burst − 1)).
+/// GCRA, as governor computes it, in microseconds of Redis's clock. `KEYS[1]`: the budget;
+/// `ARGV[1]`: the emission interval; `ARGV[2]`: the burst tolerance (interval × (burst − 1)).
 /// Returns {1, 0} when admitted, {0, µs to wait} when not. The key expires when its budget is
 /// full again.
 const GCRA_SCRIPT: &str = r"
