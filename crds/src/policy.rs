@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::refs::{SecretKeyRef, SecretRef};
 use crate::server::CaBundle;
 
+/// A duration as the sidecar reads it: whole numbers with units, e.g. `90s` or `1h30m`.
+pub(crate) const DURATION: &str = r"^([0-9]+(ms|s|m|h))+$";
+
 /// Who may call an entry point, which tools they may use, how often, and with whose
 /// Phabricator credentials the sidecar calls Conduit on their behalf.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -141,11 +144,11 @@ pub struct PhabricatorTokenAuth {
     pub verify: bool,
     /// How long a token Phabricator accepted is trusted without asking again.
     #[serde(default = "default_cache_ttl")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = DURATION))]
     pub cache_ttl: String,
     /// How long a token Phabricator refused is refused without asking again.
     #[serde(default = "default_negative_cache_ttl")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = DURATION))]
     pub negative_cache_ttl: String,
 }
 
@@ -220,7 +223,7 @@ pub struct JwtAuth {
     pub algorithms: Vec<JwtAlgorithm>,
     /// Tolerated clock difference when checking `exp` and `nbf`.
     #[serde(default = "default_clock_skew")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = DURATION))]
     pub clock_skew: String,
     /// The claim that names the caller.
     #[serde(default = "default_identity_claim")]
@@ -278,7 +281,7 @@ pub struct OAuthPassThroughAuth {
     /// How long the sidecar remembers which Phabricator user a bearer belongs to. A token
     /// Conduit refuses is never remembered, and is forgotten as soon as Conduit refuses it.
     #[serde(default = "default_cache_ttl")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = DURATION))]
     pub identity_cache_ttl: String,
 }
 
@@ -402,7 +405,7 @@ pub struct RateLimit {
     pub requests: i32,
     /// The period `requests` are counted over.
     #[serde(default = "default_period")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = DURATION))]
     pub period: String,
     /// Requests allowed at once after a quiet spell. Defaults to `requests`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -12,8 +12,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::policy::Policy;
-use crate::refs::{ConfigMapKeyRef, SecretKeyRef};
+use crate::policy::{DURATION, Policy};
+use crate::refs::{ConfigMapKeyRef, DNS_SUBDOMAIN, SecretKeyRef};
 use crate::route::DiscoveryUrls;
 
 /// The Phabricator MCP server (Conduit) run by Sluice: a Deployment whose pods hold Conduit
@@ -267,10 +267,7 @@ pub struct OAuthState {
     /// `shared`. Conduit runs as UID and GID 65532 and must be able to write the volume's root
     /// directory. The operator never changes or deletes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub claim_name: Option<String>,
 
     /// Size of the claim the operator creates. Default `1Gi`. A whole number with an optional
@@ -289,10 +286,7 @@ pub struct OAuthState {
     /// class cannot change once it exists: to move, set `storage: ephemeral` (the claim is
     /// deleted, and the logins with it), then back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub storage_class_name: Option<String>,
 }
 
@@ -526,7 +520,7 @@ pub struct ServiceMonitorSpec {
     pub enabled: bool,
     /// Scrape interval.
     #[serde(default = "default_scrape_interval")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = DURATION))]
     pub interval: String,
     /// Extra labels on the ServiceMonitor, e.g. the `release` label a Prometheus selects by.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -1,12 +1,10 @@
 //! The operator's error type.
 
-use std::fmt;
+use crate::key::MissingName;
+use crate::render_error::RenderError;
 
-use crate::admission::Violation;
-use crate::manifest::{Kind, ManifestError, Origin};
-use crate::render::RenderError;
-
-/// Everything that can go wrong in the operator.
+/// Everything that can go wrong in the operator, except problems with the inputs of the
+/// offline `render` (those are `admission::Problems`, every one of them listed).
 ///
 /// Each message includes its cause, so none is chained as a `source` (it would print twice).
 #[derive(Debug, thiserror::Error)]
@@ -19,25 +17,9 @@ pub enum Error {
         /// What the YAML serialiser reported.
         error: serde_saphyr::SerializeError,
     },
-    /// A generated CRD schema cannot be compiled for validation (a bug in the API types).
-    #[error("the generated {kind} schema cannot be used for validation: {message}")]
-    Schema {
-        /// The kind whose schema failed.
-        kind: Kind,
-        /// Why.
-        message: String,
-    },
-    /// The inputs hold objects that cannot be admitted; every problem found is listed.
-    #[error("{0}")]
-    Invalid(Problems),
-    /// Admitted objects that cannot be rendered (e.g. a route naming a missing server).
-    #[error("{}{error}", at.as_ref().map(|at| format!("{at}: ")).unwrap_or_default())]
-    Render {
-        /// The input and document of the object the error is about, when known.
-        at: Option<Box<Origin>>,
-        /// What render refused.
-        error: Box<RenderError>,
-    },
+    /// An object that cannot be rendered (e.g. a server without a name).
+    #[error(transparent)]
+    Render(Box<RenderError>),
     /// A request to the Kubernetes API failed.
     #[error("failed to {action}: {error}")]
     Kube {
@@ -57,7 +39,6 @@ pub enum Error {
     Finalizer {
         /// `McpServer namespace/name`.
         object: String,
-        /// What failed.
         error: Box<kube_runtime::finalizer::Error<Error>>,
     },
     /// Leader election on the Lease failed.
@@ -79,7 +60,6 @@ pub enum Error {
     /// An object could not be turned into JSON (a bug in a type, never the user's input).
     #[error("cannot write {what} as JSON: {error}")]
     Json {
-        /// The object.
         what: String,
         /// What serde_json reported.
         error: serde_json::Error,
@@ -122,8 +102,8 @@ impl Error {
     /// A short label for the `reason` of the failure metric.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Self::CrdYaml { .. } | Self::Schema { .. } | Self::Json { .. } => "internal",
-            Self::Invalid(_) | Self::Render { .. } | Self::Option { .. } => "invalid",
+            Self::CrdYaml { .. } | Self::Json { .. } => "internal",
+            Self::Render(_) | Self::Option { .. } => "invalid",
             Self::Kube { .. } if self.is_conflict() => "conflict",
             Self::Kube { .. } => "api",
             Self::CacheNotReady { .. } => "cache",
@@ -136,50 +116,15 @@ impl Error {
 
 impl From<RenderError> for Error {
     fn from(error: RenderError) -> Self {
-        Self::Render {
-            at: None,
-            error: Box::new(error),
-        }
+        Self::Render(Box::new(error))
+    }
+}
+
+impl From<MissingName> for Error {
+    fn from(error: MissingName) -> Self {
+        RenderError::from(error).into()
     }
 }
 
 /// The operator's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// One problem with the inputs, naming the input, the document and the field.
-#[derive(Debug, thiserror::Error)]
-pub enum Problem {
-    /// Found while reading and splitting the inputs.
-    #[error(transparent)]
-    Manifest(#[from] ManifestError),
-    /// Found by checking an object against its schema.
-    #[error(transparent)]
-    Admission(#[from] Violation),
-}
-
-impl Problem {
-    /// The document the problem is in, when it is about one.
-    pub fn origin(&self) -> Option<&Origin> {
-        match self {
-            Self::Manifest(error) => error.origin(),
-            Self::Admission(violation) => Some(&violation.at),
-        }
-    }
-}
-
-/// Every problem found in the inputs, in input order.
-#[derive(Debug)]
-pub struct Problems(pub Vec<Problem>);
-
-impl fmt::Display for Problems {
-    /// One problem per line.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (index, problem) in self.0.iter().enumerate() {
-            if index > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{problem}")?;
-        }
-        Ok(())
-    }
-}

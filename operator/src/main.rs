@@ -6,9 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sluice_operator::Error;
-use sluice_operator::admission::Admission;
-use sluice_operator::controller::{self, scope::Scope};
+use sluice_operator::admission::{Admission, Problems};
+use sluice_operator::controller::{self, Scope};
 use sluice_operator::leader::LeaderOptions;
 use sluice_operator::metrics::Metrics;
 use sluice_operator::rbac;
@@ -318,13 +317,13 @@ fn finish(outcome: anyhow::Result<()>) -> ExitCode {
     let Err(error) = outcome else {
         return ExitCode::SUCCESS;
     };
-    match error.downcast_ref::<Error>() {
-        Some(Error::Invalid(problems)) => {
+    match error.downcast_ref::<Problems>() {
+        Some(problems) => {
             for problem in &problems.0 {
                 eprintln!("error: {problem}");
             }
         }
-        _ => eprintln!("error: {error:#}"),
+        None => eprintln!("error: {error:#}"),
     }
     ExitCode::FAILURE
 }

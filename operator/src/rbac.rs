@@ -19,9 +19,8 @@ pub enum Reach {
 pub struct Declared {
     /// Where it must hold.
     pub reach: Reach,
-    /// The rule.
     pub rule: PolicyRule,
-    /// Why.
+    /// Why the operator needs it, printed above the rule.
     pub reason: &'static str,
 }
 
@@ -180,15 +179,6 @@ pub fn declared(lease_name: &str) -> Vec<Declared> {
     ]
 }
 
-/// The rules for one role.
-pub fn rules(declared: &[Declared], reaches: &[Reach]) -> Vec<PolicyRule> {
-    declared
-        .iter()
-        .filter(|d| reaches.contains(&d.reach))
-        .map(|d| d.rule.clone())
-        .collect()
-}
-
 /// The roles as a YAML stream, each rule preceded by its reason.
 ///
 /// - Cluster-wide: a ClusterRole `sluice-operator` with every rule but the Lease's, and a
@@ -261,6 +251,15 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    /// The rules for one role.
+    fn rules(declared: &[Declared], reaches: &[Reach]) -> Vec<PolicyRule> {
+        declared
+            .iter()
+            .filter(|d| reaches.contains(&d.reach))
+            .map(|d| d.rule.clone())
+            .collect()
+    }
 
     /// `(group, resource)` → verbs, across rules.
     fn grants(rules: &[PolicyRule]) -> BTreeMap<(String, String), Vec<String>> {

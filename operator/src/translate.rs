@@ -4,7 +4,7 @@
 //! ServiceAccount token) is recorded in [`SidecarFiles`], from which `render` mounts exactly
 //! those files into the sidecar, so the config and the pod cannot disagree.
 
-pub mod files;
+mod files;
 mod policy;
 
 use std::net::SocketAddr;
@@ -18,19 +18,18 @@ use sluice_proxy_config::{
     Timeouts, Upstream,
 };
 
-use crate::render::RenderError;
-use crate::render::names::ObjectKey;
-
-pub use policy::effective_mode;
-
-pub use files::{
-    CONFIG_DIR, CONFIG_FILE, PHABRICATOR_CA_DIR, PHABRICATOR_CA_FILE, SECRETS_DIR,
-    SERVICE_ACCOUNT_DIR, SecretFiles, SidecarFiles,
+pub use self::files::CONFIG_FILE;
+pub(crate) use self::files::{
+    CA_BUNDLES_DIR, CONFIG_DIR, CaSource, PHABRICATOR_CA_DIR, PHABRICATOR_CA_FILE,
+    SERVICE_ACCOUNT_DIR, SecretFiles, SidecarFiles, secret_dir,
 };
+pub(crate) use self::policy::effective_mode;
+use crate::key::ObjectKey;
+use crate::render_error::RenderError;
 
 /// Where an entry point sits: what translating its policy needs besides the policy itself.
 #[derive(Clone, Debug)]
-pub struct Site<'a> {
+pub(crate) struct Site<'a> {
     /// The McpServer or McpRoute the policy comes from (named in errors).
     pub object: &'a ObjectKey,
     /// The entry point's name: the server's or the route's name.
@@ -47,7 +46,7 @@ pub struct Site<'a> {
 }
 
 /// The entry point of the server's own Service, on port 8080 at `/`.
-pub fn server_site<'a>(object: &'a ObjectKey, service_url: &'a str) -> Site<'a> {
+pub(crate) fn server_site<'a>(object: &'a ObjectKey, service_url: &'a str) -> Site<'a> {
     Site {
         object,
         name: &object.name,
@@ -59,7 +58,7 @@ pub fn server_site<'a>(object: &'a ObjectKey, service_url: &'a str) -> Site<'a> 
 }
 
 /// One entry point of the sidecar config from a policy, and the files it refers to.
-pub fn entry_point(
+pub(crate) fn entry_point(
     server: &McpServer,
     site: &Site<'_>,
     policy: &Policy,
@@ -105,7 +104,7 @@ pub fn entry_point(
 
 /// The whole sidecar config of `server` around its entry points (the server's own first).
 /// The result passes [`ProxyConfig::validate`]; `files` gains what the globals refer to.
-pub fn proxy_config(
+pub(crate) fn proxy_config(
     server: &McpServer,
     key: &ObjectKey,
     entry_points: Vec<EntryPoint>,
@@ -159,7 +158,7 @@ pub fn proxy_config(
 
 /// Phabricator's Conduit API base as Conduit wants it: the URL with `/api/` appended unless
 /// it already ends so (`https://phab.example.com` → `https://phab.example.com/api/`).
-pub fn phabricator_api_url(url: &str) -> String {
+pub(crate) fn phabricator_api_url(url: &str) -> String {
     let base = url.trim_end_matches('/');
     if base.ends_with("/api") {
         format!("{base}/")
@@ -169,7 +168,7 @@ pub fn phabricator_api_url(url: &str) -> String {
 }
 
 /// Whether the server's Conduit runs its OAuth proxy.
-pub fn is_oauth(server: &McpServer) -> bool {
+pub(crate) fn is_oauth(server: &McpServer) -> bool {
     server.spec.auth.mode == UpstreamAuthMode::OAuth
 }
 

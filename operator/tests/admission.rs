@@ -11,8 +11,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 use sluice_crds::{McpRoute, McpServer};
-use sluice_operator::Error;
-use sluice_operator::admission::{Admission, Admitted};
+use sluice_operator::admission::{Admission, Admitted, Problems};
 use sluice_operator::manifest::{self, Input, Kind, MAX_INPUT_BYTES};
 use sluice_operator::render::RenderOptions;
 
@@ -54,8 +53,7 @@ fn problems_rendering(paths: &[PathBuf]) -> Vec<String> {
         .and_then(|admitted| admitted.render(&RenderOptions::default()));
     match outcome {
         Ok(_) => Vec::new(),
-        Err(Error::Invalid(problems)) => problems.0.iter().map(ToString::to_string).collect(),
-        Err(other) => vec![other.to_string()],
+        Err(problems) => problems.0.iter().map(ToString::to_string).collect(),
     }
 }
 
@@ -388,11 +386,10 @@ fn scratch_file(name: &str, bytes: &[u8]) -> String {
     path.to_string_lossy().into_owned()
 }
 
-fn problem_lines(result: sluice_operator::Result<Admitted>) -> Vec<String> {
+fn problem_lines(result: Result<Admitted, Problems>) -> Vec<String> {
     match result {
         Ok(_) => panic!("accepted"),
-        Err(Error::Invalid(problems)) => problems.0.iter().map(ToString::to_string).collect(),
-        Err(other) => panic!("not an input problem: {other}"),
+        Err(problems) => problems.0.iter().map(ToString::to_string).collect(),
     }
 }
 

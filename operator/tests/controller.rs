@@ -15,7 +15,7 @@ use sluice_crds::conditions::{self, reasons};
 use sluice_crds::{McpRoute, McpServer};
 use sluice_memory_apiserver::Verb;
 use sluice_operator::render::RESTART_HASH_ANNOTATION;
-use sluice_operator::render::names::{MANAGED_BY, label};
+use sluice_operator::render::{MANAGED_BY, label};
 
 fn is_ours(meta: &kube::api::ObjectMeta, server: &McpServer) -> bool {
     let labels = meta.labels.clone().unwrap_or_default();

@@ -20,15 +20,11 @@ async fn two_operators(cluster: &Cluster) -> (Operator, Operator) {
     let a = Operator::start(cluster, with("operator-a"));
     let b = Operator::start(cluster, with("operator-b"));
     eventually("a leader", || async {
-        (a.metrics.is_leader() || b.metrics.is_leader()).then_some(())
+        (a.leads() || b.leads()).then_some(())
     })
     .await
     .expect("one of them leads");
-    if a.metrics.is_leader() {
-        (a, b)
-    } else {
-        (b, a)
-    }
+    if a.leads() { (a, b) } else { (b, a) }
 }
 
 async fn holder(cluster: &Cluster) -> Option<String> {
@@ -46,7 +42,7 @@ async fn holder(cluster: &Cluster) -> Option<String> {
 async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     let cluster = Cluster::start().await;
     let (leader, standby) = two_operators(&cluster).await;
-    assert!(!standby.metrics.is_leader(), "two leaders");
+    assert!(!standby.leads(), "two leaders");
     let leader_identity = holder(&cluster).await.unwrap();
 
     cluster.apply::<McpServer>(server("first")).await;
@@ -55,12 +51,12 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
         .await;
     leader.wait_reconciles(2).await;
     assert_eq!(standby.server_reconciles(), 0, "the standby reconciled");
-    assert!(!standby.metrics.is_leader());
+    assert!(!standby.leads());
 
     // The leader stops: it releases the Lease and the standby takes over.
     leader.stop().await;
     eventually("the standby to lead", || async {
-        standby.metrics.is_leader().then_some(())
+        standby.leads().then_some(())
     })
     .await
     .expect("the standby never took over");
@@ -84,7 +80,7 @@ async fn a_crashed_leaders_lease_expires_and_the_standby_takes_over() {
     // No release: the Lease stays held until it expires (3 s in these tests).
     leader.kill();
     eventually("the standby to lead", || async {
-        standby.metrics.is_leader().then_some(())
+        standby.leads().then_some(())
     })
     .await
     .expect("the standby never took over from a crashed leader");

@@ -11,7 +11,7 @@ use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::Api;
 use serde_json::json;
 use sluice_crds::McpServer;
-use sluice_operator::controller::server::FINALIZER;
+use sluice_operator::controller::FINALIZER;
 
 fn token_review_server(name: &str) -> serde_json::Value {
     let mut spec = server(name);

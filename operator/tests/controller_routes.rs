@@ -1,5 +1,6 @@
 //! Routes across servers: a missing server, rivals for a host, a route named like a server,
-//! a route moving to another server, and exposure the cluster cannot serve.
+//! a route moving to another server, exposure the cluster cannot serve, and the offline
+//! `render` deciding as the controller does.
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 mod controller_support;
@@ -7,10 +8,10 @@ mod controller_support;
 use controller_support::*;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::networking::v1::Ingress;
-use serde_json::json;
+use serde_json::{Value, json};
 use sluice_crds::conditions::{self, reasons};
 use sluice_crds::{McpRoute, McpServer};
-use sluice_operator::controller::status::reasons as operator_reasons;
+use sluice_operator::render::{self, RenderOptions};
 
 fn config_of(map: &ConfigMap) -> String {
     map.data.as_ref().unwrap()["config.yaml"].clone()
@@ -180,7 +181,7 @@ async fn an_http_route_without_the_gateway_api_is_reported_not_applied() {
     let route = cluster
         .wait_for::<McpRoute>("public", "GatewayApiNotInstalled", |r| {
             route_reason(r, conditions::PROGRAMMED).as_deref()
-                == Some(operator_reasons::GATEWAY_API_NOT_INSTALLED)
+                == Some(reasons::GATEWAY_API_NOT_INSTALLED)
         })
         .await;
     // Accepted (its config and Service are in place), not programmed.
@@ -199,7 +200,7 @@ async fn only_the_watched_namespaces_are_reconciled() {
     let cluster = Cluster::start().await;
     let mut watched = options();
     watched.controller.scope =
-        sluice_operator::controller::scope::Scope::Namespaces(vec![NS.into(), "other".into()]);
+        sluice_operator::controller::Scope::Namespaces(vec![NS.into(), "other".into()]);
     let operator = Operator::start(&cluster, watched);
     let mut elsewhere = server("phab");
     elsewhere["metadata"]["namespace"] = json!("unwatched");
@@ -228,5 +229,87 @@ async fn only_the_watched_namespaces_are_reconciled() {
         .filter(|w| w.namespace.as_deref() == Some("unwatched"))
         .collect();
     assert!(unwatched_writes.is_empty(), "{unwatched_writes:#?}");
+    operator.stop().await;
+}
+
+/// The rule that spans servers has one implementation, which the offline `render` and the
+/// controller both call. On what both can decide (objects created in name order, so age and
+/// name agree), the route `render` refuses is the one the controller rejects, with the same
+/// message, and a set `render` accepts is one the controller accepts whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_render_and_the_controller_reject_the_same_routes() {
+    let in_cluster_with_host = |name: &str, server: &str, host: &str| {
+        let mut route = route(name, server);
+        route["spec"]["hostnames"] = json!([host]);
+        route
+    };
+    let cases: Vec<Vec<Value>> = vec![
+        // Another server's route claims the same host and prefix.
+        vec![
+            exposed(route("a-first", "one"), "a.example.com", "/ai"),
+            exposed(route("a-second", "two"), "a.example.com", "/ai"),
+        ],
+        // The same host at another prefix.
+        vec![
+            exposed(route("b-first", "one"), "b.example.com", "/x"),
+            exposed(route("b-second", "two"), "b.example.com", "/y"),
+        ],
+        // A route named like another server.
+        vec![route("two", "one")],
+        // Two routes of one server claim the same host and prefix.
+        vec![
+            exposed(route("d-first", "one"), "d.example.com", "/"),
+            exposed(route("d-second", "one"), "d.example.com", "/"),
+        ],
+        // An in-cluster route's hostnames claim nothing.
+        vec![
+            exposed(route("e-first", "one"), "e.example.com", "/"),
+            in_cluster_with_host("e-second", "two", "e.example.com"),
+        ],
+    ];
+    let servers: Vec<McpServer> = ["one", "two"]
+        .map(|name| serde_json::from_value(server(name)).unwrap())
+        .to_vec();
+    let offline: Vec<Option<(String, String)>> = cases
+        .iter()
+        .map(|case| {
+            let routes: Vec<McpRoute> = case
+                .iter()
+                .map(|r| serde_json::from_value(r.clone()).unwrap())
+                .collect();
+            let error = render::render_all(&servers, &routes, &RenderOptions::default()).err()?;
+            Some((error.subject()?.name.clone(), error.to_string()))
+        })
+        .collect();
+    assert_eq!(offline.iter().flatten().count(), 3, "{offline:#?}");
+
+    let cluster = Cluster::start().await;
+    let operator = Operator::start_default(&cluster);
+    cluster.apply::<McpServer>(server("one")).await;
+    cluster.apply::<McpServer>(server("two")).await;
+    for route in cases.iter().flatten() {
+        cluster.apply::<McpRoute>(route.clone()).await;
+    }
+    for route in cases.iter().flatten() {
+        let name = route["metadata"]["name"].as_str().unwrap();
+        cluster
+            .wait_for::<McpRoute>(name, "a verdict", |r| {
+                route_condition(r, conditions::ACCEPTED).is_some()
+            })
+            .await;
+    }
+    wait_quiet(&cluster, &operator).await;
+    for (case, offline) in cases.iter().zip(&offline) {
+        let mut rejected = Vec::new();
+        for route in case {
+            let name = route["metadata"]["name"].as_str().unwrap();
+            let live = cluster.get::<McpRoute>(name).await.unwrap();
+            let accepted = route_condition(&live, conditions::ACCEPTED).unwrap();
+            if accepted.status == "False" {
+                rejected.push((name.to_string(), accepted.message));
+            }
+        }
+        assert_eq!(rejected, offline.iter().cloned().collect::<Vec<_>>());
+    }
     operator.stop().await;
 }

@@ -8,6 +8,7 @@
 
 mod cel;
 mod path;
+mod problem;
 mod structural;
 
 use std::collections::BTreeMap;
@@ -17,11 +18,11 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use serde_json::Value;
 use sluice_crds::{McpRoute, McpServer};
 
-pub use self::cel::CelRules;
+use self::cel::CelRules;
 pub use self::path::FieldPath;
-use crate::error::{Error, Problem, Problems, Result};
+pub use self::problem::{Problem, Problems, SchemaError};
+use crate::key::ObjectKey;
 use crate::manifest::{self, Input, Kind, ManifestError, Object, Origin};
-use crate::render::{self, ObjectKey, Output, RenderError, RenderOptions};
 
 /// The Sluice objects of a set of inputs, admitted and typed.
 #[derive(Clone, Debug, Default)]
@@ -43,41 +44,6 @@ impl Admitted {
             key.name.clone(),
         ))
     }
-
-    /// Renders every object, as `sluice-operator render` prints them. An error names the
-    /// input and document of the object it is about.
-    pub fn render(&self, options: &RenderOptions) -> Result<Output> {
-        render::render_all(&self.servers, &self.routes, options).map_err(|error| {
-            // The render error names the object already; the origin adds file and document.
-            let at = subject(&error)
-                .and_then(|key| self.origin_of(key))
-                .map(|origin| {
-                    Box::new(Origin {
-                        object: None,
-                        ..origin.clone()
-                    })
-                });
-            Error::Render {
-                at,
-                error: Box::new(error),
-            }
-        })
-    }
-}
-
-/// The object a render error is about.
-fn subject(error: &RenderError) -> Option<&ObjectKey> {
-    match error {
-        RenderError::ServerNotFound { route, .. }
-        | RenderError::ConflictingRoute { route, .. }
-        | RenderError::NoFreePort { route, .. } => Some(route),
-        RenderError::InvalidSpec { object, .. }
-        | RenderError::InvalidPolicy { object, .. }
-        | RenderError::ServiceNameTaken { object, .. }
-        | RenderError::Duplicate { object } => Some(object),
-        RenderError::InvalidProxyConfig { server, .. } => Some(server),
-        RenderError::MissingName { .. } | RenderError::Serialize { .. } => None,
-    }
 }
 
 /// The compiled schemas of both kinds.
@@ -94,7 +60,7 @@ struct KindSchema {
 
 impl Admission {
     /// Compiles the schemas of the generated CRDs.
-    pub fn new() -> Result<Self> {
+    pub fn new() -> Result<Self, SchemaError> {
         let crds = sluice_crds::crds();
         Ok(Self {
             server: KindSchema::compile(&crds, Kind::McpServer)?,
@@ -112,13 +78,17 @@ impl Admission {
     /// Reads every path (`-` is stdin; a directory is read file by file) and admits what
     /// it holds: the way `render` takes from files to typed objects. Every problem found in
     /// any input is reported, not just the first.
-    pub fn load_files(&self, paths: &[String], default_namespace: &str) -> Result<Admitted> {
+    pub fn load_files(
+        &self,
+        paths: &[String],
+        default_namespace: &str,
+    ) -> Result<Admitted, Problems> {
         let (inputs, unreadable) = manifest::read_inputs(paths);
         self.load_inputs(&inputs, unreadable, default_namespace)
     }
 
     /// Splits and admits inputs already in memory.
-    pub fn load(&self, inputs: &[Input], default_namespace: &str) -> Result<Admitted> {
+    pub fn load(&self, inputs: &[Input], default_namespace: &str) -> Result<Admitted, Problems> {
         self.load_inputs(inputs, Vec::new(), default_namespace)
     }
 
@@ -127,7 +97,7 @@ impl Admission {
         inputs: &[Input],
         unreadable: Vec<ManifestError>,
         default_namespace: &str,
-    ) -> Result<Admitted> {
+    ) -> Result<Admitted, Problems> {
         let parsed = manifest::parse(inputs, default_namespace);
         let mut problems: Vec<Problem> = unreadable
             .into_iter()
@@ -152,7 +122,7 @@ impl Admission {
         if problems.is_empty() {
             Ok(admitted)
         } else {
-            Err(Error::Invalid(Problems(problems)))
+            Err(Problems(problems))
         }
     }
 
@@ -229,7 +199,7 @@ impl Admission {
 }
 
 impl KindSchema {
-    fn compile(crds: &[CustomResourceDefinition], kind: Kind) -> Result<Self> {
+    fn compile(crds: &[CustomResourceDefinition], kind: Kind) -> Result<Self, SchemaError> {
         let schema = crds
             .iter()
             .find(|crd| crd.spec.names.kind == kind.as_str())
@@ -241,18 +211,18 @@ impl KindSchema {
             })
             .and_then(|version| version.schema.as_ref())
             .and_then(|schema| schema.open_api_v3_schema.as_ref())
-            .ok_or_else(|| Error::Schema {
+            .ok_or_else(|| SchemaError {
                 kind,
                 message: "the CRD has no openAPIV3Schema".into(),
             })?;
-        let schema = serde_json::to_value(schema).map_err(|error| Error::Schema {
+        let schema = serde_json::to_value(schema).map_err(|error| SchemaError {
             kind,
             message: error.to_string(),
         })?;
         let structure = jsonschema::options()
             .with_draft(jsonschema::Draft::Draft4)
             .build(&structural::api_server_dialect(&schema))
-            .map_err(|error| Error::Schema {
+            .map_err(|error| SchemaError {
                 kind,
                 message: error.to_string(),
             })?;
@@ -280,7 +250,6 @@ fn typed<T: serde::de::DeserializeOwned>(at: &Origin, value: Value) -> Result<T,
 /// One way an object breaks its schema: the object, the field, and what is wrong.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct Violation {
-    /// The object.
     pub at: Origin,
     /// The field, e.g. `spec.policy.rateLimits[0].period`.
     pub field: FieldPath,

@@ -18,7 +18,6 @@ pub struct Notable {
     pub warning: bool,
     /// CamelCase reason (the condition's).
     pub reason: String,
-    /// For humans.
     pub note: String,
 }
 

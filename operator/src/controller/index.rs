@@ -9,7 +9,7 @@ use kube::api::ObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use sluice_crds::{McpRoute, McpServer};
 
-use crate::render::names::{MANAGED_BY, label};
+use crate::render::{MANAGED_BY, label};
 use crate::render::{OnChange, Reference, public_hosts};
 
 /// `(namespace, name)`.

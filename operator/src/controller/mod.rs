@@ -8,15 +8,15 @@
 //! itself, its routes and rivals for their hosts, its own objects (by label), and the Secrets
 //! and ConfigMaps its last render referred to ([`index`]).
 
-pub mod apply;
-pub mod events;
-pub mod index;
-pub mod prune;
-pub mod route;
-pub mod scope;
-pub mod server;
-pub mod status;
-pub mod streams;
+mod apply;
+mod events;
+mod index;
+mod prune;
+mod route;
+mod scope;
+mod server;
+mod status;
+mod streams;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -39,14 +39,14 @@ use kube::{Client, Resource};
 use sluice_crds::{McpRoute, McpServer};
 use tokio::sync::watch;
 
-use crate::metrics::Metrics;
-use crate::render::names::label;
-use crate::render::{HttpRoute, RenderOptions, ServiceMonitor};
-use crate::{Error, Result};
-
 use self::index::Index;
-use self::scope::{Scope, Stores, api, owned_selector};
+pub use self::scope::Scope;
+use self::scope::{Stores, api, owned_selector};
+pub use self::server::FINALIZER;
 use self::streams::{Touched, fan_out, reflected, reflected_names};
+use crate::metrics::Metrics;
+use crate::render::{HttpRoute, RenderOptions, ServiceMonitor, label, public_hosts};
+use crate::{Error, Result};
 
 /// The one field manager of every write the operator makes (objects and statuses).
 pub const FIELD_MANAGER: &str = "sluice-operator";
@@ -126,18 +126,15 @@ impl Default for Options {
 }
 
 /// What every reconcile shares.
-pub struct Context {
-    /// The API client.
+pub(crate) struct Context {
     pub client: Client,
-    /// How the controllers run.
     pub options: Options,
-    /// The caches.
+    /// The watches' caches: reconciles read the cluster from here, never from the API server.
     pub stores: Stores,
-    /// What reconciles learned for the triggers.
+    /// What the last reconcile of each server referred to, so that a change wakes it.
     pub index: Index,
-    /// Metrics.
     pub metrics: Metrics,
-    /// Publishes events.
+    /// Publishes the events of status transitions.
     pub recorder: Recorder,
     /// Failures in a row, per object.
     pub backoff: Backoffs,
@@ -154,7 +151,7 @@ impl std::fmt::Debug for Context {
 /// Exponential backoff per object: failures in a row double the wait, from 500 ms for
 /// conflicts and 2 s for other errors, up to 5 minutes; a success resets it.
 #[derive(Debug, Default)]
-pub struct Backoffs {
+pub(crate) struct Backoffs {
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -190,28 +187,18 @@ impl Backoffs {
 }
 
 fn server_error_policy(server: Arc<McpServer>, error: &Error, ctx: Arc<Context>) -> Action {
-    let wait = ctx
-        .backoff
-        .next(server::backoff_key(&server), error.is_conflict());
-    tracing::warn!(
-        server = %server::backoff_key(&server),
-        %error,
-        retry_in = ?wait,
-        "reconcile failed"
-    );
-    Action::requeue(wait)
+    retry_later(server::backoff_key(&server), error, &ctx)
 }
 
 fn route_error_policy(route: Arc<McpRoute>, error: &Error, ctx: Arc<Context>) -> Action {
-    let wait = ctx
-        .backoff
-        .next(route::backoff_key(&route), error.is_conflict());
-    tracing::warn!(
-        route = %route::backoff_key(&route),
-        %error,
-        retry_in = ?wait,
-        "reconcile failed"
-    );
+    retry_later(route::backoff_key(&route), error, &ctx)
+}
+
+/// Requeues a failed object after its backoff. Runs outside the reconcile's span, so the log
+/// line names the object itself.
+fn retry_later(key: String, error: &Error, ctx: &Context) -> Action {
+    let wait = ctx.backoff.next(key.clone(), error.is_conflict());
+    tracing::warn!(object = %key, %error, retry_in = ?wait, "reconcile failed");
     Action::requeue(wait)
 }
 
@@ -244,7 +231,7 @@ struct Owned {
 }
 
 /// Runs the controllers until `stop` turns true, then lets running reconciles finish.
-pub async fn run(
+pub(crate) async fn run(
     client: Client,
     options: Options,
     metrics: Metrics,
@@ -476,7 +463,7 @@ fn controllers_of(
     let config_maps_ctx = ctx.clone();
     let servers = servers
         .watches_stream(partition.routes_for_servers, move |route: McpRoute| {
-            let rivals = if crate::render::public_hosts(&route).is_empty() {
+            let rivals = if public_hosts(&route).is_empty() {
                 Vec::new()
             } else {
                 routes_ctx.stores.routes.all()

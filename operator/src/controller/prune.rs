@@ -16,16 +16,15 @@ use sluice_crds::API_VERSION;
 
 use super::apply::Owned;
 use super::scope::Stores;
-use crate::render::names::{MANAGED_BY, label};
-use crate::render::{HttpRoute, Object, ROUTE_KIND, SERVER_KIND, ServiceMonitor};
+use crate::key::{ROUTE_KIND, SERVER_KIND};
+use crate::render::{HttpRoute, Object, ServiceMonitor};
+use crate::render::{MANAGED_BY, label};
 use crate::{Error, Result};
 
 /// The server whose objects are pruned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Owner<'a> {
-    /// Its namespace.
     pub namespace: &'a str,
-    /// Its name.
     pub name: &'a str,
     /// Its `metadata.uid`.
     pub uid: &'a str,

@@ -11,15 +11,22 @@ use sluice_crds::McpRoute;
 use super::Context;
 use super::events::{publish, route_transitions};
 use super::status::{self, RouteFacts, route_status, write_route};
-use crate::render::{self, RenderError};
+use crate::key::{ObjectKey, ROUTE_KIND, SERVER_KIND};
+use crate::render::RenderError;
 use crate::{Error, Result};
 
-/// The kind, for metrics and logs.
-pub const KIND: &str = "McpRoute";
-
-/// Reconciles one McpRoute.
+/// Reconciles one McpRoute, in a span naming it.
+#[tracing::instrument(
+    name = "reconcile",
+    skip_all,
+    fields(
+        object.kind = ROUTE_KIND,
+        object.namespace = route.metadata.namespace.as_deref().unwrap_or_default(),
+        object.name = route.metadata.name.as_deref().unwrap_or_default(),
+    )
+)]
 pub async fn reconcile(route: Arc<McpRoute>, ctx: Arc<Context>) -> Result<Action> {
-    let timer = ctx.metrics.reconcile_started(KIND);
+    let timer = ctx.metrics.reconcile_started(ROUTE_KIND);
     let result = reconcile_route(&route, &ctx).await;
     timer.finish(result.as_ref().err().map(Error::metric_label));
     if result.is_ok() {
@@ -31,18 +38,18 @@ pub async fn reconcile(route: Arc<McpRoute>, ctx: Arc<Context>) -> Result<Action
 /// The key of a route's backoff.
 pub fn backoff_key(route: &McpRoute) -> String {
     format!(
-        "{KIND}/{}/{}",
+        "{ROUTE_KIND}/{}/{}",
         route.metadata.namespace.as_deref().unwrap_or_default(),
         route.metadata.name.as_deref().unwrap_or_default()
     )
 }
 
 async fn reconcile_route(route: &McpRoute, ctx: &Context) -> Result<Action> {
-    ctx.stores.servers.wait_ready("McpServer").await?;
+    ctx.stores.servers.wait_ready(SERVER_KIND).await?;
     if route.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let key = render::route_key(route)?;
+    let key = ObjectKey::of_route(route)?;
     let server = &route.spec.server_ref.name;
     if ctx
         .stores
@@ -69,7 +76,7 @@ async fn reconcile_route(route: &McpRoute, ctx: &Context) -> Result<Action> {
     );
     let api: Api<McpRoute> = Api::namespaced(ctx.client.clone(), &key.namespace);
     if write_route(&api, route, &new).await? {
-        ctx.metrics.wrote(KIND, "status");
+        ctx.metrics.wrote(ROUTE_KIND, "status");
         publish(
             &ctx.recorder,
             &route.object_ref(&()),

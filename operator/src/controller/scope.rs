@@ -19,8 +19,8 @@ use kube::runtime::reflector::{Lookup, ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use sluice_crds::{McpRoute, McpServer};
 
-use crate::render::names::{MANAGED_BY, label};
 use crate::render::{HttpRoute, ServiceMonitor};
+use crate::render::{MANAGED_BY, label};
 use crate::{Error, Result};
 
 /// How long a reconcile waits for the caches to fill before it gives up and retries.
@@ -201,11 +201,6 @@ where
         self.parts.iter().map(|(_, s)| s.len()).sum()
     }
 
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Waits until every partition has been listed once.
     pub async fn wait_ready(&self, what: &'static str) -> Result<()> {
         let all =
@@ -221,25 +216,17 @@ where
 /// referenced Secrets and ConfigMaps hold only names and resource versions.
 #[derive(Clone, Debug, Default)]
 pub struct Stores {
-    /// McpServers.
     pub servers: Scoped<McpServer>,
-    /// McpRoutes.
     pub routes: Scoped<McpRoute>,
-    /// Owned ServiceAccounts.
     pub service_accounts: Scoped<ServiceAccount>,
     /// Owned ConfigMaps (the sidecar configs).
     pub config_maps: Scoped<ConfigMap>,
-    /// Owned Services.
     pub services: Scoped<Service>,
     /// Owned PersistentVolumeClaims (OAuth state).
     pub persistent_volume_claims: Scoped<PersistentVolumeClaim>,
-    /// Owned Deployments.
     pub deployments: Scoped<Deployment>,
-    /// Owned PodDisruptionBudgets.
     pub pod_disruption_budgets: Scoped<PodDisruptionBudget>,
-    /// Owned NetworkPolicies.
     pub network_policies: Scoped<NetworkPolicy>,
-    /// Owned Ingresses.
     pub ingresses: Scoped<Ingress>,
     /// Owned HTTPRoutes, when the Gateway API is installed.
     pub http_routes: Option<Scoped<HttpRoute>>,
@@ -305,11 +292,6 @@ impl Stores {
             + self.cluster_role_bindings.len()
             + self.secrets.len()
             + self.referenced_config_maps.len()
-    }
-
-    /// Whether all caches are empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -8,36 +8,41 @@ use kube::ResourceExt;
 use kube::api::{Api, Resource};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use sluice_crds::conditions::reasons as api_reasons;
+use sluice_crds::conditions::reasons;
 use sluice_crds::{McpRoute, McpServer};
 
 use super::apply::{Applied, apply_object};
 use super::events::{publish, route_transitions, server_transitions};
 use super::index::rollout_references;
-use super::prune::{Owner, cleanup_cluster_objects, prune};
+use super::prune::{self, Owner, cleanup_cluster_objects};
 use super::status::{
-    self, RouteFacts, ServerFacts, Verdict, reasons, route_status, server_status, write_route,
-    write_server,
+    self, RouteFacts, ServerFacts, Verdict, route_status, server_status, write_route, write_server,
 };
 use super::{Context, Features};
-use crate::render::names::label;
+use crate::key::{ObjectKey, ROUTE_KIND, SERVER_KIND};
 use crate::render::{
-    self, Notice, Object, ObjectKey, Observed, Reference, RenderError, Rendered, RouteOutcome,
-    RouteRejection, render_server,
+    self, Notice, Object, Observed, Reference, RenderError, Rendered, RouteOutcome, RouteRejection,
+    label, render_server,
 };
 use crate::{Error, Result};
-
-/// The kind, for metrics and logs.
-pub const KIND: &str = "McpServer";
 
 /// Guards the cleanup of a server's cluster-scoped objects (the TokenReview
 /// ClusterRoleBinding), which owner references cannot reach. Only servers that have such
 /// objects carry it, so deleting any other server never waits for the operator.
 pub const FINALIZER: &str = "sluice.dev/cluster-objects";
 
-/// Reconciles one McpServer.
+/// Reconciles one McpServer, in a span naming it: the log lines inside do not repeat it.
+#[tracing::instrument(
+    name = "reconcile",
+    skip_all,
+    fields(
+        object.kind = SERVER_KIND,
+        object.namespace = server.metadata.namespace.as_deref().unwrap_or_default(),
+        object.name = server.metadata.name.as_deref().unwrap_or_default(),
+    )
+)]
 pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Action> {
-    let timer = ctx.metrics.reconcile_started(KIND);
+    let timer = ctx.metrics.reconcile_started(SERVER_KIND);
     let result = reconcile_server(server.clone(), &ctx).await;
     timer.finish(result.as_ref().err().map(Error::metric_label));
     if result.is_ok() {
@@ -49,7 +54,7 @@ pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Acti
 /// The key of a server's backoff.
 pub fn backoff_key(server: &McpServer) -> String {
     format!(
-        "{KIND}/{}/{}",
+        "{SERVER_KIND}/{}/{}",
         server.metadata.namespace.as_deref().unwrap_or_default(),
         server.metadata.name.as_deref().unwrap_or_default()
     )
@@ -57,7 +62,7 @@ pub fn backoff_key(server: &McpServer) -> String {
 
 async fn reconcile_server(server: Arc<McpServer>, ctx: &Context) -> Result<Action> {
     ctx.stores.wait_ready().await?;
-    let key = render::server_key(&server)?;
+    let key = ObjectKey::of_server(&server)?;
     let api: Api<McpServer> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let has_finalizer = server.finalizers().iter().any(|f| f == FINALIZER);
     if server.metadata.deletion_timestamp.is_some() && !has_finalizer {
@@ -87,7 +92,7 @@ async fn reconcile_server(server: Arc<McpServer>, ctx: &Context) -> Result<Actio
     })
     .await;
     if !had_finalizer && outcome.is_ok() {
-        ctx.metrics.wrote(KIND, "finalizer");
+        ctx.metrics.wrote(SERVER_KIND, "finalizer");
     }
     outcome.map_err(|error| Error::Finalizer {
         object: key.to_string(),
@@ -101,7 +106,7 @@ fn has_cluster_objects(ctx: &Context, server: &McpServer, key: &ObjectKey) -> bo
     let owner = owner(server, key);
     !ctx.stores
         .cluster_role_bindings
-        .filter(|binding| super::prune::belongs_to(binding, &owner))
+        .filter(|binding| prune::belongs_to(binding, &owner))
         .is_empty()
 }
 
@@ -189,10 +194,9 @@ impl Plan {
     }
 }
 
-/// The routes of this server that lose a rule spanning servers: a route named like another
-/// server (its Service would take that server's), or a public host and prefix an older route
-/// of another server claims. Older means earlier `creationTimestamp`, then namespace/name, so
-/// an existing route never loses its host to a newcomer.
+/// The routes of this server that lose the rule spanning servers
+/// ([`render::cross_server_rejections`]), judged among its routes and their rivals: the
+/// routes of other existing servers that claim one of the same hosts and prefixes.
 fn cross_server_rejections(
     ctx: &Context,
     key: &ObjectKey,
@@ -202,7 +206,7 @@ fn cross_server_rejections(
         .keys()
         .filter(|name| ctx.stores.servers.get(Some(&key.namespace), name).is_some())
         .map(|name| ObjectKey {
-            kind: render::SERVER_KIND,
+            kind: SERVER_KIND,
             namespace: key.namespace.clone(),
             name: name.clone(),
         })
@@ -231,18 +235,13 @@ fn cross_server_rejections(
                 })
         })
     };
-    let mut ordered: Vec<(ObjectKey, &McpRoute)> = routes
+    let contenders: Vec<(ObjectKey, &McpRoute)> = routes
         .values()
         .map(Arc::as_ref)
         .chain(rivals.iter().map(Arc::as_ref))
-        .filter_map(|r| Some((render::route_key(r).ok()?, r)))
+        .filter_map(|r| Some((ObjectKey::of_route(r).ok()?, r)))
         .collect();
-    ordered.sort_by(|(a_key, a), (b_key, b)| {
-        let time = |r: &McpRoute| r.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        time(a).cmp(&time(b)).then_with(|| a_key.cmp(b_key))
-    });
-    ordered.dedup_by(|a, b| a.0 == b.0);
-    render::cross_server_rejections(&servers, &ordered)
+    render::cross_server_rejections(&servers, &contenders)
         .into_iter()
         .filter(|(route, _)| route.namespace == key.namespace && routes.contains_key(&route.name))
         .collect()
@@ -313,7 +312,7 @@ struct Gated {
     notice: Notice,
 }
 
-/// Splits off the objects of kinds the cluster does not serve.
+/// Splits off the objects of kinds the cluster does not serve, and says so in the log.
 fn gate(objects: Vec<Object>, features: &Features) -> (Vec<Object>, Vec<Gated>) {
     let mut kept = Vec::new();
     let mut gated = Vec::new();
@@ -342,6 +341,9 @@ fn gate(objects: Vec<Object>, features: &Features) -> (Vec<Object>, Vec<Gated>) 
             _ => kept.push(object),
         }
     }
+    for gate in &gated {
+        tracing::warn!(reason = gate.notice.reason, "{}", gate.notice.message);
+    }
     (kept, gated)
 }
 
@@ -361,6 +363,8 @@ struct Failure {
     error: Error,
 }
 
+/// Carries out a server's plan, phase by phase. A spec that cannot be rendered only says why
+/// in its status: the objects of the last good spec keep running until it is fixed.
 async fn apply(server: &McpServer, key: &ObjectKey, plan: Plan, ctx: &Context) -> Result<Action> {
     let Plan {
         routes,
@@ -368,39 +372,66 @@ async fn apply(server: &McpServer, key: &ObjectKey, plan: Plan, ctx: &Context) -
         rendered,
         missing,
     } = plan;
-    let rendered = match rendered {
+    let mut rendered = match rendered {
         Ok(rendered) => rendered,
-        Err(error) => {
-            // Keep what runs: a spec that cannot be rendered says why in the status, and the
-            // objects of the last good spec stay until it is fixed.
-            tracing::info!(server = %key, %error, "cannot render");
-            let deployment = ctx.stores.deployments.get(Some(&key.namespace), &key.name);
-            let facts = ServerFacts {
-                generation: server.metadata.generation,
-                desired_replicas: server.spec.replicas,
-                problem: Some(Verdict::no(error.reason(), error.to_string())),
-                deployment: deployment.as_deref(),
-                ..ServerFacts::default()
-            };
-            write_server_status(server, key, &facts, ctx).await?;
-            return Ok(Action::requeue(ctx.options.requeue));
-        }
+        Err(error) => return report_unrenderable(server, key, &error, ctx).await,
     };
-    let (objects, gated) = gate(rendered.objects, &ctx.options.features);
-    for gate in &gated {
-        tracing::warn!(server = %key, reason = gate.notice.reason, "{}", gate.notice.message);
-    }
+    let (objects, gated) = gate(std::mem::take(&mut rendered.objects), &ctx.options.features);
+    let mut failures = apply_objects(&objects, ctx).await;
+    failures.extend(prune_undesired(server, key, &objects, ctx).await);
+    let outcomes = rendered.routes.iter().chain(&rejected);
+    let route_error = write_route_statuses(key, &routes, outcomes, &failures, &gated, ctx).await;
+    let findings = Findings {
+        rendered: &rendered,
+        missing,
+        failures: &failures,
+        gated: &gated,
+    };
+    report_applied(server, key, &findings, ctx).await?;
+    remember_references(key, &rendered, ctx);
 
+    if let Some(failure) = failures.into_iter().next() {
+        return Err(failure.error);
+    }
+    if let Some(error) = route_error {
+        return Err(error);
+    }
+    Ok(Action::requeue(ctx.options.requeue))
+}
+
+/// The server's status when its spec cannot be rendered: not ready, and why.
+async fn report_unrenderable(
+    server: &McpServer,
+    key: &ObjectKey,
+    error: &RenderError,
+    ctx: &Context,
+) -> Result<Action> {
+    tracing::info!(%error, "cannot render");
+    let deployment = ctx.stores.deployments.get(Some(&key.namespace), &key.name);
+    let facts = ServerFacts {
+        generation: server.metadata.generation,
+        desired_replicas: server.spec.replicas,
+        problem: Some(Verdict::no(error.reason(), error.to_string())),
+        deployment: deployment.as_deref(),
+        ..ServerFacts::default()
+    };
+    write_server_status(server, key, &facts, ctx).await?;
+    Ok(Action::requeue(ctx.options.requeue))
+}
+
+/// Applies each object that differs from its live copy; the API server's refusals are
+/// collected, not returned, so one bad object does not hold back the others.
+async fn apply_objects(objects: &[Object], ctx: &Context) -> Vec<Failure> {
     let mut failures = Vec::new();
-    for object in &objects {
+    for object in objects {
         match apply_object(&ctx.client, &ctx.stores, object).await {
             Ok(Applied::Written) => {
                 ctx.metrics.wrote(object.kind(), "apply");
-                tracing::info!(server = %key, object = %object.describe(), "applied");
+                tracing::info!(object = %object.describe(), "applied");
             }
             Ok(Applied::Unchanged) => {}
             Err(error) => {
-                tracing::warn!(server = %key, object = %object.describe(), %error, "apply failed");
+                tracing::warn!(object = %object.describe(), %error, "apply failed");
                 failures.push(Failure {
                     route: route_of(object),
                     error,
@@ -408,29 +439,51 @@ async fn apply(server: &McpServer, key: &ObjectKey, plan: Plan, ctx: &Context) -
             }
         }
     }
-    match prune(&ctx.client, &ctx.stores, &owner(server, key), &objects).await {
+    failures
+}
+
+/// Deletes the server's objects that `desired` no longer holds.
+async fn prune_undesired(
+    server: &McpServer,
+    key: &ObjectKey,
+    desired: &[Object],
+    ctx: &Context,
+) -> Option<Failure> {
+    match prune::prune(&ctx.client, &ctx.stores, &owner(server, key), desired).await {
         Ok(deleted) => {
             for object in deleted {
                 ctx.metrics
                     .wrote(object.split(' ').next().unwrap_or_default(), "delete");
-                tracing::info!(server = %key, %object, "pruned");
+                tracing::info!(%object, "pruned");
             }
+            None
         }
-        Err(error) => failures.push(Failure { route: None, error }),
+        Err(error) => Some(Failure { route: None, error }),
     }
+}
 
-    // Route statuses: accepted ones with their endpoints, rejected ones with the reason.
+/// Writes each route's status: accepted ones with their endpoints and whether their objects
+/// are in place, rejected ones with the reason. Returns the first failed write, after trying
+/// every route.
+async fn write_route_statuses<'a>(
+    key: &ObjectKey,
+    routes: &BTreeMap<String, Arc<McpRoute>>,
+    outcomes: impl Iterator<Item = &'a RouteOutcome>,
+    failures: &[Failure],
+    gated: &[Gated],
+    ctx: &Context,
+) -> Option<Error> {
     let route_api: Api<McpRoute> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let now = status::now();
     let mut first_error = None;
-    for outcome in rendered.routes.iter().chain(&rejected) {
+    for outcome in outcomes {
         let Some(route) = routes.get(&outcome.route.name) else {
             continue;
         };
         let facts = match &outcome.result {
             Ok(accepted) => RouteFacts::Accepted {
                 accepted,
-                programmed: programmed(&outcome.route.name, &failures, &gated),
+                programmed: programmed(&outcome.route.name, failures, gated),
             },
             Err(rejection) => RouteFacts::Rejected {
                 reason: rejection.reason,
@@ -445,7 +498,7 @@ async fn apply(server: &McpServer, key: &ObjectKey, plan: Plan, ctx: &Context) -
         );
         match write_route(&route_api, route, &new).await {
             Ok(true) => {
-                ctx.metrics.wrote(super::route::KIND, "status");
+                ctx.metrics.wrote(ROUTE_KIND, "status");
                 let reference = route.object_ref(&());
                 publish(
                     &ctx.recorder,
@@ -460,7 +513,32 @@ async fn apply(server: &McpServer, key: &ObjectKey, plan: Plan, ctx: &Context) -
             }
         }
     }
+    first_error
+}
 
+/// What the phases before the server's status found.
+struct Findings<'a> {
+    rendered: &'a Rendered,
+    /// Referenced Secrets and ConfigMaps that do not exist.
+    missing: Vec<(&'static str, String)>,
+    failures: &'a [Failure],
+    gated: &'a [Gated],
+}
+
+/// The server's status after its objects were applied: the Deployment's readiness, unless an
+/// object of the server's own was refused or a reference is missing.
+async fn report_applied(
+    server: &McpServer,
+    key: &ObjectKey,
+    findings: &Findings<'_>,
+    ctx: &Context,
+) -> Result<()> {
+    let Findings {
+        rendered,
+        missing,
+        failures,
+        gated,
+    } = findings;
     let server_failures: Vec<String> = failures
         .iter()
         .filter(|f| f.route.is_none())
@@ -479,14 +557,18 @@ async fn apply(server: &McpServer, key: &ObjectKey, plan: Plan, ctx: &Context) -
         desired_replicas: server.spec.replicas,
         problem: (!server_failures.is_empty())
             .then(|| Verdict::no(reasons::APPLY_FAILED, server_failures.join("; "))),
-        missing,
+        missing: missing.clone(),
         deployment: deployment.as_deref(),
         degraded,
         url: Some(rendered.server_url.clone()),
         discovery: rendered.discovery.clone(),
     };
-    write_server_status(server, key, &facts, ctx).await?;
+    write_server_status(server, key, &facts, ctx).await
+}
 
+/// Records what the render refers to and which routes it serves, so that a change to any of
+/// them wakes this server.
+fn remember_references(key: &ObjectKey, rendered: &Rendered, ctx: &Context) {
     let served: Vec<String> = rendered
         .routes
         .iter()
@@ -495,14 +577,6 @@ async fn apply(server: &McpServer, key: &ObjectKey, plan: Plan, ctx: &Context) -
         .collect();
     ctx.index
         .record(&key.namespace, &key.name, &rendered.references, &served);
-
-    if let Some(failure) = failures.into_iter().next() {
-        return Err(failure.error);
-    }
-    if let Some(error) = first_error {
-        return Err(error);
-    }
-    Ok(Action::requeue(ctx.options.requeue))
 }
 
 /// A route's `Programmed` verdict: its objects were applied, or why not.
@@ -518,10 +592,7 @@ fn programmed(route: &str, failures: &[Failure], gated: &[Gated]) -> Verdict {
     if let Some(gate) = gated.iter().find(|g| g.route.as_deref() == Some(route)) {
         return Verdict::no(gate.notice.reason, gate.notice.message.clone());
     }
-    Verdict::yes(
-        api_reasons::PROGRAMMED,
-        "its Service and exposure are applied",
-    )
+    Verdict::yes(reasons::PROGRAMMED, "its Service and exposure are applied")
 }
 
 async fn write_server_status(
@@ -533,7 +604,7 @@ async fn write_server_status(
     let api: Api<McpServer> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let new = server_status(server.status.as_ref(), facts, &status::now());
     if write_server(&api, server, &new).await? {
-        ctx.metrics.wrote(KIND, "status");
+        ctx.metrics.wrote(SERVER_KIND, "status");
         let reference = server.object_ref(&());
         publish(
             &ctx.recorder,
@@ -551,7 +622,7 @@ async fn cleanup(server: &McpServer, key: &ObjectKey, ctx: &Context) -> Result<A
     let deleted = cleanup_cluster_objects(&ctx.client, &owner(server, key)).await?;
     for object in deleted {
         ctx.metrics.wrote("ClusterRoleBinding", "delete");
-        tracing::info!(server = %key, %object, "deleted with its server");
+        tracing::info!(%object, "deleted with its server");
     }
     ctx.index.forget(&key.namespace, &key.name);
     Ok(Action::await_change())
@@ -601,7 +672,7 @@ mod tests {
         assert!(gated.is_empty());
         assert_eq!(
             programmed("public", &[], &gated).reason,
-            api_reasons::PROGRAMMED
+            reasons::PROGRAMMED
         );
     }
 
@@ -615,10 +686,7 @@ mod tests {
             programmed("a", &failures, &[]).reason,
             reasons::APPLY_FAILED
         );
-        assert_eq!(
-            programmed("b", &failures, &[]).reason,
-            api_reasons::PROGRAMMED
-        );
+        assert_eq!(programmed("b", &failures, &[]).reason, reasons::PROGRAMMED);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use serde::Serialize;
 use serde_json::json;
-use sluice_crds::conditions::{self, reasons as api_reasons};
+use sluice_crds::conditions::{self, reasons};
 use sluice_crds::route::DiscoveryUrls;
 use sluice_crds::{API_VERSION, McpRoute, McpRouteStatus, McpServer, McpServerStatus};
 
@@ -14,18 +14,11 @@ use super::FIELD_MANAGER;
 use crate::render::{AcceptedRoute, Notice};
 use crate::{Error, Result};
 
-/// Condition reasons, as the API defines them.
-pub use sluice_crds::conditions::reasons;
-
-/// A condition's status.
+/// A condition's `status`, spelled as the API spells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Truth {
-    /// `True`.
     True,
-    /// `False`.
     False,
-    /// `Unknown`.
-    Unknown,
 }
 
 impl Truth {
@@ -33,7 +26,6 @@ impl Truth {
         match self {
             Self::True => "True",
             Self::False => "False",
-            Self::Unknown => "Unknown",
         }
     }
 }
@@ -41,11 +33,9 @@ impl Truth {
 /// What one condition says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verdict {
-    /// Its status.
     pub status: Truth,
-    /// CamelCase reason.
+    /// From `sluice_crds::conditions::reasons`.
     pub reason: &'static str,
-    /// For humans.
     pub message: String,
 }
 
@@ -70,7 +60,7 @@ impl Verdict {
 }
 
 /// Condition `type_` saying `verdict`. Its `lastTransitionTime` stays what it was while the
-/// status (True/False/Unknown) stays the same; a new reason or message is no transition.
+/// status (True/False) stays the same; a new reason or message is no transition.
 pub fn condition(
     type_: &str,
     verdict: &Verdict,
@@ -119,7 +109,6 @@ pub struct ServerFacts<'a> {
     pub problem: Option<Verdict>,
     /// Referenced Secrets and ConfigMaps that do not exist: `(kind, name)`.
     pub missing: Vec<(&'static str, String)>,
-    /// The live Deployment.
     pub deployment: Option<&'a Deployment>,
     /// Why it works, but not as it should.
     pub degraded: Vec<Notice>,
@@ -156,7 +145,7 @@ pub fn server_status(
                 .collect::<Vec<_>>()
                 .join("; "),
         ),
-        None => Verdict::no(api_reasons::AS_EXPECTED, ""),
+        None => Verdict::no(reasons::AS_EXPECTED, ""),
     };
     let generation = facts.generation;
     McpServerStatus {
@@ -181,9 +170,9 @@ pub fn server_status(
 
 fn missing_verdict(missing: &[(&'static str, String)]) -> Verdict {
     let reason = if missing.iter().any(|(kind, _)| *kind == "Secret") {
-        api_reasons::SECRET_NOT_FOUND
+        reasons::SECRET_NOT_FOUND
     } else {
-        api_reasons::CONFIG_MAP_NOT_FOUND
+        reasons::CONFIG_MAP_NOT_FOUND
     };
     let listed: Vec<String> = missing
         .iter()
@@ -217,10 +206,10 @@ impl Rollout {
         let Some(deployment) = deployment else {
             return Self {
                 ready: Verdict::no(
-                    api_reasons::DEPLOYMENT_UNAVAILABLE,
+                    reasons::DEPLOYMENT_UNAVAILABLE,
                     "the Deployment does not exist yet",
                 ),
-                progressing: Verdict::yes(api_reasons::ROLLING_OUT, "creating the Deployment"),
+                progressing: Verdict::yes(reasons::ROLLING_OUT, "creating the Deployment"),
                 replicas: None,
                 ready_replicas: None,
             };
@@ -235,21 +224,21 @@ impl Rollout {
 
         let ready = if desired == 0 {
             Verdict::no(
-                api_reasons::DEPLOYMENT_UNAVAILABLE,
+                reasons::DEPLOYMENT_UNAVAILABLE,
                 "scaled to zero (spec.replicas is 0)",
             )
         } else if ready_replicas >= desired {
             Verdict::yes(
-                api_reasons::AVAILABLE,
+                reasons::AVAILABLE,
                 format!("{ready_replicas} of {desired} pods ready"),
             )
         } else {
             Verdict::no(
-                api_reasons::DEPLOYMENT_UNAVAILABLE,
+                reasons::DEPLOYMENT_UNAVAILABLE,
                 format!("{ready_replicas} of {desired} pods ready"),
             )
         };
-        let rolling = |message: String| Verdict::yes(api_reasons::ROLLING_OUT, message);
+        let rolling = |message: String| Verdict::yes(reasons::ROLLING_OUT, message);
         let progressing = if observed < generation {
             rolling("waiting for the Deployment controller to see the new spec".into())
         } else if updated < desired {
@@ -262,7 +251,7 @@ impl Rollout {
         } else if available < updated {
             rolling(format!("{available} of {updated} updated pods available"))
         } else {
-            Verdict::no(api_reasons::ROLLED_OUT, "the Deployment is up to date")
+            Verdict::no(reasons::ROLLED_OUT, "the Deployment is up to date")
         };
         Self {
             ready,
@@ -287,9 +276,8 @@ pub enum RouteFacts<'a> {
     },
     /// Left out of its server's config.
     Rejected {
-        /// CamelCase reason.
+        /// From `sluice_crds::conditions::reasons`.
         reason: &'static str,
-        /// Why.
         message: String,
     },
 }
@@ -313,7 +301,7 @@ pub fn route_status(
             conditions: vec![
                 condition(
                     conditions::ACCEPTED,
-                    &Verdict::yes(api_reasons::ACCEPTED, "part of its server's sidecar config"),
+                    &Verdict::yes(reasons::ACCEPTED, "part of its server's sidecar config"),
                     old,
                     generation,
                     now,
@@ -456,15 +444,15 @@ mod tests {
     fn readiness_follows_ready_replicas() {
         let ready = Rollout::of(Some(&deployment(1, settled(2, 2))), 2);
         assert_eq!(ready.ready.status, Truth::True);
-        assert_eq!(ready.ready.reason, api_reasons::AVAILABLE);
-        assert_eq!(ready.progressing.reason, api_reasons::ROLLED_OUT);
+        assert_eq!(ready.ready.reason, reasons::AVAILABLE);
+        assert_eq!(ready.progressing.reason, reasons::ROLLED_OUT);
         assert_eq!(ready.progressing.status, Truth::False);
         assert_eq!((ready.replicas, ready.ready_replicas), (Some(2), Some(2)));
 
         let short = Rollout::of(Some(&deployment(1, settled(2, 1))), 2);
-        assert_eq!(short.ready.reason, api_reasons::DEPLOYMENT_UNAVAILABLE);
+        assert_eq!(short.ready.reason, reasons::DEPLOYMENT_UNAVAILABLE);
         assert_eq!(short.ready.message, "1 of 2 pods ready");
-        assert_eq!(short.progressing.reason, api_reasons::ROLLING_OUT);
+        assert_eq!(short.progressing.reason, reasons::ROLLING_OUT);
 
         let none = Rollout::of(None, 1);
         assert_eq!(none.ready.status, Truth::False);
@@ -472,14 +460,14 @@ mod tests {
 
         let zero = Rollout::of(Some(&deployment(1, settled(0, 0))), 0);
         assert_eq!(zero.ready.status, Truth::False);
-        assert_eq!(zero.progressing.reason, api_reasons::ROLLED_OUT);
+        assert_eq!(zero.progressing.reason, reasons::ROLLED_OUT);
     }
 
     #[test]
     fn a_new_spec_not_yet_observed_is_rolling_out() {
         let rollout = Rollout::of(Some(&deployment(2, settled(1, 1))), 1);
         assert_eq!(rollout.ready.status, Truth::True);
-        assert_eq!(rollout.progressing.reason, api_reasons::ROLLING_OUT);
+        assert_eq!(rollout.progressing.reason, reasons::ROLLING_OUT);
         let old_pods = DeploymentStatus {
             replicas: Some(3),
             ..settled(2, 2)
@@ -500,7 +488,7 @@ mod tests {
         };
         let status = server_status(None, &facts, &at(1));
         let ready = find(&status.conditions, conditions::READY).unwrap();
-        assert_eq!(ready.reason, api_reasons::SECRET_NOT_FOUND);
+        assert_eq!(ready.reason, reasons::SECRET_NOT_FOUND);
         assert!(
             ready.message.contains("Secret \"oauth\""),
             "{}",
@@ -508,11 +496,11 @@ mod tests {
         );
         assert_eq!(status.observed_generation, Some(3));
 
-        facts.problem = Some(Verdict::no(api_reasons::INVALID_SPEC, "bad"));
+        facts.problem = Some(Verdict::no(reasons::INVALID_SPEC, "bad"));
         let status = server_status(None, &facts, &at(1));
         assert_eq!(
             find(&status.conditions, conditions::READY).unwrap().reason,
-            api_reasons::INVALID_SPEC
+            reasons::INVALID_SPEC
         );
 
         facts.problem = None;
@@ -529,11 +517,11 @@ mod tests {
         let facts = ServerFacts {
             degraded: vec![
                 Notice {
-                    reason: api_reasons::INSECURE,
+                    reason: reasons::INSECURE,
                     message: "tls off".into(),
                 },
                 Notice {
-                    reason: api_reasons::UNAUTHENTICATED,
+                    reason: reasons::UNAUTHENTICATED,
                     message: "open door".into(),
                 },
             ],
@@ -542,12 +530,12 @@ mod tests {
         let status = server_status(None, &facts, &at(1));
         let degraded = find(&status.conditions, conditions::DEGRADED).unwrap();
         assert_eq!(degraded.status, "True");
-        assert_eq!(degraded.reason, api_reasons::INSECURE);
+        assert_eq!(degraded.reason, reasons::INSECURE);
         assert_eq!(degraded.message, "tls off; open door");
         let fine = server_status(None, &ServerFacts::default(), &at(1));
         assert_eq!(
             find(&fine.conditions, conditions::DEGRADED).unwrap().reason,
-            api_reasons::AS_EXPECTED
+            reasons::AS_EXPECTED
         );
     }
 
@@ -609,7 +597,7 @@ mod tests {
             Some(4),
             &RouteFacts::Accepted {
                 accepted: &accepted,
-                programmed: Verdict::yes(api_reasons::PROGRAMMED, ""),
+                programmed: Verdict::yes(reasons::PROGRAMMED, ""),
             },
             &at(1),
         );
@@ -626,7 +614,7 @@ mod tests {
             Some(&status),
             Some(5),
             &RouteFacts::Rejected {
-                reason: api_reasons::CONFLICTING_ROUTE,
+                reason: reasons::CONFLICTING_ROUTE,
                 message: "taken".into(),
             },
             &at(2),
@@ -634,7 +622,7 @@ mod tests {
         assert_eq!(rejected.listener_port, None);
         assert_eq!(rejected.url, None);
         let accepted_condition = find(&rejected.conditions, conditions::ACCEPTED).unwrap();
-        assert_eq!(accepted_condition.reason, api_reasons::CONFLICTING_ROUTE);
+        assert_eq!(accepted_condition.reason, reasons::CONFLICTING_ROUTE);
         assert_eq!(accepted_condition.last_transition_time, at(2));
         assert_eq!(rejected.observed_generation, Some(5));
     }

@@ -55,17 +55,6 @@ where
     (reader, Box::pin(stream))
 }
 
-/// A metadata-only watch that caches nothing, for triggers that need only names.
-pub fn names<K>(
-    api: Api<PartialObjectMeta<K>>,
-    config: watcher::Config,
-) -> Touched<PartialObjectMeta<K>>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    Box::pin(watcher(api, config).default_backoff().touched_objects())
-}
-
 /// Keeps what identifies an object and its version; drops labels, annotations and the rest.
 fn strip_to_name(metadata: &mut kube::api::ObjectMeta) {
     *metadata = kube::api::ObjectMeta {

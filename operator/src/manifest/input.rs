@@ -20,7 +20,6 @@ const STDIN_NAME: &str = "<stdin>";
 pub struct Input {
     /// The path as given on the command line, or `<stdin>`.
     pub name: String,
-    /// The whole text.
     pub text: String,
 }
 

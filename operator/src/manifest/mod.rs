@@ -16,8 +16,8 @@ use serde_json::Value;
 use serde_saphyr::Spanned;
 
 use self::envelope::{namespace_problem, read_object};
-pub use self::input::{Input, MAX_INPUT_BYTES, STDIN, read_inputs};
-pub use self::problem::{ManifestError, json_type, short_json};
+pub use self::input::{Input, MAX_INPUT_BYTES, read_inputs};
+pub use self::problem::{ManifestError, short_json};
 
 /// Most YAML nodes one document may hold (aliases expanded).
 const MAX_NODES_PER_DOCUMENT: usize = 20_000;
@@ -84,13 +84,11 @@ impl fmt::Display for Origin {
 /// A Sluice object found in the inputs, not yet checked against the schema.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Object {
-    /// Its kind.
     pub kind: Kind,
     /// `metadata.namespace`, defaulted when the manifest has none.
     pub namespace: String,
     /// `metadata.name`.
     pub name: String,
-    /// Where it came from.
     pub origin: Origin,
     /// The manifest as JSON, with `metadata.namespace` filled in.
     pub value: Value,

@@ -11,44 +11,27 @@ pub enum ManifestError {
     /// A path could not be read.
     #[error("{input}: cannot read: {error}")]
     Unreadable {
-        /// The path.
         input: String,
-        /// Why.
         error: std::io::Error,
     },
     /// A directory holds no manifest files.
     #[error("{input}: the directory holds no .yaml, .yml or .json files")]
-    EmptyDirectory {
-        /// The directory.
-        input: String,
-    },
+    EmptyDirectory { input: String },
     /// `-` was given more than once.
     #[error("stdin (`-f -`) can be read only once")]
     StdinTwice,
     /// An input is over [`MAX_INPUT_BYTES`](super::MAX_INPUT_BYTES).
     #[error("{input}: larger than the limit of {limit} bytes per input")]
-    TooLarge {
-        /// The input.
-        input: String,
-        /// The limit.
-        limit: usize,
-    },
+    TooLarge { input: String, limit: usize },
     /// An input is not UTF-8 text.
     #[error("{input}: not UTF-8 text")]
-    NotUtf8 {
-        /// The input.
-        input: String,
-    },
+    NotUtf8 { input: String },
     /// An input holds no document (or only empty ones).
     #[error("{input}: holds no objects (the input is empty)")]
-    Empty {
-        /// The input.
-        input: String,
-    },
+    Empty { input: String },
     /// A document is not valid YAML (or breaks a parser limit).
     #[error("{at}: invalid YAML: {message}")]
     Yaml {
-        /// Where.
         at: Origin,
         /// The parser's message.
         message: String,
@@ -58,7 +41,6 @@ pub enum ManifestError {
         "{at}: not a Kubernetes object: expected a mapping with apiVersion, kind, metadata and spec, found {found}"
     )]
     NotAMapping {
-        /// Where.
         at: Origin,
         /// What was found, e.g. `a list`.
         found: &'static str,
@@ -66,7 +48,6 @@ pub enum ManifestError {
     /// A field of the object's envelope (apiVersion, kind, metadata) is wrong.
     #[error("{at}: {field}: {problem}")]
     Field {
-        /// Where.
         at: Origin,
         /// Dotted path of the field.
         field: String,
@@ -84,7 +65,6 @@ pub enum ManifestError {
     /// The `--namespace` given is not a namespace name.
     #[error("--namespace: Invalid value: \"{namespace}\": {problem}")]
     DefaultNamespace {
-        /// The value given.
         namespace: String,
         /// What is wrong with it.
         problem: &'static str,

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ConfigMap;
 use sluice_proxy_config::ProxyConfig;
 
-use super::RenderError;
+use super::context::Context;
 use super::names::config_map_name;
-use super::server::Context;
+use crate::render_error::RenderError;
 use crate::translate::CONFIG_FILE;
 
 /// `<server>-sluice-proxy` with the config under `config.yaml`. The sidecar reloads it when

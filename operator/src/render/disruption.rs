@@ -4,8 +4,8 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::context::Context;
 use super::names::selector_labels;
-use super::server::Context;
 
 /// At most one pod down at a time during voluntary disruptions. Rendered only with more than
 /// one replica: with one, it would block node drains for good.

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use sluice_crds::route::{HttpRouteExpose, IngressExpose};
 
 use super::Object;
+use super::context::Context;
 use super::routes::PlannedRoute;
-use super::server::Context;
 use super::service::SERVICE_PORT;
 
 /// The Ingress or HTTPRoute of an exposed route; `None` for an in-cluster route.
@@ -159,7 +159,6 @@ pub struct HttpRoute {
     pub api_version: String,
     /// Always `HTTPRoute`.
     pub kind: String,
-    /// Standard metadata.
     pub metadata: ObjectMeta,
     /// Where it attaches and what it routes.
     pub spec: HttpRouteSpec,
@@ -173,7 +172,6 @@ pub struct HttpRouteSpec {
     pub parent_refs: Vec<ParentReference>,
     /// Host names it serves.
     pub hostnames: Vec<String>,
-    /// Its rules.
     pub rules: Vec<HttpRouteRule>,
 }
 
@@ -208,7 +206,6 @@ pub struct HttpRouteRule {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpRouteMatch {
-    /// The path match.
     pub path: HttpPathMatch,
 }
 
@@ -219,7 +216,6 @@ pub struct HttpPathMatch {
     /// `PathPrefix` or `Exact`.
     #[serde(rename = "type")]
     pub match_type: String,
-    /// The path.
     pub value: String,
 }
 

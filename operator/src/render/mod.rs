@@ -4,40 +4,48 @@
 //! same bytes. [`render_server`] is the core the controller calls for one server with what the
 //! cluster knows ([`Observed`]); [`render_all`] is the offline form the CLI's `render` uses on
 //! manifests, through that very function.
+//!
+//! Inside, the layers run one way: this file declares what a render takes and gives;
+//! `names`, `routes` and `context` know one server's names, routes and labels; the builders
+//! (one file per kind) build from a [`context::Context`]; `server` calls them in apply order;
+//! `offline` calls `server` for every server of a set of manifests.
 
 mod config;
+mod context;
 mod disruption;
-mod error;
 mod expose;
 mod monitoring;
-pub mod names;
+mod names;
 mod network;
 mod oauth_state;
 mod object;
+mod offline;
 mod rbac;
 mod routes;
 mod server;
 mod service;
 mod workload;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
+use sluice_crds::McpRoute;
 use sluice_crds::defaults::{CONDUIT_IMAGE, PROXY_IMAGE};
 use sluice_crds::route::DiscoveryUrls;
-use sluice_crds::{McpRoute, McpServer};
 use sluice_proxy_config::ProxyConfig;
 
-pub use error::RenderError;
-pub use expose::{
+pub use self::expose::{
     BackendRef, HttpPathMatch, HttpRoute, HttpRouteMatch, HttpRouteRule, HttpRouteSpec,
     ParentReference,
 };
-pub use monitoring::{ServiceMonitor, ServiceMonitorEndpoint, ServiceMonitorSpec};
-pub use names::ObjectKey;
-pub use object::{Object, to_yaml_stream};
-pub use routes::{KIND as ROUTE_KIND, cross_server_rejections, key as route_key, public_hosts};
-pub use server::{KIND as SERVER_KIND, key as server_key, render_server};
-pub use workload::{CONDUIT, RESTART_HASH_ANNOTATION, SIDECAR};
+pub use self::monitoring::{ServiceMonitor, ServiceMonitorEndpoint, ServiceMonitorSpec};
+pub use self::names::{MANAGED_BY, label};
+pub use self::object::{Object, to_yaml_stream};
+pub use self::offline::{Output, render_all};
+pub(crate) use self::routes::{cross_server_rejections, public_hosts};
+pub use self::server::render_server;
+pub use self::workload::RESTART_HASH_ANNOTATION;
+pub use crate::key::ObjectKey;
+pub use crate::render_error::RenderError;
 
 /// Settings of the operator itself that rendering needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,8 +70,8 @@ impl Default for RenderOptions {
 pub struct Observed {
     /// Listener ports routes hold today (`McpRoute.status.listenerPort`), by route name.
     pub route_ports: BTreeMap<String, u16>,
-    /// A version (resourceVersion or content hash) of each referenced Secret, by name. Those
-    /// that need a rollout to take effect go into the pod template's restart hash.
+    /// The resourceVersion of each referenced Secret, by name. Those that need a rollout to
+    /// take effect go into the pod template's restart hash.
     pub secret_versions: BTreeMap<String, String>,
     /// The same for referenced ConfigMaps.
     pub config_map_versions: BTreeMap<String, String>,
@@ -112,16 +120,13 @@ pub struct Rendered {
 /// A reason (from `sluice_crds::conditions::reasons`) with a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Notice {
-    /// CamelCase reason.
     pub reason: &'static str,
-    /// For humans.
     pub message: String,
 }
 
 /// What became of one route.
 #[derive(Debug)]
 pub struct RouteOutcome {
-    /// The route.
     pub route: ObjectKey,
     /// Accepted with its endpoints, or rejected with the reason.
     pub result: Result<AcceptedRoute, RouteRejection>,
@@ -176,88 +181,4 @@ pub enum OnChange {
     Rollout,
     /// Nothing: the sidecar re-reads the mounted files.
     Reload,
-}
-
-/// The objects for a set of servers and routes, as the offline `render` prints them.
-#[derive(Clone, Debug)]
-pub struct Output {
-    /// Every object, servers in namespace/name order, each server's objects in apply order.
-    pub objects: Vec<Object>,
-    /// Things the user should know, each once.
-    pub warnings: Vec<String>,
-}
-
-/// Renders every server with its routes, as the controller would, and fails on what the
-/// controller would refuse (a route it would reject included).
-pub fn render_all(
-    servers: &[McpServer],
-    routes: &[McpRoute],
-    options: &RenderOptions,
-) -> Result<Output, RenderError> {
-    let servers = sorted_unique(servers, server::key)?;
-    let routes = sorted_unique(routes, routes::key)?;
-    let mut by_server: BTreeMap<ObjectKey, Vec<&McpRoute>> = servers
-        .iter()
-        .map(|(key, _)| (key.clone(), Vec::new()))
-        .collect();
-    for (key, route) in &routes {
-        let server_key = ObjectKey {
-            kind: server::KIND,
-            namespace: key.namespace.clone(),
-            name: route.spec.server_ref.name.clone(),
-        };
-        let Some(list) = by_server.get_mut(&server_key) else {
-            return Err(RenderError::ServerNotFound {
-                route: key.clone(),
-                server: server_key.name,
-            });
-        };
-        list.push(route);
-    }
-    routes::check_across_servers(&servers, &routes)?;
-
-    let mut output = Output {
-        objects: Vec::new(),
-        warnings: Vec::new(),
-    };
-    let mut seen_warnings = BTreeSet::new();
-    for (key, server) in &servers {
-        let its_routes = &by_server[key];
-        let observed = Observed::from_route_statuses(its_routes.iter().copied());
-        let rendered = render_server(server, its_routes, options, &observed)?;
-        for outcome in rendered.routes {
-            if let Err(rejection) = outcome.result {
-                return Err(rejection.error);
-            }
-        }
-        let notices = rendered
-            .degraded
-            .iter()
-            .map(|n| format!("{key}: {}: {}", n.reason, n.message));
-        for warning in rendered.warnings.into_iter().chain(notices) {
-            if seen_warnings.insert(warning.clone()) {
-                output.warnings.push(warning);
-            }
-        }
-        output.objects.extend(rendered.objects);
-    }
-    Ok(output)
-}
-
-/// The items sorted by key; an error if a key repeats.
-fn sorted_unique<T>(
-    items: &[T],
-    key: fn(&T) -> Result<ObjectKey, RenderError>,
-) -> Result<Vec<(ObjectKey, &T)>, RenderError> {
-    let mut keyed = items
-        .iter()
-        .map(|item| Ok((key(item)?, item)))
-        .collect::<Result<Vec<_>, _>>()?;
-    keyed.sort_by(|a, b| a.0.cmp(&b.0));
-    if let Some(pair) = keyed.windows(2).find(|pair| pair[0].0 == pair[1].0) {
-        return Err(RenderError::Duplicate {
-            object: pair[0].0.clone(),
-        });
-    }
-    Ok(keyed)
 }

@@ -3,8 +3,8 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::{Deserialize, Serialize};
 
+use super::context::Context;
 use super::names::{COMPONENT_SERVER, label, selector_labels};
-use super::server::Context;
 use super::service::METRICS_PORT_NAME;
 
 /// A `monitoring.coreos.com/v1` ServiceMonitor, with only the fields Sluice sets.
@@ -15,7 +15,6 @@ pub struct ServiceMonitor {
     pub api_version: String,
     /// Always `ServiceMonitor`.
     pub kind: String,
-    /// Standard metadata.
     pub metadata: ObjectMeta,
     /// What to scrape.
     pub spec: ServiceMonitorSpec,

@@ -1,10 +1,11 @@
 //! Object names, the labels every rendered object carries, and owner references.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use sha2::{Digest, Sha256};
+
+use crate::key::ObjectKey;
 
 /// `app.kubernetes.io/name` of every object: what the application is.
 pub const APP_NAME: &str = "mcp-server";
@@ -37,23 +38,6 @@ pub mod label {
     pub const ROUTE: &str = "sluice.dev/route";
     /// The namespace of the McpServer, on cluster-scoped objects (they have none of their own).
     pub const NAMESPACE: &str = "sluice.dev/namespace";
-}
-
-/// A Sluice object as messages name it: `McpRoute tools/public`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ObjectKey {
-    /// `McpServer` or `McpRoute`.
-    pub kind: &'static str,
-    /// Its namespace.
-    pub namespace: String,
-    /// Its name.
-    pub name: String,
-}
-
-impl fmt::Display for ObjectKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
-    }
 }
 
 /// Name of the ConfigMap holding the sidecar config of server `server`.
@@ -163,6 +147,9 @@ impl Owner {
         }
     }
 }
+
+/// Said once when owner references carry placeholder uids.
+pub const PLACEHOLDER_UID_WARNING: &str = "objects read from files have no metadata.uid: owner references carry a placeholder uid; the controller uses the live object's uid when it applies";
 
 /// A stable stand-in for the `metadata.uid` of an object read from a file: UUID-shaped (an
 /// RFC 9562 version 8 UUID) from the SHA-256 of kind, namespace and name. The controller uses

@@ -12,9 +12,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sluice_crds::defaults::{ADMIN_PORT, SERVER_LISTENER_PORT};
 use sluice_proxy_config::{Auth, ProxyConfig};
 
+use super::context::Context;
 use super::names::selector_labels;
 use super::routes::PlannedRoute;
-use super::server::Context;
 
 /// Ports of the Kubernetes API server (TokenReview): the Service port and the usual
 /// endpoint port behind it (NetworkPolicy sees the endpoint after DNAT).

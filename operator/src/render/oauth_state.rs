@@ -11,8 +11,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use sluice_crds::McpServer;
 use sluice_crds::server::OAuthStateStorage;
 
+use super::context::Context;
 use super::names::{oauth_state_claim_name, shared_oauth_state_claim_name};
-use super::server::Context;
 use crate::translate;
 
 /// `FASTMCP_HOME` on the pod's `/tmp` emptyDir (header-token mode, and ephemeral state).

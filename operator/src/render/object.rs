@@ -9,9 +9,9 @@ use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
-use super::RenderError;
 use super::expose::HttpRoute;
 use super::monitoring::ServiceMonitor;
+use crate::render_error::RenderError;
 
 /// One object the operator applies.
 #[allow(
@@ -25,13 +25,13 @@ pub enum Object {
     ServiceAccount(ServiceAccount),
     /// Lets the ServiceAccount call TokenReview (cluster-scoped).
     ClusterRoleBinding(ClusterRoleBinding),
-    /// The sidecar config.
+    /// The sidecar config, `config.yaml`.
     ConfigMap(ConfigMap),
     /// The server's Service or a route's.
     Service(Service),
     /// The claim holding Conduit's OAuth state, when the operator creates it.
     PersistentVolumeClaim(PersistentVolumeClaim),
-    /// The workload.
+    /// Conduit and the sidecar.
     Deployment(Deployment),
     /// Keeps one pod up during voluntary disruptions.
     PodDisruptionBudget(PodDisruptionBudget),
@@ -46,7 +46,6 @@ pub enum Object {
 }
 
 impl Object {
-    /// The object's `kind`.
     pub fn kind(&self) -> &'static str {
         match self {
             Object::ServiceAccount(_) => ServiceAccount::KIND,
@@ -63,7 +62,6 @@ impl Object {
         }
     }
 
-    /// The object's `apiVersion`.
     pub fn api_version(&self) -> &'static str {
         match self {
             Object::ServiceAccount(_) => ServiceAccount::API_VERSION,
@@ -80,7 +78,6 @@ impl Object {
         }
     }
 
-    /// The object's metadata.
     pub fn metadata(&self) -> &ObjectMeta {
         match self {
             Object::ServiceAccount(o) => &o.metadata,
@@ -97,7 +94,6 @@ impl Object {
         }
     }
 
-    /// The object's name.
     pub fn name(&self) -> &str {
         self.metadata().name.as_deref().unwrap_or_default()
     }

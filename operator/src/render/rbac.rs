@@ -3,8 +3,8 @@
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::context::Context;
 use super::names::{label, token_review_binding_name};
-use super::server::Context;
 
 /// The built-in role that may create TokenReviews and SubjectAccessReviews.
 pub const AUTH_DELEGATOR: &str = "system:auth-delegator";

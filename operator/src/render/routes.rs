@@ -7,36 +7,12 @@ use sluice_crds::route::DiscoveryUrls;
 use sluice_crds::{API_VERSION, McpRoute, McpServer};
 use sluice_proxy_config::EntryPoint;
 
-use super::names::{ObjectKey, Owner, placeholder_uid};
-use super::{AcceptedRoute, Observed, RenderError, RouteOutcome, RouteRejection};
+use super::names::{Owner, PLACEHOLDER_UID_WARNING, placeholder_uid};
+use super::{AcceptedRoute, Observed, RouteOutcome, RouteRejection};
+use crate::key::ObjectKey;
 use crate::ports;
+use crate::render_error::RenderError;
 use crate::translate::{self, SidecarFiles, Site};
-
-/// `kind` of a route.
-pub const KIND: &str = "McpRoute";
-
-/// The route's key; its namespace defaults to `default`, as `kubectl apply` without a context
-/// namespace would.
-pub fn key(route: &McpRoute) -> Result<ObjectKey, RenderError> {
-    let namespace = route
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let name = route
-        .metadata
-        .name
-        .clone()
-        .ok_or_else(|| RenderError::MissingName {
-            kind: KIND,
-            namespace: namespace.clone(),
-        })?;
-    Ok(ObjectKey {
-        kind: KIND,
-        namespace,
-        name,
-    })
-}
 
 /// `http://<service>.<namespace>.svc`: an entry point's in-cluster base URL.
 pub fn service_url(service: &str, namespace: &str) -> String {
@@ -137,9 +113,7 @@ pub fn register_callback_of(server_url: &str, outcomes: &mut [RouteOutcome]) {
 /// A route that made it into its server's config.
 #[derive(Clone, Debug)]
 pub struct PlannedRoute<'a> {
-    /// The route.
     pub route: &'a McpRoute,
-    /// Its key.
     pub key: ObjectKey,
     /// Owner of its objects.
     pub owner: Owner,
@@ -162,7 +136,7 @@ pub fn plan<'a>(
 ) -> Result<(Vec<PlannedRoute<'a>>, Vec<RouteOutcome>), RenderError> {
     let mut keyed = routes
         .iter()
-        .map(|route| Ok((key(route)?, *route)))
+        .map(|route| Ok((ObjectKey::of_route(route)?, *route)))
         .collect::<Result<Vec<_>, RenderError>>()?;
     keyed.sort_by(|a, b| a.0.cmp(&b.0));
     let mut outcomes = Vec::new();
@@ -301,7 +275,7 @@ fn candidate<'a>(
         .as_deref()
         .and_then(|url| discovery_urls(url, mode));
     let uid = route.metadata.uid.clone().unwrap_or_else(|| {
-        warnings.push(super::server::PLACEHOLDER_UID_WARNING.into());
+        warnings.push(PLACEHOLDER_UID_WARNING.into());
         placeholder_uid(key)
     });
     Ok(PlannedRoute {
@@ -361,48 +335,19 @@ fn conflict(route: &ObjectKey, other: &ObjectKey, host: &str, prefix: &str) -> R
     }
 }
 
-/// Rules that span servers, for the offline render: a route's Service must not take another
-/// server's Service name, and no two routes may claim the same host and path prefix.
-pub fn check_across_servers(
-    servers: &[(ObjectKey, &McpServer)],
-    routes: &[(ObjectKey, &McpRoute)],
-) -> Result<(), RenderError> {
-    let server_names: BTreeMap<(&str, &str), &ObjectKey> = servers
-        .iter()
-        .map(|(key, _)| ((key.namespace.as_str(), key.name.as_str()), key))
-        .collect();
-    let mut claims: BTreeMap<(&str, &str), &ObjectKey> = BTreeMap::new();
-    for (key, route) in routes {
-        if let Some(server) = server_names.get(&(key.namespace.as_str(), key.name.as_str())) {
-            return Err(RenderError::ServiceNameTaken {
-                object: key.clone(),
-                service: key.name.clone(),
-                other: Box::new((*server).clone()),
-            });
-        }
-        for host in public_hosts(route) {
-            let claim = (host.as_str(), route.spec.path_prefix.as_str());
-            if let Some(other) = claims.get(&claim) {
-                return Err(conflict(key, other, host, &route.spec.path_prefix));
-            }
-            claims.insert(claim, key);
-        }
-    }
-    Ok(())
-}
-
-/// A claim on a host and prefix: the route, and its server's (namespace, name).
-type Claim<'a> = (&'a ObjectKey, (&'a str, &'a str));
-
-/// The rules that span servers, for a controller that renders one server at a time: which
-/// routes lose, and why. `routes` holds the routes of existing servers in priority order (the
-/// first claim of a host and path prefix wins); `servers` are the servers' keys.
+/// The rule that spans servers, in one place for the controller and the offline `render`:
+/// which routes lose, and why.
 ///
-/// - A route whose name is a server's name in its namespace loses (its Service would take
-///   the server's).
-/// - A route claiming a public host and path prefix that an earlier route of another server
-///   claims loses. Claims among one server's own routes are [`plan`]'s to settle, so they are
-///   not counted here; a route that loses here claims nothing.
+/// - A route named like a server of its namespace loses: its Service would take the server's.
+/// - A public host and path prefix belong to the oldest route claiming them (earliest
+///   `creationTimestamp`, then namespace/name), so an existing route never loses its host to
+///   a newcomer. A route of another server claiming them loses, and claims nothing. Claims
+///   among one server's own routes are [`plan`]'s to settle, so they are not counted here.
+///
+/// `servers` are the servers that exist; `routes` every route that may claim a host, in any
+/// order (a route listed twice counts once). The controller passes one server's routes and
+/// their rivals from its caches; the offline `render` passes every route of its inputs, which
+/// seldom carry a `creationTimestamp`, so there the oldest is the first by namespace/name.
 pub fn cross_server_rejections(
     servers: &[ObjectKey],
     routes: &[(ObjectKey, &McpRoute)],
@@ -411,10 +356,16 @@ pub fn cross_server_rejections(
         .iter()
         .map(|key| ((key.namespace.as_str(), key.name.as_str()), key))
         .collect();
+    let mut by_age: Vec<&(ObjectKey, &McpRoute)> = routes.iter().collect();
+    by_age.sort_by(|(a_key, a), (b_key, b)| {
+        let created = |r: &McpRoute| r.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        created(a).cmp(&created(b)).then_with(|| a_key.cmp(b_key))
+    });
+    by_age.dedup_by(|a, b| a.0 == b.0);
     // (host, prefix) → the route claiming it and that route's (namespace, server).
     let mut claims: BTreeMap<(&str, &str), Claim<'_>> = BTreeMap::new();
     let mut rejections = BTreeMap::new();
-    for (key, route) in routes {
+    for (key, route) in by_age {
         if let Some(server) = server_names.get(&(key.namespace.as_str(), key.name.as_str())) {
             rejections.insert(
                 key.clone(),
@@ -444,6 +395,9 @@ pub fn cross_server_rejections(
     }
     rejections
 }
+
+/// A claim on a host and prefix: the route, and its server's (namespace, name).
+type Claim<'a> = (&'a ObjectKey, (&'a str, &'a str));
 
 #[cfg(test)]
 mod tests {
@@ -549,24 +503,39 @@ mod tests {
 
     fn server_key(namespace: &str, name: &str) -> ObjectKey {
         ObjectKey {
-            kind: super::super::server::KIND,
+            kind: crate::key::SERVER_KIND,
             namespace: namespace.into(),
             name: name.into(),
         }
     }
 
     fn keyed(routes: &[McpRoute]) -> Vec<(ObjectKey, &McpRoute)> {
-        routes.iter().map(|r| (key(r).unwrap(), r)).collect()
+        routes
+            .iter()
+            .map(|r| (ObjectKey::of_route(r).unwrap(), r))
+            .collect()
+    }
+
+    fn created_at(mut route: McpRoute, second: i64) -> McpRoute {
+        let time = k8s_openapi::jiff::Timestamp::from_second(second).unwrap();
+        route.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(time));
+        route
     }
 
     #[test]
-    fn across_servers_the_first_claim_of_a_host_and_prefix_wins() {
+    fn across_servers_the_oldest_claim_of_a_host_and_prefix_wins() {
         let routes = [
-            route("b", "first", "one", &["h.example.com"], "/ai"),
             route("a", "second", "two", &["h.example.com"], "/ai"),
             route("a", "other-prefix", "two", &["h.example.com"], "/else"),
             route("a", "in-cluster", "two", &[], "/ai"),
+            // Sorts last by namespace, but is older: age decides.
+            created_at(route("b", "first", "one", &["h.example.com"], "/ai"), 0),
         ];
+        let routes = routes.map(|r| match r.metadata.creation_timestamp {
+            Some(_) => r,
+            None => created_at(r, 60),
+        });
         let servers = [server_key("a", "two"), server_key("b", "one")];
         let lost = cross_server_rejections(&servers, &keyed(&routes));
         assert_eq!(lost.len(), 1, "{lost:?}");
@@ -576,6 +545,18 @@ mod tests {
             matches!(error, RenderError::ConflictingRoute { other, .. } if other.name == "first")
         );
         assert_eq!(error.reason(), "ConflictingRoute");
+    }
+
+    #[test]
+    fn without_creation_times_the_first_by_namespace_and_name_wins() {
+        let routes = [
+            route("b", "first", "one", &["h.example.com"], "/ai"),
+            route("a", "second", "two", &["h.example.com"], "/ai"),
+        ];
+        let servers = [server_key("a", "two"), server_key("b", "one")];
+        let lost = cross_server_rejections(&servers, &keyed(&routes));
+        let losers: Vec<&str> = lost.keys().map(|k| k.name.as_str()).collect();
+        assert_eq!(losers, ["first"]);
     }
 
     #[test]

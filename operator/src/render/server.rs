@@ -2,89 +2,22 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sha2::{Digest, Sha256};
 use sluice_crds::conditions::reasons;
 use sluice_crds::{API_VERSION, McpRoute, McpServer};
 use sluice_proxy_config::{Auth, ProxyConfig};
 
-use super::names::{
-    self, COMPONENT_ROUTE, COMPONENT_SERVER, ObjectKey, Owner, image_version, placeholder_uid,
-};
+use super::context::Context;
+use super::names::{Owner, PLACEHOLDER_UID_WARNING, image_version, placeholder_uid};
 use super::oauth_state::{self, StateHome};
 use super::routes::{self, PlannedRoute};
 use super::{
-    Notice, Object, Observed, OnChange, Reference, RenderError, RenderOptions, Rendered, config,
-    disruption, expose, monitoring, network, rbac, service, workload,
+    Notice, Object, Observed, OnChange, Reference, RenderOptions, Rendered, config, disruption,
+    expose, monitoring, network, rbac, service, workload,
 };
-use crate::translate::files::CaSource;
-use crate::translate::{self, SidecarFiles};
-
-/// `kind` of a server.
-pub const KIND: &str = "McpServer";
-
-/// Said once when owner references carry placeholder uids.
-pub const PLACEHOLDER_UID_WARNING: &str = "objects read from files have no metadata.uid: owner references carry a placeholder uid; the controller uses the live object's uid when it applies";
-
-/// The server's key; its namespace defaults to `default`, as `kubectl apply` without a
-/// context namespace would.
-pub fn key(server: &McpServer) -> Result<ObjectKey, RenderError> {
-    let namespace = server
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let name = server
-        .metadata
-        .name
-        .clone()
-        .ok_or_else(|| RenderError::MissingName {
-            kind: KIND,
-            namespace: namespace.clone(),
-        })?;
-    Ok(ObjectKey {
-        kind: KIND,
-        namespace,
-        name,
-    })
-}
-
-/// What every builder needs to know about the server being rendered.
-#[derive(Clone, Debug)]
-pub struct Context<'a> {
-    /// The server.
-    pub server: &'a McpServer,
-    /// Its key.
-    pub key: ObjectKey,
-    /// Owner of its objects.
-    pub owner: Owner,
-    /// `app.kubernetes.io/version`: the Conduit image tag.
-    pub version: Option<String>,
-    /// The Conduit image.
-    pub conduit_image: String,
-    /// The sidecar image.
-    pub proxy_image: String,
-}
-
-impl Context<'_> {
-    /// Labels of the server's own objects.
-    pub fn labels(&self) -> BTreeMap<String, String> {
-        names::common_labels(&self.key.name, COMPONENT_SERVER, self.version.as_deref())
-    }
-
-    /// Metadata of a server object named `name`.
-    pub fn metadata(&self, name: &str) -> ObjectMeta {
-        self.owner.metadata(name, self.labels())
-    }
-
-    /// Metadata of a route's object: the route's name, labels and ownership.
-    pub fn route_metadata(&self, route: &PlannedRoute<'_>) -> ObjectMeta {
-        let mut labels =
-            names::common_labels(&self.key.name, COMPONENT_ROUTE, self.version.as_deref());
-        labels.insert(names::label::ROUTE.into(), route.key.name.clone());
-        route.owner.metadata(&route.key.name, labels)
-    }
-}
+use crate::key::ObjectKey;
+use crate::render_error::RenderError;
+use crate::translate::{self, CaSource, SidecarFiles};
 
 /// Renders one server with its routes (those whose `spec.serverRef` names it). Routes that
 /// cannot be served are rejected (see [`Rendered::routes`]) without failing the server; an
@@ -95,7 +28,7 @@ pub fn render_server(
     options: &RenderOptions,
     observed: &Observed,
 ) -> Result<Rendered, RenderError> {
-    let key = key(server)?;
+    let key = ObjectKey::of_server(server)?;
     let mut warnings = Vec::new();
     if server.metadata.namespace.is_none() {
         warnings.push(format!(

@@ -5,9 +5,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sluice_crds::defaults::{ADMIN_PORT, SERVER_LISTENER_PORT};
 use sluice_crds::server::SessionAffinity;
 
+use super::context::Context;
 use super::names::selector_labels;
 use super::routes::PlannedRoute;
-use super::server::Context;
 
 /// The port every entry point's Service exposes.
 pub const SERVICE_PORT: i32 = 80;

@@ -13,12 +13,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use sluice_crds::defaults::NON_ROOT_ID;
 use sluice_proxy_config::ProxyConfig;
 
+use self::containers::CONDUIT;
+use super::context::Context;
 use super::names::selector_labels;
 use super::oauth_state::StateHome;
-use super::server::Context;
 use crate::translate::SidecarFiles;
-
-pub use containers::{CONDUIT, SIDECAR};
 
 /// Pod-template annotation holding the hash of what needs a rollout to take effect.
 pub const RESTART_HASH_ANNOTATION: &str = "sluice.dev/restart-hash";

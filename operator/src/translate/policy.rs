@@ -12,8 +12,8 @@ use sluice_proxy_config::{
 
 use super::files::CaSource;
 use super::{SidecarFiles, Site, invalid_policy, is_oauth};
-use crate::render::RenderError;
-use crate::render::names::ObjectKey;
+use crate::key::ObjectKey;
+use crate::render_error::RenderError;
 
 const AUTHN: &str = "spec.policy.authentication";
 

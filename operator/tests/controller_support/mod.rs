@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sluice_crds::{McpRoute, McpServer};
 use sluice_memory_apiserver::{Actor, MemoryApiServer, Write};
-use sluice_operator::controller::{self, scope::Scope};
+use sluice_operator::controller::{self, Scope};
 use sluice_operator::leader::LeaderOptions;
 use sluice_operator::metrics::Metrics;
 use sluice_operator::run::{RunOptions, run};
@@ -257,7 +257,28 @@ impl Operator {
 
     /// Reconciles of McpServers finished so far (any result).
     pub fn server_reconciles(&self) -> u64 {
-        self.metrics.reconciles("McpServer", "ok") + self.metrics.reconciles("McpServer", "error")
+        ["ok", "error"]
+            .map(|result| {
+                self.sample(&format!(
+                    "sluice_operator_reconciles_total{{kind=\"McpServer\",result=\"{result}\"}}"
+                ))
+            })
+            .iter()
+            .sum()
+    }
+
+    /// Whether it holds the leader Lease, as its metrics say.
+    pub fn leads(&self) -> bool {
+        self.sample("sluice_operator_leader") == 1
+    }
+
+    /// The value of one sample of its `/metrics` text (0 when it has none yet).
+    fn sample(&self, series: &str) -> u64 {
+        self.metrics
+            .encode()
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0)
     }
 
     /// Waits until at least `more` further server reconciles have finished.

@@ -12,7 +12,7 @@ use sluice_crds::defaults::{ADMIN_PORT, CONDUIT_PORT, NON_ROOT_ID, SERVER_LISTEN
 use sluice_crds::server::{PullPolicy, Sessions};
 use sluice_proxy_config::ProxyConfig;
 
-use super::super::server::Context;
+use super::super::context::Context;
 use super::{PodInputs, runtime_default_seccomp};
 use crate::translate::{self, CONFIG_DIR, CONFIG_FILE, PHABRICATOR_CA_DIR, PHABRICATOR_CA_FILE};
 

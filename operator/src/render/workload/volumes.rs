@@ -9,13 +9,12 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
+use super::super::context::Context;
 use super::super::names::{config_map_name, volume_name};
 use super::super::oauth_state::{CLAIM_HOME, StateHome};
-use super::super::server::Context;
-use crate::translate::files::{CA_BUNDLES_DIR, CaSource, secret_dir};
 use crate::translate::{
-    CONFIG_DIR, PHABRICATOR_CA_DIR, PHABRICATOR_CA_FILE, SERVICE_ACCOUNT_DIR, SecretFiles,
-    SidecarFiles,
+    CA_BUNDLES_DIR, CONFIG_DIR, CaSource, PHABRICATOR_CA_DIR, PHABRICATOR_CA_FILE,
+    SERVICE_ACCOUNT_DIR, SecretFiles, SidecarFiles, secret_dir,
 };
 
 /// Size limit of Conduit's `/tmp` (FastMCP's OAuth state lives there unless it has a claim).
@@ -32,11 +31,8 @@ const CONFIG_MODE: i32 = 0o444;
 /// The volumes of the pod and each container's mounts.
 #[derive(Clone, Debug, Default)]
 pub struct VolumePlan {
-    /// The pod's volumes.
     pub volumes: Vec<Volume>,
-    /// Conduit's mounts.
     pub conduit_mounts: Vec<VolumeMount>,
-    /// The sidecar's mounts.
     pub sidecar_mounts: Vec<VolumeMount>,
 }
 

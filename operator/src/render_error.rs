@@ -1,33 +1,25 @@
-//! Why a server or route cannot be rendered: each error names the object and the field.
+//! Why a spec the schema accepts still cannot become sidecar config and objects. Translate and
+//! render both say it with [`RenderError`]; each error names the object and the field.
 
 use sluice_crds::conditions::reasons;
 use sluice_proxy_config::ConfigError;
 
-use super::names::ObjectKey;
+use crate::key::{MissingName, ObjectKey};
 
 /// A spec that the schema accepts but that cannot be turned into objects, or an input the
 /// offline renderer cannot make sense of.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    /// An object without `metadata.name`.
-    #[error("{kind} without metadata.name (in namespace {namespace})")]
-    MissingName {
-        /// `McpServer` or `McpRoute`.
-        kind: &'static str,
-        /// Its namespace.
-        namespace: String,
-    },
+    /// An object without `metadata.name` (only a file can hold one).
+    #[error(transparent)]
+    MissingName(#[from] MissingName),
     /// The same object twice in the input.
     #[error("{object} is defined more than once")]
-    Duplicate {
-        /// The repeated object.
-        object: ObjectKey,
-    },
+    Duplicate { object: ObjectKey },
     /// A field value that cannot be rendered (a cross-object rule, or what the schema would
     /// have refused).
     #[error("{object}: {field}: {message}")]
     InvalidSpec {
-        /// The object holding the field.
         object: ObjectKey,
         /// The field's path, e.g. `spec.auth.oauth.publicUrl`.
         field: String,
@@ -37,19 +29,17 @@ pub enum RenderError {
     /// A policy that cannot be translated into sidecar configuration.
     #[error("{object}: {field}: {message}")]
     InvalidPolicy {
-        /// The object holding the policy.
+        /// The McpServer or McpRoute holding the policy.
         object: ObjectKey,
         /// The field's path, e.g. `spec.policy.rateLimits[0].period`.
         field: String,
-        /// What is wrong.
         message: String,
     },
     /// A route whose `spec.serverRef` names no McpServer in its namespace.
     #[error("{route}: spec.serverRef.name: McpServer {server:?} not found in namespace {}", route.namespace)]
     ServerNotFound {
-        /// The route.
         route: ObjectKey,
-        /// The server it names.
+        /// The server's name, as `spec.serverRef.name` gives it.
         server: String,
     },
     /// Two objects would create a Service with the same name.
@@ -59,9 +49,8 @@ pub enum RenderError {
     ServiceNameTaken {
         /// The object whose Service cannot be created.
         object: ObjectKey,
-        /// The Service name.
         service: String,
-        /// The object that has it.
+        /// The object whose Service has that name.
         other: Box<ObjectKey>,
     },
     /// Two routes claim the same public host and path prefix.
@@ -73,9 +62,7 @@ pub enum RenderError {
         route: ObjectKey,
         /// The route that keeps the claim.
         other: Box<ObjectKey>,
-        /// The host both name.
         hostname: String,
-        /// The path prefix both name.
         path_prefix: String,
     },
     /// No sidecar listener port is left for a route.
@@ -83,19 +70,16 @@ pub enum RenderError {
         "{route}: no free sidecar listener port is left on McpServer {server} (ports {first}-{last} are all taken)"
     )]
     NoFreePort {
-        /// The route.
         route: ObjectKey,
         /// Its server's name.
         server: String,
-        /// First route port.
+        /// The route ports' range, for the message.
         first: u16,
-        /// Last route port.
         last: u16,
     },
     /// The translated sidecar config fails the sidecar's own validation.
     #[error("{server}: the sidecar config built from it is invalid: {source}")]
     InvalidProxyConfig {
-        /// The server.
         server: ObjectKey,
         /// The sidecar's complaint.
         source: ConfigError,
@@ -103,7 +87,7 @@ pub enum RenderError {
     /// An object could not be written as YAML.
     #[error("cannot write {what} as YAML: {message}")]
     Serialize {
-        /// The object or document.
+        /// The object or document, as the message names it.
         what: String,
         /// The serializer's message.
         message: String,
@@ -122,10 +106,25 @@ impl RenderError {
                 reasons::CONFLICTING_ROUTE
             }
             RenderError::NoFreePort { .. } => reasons::NO_FREE_PORT,
-            RenderError::MissingName { .. }
+            RenderError::MissingName(_)
             | RenderError::Duplicate { .. }
             | RenderError::InvalidSpec { .. }
             | RenderError::Serialize { .. } => reasons::INVALID_SPEC,
+        }
+    }
+
+    /// The McpServer or McpRoute the error is about, when it names one.
+    pub fn subject(&self) -> Option<&ObjectKey> {
+        match self {
+            RenderError::ServerNotFound { route, .. }
+            | RenderError::ConflictingRoute { route, .. }
+            | RenderError::NoFreePort { route, .. } => Some(route),
+            RenderError::InvalidSpec { object, .. }
+            | RenderError::InvalidPolicy { object, .. }
+            | RenderError::ServiceNameTaken { object, .. }
+            | RenderError::Duplicate { object } => Some(object),
+            RenderError::InvalidProxyConfig { server, .. } => Some(server),
+            RenderError::MissingName(_) | RenderError::Serialize { .. } => None,
         }
     }
 }
