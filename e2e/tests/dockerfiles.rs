@@ -2,8 +2,9 @@
 //! reading them: no container engine runs here. Multi-stage, pinned bases, a distroless
 //! non-root final stage with nothing but the binary, `--locked` release builds of exactly one
 //! binary, no downloads piped into a shell, OCI labels, an exec-form ENTRYPOINT; the Makefile
-//! runs the same cargo command (so CI compiles what the image ships); and the binaries need no
-//! shared library the final base lacks.
+//! runs the same cargo command (so CI compiles what the image ships); the build stage's Rust is
+//! the one rust-toolchain.toml pins and Cargo.toml's `rust-version` names; and the binaries
+//! need no shared library the final base lacks.
 #![allow(clippy::unwrap_used, reason = "test helpers fail the test")]
 
 use std::path::Path;
@@ -142,6 +143,25 @@ fn workspace_package(key: &str) -> String {
         .unwrap_or_else(|| panic!("no {key} in [workspace.package]"))
 }
 
+/// `major.minor` of the toolchain rust-toolchain.toml pins (`1.95` for `1.95.0`): the tag of
+/// the build stage's Rust image.
+fn pinned_rust() -> String {
+    let file = read("rust-toolchain.toml");
+    let channel = file
+        .lines()
+        .find_map(|line| {
+            let (key, value) = line.split_once('=')?;
+            (key.trim() == "channel").then(|| value.trim().trim_matches('"').to_owned())
+        })
+        .expect("rust-toolchain.toml names no channel");
+    let parts: Vec<&str> = channel.split('.').collect();
+    assert!(
+        parts.len() == 3 && parts.iter().all(|p| p.parse::<u32>().is_ok()),
+        "rust-toolchain.toml should pin a release (major.minor.patch), not {channel}"
+    );
+    format!("{}.{}", parts[0], parts[1])
+}
+
 /// The cargo command of the build stage's RUN, flags and all.
 fn cargo_build_command(run: &str) -> String {
     let start = run.find("cargo build").unwrap();
@@ -168,10 +188,12 @@ fn dockerfiles_are_multi_stage_with_a_pinned_distroless_nonroot_final_base() {
             );
         }
         let build = from_image(&stages[0][0]);
+        let rust = pinned_rust();
         assert!(
-            build.starts_with("docker.io/library/rust:1.95-bookworm")
-                || build.starts_with("docker.io/library/rust:1.95-slim-bookworm"),
-            "{file}: the build stage should use the Rust 1.95 image the tests run on: {build}"
+            build.starts_with(&format!("docker.io/library/rust:{rust}-bookworm"))
+                || build.starts_with(&format!("docker.io/library/rust:{rust}-slim-bookworm")),
+            "{file}: the build stage should use the Rust {rust} image, the toolchain \
+             rust-toolchain.toml pins for the tests: {build}"
         );
         let last = from_image(&stages.last().unwrap()[0]);
         let base = last.split('@').next().unwrap();
@@ -180,6 +202,17 @@ fn dockerfiles_are_multi_stage_with_a_pinned_distroless_nonroot_final_base() {
             "{file}: the final base {last} is not one of {FINAL_BASES:?}"
         );
     }
+}
+
+#[test]
+fn the_workspace_rust_version_is_the_pinned_toolchain() {
+    // Cargo refuses to build with a compiler older than `rust-version`; no older one than the
+    // pinned toolchain has been tried, so the two say the same.
+    assert_eq!(
+        workspace_package("rust-version"),
+        pinned_rust(),
+        "Cargo.toml's rust-version and rust-toolchain.toml disagree"
+    );
 }
 
 #[test]
@@ -384,6 +417,7 @@ fn dockerignore_keeps_what_cargo_needs_and_drops_the_rest() {
         "**/target",
         "**/node_modules",
         "**/.venv*",
+        "rust-toolchain.toml",
     ] {
         assert!(patterns.contains(&needed), ".dockerignore lacks {needed}");
     }

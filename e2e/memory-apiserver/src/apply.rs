@@ -1,7 +1,7 @@
 //! Server-side apply: merge an applied configuration, detect conflicts, remove fields a manager let go of.
 //!
 //! Follows structured-merge-diff as the API server runs it, with the structure from
-//! [`Shape`](crate::shape::Shape): maps merge key by key, keyed lists item by item, sets as
+//! [`Shape`]: maps merge key by key, keyed lists item by item, sets as
 //! sets, atomic values are replaced. A field the applier sets to a different value than the
 //! one another manager owns is a conflict (409) unless `force=true`, which moves ownership.
 //! Fields the applier owned and no longer applies are removed unless another manager owns

@@ -1,7 +1,7 @@
 //! The verbs on resources: the request as they see it, dispatch, and what they share.
 //!
 //! Reads (get, list, watch) are in [`read`], writes (create, update, patch, apply) in
-//! [`write`], deletion in [`delete`].
+//! [`write`](mod@write), deletion in [`delete`].
 
 mod delete;
 mod read;
