@@ -2,7 +2,7 @@
 //! `values.schema.json`, its metrics reference lists what the code registers and what a
 //! running sidecar exports (names, types, labels), every
 //! condition reason the API defines is explained, and the names its commands use are the ones
-//! the chart and the operator produce.
+//! the chart and the operator produce (`kubectl get mcp`'s columns, the CRDs' printer columns).
 #![allow(clippy::unwrap_used, reason = "test helpers fail the test")]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -487,6 +487,36 @@ fn the_readme_commands_name_what_the_chart_and_operator_create() {
         std::fs::read_to_string(workspace_path("examples/phabricator-oauth-subpath.yaml")).unwrap();
     let redirect = "https://phabricator.example.com/ai/auth/callback";
     assert!(oauth.contains(redirect) && text.contains(redirect));
+}
+
+/// The `kubectl get mcp` line names the columns the CRDs print (`additionalPrinterColumns`),
+/// kind by kind, in order.
+#[test]
+fn kubectl_get_mcp_names_the_columns_the_crds_print() {
+    let text = readme();
+    let line = text
+        .lines()
+        .find(|line| line.starts_with("kubectl get mcp "))
+        .expect("README.md has no `kubectl get mcp` line");
+    for (file, kinds) in [
+        ("crds/mcpservers.sluice.dev.yaml", "McpServers"),
+        ("crds/mcproutes.sluice.dev.yaml", "McpRoutes"),
+    ] {
+        let crd: Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(workspace_path(file)).unwrap())
+                .unwrap();
+        let columns: Vec<String> = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|column| column["name"].as_str().unwrap().to_uppercase())
+            .collect();
+        let expected = format!("{kinds}: {}", columns.join(", "));
+        assert!(
+            line.contains(&expected),
+            "the `kubectl get mcp` line should say `{expected}`: {line}"
+        );
+    }
 }
 
 // === The README's compatibility table ===
