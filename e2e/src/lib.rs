@@ -14,8 +14,9 @@
 //! - start `sluice-proxy` as a permissive sidecar with every policy on ([`sidecar`]) and run the
 //!   official MCP conformance suite against a server ([`conformance`]),
 //! - run `sluice-proxy` with a config of the test's ([`proxy_process`]) in front of an
-//!   in-process upstream the test controls and can kill ([`upstream`]), and read what a process
-//!   uses from `/proc` ([`procstat`]).
+//!   in-process upstream the test controls and can kill ([`upstream`]; its accept loop,
+//!   [`http_server`], is also bench-proxy's canned upstream's), and read what a process uses
+//!   from `/proc` ([`procstat`]).
 //!
 //! A missing peer is an error that says to run `make setup`, never a skipped test: CI installs
 //! every peer, so a test that cannot find one must fail. Everything is bounded in time and bound
@@ -29,6 +30,7 @@ pub mod conformance;
 pub mod everything;
 pub mod helm;
 pub mod http;
+pub mod http_server;
 pub mod kubernetes;
 pub mod peers;
 pub mod ports;

@@ -27,6 +27,9 @@ pub struct ProxyProcess {
     pub port: u16,
     /// The admin port (127.0.0.1).
     pub admin: u16,
+    /// The temporary directory holding its config, when [`ProxyProcess::in_front_of`] made one;
+    /// removed after the process (declared after it, so dropped after it).
+    _config_dir: Option<tempfile::TempDir>,
 }
 
 /// Free ports for a sidecar's entry point and admin listener.
@@ -79,7 +82,20 @@ impl ProxyProcess {
             process,
             port: ports.entry,
             admin: ports.admin,
+            _config_dir: None,
         })
+    }
+
+    /// Starts in front of `upstream` on free ports, on the config [`ProxyProcess::config`]
+    /// writes with `top` and `entry`, kept in a temporary directory of its own: what most load
+    /// and fault tests need.
+    pub fn in_front_of(upstream: &str, top: &str, entry: &str) -> Result<Self> {
+        let dir = tempfile::tempdir().context("cannot create a directory for the config")?;
+        let ports = Ports::free()?;
+        let config = Self::config(upstream, ports, top, entry);
+        let mut proxy = Self::start_with(dir.path(), &config, ports, &[])?;
+        proxy._config_dir = Some(dir);
+        Ok(proxy)
     }
 
     /// Writes `config` to `dir/sluice.yaml` and starts on it.

@@ -21,13 +21,11 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 
-use crate::Result;
+use crate::{Result, http_server};
 
 /// The header that delays a POST's answer, in milliseconds.
 pub const DELAY_HEADER: &str = "x-test-delay-ms";
@@ -65,7 +63,7 @@ impl TestUpstream {
             let _entered = runtime.enter();
             TcpListener::from_std(listener)?
         };
-        runtime.spawn(serve(listener));
+        runtime.spawn(http_server::serve(listener, answer));
         Ok(Self {
             addr,
             runtime: Some(runtime),
@@ -96,22 +94,6 @@ impl Drop for TestUpstream {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
-    }
-}
-
-async fn serve(listener: TcpListener) {
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            // Out of file descriptors, say: back off instead of spinning.
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service_fn(answer))
-                .await;
-        });
     }
 }
 

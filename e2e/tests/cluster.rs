@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use kube::api::GroupVersionKind;
@@ -18,6 +18,8 @@ use kube::discovery::Scope;
 use kube::{Client, ResourceExt};
 use serde_json::Value;
 use sluice_e2e::{Process, free_port, sluice_operator, workspace_root};
+// Deadlines of the async waits below: tokio's clock, the one their sleeps run on.
+use tokio::time::Instant;
 
 /// How long the whole flow may wait for the operator at each step.
 const PATIENCE: Duration = Duration::from_secs(180);

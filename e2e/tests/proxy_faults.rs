@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use sluice_e2e::http::{self, HttpResponse, MCP_ACCEPT};
@@ -23,6 +23,9 @@ use sluice_e2e::sse;
 use sluice_e2e::upstream::{DELAY_HEADER, TestUpstream};
 use sluice_e2e::wait::{Probe, wait_until};
 use sluice_e2e::{Redis, Result};
+// The in-flight stream's end is stamped inside the runtime: tokio's clock, the one its timers
+// run on, for both sides of the comparison.
+use tokio::time::Instant;
 
 /// Only stops hangs: what is awaited normally takes a second or two.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -120,12 +123,9 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn an_upstream_killed_mid_stream_ends_every_stream_and_fails_readiness_until_it_returns() {
     const STREAMS: u64 = 5;
-    let dir = tempfile::tempdir().unwrap();
     let mut upstream = TestUpstream::start().unwrap();
     let upstream_port = upstream.addr().port();
-    let ports = Ports::free().unwrap();
-    let config = ProxyProcess::config(&upstream.url(), ports, "", "");
-    let proxy = ProxyProcess::start_with(dir.path(), &config, ports, &[]).unwrap();
+    let proxy = ProxyProcess::in_front_of(&upstream.url(), "", "").unwrap();
     until_readyz(&proxy, 200, "ready");
 
     // Streams that never end by themselves, an event every 100 ms.
@@ -206,12 +206,9 @@ fn an_upstream_killed_mid_stream_ends_every_stream_and_fails_readiness_until_it_
 #[test]
 fn an_upstream_slow_to_answer_gets_504_and_nothing_leaks() {
     const CALLS: u64 = 20;
-    let dir = tempfile::tempdir().unwrap();
     let upstream = TestUpstream::start().unwrap();
-    let ports = Ports::free().unwrap();
     let top = "timeouts:\n  upstreamFirstByte: 1s\n";
-    let config = ProxyProcess::config(&upstream.url(), ports, top, "");
-    let proxy = ProxyProcess::start_with(dir.path(), &config, ports, &[]).unwrap();
+    let proxy = ProxyProcess::in_front_of(&upstream.url(), top, "").unwrap();
     assert!(answered(&call(&proxy, 1, "lookup", &[]).unwrap(), 1));
     let pid = proxy.process.pid();
     let fds_before = procstat::open_fds(pid).unwrap();
@@ -256,14 +253,11 @@ fn an_upstream_slow_to_answer_gets_504_and_nothing_leaks() {
 #[test]
 fn callers_leaving_silent_streams_release_them_and_their_upstream_connections() {
     const STREAMS: u64 = 10;
-    let dir = tempfile::tempdir().unwrap();
     let upstream = TestUpstream::start().unwrap();
-    let ports = Ports::free().unwrap();
     // No keep-alive comments: nothing is written that would reveal the caller's departure, so
     // only noticing the closed connection itself frees the stream.
     let top = "streaming:\n  keepAlive: null\n";
-    let config = ProxyProcess::config(&upstream.url(), ports, top, "");
-    let proxy = ProxyProcess::start_with(dir.path(), &config, ports, &[]).unwrap();
+    let proxy = ProxyProcess::in_front_of(&upstream.url(), top, "").unwrap();
     assert!(answered(&call(&proxy, 1, "lookup", &[]).unwrap(), 1));
     let pid = proxy.process.pid();
     let fds_before = procstat::open_fds(pid).unwrap();
@@ -348,12 +342,9 @@ impl Wedged {
 
 #[test]
 fn an_upstream_that_accepts_no_connection_gets_503_within_the_connect_timeout() {
-    let dir = tempfile::tempdir().unwrap();
     let wedged = Wedged::start();
-    let ports = Ports::free().unwrap();
     let top = "timeouts:\n  upstreamConnect: 500ms\n";
-    let config = ProxyProcess::config(&format!("http://{}", wedged.addr), ports, top, "");
-    let proxy = ProxyProcess::start_with(dir.path(), &config, ports, &[]).unwrap();
+    let proxy = ProxyProcess::in_front_of(&format!("http://{}", wedged.addr), top, "").unwrap();
     let pid = proxy.process.pid();
     let fds_before = procstat::open_fds(pid).unwrap();
     for id in 1..=5 {
@@ -387,17 +378,14 @@ fn an_upstream_that_accepts_no_connection_gets_503_within_the_connect_timeout() 
 
 #[test]
 fn global_rate_limits_fail_open_without_redis_and_count_in_redis_again_when_it_returns() {
-    let dir = tempfile::tempdir().unwrap();
     let upstream = TestUpstream::start().unwrap();
     let mut redis = Redis::start().unwrap();
     let redis_port = redis.port();
-    let ports = Ports::free().unwrap();
     let top = format!(
         "redis:\n  address: 127.0.0.1:{redis_port}\n  failMode: open\n  keyPrefix: faults/\n"
     );
     let limits = "    rateLimits:\n      - name: global\n        requests: 3\n        period: 1h\n        scope: global\n";
-    let config = ProxyProcess::config(&upstream.url(), ports, &top, limits);
-    let mut proxy = ProxyProcess::start_with(dir.path(), &config, ports, &[]).unwrap();
+    let mut proxy = ProxyProcess::in_front_of(&upstream.url(), &top, limits).unwrap();
     until_metric(&proxy, "sluice_redis_connected", 1.0);
     let fallbacks = "sluice_rate_limit_fallbacks_total{entry_point=\"main\",rule=\"global\",fail_mode=\"open\"}";
     let mut id = 0;
@@ -610,12 +598,9 @@ fn a_config_corrupted_under_load_is_rejected_without_dropping_a_request_until_a_
 
 #[test]
 fn sigterm_under_load_fails_readiness_first_finishes_what_is_in_flight_and_exits_0() {
-    let dir = tempfile::tempdir().unwrap();
     let upstream = TestUpstream::start().unwrap();
-    let ports = Ports::free().unwrap();
     let top = "shutdown:\n  drainDelay: 3s\n  gracePeriod: 20s\n";
-    let config = ProxyProcess::config(&upstream.url(), ports, top, "");
-    let mut proxy = ProxyProcess::start_with(dir.path(), &config, ports, &[]).unwrap();
+    let mut proxy = ProxyProcess::in_front_of(&upstream.url(), top, "").unwrap();
     until_readyz(&proxy, 200, "ready");
     let addr = SocketAddr::from(([127, 0, 0, 1], proxy.port));
 
@@ -688,12 +673,9 @@ fn sigterm_under_load_fails_readiness_first_finishes_what_is_in_flight_and_exits
 
 #[test]
 fn sigterm_cuts_what_is_still_streaming_when_the_grace_period_ends_and_exits_0() {
-    let dir = tempfile::tempdir().unwrap();
     let upstream = TestUpstream::start().unwrap();
-    let ports = Ports::free().unwrap();
     let top = "shutdown:\n  drainDelay: 1s\n  gracePeriod: 2s\n";
-    let config = ProxyProcess::config(&upstream.url(), ports, top, "");
-    let mut proxy = ProxyProcess::start_with(dir.path(), &config, ports, &[]).unwrap();
+    let mut proxy = ProxyProcess::in_front_of(&upstream.url(), top, "").unwrap();
     let runtime = runtime();
     let addr = SocketAddr::from(([127, 0, 0, 1], proxy.port));
     let events = Arc::new(AtomicU64::new(0));

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sluice_e2e::procstat::{self, Memory, mib};
-use sluice_e2e::proxy_process::{Ports, ProxyProcess};
+use sluice_e2e::proxy_process::ProxyProcess;
 use sluice_e2e::sse;
 use sluice_e2e::upstream::TestUpstream;
 
@@ -31,11 +31,8 @@ fn a_thousand_event_streams_held_for_a_minute_get_every_event() {
         limit >= 2 * STREAMS as u64 + 256,
         "the open-files limit ({limit}) is too low for {STREAMS} streams"
     );
-    let dir = tempfile::tempdir().unwrap();
     let upstream = TestUpstream::start().unwrap();
-    let ports = Ports::free().unwrap();
-    let config = ProxyProcess::config(&upstream.url(), ports, "", "");
-    let proxy = ProxyProcess::start_with(dir.path(), &config, ports, &[]).unwrap();
+    let proxy = ProxyProcess::in_front_of(&upstream.url(), "", "").unwrap();
     proxy.readyz().unwrap().expect_status(200).unwrap();
     let pid = proxy.process.pid();
     let idle = Memory::of(pid).unwrap();

@@ -1,5 +1,6 @@
-//! The canned upstream: a minimal hyper HTTP/1.1 server on its own thread and current-thread
-//! runtime, answering as fast as it can so the proxies' own cost shows.
+//! The canned upstream: a minimal hyper HTTP/1.1 server (the harness's accept loop,
+//! [`sluice_e2e::http_server`]) on its own thread and current-thread runtime, answering as fast
+//! as it can so the proxies' own cost shows.
 //!
 //! - `POST /mcp`: a fixed JSON-RPC `tools/call` result (about 200 bytes, `application/json`);
 //! - `POST /mcp-sse`: the same result as one SSE `message` event, chunked, as MCP servers
@@ -19,8 +20,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use sluice_e2e::http_server;
 use tokio::net::TcpListener;
 
 /// The reply to every `tools/call`: what a small Phabricator task lookup returns.
@@ -62,18 +62,7 @@ async fn serve(listener: std::net::TcpListener) {
         eprintln!("canned upstream: cannot register its listener");
         return;
     };
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service_fn(answer))
-                .await;
-        });
-    }
+    http_server::serve(listener, answer).await;
 }
 
 async fn answer(req: Request<Incoming>) -> Result<Response<CannedBody>, Infallible> {
