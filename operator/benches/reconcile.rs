@@ -13,6 +13,10 @@
     clippy::print_stdout,
     reason = "a benchmark program reports on stdout and stops on any failure"
 )]
+#![expect(
+    clippy::disallowed_types,
+    reason = "it measures the wall time of a child process, which no paused clock moves"
+)]
 
 use std::io::Read;
 use std::net::TcpStream;

@@ -1,7 +1,6 @@
 //! The operator's Prometheus metrics, served on the admin endpoint's `/metrics`.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -9,6 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use tokio::time::Instant;
 
 /// Labels naming the kind a reconcile was for.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 const NONE: u64 = u64::MAX;
 
@@ -125,70 +127,92 @@ pub(crate) enum Verdict {
 mod tests {
     use super::*;
 
-    const T: Timers = Timers {
-        header_read: Duration::from_secs(10),
-        idle: Duration::from_secs(300),
-    };
+    const HEAD: Duration = Duration::from_secs(10);
+    const IDLE: Duration = Duration::from_secs(300);
+    const SECOND: Duration = Duration::from_secs(1);
 
-    /// The timers the tests use.
-    struct Timers {
-        header_read: Duration,
-        idle: Duration,
+    fn waits(a: &Activity) -> Option<Duration> {
+        match a.verdict(HEAD, IDLE) {
+            Verdict::Wait(d) => Some(d),
+            _ => None,
+        }
     }
 
-    #[test]
-    fn a_new_connection_owes_a_head_and_a_busy_one_owes_nothing() {
+    fn head_timed_out(a: &Activity) -> bool {
+        matches!(a.verdict(HEAD, IDLE), Verdict::HeadTimeout)
+    }
+
+    fn idle(a: &Activity) -> bool {
+        matches!(a.verdict(HEAD, IDLE), Verdict::Idle)
+    }
+
+    // Paused time: tokio's clock moves only when the test advances it.
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_connection_owes_a_head_within_the_head_time() {
         let a = Activity::new();
-        assert!(matches!(a.verdict(T.header_read, T.idle), Verdict::Wait(d) if d <= T.header_read));
-        assert!(matches!(
-            a.verdict(Duration::ZERO, T.idle),
-            Verdict::HeadTimeout
-        ));
-        let busy = a.begin();
-        assert!(matches!(
-            a.verdict(Duration::ZERO, Duration::ZERO),
-            Verdict::Wait(_)
-        ));
-        drop(busy);
-        // Quiet after a request: only the idle timer runs.
-        assert!(matches!(a.verdict(Duration::ZERO, T.idle), Verdict::Wait(d) if d > T.header_read));
-        assert!(matches!(
-            a.verdict(Duration::ZERO, Duration::ZERO),
-            Verdict::Idle
-        ));
-        a.on_read();
-        assert!(matches!(
-            a.verdict(Duration::ZERO, T.idle),
-            Verdict::HeadTimeout
-        ));
+        tokio::time::advance(HEAD - SECOND).await;
+        assert_eq!(waits(&a), Some(SECOND));
+        tokio::time::advance(SECOND).await;
+        assert!(head_timed_out(&a));
     }
 
-    #[test]
-    fn an_h2_connection_owes_its_first_request_in_time_then_only_the_idle_timer_runs() {
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_connection_owes_nothing_and_a_quiet_one_lasts_the_idle_time() {
+        let a = Activity::new();
+        let busy = a.begin();
+        tokio::time::advance(IDLE * 2).await;
+        assert_eq!(waits(&a), Some(IDLE), "a request in progress keeps it");
+        assert_eq!(a.quiet_since(), None);
+        drop(busy);
+        let quiet = a.quiet_since().expect("quiet");
+        // Between requests only the idle timer runs: past the head time, it is kept.
+        tokio::time::advance(HEAD * 2).await;
+        assert_eq!(waits(&a), Some(IDLE - HEAD * 2));
+        tokio::time::advance(IDLE - HEAD * 2).await;
+        assert!(idle(&a));
+        assert_eq!(quiet.elapsed(), IDLE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_byte_of_a_new_request_starts_the_head_timer() {
+        let a = Activity::new();
+        drop(a.begin());
+        tokio::time::advance(IDLE / 2).await;
+        a.on_read();
+        assert_eq!(waits(&a), Some(HEAD));
+        tokio::time::advance(HEAD).await;
+        assert!(
+            head_timed_out(&a),
+            "a slow head is not saved by the idle time left"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_h2_connection_owes_its_first_request_in_time_then_only_the_idle_timer_runs() {
         let a = Activity::new();
         a.h2.store(true, Ordering::Relaxed);
         a.on_read(); // the preface and SETTINGS
-        assert!(matches!(
-            a.verdict(Duration::ZERO, T.idle),
-            Verdict::HeadTimeout
-        ));
+        tokio::time::advance(HEAD).await;
+        assert!(head_timed_out(&a));
+        let a = Activity::new();
+        a.h2.store(true, Ordering::Relaxed);
+        a.on_read();
         drop(a.begin());
         a.on_read(); // a PING
-        assert!(matches!(
-            a.verdict(Duration::ZERO, T.idle),
-            Verdict::Wait(_)
-        ));
+        tokio::time::advance(HEAD).await;
+        assert_eq!(waits(&a), Some(IDLE - HEAD));
     }
 
-    #[test]
-    fn bytes_read_while_busy_start_the_head_timer_when_the_request_ends() {
+    #[tokio::test(start_paused = true)]
+    async fn bytes_read_while_busy_start_the_head_timer_when_the_request_ends() {
         let a = Activity::new();
         let busy = a.begin();
-        a.on_read();
+        a.on_read(); // a pipelined request's first bytes
+        tokio::time::advance(HEAD * 3).await;
         drop(busy);
-        assert!(matches!(
-            a.verdict(Duration::ZERO, T.idle),
-            Verdict::HeadTimeout
-        ));
+        assert_eq!(waits(&a), Some(HEAD));
+        tokio::time::advance(HEAD).await;
+        assert!(head_timed_out(&a));
     }
 }

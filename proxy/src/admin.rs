@@ -8,10 +8,11 @@
 use std::fmt::Write as _;
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use tokio::time::Instant;
 
 use crate::body::ResponseBody;
 use crate::state::State;

@@ -179,3 +179,106 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         self.inner.is_write_vectored()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioTimer;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::time::Instant;
+
+    const TIMERS: Timers = Timers {
+        header_read: Duration::from_secs(10),
+        idle: Duration::from_secs(300),
+    };
+    const SECOND: Duration = Duration::from_secs(1);
+
+    /// The caller's end of a connection served as the listener serves one (hyper configured
+    /// as state.rs does), every request answered 200 `ok`; its timer runs from now.
+    async fn connect() -> DuplexStream {
+        let (caller, server) = tokio::io::duplex(64 * 1024);
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .keep_alive(true)
+            .timer(TokioTimer::new())
+            .header_read_timeout(None);
+        let activity = Activity::new();
+        let act = activity.clone();
+        let service = service_fn(move |_: Request<Incoming>| {
+            let busy = act.begin();
+            async move {
+                let mut response = Response::new(ResponseBody::full(Bytes::from_static(b"ok")));
+                response.body_mut().guards_mut().busy = Some(busy);
+                Ok::<_, Infallible>(response)
+            }
+        });
+        tokio::spawn(async move {
+            serve(server, &builder, service, activity, TIMERS, Stop::default()).await;
+        });
+        // As at an accept: the connection is served at once.
+        tokio::task::yield_now().await;
+        caller
+    }
+
+    /// Reads until the server closes the connection; how long that took.
+    async fn closed_after(caller: &mut DuplexStream) -> Duration {
+        let started = Instant::now();
+        let mut buf = [0u8; 1024];
+        let read_to_end = async { while let Ok(1..) = caller.read(&mut buf).await {} };
+        tokio::time::timeout(TIMERS.idle * 10, read_to_end)
+            .await
+            .expect("the connection was never closed");
+        started.elapsed()
+    }
+
+    // Paused time: the clock jumps to the next timer whenever both ends wait.
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_sends_nothing_is_closed_after_the_head_time() {
+        let mut caller = connect().await;
+        let took = closed_after(&mut caller).await;
+        assert!(
+            (TIMERS.header_read..TIMERS.header_read + SECOND).contains(&took),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_that_stops_coming_is_closed_after_the_head_time() {
+        let mut caller = connect().await;
+        tokio::time::advance(TIMERS.header_read / 2).await;
+        caller
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n")
+            .await
+            .unwrap();
+        let took = closed_after(&mut caller).await;
+        // The head began with the connection: its time counts from the accept, not the bytes.
+        assert!(took < TIMERS.header_read / 2 + SECOND, "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_alive_connection_outlives_the_head_time_until_it_has_been_idle() {
+        let mut caller = connect().await;
+        caller
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !answer.ends_with(b"\r\n\r\nok") {
+            let n = caller.read(&mut buf).await.unwrap();
+            assert_ne!(n, 0, "closed before answering");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        // A load balancer's pooled connection, quiet between requests: hyper's own head
+        // timeout would close it after 10 s and race the next request into a 502.
+        let took = closed_after(&mut caller).await;
+        assert!(
+            (TIMERS.idle..TIMERS.idle + SECOND).contains(&took),
+            "{took:?}"
+        );
+    }
+}

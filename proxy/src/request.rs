@@ -3,10 +3,10 @@
 //! read it without depending on another step or on the containers around them.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::{HeaderValue, Method as HttpMethod, Uri};
 use serde_json::value::RawValue;
+use tokio::time::Instant;
 
 /// What the steps of one request learn and share.
 pub struct RequestContext {

@@ -9,12 +9,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Method, Request, Response, header};
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
+use tokio::time::Instant;
 
 use crate::activity::Activity;
 use crate::body::ResponseBody;

@@ -423,7 +423,7 @@ async fn invented_tokens_cost_phabricator_only_a_bounded_number_of_calls() {
 
     let mut refused: usize = 0;
     let mut throttled: u32 = 0;
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     for i in 0..300 {
         let token = format!("api-{:0>28}", format!("invented{i}"));
         let reply = call(&sluice, &[("x-phabricator-token", &token)]).await;

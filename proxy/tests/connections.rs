@@ -8,11 +8,12 @@
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::Instant;
 
 /// A connection to `to` from the loopback address `from` (any of 127.0.0.0/8 is ours).
 async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {

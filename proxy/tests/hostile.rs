@@ -865,7 +865,7 @@ async fn hostile_requests_get_their_expected_outcome_and_the_upstream_sees_only_
     let mut failures = Vec::new();
     let rows = rows(sluice.addr());
     for row in &rows {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let answer = exchange(sluice.addr(), &row.request).await;
         // For the reader only: a row ending by the idle timeout is slow, not wrong.
         let took = started.elapsed();

@@ -53,10 +53,10 @@ impl RedisServer {
             port,
             password: password.map(str::to_owned),
         };
-        let deadline = std::time::Instant::now() + PATIENCE;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         while server.command(&["PING"]).as_deref() != Some("+PONG\r\n") {
             assert!(
-                std::time::Instant::now() < deadline,
+                tokio::time::Instant::now() < deadline,
                 "redis-server on port {port} did not answer PING"
             );
             std::thread::sleep(Duration::from_millis(20));

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -12,6 +12,7 @@ use http::{Request, StatusCode, Uri, header};
 use http_body_util::Full;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
+use tokio::time::Instant;
 
 use super::outbound::{CALL_TIMEOUT, CallError, ClientSource};
 use super::store::Store;

@@ -9,7 +9,7 @@
 //! `tokenreviews.create`, which the operator renders.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -291,8 +291,17 @@ fn own_token(content: Content) -> Result<Parsed<HeaderValue>, String> {
 /// Each review carries its own lifetime.
 struct OwnTtl;
 
+#[expect(
+    clippy::disallowed_types,
+    reason = "moka's Expiry trait names std's Instant"
+)]
 impl Expiry<[u8; 32], Reviewed> for OwnTtl {
-    fn expire_after_create(&self, _: &[u8; 32], v: &Reviewed, _: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &[u8; 32],
+        v: &Reviewed,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
         Some(v.ttl)
     }
 }

@@ -2,7 +2,7 @@
 //! the token's SHA-256. Concurrent requests with one token share one call (single flight).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri, header};
@@ -156,8 +156,17 @@ pub(super) fn is_user_name(name: &str) -> bool {
 /// Accepted tokens live for one TTL, refused ones for another.
 struct ByVerdict(Ttls);
 
+#[expect(
+    clippy::disallowed_types,
+    reason = "moka's Expiry trait names std's Instant"
+)]
 impl Expiry<[u8; 32], Verdict> for ByVerdict {
-    fn expire_after_create(&self, _: &[u8; 32], v: &Verdict, _: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &[u8; 32],
+        v: &Verdict,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
         Some(match v {
             Verdict::User(_) => self.0.accepted,
             Verdict::Refused => self.0.refused,

@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use prometheus_client::metrics::counter::Counter;
@@ -21,6 +21,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ErrorKind, IntoConnectionInfo, RedisError, Script};
 use sluice_proxy_config::{FailMode, Redis};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::local::Gcra;
 use crate::metrics::{Metrics, RedisErrorLabels};
