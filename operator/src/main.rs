@@ -296,6 +296,9 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
     for warning in &output.warnings {
         eprintln!("warning: {warning}");
     }
+    for note in &output.notes {
+        eprintln!("note: {note}");
+    }
     print(&stream)
 }
 

@@ -148,8 +148,71 @@ fn every_example_renders_to_the_same_bytes_twice() {
         );
         let stderr = stderr(&first);
         assert!(
-            stderr.lines().all(|line| line.starts_with("warning: ")),
+            stderr
+                .lines()
+                .all(|line| line.starts_with("warning: ") || line.starts_with("note: ")),
             "{stderr}"
+        );
+    }
+}
+
+/// `render` says where the controller's objects will differ, because only the cluster knows;
+/// and says nothing where they will not.
+#[test]
+fn render_notes_what_only_the_cluster_knows() {
+    let notes = |output: &Output| -> Vec<String> {
+        assert!(output.status.success(), "{}", stderr(output));
+        stderr(output)
+            .lines()
+            .filter_map(|line| line.strip_prefix("note: ").map(str::to_owned))
+            .collect()
+    };
+    let example = |name: &str| {
+        repository_root()
+            .join("examples")
+            .join(name)
+            .to_string_lossy()
+            .into_owned()
+    };
+    // Header tokens: the sidecar reads the token file live, the server has no route.
+    let header = run(&["render", "-f", &example("phabricator-header-token.yaml")]);
+    assert_eq!(notes(&header), Vec::<String>::new());
+
+    // OAuth: Conduit reads its client secret at start; one route, whose port render picks.
+    let oauth = run(&["render", "-f", &example("phabricator-oauth-subpath.yaml")]);
+    let said = notes(&oauth);
+    assert_eq!(said.len(), 2, "{said:?}");
+    assert!(
+        said[0].contains("sluice.dev/restart-hash") && said[0].contains("Secret phabricator-oauth"),
+        "{said:?}"
+    );
+    assert!(
+        said[1].contains("listener ports of phabricator-public")
+            && said[1].contains("status.listenerPort"),
+        "{said:?}"
+    );
+
+    // Kinds a cluster may not serve: an HTTPRoute and a ServiceMonitor.
+    let manifest = std::fs::read_to_string(example("phabricator-serviceaccount.yaml"))
+        .unwrap()
+        .replace(
+            "  policy:\n    authentication:\n      mode: phabricatorToken",
+            "  monitoring:\n    serviceMonitor:\n      enabled: true\n  policy:\n    authentication:\n      mode: phabricatorToken",
+        )
+        .replace(
+            "  # No `expose`: the route is reachable inside the cluster only.\n",
+            "  hostnames: [mcp.example.com]\n  pathPrefix: /bots\n  expose:\n    httpRoute:\n      parentRefs:\n        - name: public\n          namespace: gateways\n",
+        );
+    let gated = run_with_stdin(&["render", "-f", "-"], manifest.as_bytes());
+    let said = notes(&gated);
+    for (kind, needs) in [
+        ("HTTPRoute", "the Gateway API"),
+        ("ServiceMonitor", "the Prometheus Operator"),
+    ] {
+        assert!(
+            said.iter()
+                .any(|note| note.contains(&format!("{kind} ")) && note.contains(needs)),
+            "{kind}: {said:?}"
         );
     }
 }

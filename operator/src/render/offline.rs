@@ -8,7 +8,7 @@ use sluice_crds::{McpRoute, McpServer};
 
 use super::routes::cross_server_rejections;
 use super::server::render_server;
-use super::{Object, Observed, RenderOptions};
+use super::{Object, Observed, OnChange, RESTART_HASH_ANNOTATION, RenderOptions, Rendered};
 use crate::admission::{Admitted, Problem, Problems};
 use crate::key::{ObjectKey, SERVER_KIND};
 use crate::manifest::Origin;
@@ -21,6 +21,9 @@ pub struct Output {
     pub objects: Vec<Object>,
     /// Things the user should know, each once.
     pub warnings: Vec<String>,
+    /// Where the controller's objects will differ from these, because only the cluster
+    /// knows: printed as `note:` lines, so a diff against the cluster surprises nobody.
+    pub notes: Vec<String>,
 }
 
 /// Renders every server with its routes, as the controller would, and fails on what the
@@ -61,12 +64,14 @@ pub fn render_all(
     let mut output = Output {
         objects: Vec::new(),
         warnings: Vec::new(),
+        notes: Vec::new(),
     };
     let mut seen_warnings = BTreeSet::new();
     for (key, server) in &servers {
         let its_routes = &by_server[key];
         let observed = Observed::from_route_statuses(its_routes.iter().copied());
         let rendered = render_server(server, its_routes, options, &observed)?;
+        output.notes.extend(unknowable(key, &rendered, &observed));
         for outcome in rendered.routes {
             if let Err(rejection) = outcome.result {
                 return Err(rejection.error);
@@ -84,6 +89,52 @@ pub fn render_all(
         output.objects.extend(rendered.objects);
     }
     Ok(output)
+}
+
+/// What a file cannot tell about `rendered`'s objects, and the controller will know.
+fn unknowable(key: &ObjectKey, rendered: &Rendered, observed: &Observed) -> Vec<String> {
+    let mut notes = Vec::new();
+    let read_at_start: Vec<String> = rendered
+        .references
+        .iter()
+        .filter(|r| r.on_change == OnChange::Rollout)
+        .map(|r| format!("{} {}", r.kind, r.name))
+        .collect();
+    if !read_at_start.is_empty() {
+        notes.push(format!(
+            "{key}: the pod template's {RESTART_HASH_ANNOTATION} covers the resourceVersions \
+             of {} (Conduit reads them at start), which only the cluster knows: the \
+             controller's value differs from this one",
+            read_at_start.join(", ")
+        ));
+    }
+    let assigned: Vec<&str> = rendered
+        .routes
+        .iter()
+        .filter(|outcome| !observed.route_ports.contains_key(&outcome.route.name))
+        .map(|outcome| outcome.route.name.as_str())
+        .collect();
+    if !assigned.is_empty() {
+        notes.push(format!(
+            "{key}: listener ports of {} are assigned here in name order from 8081; in a \
+             cluster a route keeps the port its status.listenerPort records",
+            assigned.join(", ")
+        ));
+    }
+    for object in &rendered.objects {
+        let needs = match object {
+            Object::HttpRoute(_) => "the Gateway API",
+            Object::ServiceMonitor(_) => "the Prometheus Operator",
+            _ => continue,
+        };
+        notes.push(format!(
+            "{key}: {} {} is applied only where the cluster serves its kind ({needs}); \
+             elsewhere the controller leaves it out and says so in a condition",
+            object.kind(),
+            object.name()
+        ));
+    }
+    notes
 }
 
 /// The items sorted by key; an error if a key repeats.
