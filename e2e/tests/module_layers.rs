@@ -1,6 +1,7 @@
 //! The crates' modules stand in layers (ARCHITECTURE.md): each imports only from modules below
 //! it, so no two modules need each other, directly or around a circle. This reads the sources
-//! (`crate::…` paths outside the test modules) and fails naming every circle it finds.
+//! (`crate::…` paths outside the test modules, names lib.rs re-exports counted as their
+//! module's) and fails naming every circle it finds.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -29,13 +30,17 @@ fn a_circle_is_found() {
     ]);
     assert_eq!(circles(&graph), vec![vec!["a", "b", "c"]]);
     let mut items = BTreeSet::new();
+    let reexports = reexports(
+        "mod f;\npub use f::{Error, Result};\npub use g::init as init_g;\npub mod h {\n    pub use crate::b;\n}\n",
+    );
     uses(
-        "use crate::{a::X, b, c::{D, e::F}};\nlet x = crate::d::y();\n// crate::e in a comment\n",
+        "use crate::{a::X, b, c::{D, e::F}, Error};\nlet x = crate::d::y();\n// crate::e in a comment\nfn f() -> crate::Result<()> { crate::init_g() }\n",
+        &reexports,
         &mut items,
     );
     assert_eq!(
         items,
-        BTreeSet::from(["a", "b", "c", "d", "e"].map(String::from))
+        BTreeSet::from(["a", "b", "c", "d", "e", "f", "g"].map(String::from))
     );
 }
 
@@ -51,6 +56,8 @@ fn assert_no_circle(src: &str) {
 }
 
 fn graph(root: &Path) -> Graph {
+    let lib = fs::read_to_string(root.join("lib.rs")).expect("a lib.rs");
+    let reexports = reexports(&lib);
     let mut graph = Graph::new();
     let mut files = Vec::new();
     rust_files(root, &mut files);
@@ -70,7 +77,7 @@ fn graph(root: &Path) -> Graph {
             .split("#[cfg(test)]\nmod tests")
             .next()
             .unwrap_or_default();
-        uses(code, graph.entry(module).or_default());
+        uses(code, &reexports, graph.entry(module).or_default());
     }
     let modules: BTreeSet<String> = graph.keys().cloned().collect();
     for (module, names) in &mut graph {
@@ -90,8 +97,43 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-/// Adds the top modules `code` names through `crate::`: `crate::a::…` and `use crate::{a, b::…}`.
-fn uses(code: &str, into: &mut BTreeSet<String>) {
+/// What lib.rs re-exports at the crate root, by name: its module (`pub use error::{Error,
+/// Result};`, `pub use logging::init as init_logging;`).
+fn reexports(lib: &str) -> BTreeMap<String, String> {
+    let mut names = BTreeMap::new();
+    for statement in lib.split(';') {
+        // At the crate root only: a line of its own starting the statement, naming a module.
+        let Some(at) = statement.find("\npub use ") else {
+            continue;
+        };
+        let path = &statement[at + "\npub use ".len()..];
+        if path.starts_with("crate::") || path.starts_with("self::") {
+            continue;
+        }
+        let Some((module, items)) = path.split_once("::") else {
+            continue;
+        };
+        let items = items.trim_start_matches('{').trim_end_matches('}');
+        for item in items.split(',') {
+            let name = item.rsplit(" as ").next().unwrap_or(item).trim();
+            let name = name.rsplit("::").next().unwrap_or(name);
+            if !name.is_empty() {
+                names.insert(name.to_owned(), module.trim().to_owned());
+            }
+        }
+    }
+    names
+}
+
+/// Adds the top modules `code` names through `crate::`: `crate::a::…`, `use crate::{a, b::…}`,
+/// and names lib.rs re-exports (`crate::Error`), as their module.
+fn uses(code: &str, reexports: &BTreeMap<String, String>, into: &mut BTreeSet<String>) {
+    let mut add = |name: String| {
+        let module = reexports.get(&name).cloned().unwrap_or(name);
+        if !module.is_empty() {
+            into.insert(module);
+        }
+    };
     for (at, _) in code.match_indices("crate::") {
         let rest = &code[at + "crate::".len()..];
         if let Some(group) = rest.strip_prefix('{') {
@@ -103,8 +145,8 @@ fn uses(code: &str, into: &mut BTreeSet<String>) {
                     '}' if depth == 0 => break,
                     '}' => depth -= 1,
                     ',' if depth == 0 => item_start = true,
-                    c if item_start && (c.is_ascii_lowercase() || c == '_') => {
-                        into.insert(identifier(&group[i..]));
+                    c if item_start && (c.is_ascii_alphabetic() || c == '_') => {
+                        add(identifier(&group[i..]));
                         item_start = false;
                     }
                     c if !c.is_whitespace() => item_start = false,
@@ -112,10 +154,7 @@ fn uses(code: &str, into: &mut BTreeSet<String>) {
                 }
             }
         } else {
-            let name = identifier(rest);
-            if !name.is_empty() {
-                into.insert(name);
-            }
+            add(identifier(rest));
         }
     }
 }
