@@ -54,11 +54,13 @@ pub fn preflight_answer(
     );
     if let Some(asked) = asked {
         h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
-        h.append(
-            header::VARY,
-            HeaderValue::from_static("Access-Control-Request-Headers"),
-        );
     }
+    // The answer depends on the headers asked for, asked or not: a cache must not hand an
+    // answer without Allow-Headers to a preflight that asks.
+    h.append(
+        header::VARY,
+        HeaderValue::from_static("Access-Control-Request-Headers"),
+    );
     h.insert(
         header::ACCESS_CONTROL_MAX_AGE,
         HeaderValue::from_static(PREFLIGHT_MAX_AGE),
@@ -114,6 +116,20 @@ mod tests {
         assert_eq!(
             h[header::ACCESS_CONTROL_ALLOW_HEADERS],
             "authorization, content-type, mcp-protocol-version"
+        );
+        // Without asked headers too, the answer varies by them and by the origin.
+        let response = preflight(&PAGE, &HeaderMap::new());
+        let vary: Vec<&str> = response
+            .headers()
+            .get_all(header::VARY)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(vary, ["Access-Control-Request-Headers", "Origin"]);
+        assert!(
+            !response
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_ALLOW_HEADERS)
         );
     }
 
