@@ -9,7 +9,7 @@
 
 mod oauth_support;
 
-use oauth_support::{Deployment, events, login};
+use oauth_support::{Deployment, assert_only_phabricator_tokens, events, login, steps};
 use serde_json::Value;
 
 /// Bob may not create tasks, alice may; each user may ask who they are three times an hour,
@@ -195,22 +195,14 @@ fn audit_events(deployment: &Deployment, complete: impl Fn(&[Value]) -> bool) ->
     }
 }
 
-/// Phabricator saw only tokens it issued: never one of FastMCP's.
+/// Phabricator saw only tokens it issued (its log printed for the reader).
 fn assert_phabricator_saw_only_its_own_tokens(deployment: &Deployment) {
     let events = deployment.phabricator_events();
     println!("the fake Phabricator's log:");
     for event in &events {
         println!("  {event}");
     }
-    let conduit_calls: Vec<Value> = events
-        .into_iter()
-        .filter(|e| e["event"] == "conduit")
-        .collect();
-    assert!(!conduit_calls.is_empty());
-    for call in &conduit_calls {
-        assert_eq!(call["token_known"], true, "{call}");
-        assert_eq!(call["token_jwt"], false, "{call}");
-    }
+    assert_only_phabricator_tokens(&events);
 }
 
 #[test]
@@ -284,22 +276,6 @@ fn the_in_cluster_entry_point_serves_logins_and_knows_each_user() {
     assert_phabricator_saw_only_its_own_tokens(&deployment);
 }
 
-/// The SDK's requests of a report: `(method, url, status)`.
-fn sdk(report: &Value) -> Vec<(String, String, u64)> {
-    report["sdk"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["method"].as_str().unwrap().to_owned(),
-                s["url"].as_str().unwrap().to_owned(),
-                s["status"].as_u64().unwrap(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn a_login_survives_a_restart_that_keeps_the_state_and_not_one_that_loses_it() {
     let mut deployment = Deployment::start_with("/ai", "", "");
@@ -325,7 +301,9 @@ fn a_login_survives_a_restart_that_keeps_the_state_and_not_one_that_loses_it() {
     assert!(ok, "{kept:#}\n{}", deployment.conduit.logs());
     assert_eq!(kept["browser"], serde_json::json!([]), "{kept:#}");
     assert!(
-        sdk(&kept).iter().all(|(_, _, status)| *status < 400),
+        steps(&kept, "sdk")
+            .iter()
+            .all(|(_, _, status)| *status < 400),
         "{kept:#}"
     );
     assert_eq!(outcomes(&kept), [Ok("alice".into())]);

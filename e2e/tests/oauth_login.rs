@@ -11,7 +11,7 @@
 
 mod oauth_support;
 
-use oauth_support::Deployment;
+use oauth_support::{Deployment, steps};
 use serde_json::Value;
 
 /// Runs `e2e/py/oauth/login.py` against P/mcp and returns its report.
@@ -33,22 +33,6 @@ fn login(deployment: &Deployment) -> Value {
         deployment.conduit.logs()
     );
     report
-}
-
-/// `(method, url, status)` of each step.
-fn steps(report: &Value, key: &str) -> Vec<(String, String, u64)> {
-    report[key]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["method"].as_str().unwrap().to_owned(),
-                s["url"].as_str().unwrap().to_owned(),
-                s["status"].as_u64().unwrap(),
-            )
-        })
-        .collect()
 }
 
 fn without_query(url: &str) -> &str {

@@ -21,8 +21,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use oauth_support::{
-    Ports, START, Spec, conduit_env, container_env, events, find, login, public_url, render,
-    spawn_conduit, spawn_sidecar, start_phabricator,
+    Ports, START, Spec, assert_only_phabricator_tokens, conduit_env, container_env, events, find,
+    login, public_url, render, spawn_conduit, spawn_sidecar, start_phabricator,
 };
 use serde_json::Value;
 use sluice_e2e::{Process, free_port, peers};
@@ -518,14 +518,7 @@ fn a_login_split_across_two_replicas_works_with_shared_state() {
     }
 
     // Phabricator saw only tokens it issued, never one of FastMCP's, on either replica.
-    let conduit_calls: Vec<Value> = events(&replicas.phabricator)
-        .into_iter()
-        .filter(|e| e["event"] == "conduit")
-        .collect();
-    assert!(!conduit_calls.is_empty());
-    for call in &conduit_calls {
-        assert_eq!(call["token_known"], true, "{call}");
-    }
+    assert_only_phabricator_tokens(&events(&replicas.phabricator));
 }
 
 #[test]

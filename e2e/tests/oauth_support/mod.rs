@@ -443,5 +443,35 @@ pub fn login(url: &str, args: &[&str]) -> (Value, bool) {
     (report, ok)
 }
 
+/// The fake Phabricator's `events` show Conduit API calls, each with a token Phabricator
+/// issued: never one of FastMCP's (a JWT) nor one it does not know.
+pub fn assert_only_phabricator_tokens(events: &[Value]) {
+    let conduit_calls: Vec<&Value> = events.iter().filter(|e| e["event"] == "conduit").collect();
+    assert!(
+        !conduit_calls.is_empty(),
+        "no Conduit API call in {events:?}"
+    );
+    for call in conduit_calls {
+        assert_eq!(call["token_known"], true, "{call}");
+        assert_eq!(call["token_jwt"], false, "{call}");
+    }
+}
+
+/// `(method, url, status)` of each step a login report lists under `key` (`sdk`, `browser`).
+pub fn steps(report: &Value, key: &str) -> Vec<(String, String, u64)> {
+    report[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["method"].as_str().unwrap().to_owned(),
+                s["url"].as_str().unwrap().to_owned(),
+                s["status"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// The whole login and its calls, bounded (the driver bounds each request by itself too).
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(180);

@@ -43,12 +43,7 @@ pub async fn call(sluice: &Sluice, headers: &[(&str, &str)]) -> Reply {
 /// Asserts `reply` is a 401 with a JSON-RPC error (id null: authentication runs before the
 /// body is read) and a `WWW-Authenticate` challenge that contains `challenge`.
 pub fn assert_401(reply: &Reply, challenge: &str) {
-    assert_eq!(reply.status, 401, "{}", reply.text());
-    assert_eq!(reply.rpc_code(), -32600, "{}", reply.text());
-    assert!(reply.json()["id"].is_null(), "{}", reply.text());
-    let header = reply
-        .header("www-authenticate")
-        .unwrap_or_else(|| panic!("no challenge: {reply:?}"));
+    let header = refused_with_challenge(reply);
     assert!(header.starts_with("Bearer"), "{header}");
     assert!(header.contains(challenge), "{header} lacks {challenge}");
 }
@@ -57,12 +52,7 @@ pub fn assert_401(reply: &Reply, challenge: &str) {
 /// challenge that is not `Bearer` (no OAuth login can help) and contains `challenge`, and a
 /// message naming the header to send.
 pub fn assert_header_token_401(reply: &Reply, challenge: &str) {
-    assert_eq!(reply.status, 401, "{}", reply.text());
-    assert_eq!(reply.rpc_code(), -32600, "{}", reply.text());
-    assert!(reply.json()["id"].is_null(), "{}", reply.text());
-    let header = reply
-        .header("www-authenticate")
-        .unwrap_or_else(|| panic!("no challenge: {reply:?}"));
+    let header = refused_with_challenge(reply);
     assert!(header.starts_with("X-PHABRICATOR-TOKEN "), "{header}");
     assert!(!header.contains("Bearer"), "{header}");
     assert!(header.contains(challenge), "{header} lacks {challenge}");
@@ -73,6 +63,17 @@ pub fn assert_header_token_401(reply: &Reply, challenge: &str) {
             .to_owned();
         assert!(message.contains("X-PHABRICATOR-TOKEN header"), "{message}");
     }
+}
+
+/// Asserts `reply` is a 401 with a JSON-RPC error of id null (authentication runs before the
+/// body is read); its `WWW-Authenticate` challenge.
+fn refused_with_challenge(reply: &Reply) -> &str {
+    assert_eq!(reply.status, 401, "{}", reply.text());
+    assert_eq!(reply.rpc_code(), -32600, "{}", reply.text());
+    assert!(reply.json()["id"].is_null(), "{}", reply.text());
+    reply
+        .header("www-authenticate")
+        .unwrap_or_else(|| panic!("no challenge: {reply:?}"))
 }
 
 /// Asserts `reply` is a 403 with a JSON-RPC error and no challenge.
