@@ -1,10 +1,12 @@
 //! The few defaults and validations of built-in kinds that the operator's behaviour depends
-//! on, as the real registry strategies apply them: a Deployment's rollout strategy, and a
-//! PersistentVolumeClaim's immutable spec. Every other built-in field is stored as written.
+//! on, as the real registry strategies apply them: quantities in canonical form, a
+//! Deployment's replica count and rollout strategy, and a PersistentVolumeClaim's immutable
+//! spec. Every other built-in field is stored as written.
 
 use serde_json::{Value, json};
 
 use crate::catalog::ResourceType;
+use crate::quantity_fields;
 use crate::status::{ApiError, Cause};
 
 /// Defaults, then validates, an object about to be stored.
@@ -13,7 +15,9 @@ pub(crate) fn default_and_validate(
     obj: &mut Value,
     name: &str,
 ) -> Result<(), ApiError> {
+    quantity_fields::canonicalize(ty, obj)?;
     if is(ty, "apps", "deployments") {
+        default_deployment_replicas(obj);
         default_deployment_strategy(obj);
         let causes = validate_deployment_strategy(obj);
         if !causes.is_empty() {
@@ -53,6 +57,14 @@ pub(crate) fn validate_update(
 
 fn is(ty: &ResourceType, group: &str, plural: &str) -> bool {
     ty.group == group && ty.plural == plural
+}
+
+/// apps/v1 `SetDefaults_Deployment`: one replica when none is given, on every write (an
+/// apply that lets go of the field's last owner resets the count to 1).
+fn default_deployment_replicas(obj: &mut Value) {
+    if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.entry("replicas").or_insert_with(|| json!(1));
+    }
 }
 
 /// apps/v1 `SetDefaults_Deployment`: the strategy is a rolling update of 25% / 25% unless it

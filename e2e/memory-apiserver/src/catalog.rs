@@ -29,6 +29,37 @@ pub(crate) enum NameRule {
     PathSegment,
 }
 
+/// Where the `/scale` subresource reads and writes (JSON pointers into the object).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ScalePaths {
+    /// The desired count: what a scale write sets.
+    pub spec_replicas: String,
+    /// The observed count.
+    pub status_replicas: String,
+    /// The pods' selector as `status.selector` reports it.
+    pub selector: ScaleSelector,
+}
+
+/// Where a scale's `status.selector` comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ScaleSelector {
+    /// A custom resource's `labelSelectorPath`: a string in the object (absent: none).
+    Path(Option<String>),
+    /// The workload kinds: `spec.selector`, a LabelSelector, written out as a string.
+    SpecSelector,
+}
+
+impl ScalePaths {
+    /// The workload kinds' scale (Deployment, StatefulSet, ReplicaSet).
+    fn workload() -> Self {
+        Self {
+            spec_replicas: "/spec/replicas".into(),
+            status_replicas: "/status/replicas".into(),
+            selector: ScaleSelector::SpecSelector,
+        }
+    }
+}
+
 /// One resource at one group/version.
 #[derive(Debug, Clone)]
 pub(crate) struct ResourceType {
@@ -45,6 +76,8 @@ pub(crate) struct ResourceType {
     pub namespaced: bool,
     /// Has a `/status` subresource: main-resource writes keep status, status writes keep the rest.
     pub status: bool,
+    /// Has a `/scale` subresource, and where its numbers live in the object.
+    pub scale: Option<ScalePaths>,
     pub generation: Generation,
     /// PUT without `metadata.resourceVersion` is allowed (built-ins) or refused (custom resources).
     pub unconditional_update: bool,
@@ -285,6 +318,7 @@ fn builtin_types() -> Vec<ResourceType> {
         b("apps", "v1", "StatefulSet", "statefulsets", &["sts"], true, true, Spec, Subdomain, &[]),
         b("apps", "v1", "DaemonSet", "daemonsets", &["ds"], true, true, Spec, Subdomain, &[]),
         b("apps", "v1", "ReplicaSet", "replicasets", &["rs"], true, true, Spec, Subdomain, &[]),
+        b("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", &["hpa"], true, true, Spec, Subdomain, &[]),
         b("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", &["pdb"], true, true, Spec, Subdomain, &[]),
         b("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", &["netpol"], true, false, Spec, Subdomain, &[]),
         b("networking.k8s.io", "v1", "Ingress", "ingresses", &["ing"], true, true, Spec, Subdomain, &[]),
@@ -318,6 +352,8 @@ fn builtin_types() -> Vec<ResourceType> {
             },
             namespaced: b.namespaced,
             status: b.status,
+            scale: matches!(b.plural, "deployments" | "statefulsets" | "replicasets")
+                .then(ScalePaths::workload),
             generation: b.generation,
             unconditional_update: true,
             name_rule: b.names,

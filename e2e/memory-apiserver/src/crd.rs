@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::catalog::{Generation, NameRule, ResourceType};
+use crate::catalog::{Generation, NameRule, ResourceType, ScalePaths, ScaleSelector};
 use crate::status::Cause;
 
 /// The resource types (one per served version) a CRD defines, or why the CRD is invalid.
@@ -117,6 +117,15 @@ pub(crate) fn resource_types(crd: &Value) -> Result<Vec<ResourceType>, Vec<Cause
             categories: strings(names.get("categories")),
             namespaced: scope == "Namespaced",
             status: v.pointer("/subresources/status").is_some(),
+            scale: v.pointer("/subresources/scale").map(|scale| ScalePaths {
+                spec_replicas: json_path_pointer(scale, "specReplicasPath"),
+                status_replicas: json_path_pointer(scale, "statusReplicasPath"),
+                selector: ScaleSelector::Path(
+                    scale
+                        .get("labelSelectorPath")
+                        .map(|_| json_path_pointer(scale, "labelSelectorPath")),
+                ),
+            }),
             generation: Generation::Spec,
             unconditional_update: false,
             name_rule: NameRule::Subdomain,
@@ -127,6 +136,14 @@ pub(crate) fn resource_types(crd: &Value) -> Result<Vec<ResourceType>, Vec<Cause
         });
     }
     Ok(types)
+}
+
+/// A scale path (`.spec.replicas`, the simple JSONPath CRDs allow there) as a JSON pointer.
+fn json_path_pointer(scale: &Value, field: &str) -> String {
+    let path = scale.get(field).and_then(Value::as_str).unwrap_or_default();
+    path.split('.')
+        .filter(|segment| !segment.is_empty())
+        .fold(String::new(), |pointer, segment| pointer + "/" + segment)
 }
 
 /// The status the apiextensions controllers would write: names accepted, established.

@@ -110,6 +110,17 @@ pub(crate) fn resources(catalog: &Catalog, group: &str, version: &str) -> Option
                 "verbs": STATUS_VERBS,
             }));
         }
+        if ty.scale.is_some() {
+            resources.push(json!({
+                "name": format!("{}/scale", ty.plural),
+                "singularName": "",
+                "namespaced": ty.namespaced,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
+                "verbs": STATUS_VERBS,
+            }));
+        }
     }
     let group_version = if group.is_empty() {
         version.to_string()
@@ -130,6 +141,13 @@ fn aggregated_resource(ty: &ResourceType) -> Value {
     if ty.status {
         subresources
             .push(json!({"subresource": "status", "responseKind": kind, "verbs": STATUS_VERBS}));
+    }
+    if ty.scale.is_some() {
+        subresources.push(json!({
+            "subresource": "scale",
+            "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"},
+            "verbs": STATUS_VERBS,
+        }));
     }
     json!({
         "resource": ty.plural,

@@ -28,7 +28,8 @@
 //!
 //! - **Resources**: core/v1 Namespace, Pod, ServiceAccount, ConfigMap, Secret, Service,
 //!   PersistentVolumeClaim, Event;
-//!   apps/v1 Deployment, StatefulSet, DaemonSet, ReplicaSet; policy/v1 PodDisruptionBudget;
+//!   apps/v1 Deployment, StatefulSet, DaemonSet, ReplicaSet; autoscaling/v2
+//!   HorizontalPodAutoscaler (stored, not acted on); policy/v1 PodDisruptionBudget;
 //!   networking.k8s.io/v1 NetworkPolicy, Ingress, IngressClass; rbac.authorization.k8s.io/v1
 //!   ClusterRole, ClusterRoleBinding, Role, RoleBinding; coordination.k8s.io/v1 Lease;
 //!   events.k8s.io/v1 Event; apiextensions.k8s.io/v1 CustomResourceDefinition, and every
@@ -80,6 +81,24 @@
 //! - **Status subresource**: `/status` GET/PUT/PATCH/apply touch only status (and its
 //!   managedFields, recorded with `subresource: status`); main-resource writes keep the stored
 //!   status; create drops status.
+//! - **Scale subresource** of Deployments, StatefulSets, ReplicaSets and of custom resources
+//!   whose CRD declares one: `/scale` GET, PUT and PATCH (JSON or merge) of an
+//!   `autoscaling/v1` Scale, read from and written to the object's replica paths; a write is an
+//!   update recorded with `subresource: scale` under the writer's manager, taking the field
+//!   over as an HPA's does.
+//! - **Quantities** of built-in kinds are stored as a real API server stores them, having
+//!   parsed them into apimachinery's `resource.Quantity`: in canonical form (`0.5` → `500m`,
+//!   `1000m` → `1`, `1000` → `1k`, `1024Mi` → `1Gi`, `1.5Gi` → `1536Mi`, `1e3` stays `1e3`;
+//!   text Go's parser finds canonical is kept as written, even `+1`), rounded up to a nano,
+//!   and `ResourceList` entries up to a milli (`100u` → `1m`); a JSON number becomes a
+//!   string; a malformed quantity is refused (400). So an apply of `cpu: "0.5"` over a stored
+//!   `500m` changes nothing, as on a real server. Where: containers' (init, ephemeral)
+//!   resources and env `resourceFieldRef.divisor`, pod overhead and pod-level resources,
+//!   volumes' emptyDir `sizeLimit`, downwardAPI and projected divisors and ephemeral claim
+//!   templates, in Pods and the pod templates of Deployments, StatefulSets, DaemonSets and
+//!   ReplicaSets; StatefulSet `volumeClaimTemplates`; PersistentVolumeClaim
+//!   `spec.resources` and `status.capacity`/`allocatedResources`; HorizontalPodAutoscaler
+//!   metric targets (`value`, `averageValue`).
 //! - **Custom resources**: the CRD's structural schema prunes unknown fields (400 with
 //!   `fieldValidation=Strict`) and nulls in non-nullable fields, applies `default`s, and checks
 //!   `type`, `enum`, `required`, `minimum`/`maximum`, `minLength`/`maxLength`,
@@ -90,9 +109,16 @@
 //!
 //! - Built-in kinds have no schema here: unknown fields are kept, almost nothing is defaulted
 //!   (no `protocol: TCP`, `imagePullPolicy`, PersistentVolumeClaim `volumeMode` or default
-//!   StorageClass, ...), quantities are not canonicalised (`1000m` stays `1000m`), nulls are
-//!   dropped. The exceptions, because the operator's behaviour hangs on them: a Deployment's
-//!   `strategy` is defaulted (RollingUpdate, 25% / 25%, owned by no field manager) and
+//!   StorageClass, ...), nulls are dropped but empty strings, `false` and `0` are kept (Go's
+//!   `omitempty` drops them from many fields: a toleration's `effect: ""` comes back without
+//!   `effect` from a real server). Quantities differ from a real server's only at the edges:
+//!   ResourceQuota, LimitRange, Node and PersistentVolume are not served; a quantity of more
+//!   than 38 significant digits, with an exponent beyond 32 bits or a decimal SI value past
+//!   `E` is kept as written (Go caps, wraps or mis-writes those); a JSON number is read as
+//!   serde_json writes it, so a number `1e3` becomes `1k` where Go keeps `1e3`. The
+//!   exceptions, because the operator's behaviour hangs on them: a Deployment's `replicas`
+//!   (1, on every write, as an apply that drops the field's last owner finds) and `strategy` are
+//!   defaulted (RollingUpdate, 25% / 25%, owned by no field manager) and
 //!   `Recreate` with `rollingUpdate` is refused (422); a PersistentVolumeClaim's spec is
 //!   immutable but for `resources.requests` (422; a shrink is not refused, no claim binds). Their list structure for apply
 //!   and strategic merge comes from field names: keyed lists `containers`, `initContainers`,
@@ -134,6 +160,8 @@ mod metadata;
 mod output;
 mod patch;
 mod path;
+mod quantity;
+mod quantity_fields;
 mod rollout;
 mod route;
 mod schema;

@@ -155,9 +155,11 @@ pub(crate) fn track_update(
         }
         None => (new_set, FieldSet::default()),
     };
+    // A status write owns what it changed under `status`; a scale write changes only the
+    // replica count, wherever the kind keeps it, and owns that.
     let changed = match who.subresource {
-        Some(sub) => changed.only_field(sub),
-        None => changed,
+        Some(sub) if sub != "scale" => changed.only_field(sub),
+        _ => changed,
     };
     for e in entries.iter_mut() {
         e.fields = e.fields.difference(&removed);

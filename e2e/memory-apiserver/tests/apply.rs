@@ -612,3 +612,47 @@ async fn an_object_applied_empty_then_with_fields_takes_them() {
     assert_eq!(state(&updated), json!({"storage": "persistent"}));
     assert_eq!(updated.metadata.generation, Some(2));
 }
+
+/// Quantities come back as a real API server stores them, and an apply that spells one
+/// differently but means the same amount changes nothing (the object it decodes to is the
+/// same), as on a real server. A malformed quantity is refused.
+#[tokio::test]
+async fn quantities_are_stored_canonical_and_a_respelled_apply_changes_nothing() {
+    let api = MemoryApiServer::start().await;
+    let deploys: Api<Deployment> = Api::default_namespaced(api.client());
+    let pp = PatchParams::apply("sluice-operator").force();
+    let mut applied = deployment_apply("web", "a:1", 1);
+    applied["spec"]["template"]["spec"]["containers"][0]["resources"] = json!({
+        "requests": {"cpu": "0.5", "memory": "1024Mi"},
+        "limits": {"cpu": 1, "memory": "1.5Gi"},
+    });
+    let created = deploys
+        .patch("web", &pp, &Patch::Apply(&applied))
+        .await
+        .expect("apply creates");
+    let stored =
+        serde_json::to_value(&created.spec.unwrap().template.spec.unwrap().containers[0].resources)
+            .unwrap();
+    assert_eq!(
+        stored,
+        json!({"requests": {"cpu": "500m", "memory": "1Gi"},
+               "limits": {"cpu": "1", "memory": "1536Mi"}})
+    );
+
+    api.clear_logs();
+    let again = deploys
+        .patch("web", &pp, &Patch::Apply(&applied))
+        .await
+        .expect("re-apply");
+    assert_eq!(
+        again.metadata.resource_version,
+        created.metadata.resource_version
+    );
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+
+    applied["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] =
+        json!("one");
+    let (code, _, message) = api_error(deploys.patch("web", &pp, &Patch::Apply(&applied)).await);
+    assert_eq!(code, 400);
+    assert!(message.contains("quantities must match"), "{message}");
+}

@@ -5,6 +5,7 @@
 
 mod delete;
 mod read;
+mod scale;
 mod write;
 
 use std::sync::Arc;
@@ -75,9 +76,19 @@ pub(crate) fn handle(state: &mut State, call: &Call<'_>) -> Result<Reply, ApiErr
     match t.subresource.as_deref() {
         None => {}
         Some("status") if ty.status => {}
+        Some("scale") if ty.scale.is_some() => {}
         Some(_) => return Err(ApiError::no_such_resource()),
     }
     let m = call.method;
+    if let (Some(name), Some("scale")) = (t.name.as_deref(), t.subresource.as_deref()) {
+        return match m {
+            &Method::GET => scale::get(state, &ty, call, name),
+            &Method::PUT | &Method::PATCH => scale::write(state, &ty, call, name),
+            _ => Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({m})"
+            ))),
+        };
+    }
     match (t.name.as_deref(), t.subresource.is_some()) {
         (None, _) if m == Method::GET && call.query.flag("watch") => read::watch(state, &ty, call),
         (None, _) if m == Method::GET => read::list(state, &ty, call),
