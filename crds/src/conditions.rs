@@ -8,6 +8,9 @@ pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 /// McpServer: it works, but not as it should (insecure settings, unauthenticated entry points).
 pub const DEGRADED: &str = "Degraded";
+/// McpServer: a ready pod's sidecar says Conduit answers MCP (what it reported is in
+/// `status.mcp`; the condition's `lastTransitionTime` says since when).
+pub const VERIFIED: &str = "Verified";
 /// McpRoute: the route is valid and bound to its server.
 pub const ACCEPTED: &str = "Accepted";
 /// McpRoute: its Service (and Ingress or HTTPRoute) are in place and its entry point is live.
@@ -51,6 +54,16 @@ pub mod reasons {
     pub const APPLY_FAILED: &str = "ApplyFailed";
     /// McpRoute: it asks for an HTTPRoute, but the cluster does not serve the Gateway API.
     pub const GATEWAY_API_NOT_INSTALLED: &str = "GatewayApiNotInstalled";
+    /// McpServer `Verified`: Conduit answered the sidecar's MCP `initialize`.
+    pub const ANSWERS_MCP: &str = "AnswersMcp";
+    /// McpServer `Verified`: Conduit answered with its OAuth challenge; what it is needs a login.
+    pub const ANSWERS_BEHIND_OAUTH: &str = "AnswersBehindOAuth";
+    /// McpServer `Verified`: the sidecar's checks of Conduit go unanswered.
+    pub const NOT_ANSWERING: &str = "NotAnswering";
+    /// McpServer `Verified`: the operator could not read a sidecar's report.
+    pub const SIDECAR_UNREACHABLE: &str = "SidecarUnreachable";
+    /// McpServer `Verified`: no pod is ready, so there is no sidecar to ask.
+    pub const NO_READY_POD: &str = "NoReadyPod";
     /// McpServer: it asks for a ServiceMonitor, but the Prometheus Operator's CRDs are not
     /// served.
     pub const SERVICE_MONITOR_NOT_INSTALLED: &str = "ServiceMonitorNotInstalled";

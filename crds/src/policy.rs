@@ -14,6 +14,27 @@ use crate::server::CaBundle;
 /// A duration as the sidecar reads it: whole numbers with units, e.g. `90s` or `1h30m`.
 pub(crate) const DURATION: &str = r"^([0-9]+(ms|s|m|h))+$";
 
+/// The rule `trustedProxies` is checked with: each item an IPv4 CIDR (no leading zeros) or an
+/// IPv6 one in hex groups, each with a prefix length in range. A regular expression, not CEL's
+/// `isCIDR()`: that arrived in Kubernetes 1.31 (for new rules), and a CRD whose rule does not
+/// compile cannot be installed on 1.30. Whatever it admits, the sidecar's `parse_cidr` reads
+/// the same (a test in the operator checks them against each other).
+const TRUSTED_PROXIES_RULE: &str = concat!(
+    "self.all(c, c.matches('^",
+    "((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])[.]){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])",
+    "/(3[0-2]|[12]?[0-9])$') || c.matches('^(",
+    "([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}",
+    "|([0-9a-fA-F]{1,4}:){1,7}:",
+    "|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}",
+    "|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}",
+    "|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}",
+    "|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}",
+    "|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}",
+    "|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}",
+    "|:((:[0-9a-fA-F]{1,4}){1,7}|:)",
+    ")/(12[0-8]|1[01][0-9]|[1-9]?[0-9])$'))",
+);
+
 /// Who may call an entry point, which tools they may use, how often, and with whose
 /// Phabricator credentials the sidecar calls Conduit on their behalf.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -56,6 +77,22 @@ pub struct Policy {
     #[schemars(length(max = 32), inner(length(max = 256)))]
     #[x_kube(validation = kube::core::Rule::new(r"self.all(o, o.matches('^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$'))").message("each allowed origin must be scheme://host[:port], without a path"))]
     pub allowed_origins: Vec<String>,
+
+    /// Proxies in front of this entry point whose word on the caller's address is believed, as
+    /// CIDRs: typically the Ingress controller's pod CIDR (e.g. `10.244.0.0/16`) or the load
+    /// balancer's addresses. For a request from one of them, the caller is the right-most
+    /// address in `X-Forwarded-For` (without it, RFC 7239 `Forwarded: for=`) that is not itself
+    /// listed; an entry naming no address (`unknown`, garbage) stops the search at the last
+    /// listed proxy. Rate limits `by: [clientAddress]` count that address, the logs show it,
+    /// and Conduit gets the received `X-Forwarded-For` with the proxy appended. For a request
+    /// from any other address those headers are ignored: the caller is that address, and
+    /// Conduit sees it alone. Any address listed can speak for any caller, so list only
+    /// proxies. Empty (the default): nobody is trusted, and behind an Ingress every caller has
+    /// the controller's address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(max = 43)))]
+    #[x_kube(validation = kube::core::Rule::new(TRUSTED_PROXIES_RULE).message("each trusted proxy must be an IPv4 or IPv6 CIDR, such as 10.0.0.0/8 or fd00::/8"))]
+    pub trusted_proxies: Vec<String>,
 }
 
 // Written out, not derived: a derived Default would set `maxBodyBytes` to 0, and an absent
@@ -69,6 +106,7 @@ impl Default for Policy {
             rate_limits: Vec::new(),
             max_body_bytes: default_max_body_bytes(),
             allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -29,7 +29,15 @@ use crate::route::DiscoveryUrls;
     status = "McpServerStatus",
     shortname = "mcps",
     category = "mcp",
+    // `kubectl scale mcps NAME --replicas N`, and an HPA or KEDA ScaledObject aimed at the
+    // McpServer: the scale subresource writes spec.replicas, the operator carries it on.
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
     printcolumn(json_path = ".status.conditions[?(@.type==\"Ready\")].status", name = "Ready", type_ = "string"),
+    printcolumn(json_path = ".status.conditions[?(@.type==\"Verified\")].status", name = "Verified", type_ = "string"),
     printcolumn(json_path = ".status.readyReplicas", name = "Replicas", type_ = "integer"),
     printcolumn(json_path = ".spec.replicas", name = "Desired", type_ = "integer"),
     printcolumn(json_path = ".status.url", name = "URL", type_ = "string"),
@@ -42,9 +50,9 @@ use crate::route::DiscoveryUrls;
     validation = kube::core::Rule::new("!has(self.spec.auth.oauth) || !has(self.spec.auth.oauth.state) || !has(self.spec.auth.oauth.state.claimName) || !(self.spec.auth.oauth.state.claimName in [self.metadata.name + '-oauth-state', self.metadata.name + '-oauth-state-shared'])").message("auth.oauth.state.claimName may not name <server>-oauth-state or <server>-oauth-state-shared: those are the claims the operator creates, and deletes when they are no longer asked for").field_path(".spec.auth.oauth.state.claimName")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[x_kube(validation = kube::core::Rule::new("self.auth.mode != 'oauth' || self.replicas <= 1 || self.sessionAffinity == 'ClientIP' || (has(self.auth.oauth) && has(self.auth.oauth.state) && self.auth.oauth.state.storage != 'ephemeral')").message("OAuth state kept in each pod (auth.oauth.state.storage ephemeral): more than one replica needs sessionAffinity: ClientIP, or auth.oauth.state.storage shared").field_path(".replicas"))]
-#[x_kube(validation = kube::core::Rule::new("!has(self.auth.oauth) || !has(self.auth.oauth.state) || self.auth.oauth.state.storage != 'persistent' || self.replicas <= 1").message("auth.oauth.state.storage persistent is a ReadWriteOnce volume for one pod: replicas must be at most 1 (storage shared serves more)").field_path(".replicas"))]
-#[x_kube(validation = kube::core::Rule::new("self.sessions != 'stateful' || self.replicas <= 1 || self.sessionAffinity == 'ClientIP'").message("stateful sessions live in one pod: more than one replica needs sessionAffinity: ClientIP").field_path(".replicas"))]
+#[x_kube(validation = kube::core::Rule::new("self.auth.mode != 'oauth' || (has(self.autoscaling) ? self.autoscaling.maxReplicas : self.replicas) <= 1 || self.sessionAffinity == 'ClientIP' || (has(self.auth.oauth) && has(self.auth.oauth.state) && self.auth.oauth.state.storage != 'ephemeral')").message("OAuth state kept in each pod (auth.oauth.state.storage ephemeral): more than one replica (replicas or autoscaling.maxReplicas) needs sessionAffinity: ClientIP, or auth.oauth.state.storage shared").field_path(".replicas"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.auth.oauth) || !has(self.auth.oauth.state) || self.auth.oauth.state.storage != 'persistent' || (has(self.autoscaling) ? self.autoscaling.maxReplicas : self.replicas) <= 1").message("auth.oauth.state.storage persistent is a ReadWriteOnce volume for one pod: replicas (and autoscaling.maxReplicas) must be at most 1 (storage shared serves more)").field_path(".replicas"))]
+#[x_kube(validation = kube::core::Rule::new("self.sessions != 'stateful' || (has(self.autoscaling) ? self.autoscaling.maxReplicas : self.replicas) <= 1 || self.sessionAffinity == 'ClientIP'").message("stateful sessions live in one pod: more than one replica (replicas or autoscaling.maxReplicas) needs sessionAffinity: ClientIP").field_path(".replicas"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.policy) || !has(self.policy.rateLimits) || !self.policy.rateLimits.exists(r, r.scope == 'global') || has(self.redis)").message("a global rate limit needs spec.redis").field_path(".redis"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.policy) || !has(self.policy.authentication) || !has(self.policy.authentication.mode) || self.policy.authentication.mode != 'oauth' || self.auth.mode == 'oauth'").message("policy.authentication.mode oauth needs auth.mode oauth").field_path(".policy.authentication.mode"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.policy) || !has(self.policy.authentication) || !has(self.policy.authentication.mode) || self.policy.authentication.mode == 'oauth' || self.auth.mode != 'oauth'").message("in auth.mode oauth, Conduit checks bearer tokens itself: policy.authentication.mode must be oauth").field_path(".policy.authentication.mode"))]
@@ -78,6 +86,14 @@ pub struct McpServerSpec {
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 100))]
     pub replicas: i32,
+
+    /// Scale the pods with a HorizontalPodAutoscaler (`autoscaling/v2`) between
+    /// `minReplicas` and `maxReplicas` instead of a fixed `replicas`, which is then ignored:
+    /// the operator leaves the Deployment's replica count to the autoscaler. The rules above
+    /// that bound `replicas` bound `maxReplicas` too. More than one pod at the minimum gets a
+    /// PodDisruptionBudget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
 
     /// `None`, or `ClientIP` to keep each caller on one pod (needed by stateful sessions, and
     /// by OAuth mode with ephemeral state, when there is more than one replica). Behind an
@@ -123,6 +139,62 @@ pub struct McpServerSpec {
 
 fn default_replicas() -> i32 {
     1
+}
+
+/// The HorizontalPodAutoscaler the operator writes for the server's Deployment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = kube::core::Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas may not exceed autoscaling.maxReplicas").field_path(".minReplicas"))]
+pub struct Autoscaling {
+    /// Fewest pods. Default 1.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub min_replicas: i32,
+
+    /// Most pods.
+    #[schemars(range(min = 1, max = 100))]
+    pub max_replicas: i32,
+
+    /// Average CPU use to aim for, in percent of the pods' CPU requests (both containers
+    /// request CPU by default; a container without a request makes the autoscaler ignore this
+    /// target). Default 80 when `targetInFlightRequests` is not set either.
+    #[serde(
+        default,
+        rename = "targetCPUUtilizationPercentage",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 1, max = 1000))]
+    pub target_cpu_utilization_percentage: Option<i32>,
+
+    /// Average number of requests in flight per pod to aim for, as the sidecar counts them
+    /// (`sluice_in_flight_requests`). Read through the custom metrics API
+    /// (`custom.metrics.k8s.io`), which needs an adapter such as prometheus-adapter or KEDA's
+    /// serving the sidecar's metric per pod under that name; without one the autoscaler
+    /// reports the metric missing and scales by the CPU target alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub target_in_flight_requests: Option<i32>,
+}
+
+fn default_min_replicas() -> i32 {
+    1
+}
+
+impl McpServerSpec {
+    /// The most pods the server may run: `autoscaling.maxReplicas`, else `replicas`.
+    pub fn most_replicas(&self) -> i32 {
+        self.autoscaling
+            .as_ref()
+            .map_or(self.replicas, |a| a.max_replicas)
+    }
+
+    /// The fewest pods the server runs outside of rollouts: `autoscaling.minReplicas`, else
+    /// `replicas`.
+    pub fn fewest_replicas(&self) -> i32 {
+        self.autoscaling
+            .as_ref()
+            .map_or(self.replicas, |a| a.min_replicas)
+    }
 }
 
 /// The Phabricator instance.
@@ -406,6 +478,58 @@ pub struct ProxySpec {
     /// Log format: `json` (one object per line) or `text`.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// How the sidecar checks that Conduit answers MCP, which decides the pod's readiness and
+    /// Conduit's liveness.
+    #[serde(default)]
+    pub upstream_check: UpstreamCheck,
+}
+
+/// The sidecar's check of Conduit: on an interval it sends an MCP `initialize` (and
+/// `tools/list`, ending any session it opened) without credentials over loopback. Conduit in
+/// OAuth mode answers 401 with its OAuth challenge, which counts as answering. After
+/// `failureThreshold` checks in a row without an answer the pod is no longer ready (`/readyz`
+/// says why), and Conduit's liveness probe, which the sidecar answers on its behalf
+/// (`/upstream/livez` on the admin port; Conduit's image has no shell and no health route),
+/// fails too: after three more failed probes, 10 s apart, the kubelet restarts Conduit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = kube::core::Rule::new("duration(self.timeout) < duration(self.interval)").message("proxy.upstreamCheck.timeout must be shorter than proxy.upstreamCheck.interval").field_path(".timeout"))]
+#[x_kube(validation = kube::core::Rule::new("duration(self.interval) >= duration('100ms')").message("proxy.upstreamCheck.interval must be at least 100ms").field_path(".interval"))]
+pub struct UpstreamCheck {
+    /// Time between the end of one check and the start of the next, e.g. `10s`.
+    #[serde(default = "default_check_interval")]
+    #[schemars(length(max = 16), regex(pattern = DURATION))]
+    pub interval: String,
+    /// Time one check may take, connection and every answer included, e.g. `5s`.
+    #[serde(default = "default_check_timeout")]
+    #[schemars(length(max = 16), regex(pattern = DURATION))]
+    pub timeout: String,
+    /// Checks in a row without an answer before Conduit counts as not answering.
+    #[serde(default = "default_check_failure_threshold")]
+    #[schemars(range(min = 1, max = 20))]
+    pub failure_threshold: u32,
+}
+
+impl Default for UpstreamCheck {
+    fn default() -> Self {
+        Self {
+            interval: default_check_interval(),
+            timeout: default_check_timeout(),
+            failure_threshold: default_check_failure_threshold(),
+        }
+    }
+}
+
+fn default_check_interval() -> String {
+    "10s".into()
+}
+
+fn default_check_timeout() -> String {
+    "5s".into()
+}
+
+fn default_check_failure_threshold() -> u32 {
+    3
 }
 
 impl Default for ProxySpec {
@@ -415,6 +539,7 @@ impl Default for ProxySpec {
             resources: default_proxy_resources(),
             log_level: LogLevel::default(),
             log_format: LogFormat::default(),
+            upstream_check: UpstreamCheck::default(),
         }
     }
 }
@@ -551,18 +676,44 @@ pub struct McpServerStatus {
     /// `Ready`, `Progressing` and `Degraded`, with reasons and messages.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// Pods of the current Deployment.
+    /// Pods of the current Deployment (the scale subresource's `status.replicas`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
+    /// The label selector of the server's pods, as a string (the scale subresource's
+    /// `status.selector`, which an HPA or KEDA aimed at the McpServer reads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
     /// Pods ready to serve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
     /// The in-cluster URL of the server's MCP endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// What the server is, as a ready pod's sidecar last saw it answer MCP (see the
+    /// `Verified` condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<McpServerInfo>,
     /// With `auth.mode: oauth`: where OAuth clients in the cluster find the metadata of the
     /// server's own entry point (`url`'s origin), and the redirect URI to register in
     /// Phabricator (the public URL's `/auth/callback`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovery: Option<DiscoveryUrls>,
+}
+
+/// What a server said of itself when the sidecar initialized an MCP session with it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct McpServerInfo {
+    /// The MCP protocol version it agreed to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<String>,
+    /// Its `serverInfo.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its `serverInfo.version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// How many tools its `tools/list` names (to a caller without credentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<u64>,
 }

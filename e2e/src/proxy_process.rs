@@ -20,6 +20,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// The entry point's name in [`ProxyProcess::config`].
 pub const ENTRY_POINT: &str = "main";
 
+/// `upstream.check` lines for an upstream check a test can watch turn within seconds: every
+/// 500ms, 400ms each, two misses in a row to fail.
+pub const QUICK_CHECK: &str = "    interval: 500ms\n    timeout: 400ms\n    failureThreshold: 2\n";
+
 /// A running sluice-proxy.
 pub struct ProxyProcess {
     pub process: Process,
@@ -54,8 +58,25 @@ impl ProxyProcess {
     /// `upstream`; `top` adds top-level YAML (timeouts, shutdown, redis …), `entry` adds lines
     /// under the entry point (indented four spaces).
     pub fn config(upstream: &str, ports: Ports, top: &str, entry: &str) -> String {
+        Self::config_checked(upstream, "", ports, top, entry)
+    }
+
+    /// [`ProxyProcess::config`] with `check` as the lines of `upstream.check` (indented four
+    /// spaces, e.g. [`QUICK_CHECK`]); none: the defaults.
+    pub fn config_checked(
+        upstream: &str,
+        check: &str,
+        ports: Ports,
+        top: &str,
+        entry: &str,
+    ) -> String {
+        let check = if check.is_empty() {
+            String::new()
+        } else {
+            format!("  check:\n{check}")
+        };
         format!(
-            "upstream:\n  url: {upstream}\nadmin:\n  listen: 127.0.0.1:{admin}\n{top}\
+            "upstream:\n  url: {upstream}\n{check}admin:\n  listen: 127.0.0.1:{admin}\n{top}\
              entryPoints:\n  - name: {ENTRY_POINT}\n    listen: 127.0.0.1:{port}\n    auth:\n      mode: none\n{entry}",
             admin = ports.admin,
             port = ports.entry,
@@ -90,9 +111,20 @@ impl ProxyProcess {
     /// writes with `top` and `entry`, kept in a temporary directory of its own: what most load
     /// and fault tests need.
     pub fn in_front_of(upstream: &str, top: &str, entry: &str) -> Result<Self> {
+        Self::in_front_of_checked(upstream, "", top, entry)
+    }
+
+    /// [`ProxyProcess::in_front_of`] with `check` as the lines of `upstream.check` (see
+    /// [`ProxyProcess::config_checked`]).
+    pub fn in_front_of_checked(
+        upstream: &str,
+        check: &str,
+        top: &str,
+        entry: &str,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir().context("cannot create a directory for the config")?;
         let ports = Ports::free()?;
-        let config = Self::config(upstream, ports, top, entry);
+        let config = Self::config_checked(upstream, check, ports, top, entry);
         let mut proxy = Self::start_with(dir.path(), &config, ports, &[])?;
         proxy._config_dir = Some(dir);
         Ok(proxy)
@@ -113,7 +145,12 @@ impl ProxyProcess {
 
     /// `GET /readyz`.
     pub fn readyz(&self) -> Result<HttpResponse> {
-        http::get(&format!("http://127.0.0.1:{}/readyz", self.admin), &[])
+        self.admin_get("/readyz")
+    }
+
+    /// `GET <path>` on the admin port (`/upstream`, `/upstream/livez` …).
+    pub fn admin_get(&self, path: &str) -> Result<HttpResponse> {
+        http::get(&format!("http://127.0.0.1:{}{path}", self.admin), &[])
     }
 
     /// The `/metrics` text.

@@ -84,6 +84,11 @@ impl Sidecar {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// `GET <path>` on its admin port (`/upstream`, `/readyz` …).
+    pub fn admin_get(&self, path: &str) -> Result<http::HttpResponse> {
+        http::get(&format!("http://127.0.0.1:{}{path}", self.admin), &[])
+    }
+
     /// Its Prometheus metrics, as text.
     pub fn metrics(&self) -> Result<String> {
         let url = format!("http://127.0.0.1:{}/metrics", self.admin);

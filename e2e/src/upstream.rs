@@ -8,10 +8,15 @@
 //! - `GET <any path>?events=N&interval_ms=M`: an event stream of N events (`id: i`, `data:
 //!   {"n":i}`), the first at once and then one every M ms (default 1000), ending after the last;
 //!   without `events` it never ends.
+//!
+//! [`TestUpstream::hang`] makes it accept connections and read requests but never answer (a
+//! wedged server), until switched back.
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -37,6 +42,8 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct TestUpstream {
     addr: SocketAddr,
     runtime: Option<Runtime>,
+    /// Set: requests are read and never answered.
+    hanging: Arc<AtomicBool>,
 }
 
 impl TestUpstream {
@@ -63,11 +70,22 @@ impl TestUpstream {
             let _entered = runtime.enter();
             TcpListener::from_std(listener)?
         };
-        runtime.spawn(http_server::serve(listener, answer));
+        let hanging = Arc::new(AtomicBool::new(false));
+        let switch = hanging.clone();
+        runtime.spawn(http_server::serve(listener, move |req| {
+            answer(req, switch.clone())
+        }));
         Ok(Self {
             addr,
             runtime: Some(runtime),
+            hanging,
         })
+    }
+
+    /// From now on, reads each request and never answers it (`true`), or answers again
+    /// (`false`; requests already held stay unanswered).
+    pub fn hang(&self, hanging: bool) {
+        self.hanging.store(hanging, Ordering::SeqCst);
     }
 
     /// Where it listens.
@@ -97,13 +115,19 @@ impl Drop for TestUpstream {
     }
 }
 
-async fn answer(req: Request<Incoming>) -> std::result::Result<Response<TestBody>, Infallible> {
+async fn answer(
+    req: Request<Incoming>,
+    hanging: Arc<AtomicBool>,
+) -> std::result::Result<Response<TestBody>, Infallible> {
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    if hanging.load(Ordering::SeqCst) {
+        std::future::pending::<()>().await;
+    }
     let response = match parts.method {
         Method::POST => {
             let delay = parts

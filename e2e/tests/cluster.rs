@@ -51,6 +51,112 @@ async fn the_operator_runs_the_examples_on_a_real_cluster() {
     cleanup.unwrap();
 }
 
+/// The checks of issue 16 against a real API server: an autoscaler's writes are never undone,
+/// the McpServer's scale subresource works, and a converged operator does not write again over
+/// canonicalised quantities (`cpu: "0.5"` is stored as `500m`).
+async fn day_two(client: &Client, namespace: &str, process: &mut Process) -> anyhow::Result<()> {
+    let mcps = dynamic(client, "sluice.dev/v1alpha1", "McpServer", Some(namespace)).await?;
+    let deployments = dynamic(client, "apps/v1", "Deployment", Some(namespace)).await?;
+    let hpas = dynamic(
+        client,
+        "autoscaling/v2",
+        "HorizontalPodAutoscaler",
+        Some(namespace),
+    )
+    .await?;
+    let quantities = serde_json::json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "McpServer",
+        "metadata": {"name": "day-two"},
+        "spec": {
+            "phabricator": {"url": "https://phabricator.example.com"},
+            "replicas": 2,
+            "resources": {"requests": {"cpu": "0.5", "memory": "1024Mi"}},
+            "proxy": {"resources": {"requests": {"cpu": "0.1", "memory": "32Mi"}, "limits": {"memory": "0.125Gi"}}},
+        },
+    });
+    apply_stream(client, &quantities.to_string(), Some(namespace)).await?;
+    let generation_of = |d: &DynamicObject| d.metadata.generation.unwrap_or_default();
+    let settled = wait("Deployment day-two", process, || async {
+        Ok(deployments.get_opt("day-two").await?)
+    })
+    .await?;
+    // Over many idle reconciles (resync 2 s) the operator writes nothing: the live spec says
+    // 500m where the McpServer says 0.5.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let later = deployments.get("day-two").await?;
+    let stored =
+        later.data["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"]
+            .clone();
+    println!(
+        "cluster tier: cpu \"0.5\" is stored as {stored}; Deployment generation {} → {} over 10 s of reconciles",
+        generation_of(&settled),
+        generation_of(&later)
+    );
+    if generation_of(&later) != generation_of(&settled) {
+        bail!("the operator rewrote a converged Deployment (canonicalised quantities)");
+    }
+
+    // `kubectl scale mcps day-two --replicas 3`: the scale subresource of the McpServer.
+    let by_test = PatchParams {
+        field_manager: Some(MANAGER.into()),
+        ..PatchParams::default()
+    };
+    mcps.patch_scale(
+        "day-two",
+        &by_test,
+        &Patch::Merge(serde_json::json!({"spec": {"replicas": 3}})),
+    )
+    .await?;
+    wait("the scaled Deployment", process, || async {
+        let d = deployments.get("day-two").await?;
+        Ok((d.data["spec"]["replicas"] == 3).then_some(()))
+    })
+    .await?;
+
+    // Autoscaling on: an HPA, and its writes of the count stay.
+    let mut autoscaled = quantities.clone();
+    autoscaled["spec"]["autoscaling"] = serde_json::json!({"minReplicas": 2, "maxReplicas": 5});
+    apply_stream(client, &autoscaled.to_string(), Some(namespace)).await?;
+    wait("the HorizontalPodAutoscaler", process, || async {
+        Ok(hpas.get_opt("day-two").await?)
+    })
+    .await?;
+    let by_hpa = PatchParams {
+        field_manager: Some("sluice-e2e-hpa".into()),
+        ..PatchParams::default()
+    };
+    for count in [4, 5, 2] {
+        deployments
+            .patch_scale(
+                "day-two",
+                &by_hpa,
+                &Patch::Merge(serde_json::json!({"spec": {"replicas": count}})),
+            )
+            .await?;
+        let scaled = generation_of(&deployments.get("day-two").await?);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let after = deployments.get("day-two").await?;
+        println!(
+            "cluster tier: scaled to {count}; {} replicas and generation {scaled} → {} after 6 s",
+            after.data["spec"]["replicas"],
+            generation_of(&after)
+        );
+        if after.data["spec"]["replicas"] != count || generation_of(&after) != scaled {
+            bail!("the operator undid or rewrote the autoscaler's replica count");
+        }
+    }
+    let server = mcps.get("day-two").await?;
+    println!(
+        "cluster tier: McpServer day-two selector {} Verified {}",
+        server.data["status"]["selector"],
+        condition(&server.data, "Verified")
+            .cloned()
+            .unwrap_or_default()
+    );
+    mcps.delete("day-two", &DeleteParams::default()).await?;
+    Ok(())
+}
+
 /// A client whose cluster answers within a few seconds.
 async fn reachable() -> anyhow::Result<Client> {
     let client = Client::try_default().await?;
@@ -87,6 +193,9 @@ async fn flow(client: &Client, namespace: &str) -> anyhow::Result<()> {
         "--log-format=text",
         "--admin-address",
         &format!("127.0.0.1:{admin}"),
+        // Idle reconciles every few seconds, so the day-two checks see a converged operator
+        // stay quiet over many of them.
+        "--resync=2s",
     ]);
     let mut process = Process::spawn("sluice-operator", command)?;
     process.wait_for_http_ok(&format!("http://127.0.0.1:{admin}/readyz"), PATIENCE)?;
@@ -162,6 +271,8 @@ async fn flow(client: &Client, namespace: &str) -> anyhow::Result<()> {
             ready["status"], ready["reason"], ready["message"]
         );
     }
+
+    day_two(client, namespace, &mut process).await?;
 
     // Deleting the servers while the operator runs: the finalizer removes the TokenReview
     // binding, owner references take the rest.

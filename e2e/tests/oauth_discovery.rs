@@ -71,6 +71,17 @@ fn check_every_location(prefix: &str) {
     let p = deployment.public.clone();
     let pp = deployment.p().to_owned();
 
+    // The sidecar's upstream check found FastMCP's MCP endpoint answering: with its OAuth
+    // challenge (the check carries no credentials), so nothing more is known.
+    let upstream = http::get(&format!("{}/upstream", deployment.admin), &[]).unwrap();
+    let report = upstream.json().unwrap();
+    assert_eq!(report["answering"], true, "{report}");
+    assert_eq!(report["behindOAuth"], true, "{report}");
+    assert_eq!(report["serverInfo"], Value::Null, "{report}");
+    assert_eq!(report["tools"], Value::Null, "{report}");
+    let live = http::get(&format!("{}/upstream/livez", deployment.admin), &[]).unwrap();
+    assert_eq!(live.status, 200, "{live:?}");
+
     for (path, kind) in discovery_locations(prefix) {
         let url = deployment.url(&path);
         let response = http::get(&url, &[ORIGIN_HEADER]).unwrap();

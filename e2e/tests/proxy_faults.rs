@@ -18,7 +18,7 @@ use serde_json::json;
 use sluice_e2e::http::{self, HttpResponse, MCP_ACCEPT};
 use sluice_e2e::process::Signal;
 use sluice_e2e::procstat;
-use sluice_e2e::proxy_process::{Ports, ProxyProcess};
+use sluice_e2e::proxy_process::{Ports, ProxyProcess, QUICK_CHECK};
 use sluice_e2e::sse;
 use sluice_e2e::upstream::{DELAY_HEADER, TestUpstream};
 use sluice_e2e::wait::{Probe, wait_until};
@@ -125,7 +125,7 @@ fn an_upstream_killed_mid_stream_ends_every_stream_and_fails_readiness_until_it_
     const STREAMS: u64 = 5;
     let mut upstream = TestUpstream::start().unwrap();
     let upstream_port = upstream.addr().port();
-    let proxy = ProxyProcess::in_front_of(&upstream.url(), "", "").unwrap();
+    let proxy = ProxyProcess::in_front_of_checked(&upstream.url(), QUICK_CHECK, "", "").unwrap();
     until_readyz(&proxy, 200, "ready");
 
     // Streams that never end by themselves, an event every 100 ms.
@@ -173,9 +173,17 @@ fn an_upstream_killed_mid_stream_ends_every_stream_and_fails_readiness_until_it_
     let body = until_readyz(
         &proxy,
         503,
-        &format!("not ready: upstream 127.0.0.1:{upstream_port} is not answering"),
+        &format!(
+            "not ready: upstream http://127.0.0.1:{upstream_port}/mcp has not answered MCP for "
+        ),
     );
     println!("/readyz with the upstream dead:\n{body}");
+    assert!(
+        body.contains(&format!(
+            "checks: cannot connect to 127.0.0.1:{upstream_port}"
+        )),
+        "{body}"
+    );
     assert_error(
         &call(&proxy, 7, "lookup", &[]).unwrap(),
         503,
@@ -201,6 +209,147 @@ fn an_upstream_killed_mid_stream_ends_every_stream_and_fails_readiness_until_it_
     assert_eq!(outcome.ids, [0, 1, 2], "{outcome:?}");
     assert!(outcome.broken.is_none(), "{outcome:?}");
     assert!(answered(&call(&proxy, 8, "lookup", &[]).unwrap(), 8));
+}
+
+/// One look at the admin side: `/readyz`'s status and first line, `/upstream/livez`'s status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Look {
+    ready: u16,
+    ready_line: String,
+    live: u16,
+}
+
+impl Look {
+    fn take(proxy: &ProxyProcess) -> Result<Self> {
+        let ready = proxy.readyz()?;
+        let live = proxy.admin_get("/upstream/livez")?;
+        Ok(Self {
+            ready: ready.status,
+            ready_line: ready.body.lines().next().unwrap_or_default().to_owned(),
+            live: live.status,
+        })
+    }
+}
+
+/// What the admin side said when, from the test's start: one line per change and per event.
+struct Timeline {
+    start: std::time::Instant,
+    lines: Vec<String>,
+    last: Option<Look>,
+}
+
+impl Timeline {
+    fn new() -> Self {
+        Self {
+            start: std::time::Instant::now(),
+            lines: Vec::new(),
+            last: None,
+        }
+    }
+
+    fn stamp(&self) -> String {
+        format!("{:>6.2}s", self.start.elapsed().as_secs_f64())
+    }
+
+    fn event(&mut self, what: &str) {
+        let line = format!("{}  -- {what}", self.stamp());
+        self.lines.push(line);
+    }
+
+    /// Looks every 50 ms until `done`, noting every change; returns the look that was done.
+    fn until(&mut self, proxy: &ProxyProcess, what: &str, done: impl Fn(&Look) -> bool) -> Look {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let look = Look::take(proxy).unwrap();
+            if self.last.as_ref() != Some(&look) {
+                let line = format!(
+                    "{}  /readyz {} {:?}  /upstream/livez {}",
+                    self.stamp(),
+                    look.ready,
+                    look.ready_line,
+                    look.live
+                );
+                self.lines.push(line);
+                self.last = Some(look.clone());
+            }
+            if done(&look) {
+                return look;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not within {PATIENCE:?}; timeline:\n{}",
+                self.lines.join("\n")
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn an_upstream_that_accepts_but_never_answers_fails_readiness_and_its_liveness_until_it_answers_again()
+ {
+    let upstream = TestUpstream::start().unwrap();
+    let proxy = ProxyProcess::in_front_of_checked(&upstream.url(), QUICK_CHECK, "", "").unwrap();
+    let mut timeline = Timeline::new();
+    timeline.event(&format!("sidecar started, upstream.check: {QUICK_CHECK:?}"));
+    timeline.until(&proxy, "ready and live", |l| {
+        l.ready == 200 && l.live == 200
+    });
+
+    // Connections are accepted and requests read: only an MCP answer tells it is wedged.
+    upstream.hang(true);
+    timeline.event("the upstream stops answering (it still accepts connections)");
+    let down = timeline.until(&proxy, "not ready and not live", |l| {
+        l.ready == 503 && l.live == 503
+    });
+    let endpoint = format!("{}/mcp", upstream.url());
+    assert!(
+        down.ready_line.starts_with(&format!(
+            "not ready: upstream {endpoint} has not answered MCP for "
+        )) && down
+            .ready_line
+            .ends_with("checks: timed out after 400ms waiting for the answer to initialize"),
+        "{down:?}"
+    );
+    let report = proxy.admin_get("/upstream").unwrap().json().unwrap();
+    assert_eq!(report["answering"], false, "{report}");
+    assert!(
+        report["consecutiveMisses"].as_u64().unwrap() >= 2,
+        "{report}"
+    );
+    assert!(report["lastAnsweredAt"].is_string(), "{report}");
+    assert_eq!(proxy.count("sluice_upstream_answering").unwrap(), 0.0);
+    assert!(
+        proxy
+            .count("sluice_upstream_check_failures_total{kind=\"timeout\"}")
+            .unwrap()
+            >= 2.0
+    );
+
+    upstream.hang(false);
+    timeline.event("the upstream answers again");
+    timeline.until(&proxy, "ready and live again", |l| {
+        l.ready == 200 && l.live == 200
+    });
+    let report = proxy.admin_get("/upstream").unwrap().json().unwrap();
+    assert_eq!(report["answering"], true, "{report}");
+    assert_eq!(report["consecutiveMisses"], 0, "{report}");
+    assert_eq!(report["lastError"], serde_json::Value::Null, "{report}");
+    assert_eq!(proxy.count("sluice_upstream_answering").unwrap(), 1.0);
+
+    println!("timeline (time since the sidecar started; a line per change):");
+    for line in &timeline.lines {
+        println!("{line}");
+    }
+    println!("the sidecar's log lines about it:");
+    for line in proxy
+        .process
+        .stdout()
+        .lines()
+        .filter(|l| l.contains("answer"))
+    {
+        println!("  {line}");
+    }
 }
 
 #[test]
@@ -344,7 +493,9 @@ impl Wedged {
 fn an_upstream_that_accepts_no_connection_gets_503_within_the_connect_timeout() {
     let wedged = Wedged::start();
     let top = "timeouts:\n  upstreamConnect: 500ms\n";
-    let proxy = ProxyProcess::in_front_of(&format!("http://{}", wedged.addr), top, "").unwrap();
+    let proxy =
+        ProxyProcess::in_front_of_checked(&format!("http://{}", wedged.addr), QUICK_CHECK, top, "")
+            .unwrap();
     let pid = proxy.process.pid();
     let fds_before = procstat::open_fds(pid).unwrap();
     for id in 1..=5 {
@@ -356,7 +507,11 @@ fn an_upstream_that_accepts_no_connection_gets_503_within_the_connect_timeout() 
             "connecting to the upstream timed out",
         );
     }
-    let body = until_readyz(&proxy, 503, "did not accept a connection in time");
+    let body = until_readyz(
+        &proxy,
+        503,
+        "has not answered MCP yet: timed out after 400ms waiting for a connection",
+    );
     println!("/readyz with a wedged upstream:\n{body}");
     assert_eq!(
         proxy
@@ -625,6 +780,9 @@ fn sigterm_under_load_fails_readiness_first_finishes_what_is_in_flight_and_exits
     // Readiness fails first, while new connections are still served.
     let body = until_readyz(&proxy, 503, "not ready: shutting down");
     println!("/readyz after SIGTERM:\n{body}");
+    // Conduit's liveness does not follow the sidecar's shutdown (that would restart it).
+    let live = proxy.admin_get("/upstream/livez").unwrap();
+    assert_eq!(live.status, 200, "{live:?}");
     let during_drain = call(&proxy, 1, "lookup", &[]).unwrap();
     assert!(answered(&during_drain, 1), "{during_drain:?}");
     // The endpoints are gone: callers stop sending; what is in flight goes on.

@@ -8,7 +8,9 @@
 //! tools, calls one, calls one that streams progress before its answer (an SSE reply), closes
 //! (a session is DELETEd) and probes the ended session. Everything the user sees, and the
 //! wire as the client saw it (methods, statuses, content types, whether a session id came
-//! back), must be the same through the sidecar as straight against the server.
+//! back), must be the same through the sidecar as straight against the server. The sidecar's
+//! own upstream check (`/upstream`) must see the server the client sees (name, version,
+//! revision, tools) and leave no session open on it.
 #![allow(clippy::unwrap_used, reason = "test helpers fail the test")]
 
 use std::process::Command;
@@ -17,10 +19,13 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sluice_e2e::peers::{self, Venv, python_script};
 use sluice_e2e::process::run_ok;
-use sluice_e2e::{Process, ServerEverything, Sidecar, free_port};
+use sluice_e2e::wait::{Probe, wait_until};
+use sluice_e2e::{Process, ServerEverything, Sidecar, free_port, http};
 
 const START: Duration = Duration::from_secs(60);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Only stops hangs: the sidecar checks its upstream at start, and every 10 s after.
+const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A running upstream MCP server.
 enum Upstream {
@@ -113,10 +118,14 @@ struct Expect {
 /// Runs both modes directly and through a sidecar, compares, and checks `expect`.
 fn compare(mut upstream: Upstream, calls: &Calls, expect: &Expect) {
     let mut sidecar = Sidecar::permissive(upstream.port()).unwrap();
+    let mut legacy = Value::Null;
     for (mode, protocol) in ["legacy", "auto"].into_iter().zip(expect.protocol) {
         let direct = client(&upstream.url(), mode, calls);
         let proxied = client(&sidecar.url(), mode, calls);
         assert_eq!(direct, proxied, "mode {mode}: direct and proxied differ");
+        if mode == "legacy" {
+            legacy = direct.clone();
+        }
 
         let what = format!("mode {mode}: {direct:#}");
         assert!(direct.get("connect_error").is_none(), "{what}");
@@ -175,8 +184,60 @@ fn compare(mut upstream: Upstream, calls: &Calls, expect: &Expect) {
         allowed, 4,
         "two calls per proxied run, one run per mode: {audited:#?}"
     );
+    the_check_sees_what_the_client_sees(&sidecar, &legacy, &upstream);
     sidecar.process().ensure_running().unwrap();
     upstream.ensure_running();
+}
+
+/// The sidecar's upstream check (`GET /upstream`) reports the server as the SDK client saw it
+/// in legacy mode straight against the server (`legacy`), and leaves no session open on it:
+/// a Python server, stateful or not, holds none once the clients closed theirs.
+fn the_check_sees_what_the_client_sees(sidecar: &Sidecar, legacy: &Value, upstream: &Upstream) {
+    let report = wait_until(
+        "the sidecar's check to find the upstream answering",
+        PATIENCE,
+        || {
+            let report = sidecar.admin_get("/upstream")?.json()?;
+            Ok(if report["answering"] == true {
+                Probe::Ready(report)
+            } else {
+                Probe::NotYet(report.to_string())
+            })
+        },
+    )
+    .unwrap();
+    println!("/upstream: {report}");
+    let what = format!("/upstream: {report:#}\nthe SDK client: {legacy:#}");
+    assert_eq!(
+        report["serverInfo"]["name"], legacy["server_name"],
+        "{what}"
+    );
+    assert_eq!(
+        report["serverInfo"]["version"], legacy["server_version"],
+        "{what}"
+    );
+    assert_eq!(
+        report["protocolVersion"], legacy["protocol_version"],
+        "{what}"
+    );
+    assert_eq!(
+        report["tools"],
+        json!(legacy["tools"].as_array().unwrap().len()),
+        "{what}"
+    );
+    assert_eq!(report["behindOAuth"], false, "{what}");
+    if let Upstream::Python(_, port) = upstream {
+        // A check may be under way (a session open for a few milliseconds): look again.
+        wait_until("no session left open on the server", PATIENCE, || {
+            let sessions = http::get(&format!("http://127.0.0.1:{port}/sessions"), &[])?.json()?;
+            Ok(if sessions["open"] == 0 {
+                Probe::Ready(())
+            } else {
+                Probe::NotYet(sessions.to_string())
+            })
+        })
+        .unwrap();
+    }
 }
 
 const PYTHON_EXPECT: Expect = Expect {

@@ -105,6 +105,18 @@ struct RunArgs {
     /// How long after a successful reconcile an object is reconciled again regardless.
     #[arg(long, env = "SLUICE_RESYNC", value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
     resync: Duration,
+    /// Where each McpServer's sidecar admin port is reached to read what Conduit is (the
+    /// `Verified` condition): `{name}` and `{namespace}` are replaced. `none` never asks.
+    #[arg(
+        long,
+        env = "SLUICE_SIDECAR_ADMIN_URL",
+        value_name = "URL",
+        default_value = controller::SIDECAR_ADMIN_URL
+    )]
+    sidecar_admin_url: String,
+    /// How often each McpServer's sidecar is asked at most.
+    #[arg(long, env = "SLUICE_VERIFY_EVERY", value_name = "DURATION", default_value = "1m", value_parser = humantime::parse_duration)]
+    verify_every: Duration,
 }
 
 #[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
@@ -218,6 +230,8 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             concurrency: args.concurrency.max(1),
             requeue: args.resync,
             identity,
+            sidecar_admin_url: (args.sidecar_admin_url != "none").then_some(args.sidecar_admin_url),
+            verify_every: args.verify_every,
             ..controller::Options::default()
         },
         leader,

@@ -108,8 +108,13 @@ pub fn declared(lease_name: &str) -> Vec<Declared> {
         ),
         d(
             Watched,
+            rule(&["autoscaling"], &["horizontalpodautoscalers"], OWNED, &[]),
+            "owned HorizontalPodAutoscalers: applied with spec.autoscaling, pruned without",
+        ),
+        d(
+            Watched,
             rule(&["policy"], &["poddisruptionbudgets"], OWNED, &[]),
-            "owned PodDisruptionBudgets: applied with more than one replica, pruned with one",
+            "owned PodDisruptionBudgets: applied with more than one replica (with autoscaling: at the minimum), pruned otherwise",
         ),
         d(
             Watched,

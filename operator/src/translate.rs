@@ -14,8 +14,8 @@ use sluice_crds::defaults::{ADMIN_PORT, SERVER_LISTENER_PORT};
 use sluice_crds::policy::Policy;
 use sluice_crds::server::{self, UpstreamAuthMode};
 use sluice_proxy_config::{
-    Admin, EntryPoint, Limits, Log, PhabricatorApi, ProxyConfig, Redis, Shutdown, Streaming,
-    Timeouts, Upstream,
+    Admin, Duration, EntryPoint, Limits, Log, PhabricatorApi, ProxyConfig, Redis, Shutdown,
+    Streaming, Timeouts, Upstream, UpstreamCheck,
 };
 
 pub use self::files::CONFIG_FILE;
@@ -94,6 +94,7 @@ pub(crate) fn entry_point(
         upstream_token,
         tools: policy::tools(site.object, &policy.tools)?,
         rate_limits: policy::rate_limits(server, site.object, &policy.rate_limits)?,
+        trusted_proxies: trusted_proxies(site.object, &policy.trusted_proxies)?,
         discovery,
         // Whether one route owns its host cannot be known from one server's render, so the
         // root fallback stays off; routes at `/` answer it anyway (see the sidecar's discovery).
@@ -133,6 +134,7 @@ pub(crate) fn proxy_config(
                 server::Sessions::Stateless => sluice_proxy_config::Sessions::Stateless,
                 server::Sessions::Stateful => sluice_proxy_config::Sessions::Stateful,
             },
+            check: upstream_check(key, &spec.proxy.upstream_check)?,
             ..Upstream::default()
         },
         admin: Admin {
@@ -154,6 +156,24 @@ pub(crate) fn proxy_config(
             source,
         })?;
     Ok(config)
+}
+
+fn upstream_check(
+    key: &ObjectKey,
+    check: &server::UpstreamCheck,
+) -> Result<UpstreamCheck, RenderError> {
+    let duration = |field: &str, text: &str| {
+        Duration::parse(text).map_err(|message| RenderError::InvalidSpec {
+            object: key.clone(),
+            field: format!("spec.proxy.upstreamCheck.{field}"),
+            message,
+        })
+    };
+    Ok(UpstreamCheck {
+        interval: duration("interval", &check.interval)?,
+        timeout: duration("timeout", &check.timeout)?,
+        failure_threshold: check.failure_threshold,
+    })
 }
 
 /// Phabricator's Conduit API base as Conduit wants it: the URL with `/api/` appended unless
@@ -187,6 +207,16 @@ fn log(proxy: &server::ProxySpec) -> Log {
             server::LogFormat::Text => LogFormat::Text,
         },
     }
+}
+
+/// `trustedProxies` as the sidecar reads it. The schema admits only CIDRs; one the sidecar
+/// would still refuse is named here rather than as a field of the sidecar's config.
+fn trusted_proxies(object: &ObjectKey, cidrs: &[String]) -> Result<Vec<String>, RenderError> {
+    for (i, cidr) in cidrs.iter().enumerate() {
+        sluice_proxy_config::parse_cidr(cidr)
+            .map_err(|e| invalid_policy(object, format!("spec.policy.trustedProxies[{i}]"), e))?;
+    }
+    Ok(cidrs.to_vec())
 }
 
 fn invalid_policy(object: &ObjectKey, field: String, message: impl Into<String>) -> RenderError {

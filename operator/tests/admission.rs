@@ -676,3 +676,76 @@ fn cel_rules_on_lists_and_maps_iterate_over_bounded_values() {
     }
     assert!(unbounded.is_empty(), "{unbounded:#?}");
 }
+
+/// The schema's rule for `trustedProxies` is a regular expression (CEL's `isCIDR()` is not in
+/// Kubernetes 1.30); what it admits, the sidecar must read, and what the sidecar refuses, it
+/// must refuse. (It refuses IPv6 written with an IPv4 tail, `::ffff:10.0.0.0/104`, which the
+/// sidecar would read: stricter, never looser.)
+#[test]
+fn the_trusted_proxies_rule_admits_exactly_cidrs_the_sidecar_reads() {
+    let admits = |cidr: &str| {
+        let text = format!(
+            "{MINIMAL_SERVER}  policy:\n    trustedProxies: [{}]\n",
+            serde_json::to_string(cidr).unwrap()
+        );
+        admission()
+            .load(&[Input::new("trusted.yaml", text)], NAMESPACE)
+            .is_ok()
+    };
+    let cidrs = [
+        "10.0.0.0/8",
+        "10.0.0.5/32",
+        "0.0.0.0/0",
+        "255.255.255.255/32",
+        "192.168.1.77/24",
+        "fd00::/8",
+        "FD00::/8",
+        "::/0",
+        "::1/128",
+        "2001:db8::/32",
+        "1:2:3:4:5:6:7:8/64",
+        "1::/16",
+        "1:2:3:4:5:6:7::/112",
+        "::2:3:4:5:6:7:8/128",
+        "1::8/64",
+        "1:2::7:8/100",
+        "fe80::1:2/64",
+    ];
+    for cidr in cidrs {
+        assert!(admits(cidr), "the schema refuses {cidr}");
+        assert!(
+            sluice_proxy_config::parse_cidr(cidr).is_ok(),
+            "the sidecar refuses {cidr}"
+        );
+    }
+    let not_cidrs = [
+        "",
+        "10.0.0.5",
+        "10.0.0.0/33",
+        "256.0.0.0/8",
+        "010.0.0.0/8",
+        "10.0.0.0/08",
+        "10.0.0/8",
+        "10.0.0.0/8/8",
+        " 10.0.0.0/8",
+        "10.0.0.0/8 ",
+        "/8",
+        "fd00::",
+        "fd00::/129",
+        "fd00::/08",
+        "1:2:3:4:5:6:7:8:9/64",
+        "1::2::3/64",
+        "fd00:::/8",
+        "12345::/16",
+        "g::/16",
+        "fe80::1%eth0/64",
+        "[fd00::]/8",
+    ];
+    for not_cidr in not_cidrs {
+        assert!(!admits(not_cidr), "the schema admits {not_cidr:?}");
+        assert!(
+            sluice_proxy_config::parse_cidr(not_cidr).is_err(),
+            "the sidecar reads {not_cidr:?}"
+        );
+    }
+}

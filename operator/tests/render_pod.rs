@@ -468,7 +468,23 @@ fn shutdown_order_lets_conduit_outlive_the_sidecar() {
         probe_path(&sidecar.readiness_probe),
         (Some("/readyz".into()), admin)
     );
-    assert!(conduit.liveness_probe.is_none() && conduit.readiness_probe.is_none());
+    // Conduit's startup and liveness are the sidecar's verdict of whether it answers MCP,
+    // by port number: a named port would be looked up in Conduit's own (empty) port list.
+    let upstream = (
+        Some("/upstream/livez".into()),
+        IntOrString::Int(i32::from(sluice_crds::defaults::ADMIN_PORT)),
+    );
+    assert_eq!(probe_path(&conduit.startup_probe), upstream);
+    assert_eq!(probe_path(&conduit.liveness_probe), upstream);
+    let startup = conduit.startup_probe.as_ref().expect("startup probe");
+    let startup_window =
+        startup.period_seconds.unwrap_or(10) * startup.failure_threshold.unwrap_or(3);
+    assert!(
+        startup_window >= 120,
+        "Conduit gets minutes to start: {startup_window}s"
+    );
+    // Readiness is the pod's, through the sidecar's /readyz: Conduit needs none of its own.
+    assert!(conduit.readiness_probe.is_none());
 }
 
 #[test]
@@ -532,5 +548,122 @@ fn images_come_from_the_spec_or_the_operator() {
     assert!(
         !labels.contains_key("app.kubernetes.io/version"),
         "a digest has no version"
+    );
+}
+
+#[test]
+fn autoscaling_renders_an_hpa_and_leaves_the_replica_count_to_it() {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    let plain = rendered_documents(&[ServerBuilder::new("s").build()], &[]);
+    assert!(!has(&plain, "HorizontalPodAutoscaler", "s"));
+    assert_eq!(deployment(&plain, "s").spec.unwrap().replicas, Some(1));
+
+    for (autoscaling, pdb, metrics) in [
+        // No target named: CPU at 80%, the autoscaler's own default.
+        (
+            json!({"maxReplicas": 4}),
+            false,
+            vec![("Resource", "cpu", "80")],
+        ),
+        (
+            json!({"minReplicas": 2, "maxReplicas": 4, "targetCPUUtilizationPercentage": 60}),
+            true,
+            vec![("Resource", "cpu", "60")],
+        ),
+        // In flight alone: no CPU target is added behind the user's back.
+        (
+            json!({"minReplicas": 3, "maxReplicas": 9, "targetInFlightRequests": 20}),
+            true,
+            vec![("Pods", "sluice_in_flight_requests", "20")],
+        ),
+        (
+            json!({"maxReplicas": 9, "targetInFlightRequests": 20, "targetCPUUtilizationPercentage": 75}),
+            false,
+            vec![
+                ("Resource", "cpu", "75"),
+                ("Pods", "sluice_in_flight_requests", "20"),
+            ],
+        ),
+    ] {
+        let server = ServerBuilder::new("s")
+            // Ignored with an autoscaler: the Deployment leaves the count out.
+            .set("replicas", json!(5))
+            .set("autoscaling", autoscaling.clone())
+            .build();
+        let docs = rendered_documents(&[server], &[]);
+        assert_eq!(
+            deployment(&docs, "s").spec.unwrap().replicas,
+            None,
+            "{autoscaling}"
+        );
+        assert_eq!(
+            has(&docs, "PodDisruptionBudget", "s"),
+            pdb,
+            "a PDB follows minReplicas: {autoscaling}"
+        );
+        let hpa: HorizontalPodAutoscaler = find(&docs, "HorizontalPodAutoscaler", "s");
+        let spec = hpa.spec.unwrap();
+        assert_eq!(spec.scale_target_ref.name, "s");
+        assert_eq!(
+            spec.scale_target_ref.api_version.as_deref(),
+            Some("apps/v1")
+        );
+        assert_eq!(
+            spec.min_replicas,
+            autoscaling["minReplicas"]
+                .as_i64()
+                .map(|n| n as i32)
+                .or(Some(1))
+        );
+        let rendered: Vec<(String, String, String)> = spec
+            .metrics
+            .unwrap()
+            .into_iter()
+            .map(|m| match (m.resource, m.pods) {
+                (Some(r), None) => (
+                    m.type_,
+                    r.name,
+                    r.target.average_utilization.unwrap().to_string(),
+                ),
+                (None, Some(p)) => (m.type_, p.metric.name, p.target.average_value.unwrap().0),
+                other => panic!("unexpected metric {other:?}"),
+            })
+            .collect();
+        let expected: Vec<(String, String, String)> = metrics
+            .iter()
+            .map(|(a, b, c)| ((*a).to_string(), (*b).to_string(), (*c).to_string()))
+            .collect();
+        assert_eq!(rendered, expected, "{autoscaling}");
+    }
+}
+
+#[test]
+fn the_upstream_check_reaches_the_sidecar_config() {
+    let defaults = rendered_documents(&[ServerBuilder::new("s").build()], &[]);
+    let check = proxy_config(&defaults, "s").upstream.check;
+    assert_eq!(
+        (
+            check.interval.get().as_secs(),
+            check.timeout.get().as_secs(),
+            check.failure_threshold
+        ),
+        (10, 5, 3)
+    );
+    let tuned = ServerBuilder::new("s")
+        .set(
+            "proxy.upstreamCheck",
+            json!({"interval": "30s", "timeout": "2s", "failureThreshold": 5}),
+        )
+        .build();
+    let check = proxy_config(&rendered_documents(&[tuned], &[]), "s")
+        .upstream
+        .check;
+    assert_eq!(
+        (
+            check.interval.get().as_secs(),
+            check.timeout.get().as_secs(),
+            check.failure_threshold
+        ),
+        (30, 2, 5)
     );
 }

@@ -564,3 +564,35 @@ fn bad_input_is_refused_with_object_and_field() {
     ];
     assert!(render_error(&twice, &[]).contains("McpServer tools/s is defined more than once"));
 }
+
+#[test]
+fn trusted_proxies_reach_each_entry_point_they_are_set_on() {
+    let server = ServerBuilder::new("s")
+        .set("policy.trustedProxies", json!(["10.244.0.0/16"]))
+        .build();
+    let routes = vec![
+        RouteBuilder::new("behind-ingress", "s")
+            .ingress("mcp.example.com", "/ai")
+            .set("policy.trustedProxies", json!(["10.0.0.0/8", "fd00::/8"]))
+            .build(),
+        RouteBuilder::new("direct", "s").build(),
+    ];
+    let rendered = render_server(&server, &routes, &Observed::default());
+    let config = proxy_config(&objects_documents(&rendered.objects), "s");
+    let trusted: Vec<(&str, &[String])> = config
+        .entry_points
+        .iter()
+        .map(|e| (e.name.as_str(), e.trusted_proxies.as_slice()))
+        .collect();
+    assert_eq!(
+        trusted,
+        [
+            ("s", &["10.244.0.0/16".to_string()][..]),
+            (
+                "behind-ingress",
+                &["10.0.0.0/8".into(), "fd00::/8".into()][..]
+            ),
+            ("direct", &[][..]),
+        ]
+    );
+}

@@ -1,5 +1,6 @@
 //! What each request leaves behind: request metrics and one access log line. Never a token,
-//! a header value or a body value; the tool name is the one body field logged.
+//! a header value or a body value; the tool name is the one body field logged, and the client
+//! address (an address parsed from a trusted proxy's header at most) the one header field.
 
 use http::StatusCode;
 
@@ -31,6 +32,7 @@ pub fn record(m: &Metrics, cx: &RequestContext, status: StatusCode) {
     tracing::info!(
         target: "sluice::access",
         entry_point = &*cx.entry_point,
+        client_address = %cx.client,
         method = cx.method.as_str(),
         // The path only: a query may carry codes or tokens.
         path = cx.uri.path(),

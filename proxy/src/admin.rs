@@ -1,24 +1,21 @@
 //! The admin listener: `/healthz` (the process is alive), `/readyz` (the config is loaded, the
-//! upstream answers, no shutdown under way) and `/metrics`.
+//! upstream answers MCP, no shutdown under way), `/metrics`, and what the sidecar knows of
+//! its upstream: `/upstream` (what the background check learned, as JSON) and
+//! `/upstream/livez` (whether the upstream answers MCP: Conduit's own startup and liveness
+//! probe, since its image has no shell and serves no health route).
 //!
 //! A rejected config file does not fail readiness: the last good config keeps serving, and
 //! failing every pod of a Deployment over one bad ConfigMap would turn a typo into an outage.
 //! It shows in the `/readyz` body and in `sluice_config_rejected` instead.
 
 use std::fmt::Write as _;
-use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use tokio::time::Instant;
 
 use crate::body::ResponseBody;
 use crate::state::State;
-
-/// How long an upstream probe result is reused, so probes cannot hammer the upstream.
-const PROBE_TTL: Duration = Duration::from_secs(1);
 
 /// Serves one admin request.
 pub async fn serve<B>(req: Request<B>, state: &State) -> Response<ResponseBody> {
@@ -27,22 +24,24 @@ pub async fn serve<B>(req: Request<B>, state: &State) -> Response<ResponseBody> 
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
-        "/readyz" => readiness(state).await,
+        "/readyz" => readiness(state),
         "/metrics" => metrics(state),
+        "/upstream" => upstream(state),
+        "/upstream/livez" => upstream_liveness(state),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /healthz, /readyz or /metrics\n".into(),
+            "not found; try /healthz, /readyz, /metrics, /upstream or /upstream/livez\n".into(),
         ),
     }
 }
 
-async fn readiness(state: &State) -> Response<ResponseBody> {
+fn readiness(state: &State) -> Response<ResponseBody> {
     let mut problems = Vec::new();
     if state.draining.load(Ordering::Relaxed) {
         problems.push("shutting down".to_owned());
     }
-    if let Err(reason) = probe(state).await {
-        problems.push(reason);
+    if let Some(problem) = state.upstream_check.problem() {
+        problems.push(problem);
     }
     let mut body = if problems.is_empty() {
         "ready\n".to_owned()
@@ -76,20 +75,27 @@ async fn readiness(state: &State) -> Response<ResponseBody> {
     text(code, body)
 }
 
-async fn probe(state: &State) -> Result<(), String> {
-    {
-        let cached = state.probe.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((at, result)) = &*cached
-            && at.elapsed() < PROBE_TTL
-        {
-            return result.clone();
-        }
+/// The upstream's liveness, for Conduit's probes: only whether it answers MCP. Draining is
+/// left out on purpose: failing here during the sidecar's shutdown would restart Conduit.
+fn upstream_liveness(state: &State) -> Response<ResponseBody> {
+    match state.upstream_check.problem() {
+        None => text(StatusCode::OK, "upstream answers MCP\n".into()),
+        Some(problem) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not answering: {problem}\n"),
+        ),
     }
-    let upstream = state.snapshot.load().upstream.clone();
-    let result = upstream.probe().await;
-    *state.probe.lock().unwrap_or_else(PoisonError::into_inner) =
-        Some((Instant::now(), result.clone()));
-    result
+}
+
+fn upstream(state: &State) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(Bytes::from(
+        state.upstream_check.report_json() + "\n",
+    )));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 fn metrics(state: &State) -> Response<ResponseBody> {

@@ -2,7 +2,8 @@
 //! objects when `log.format` is `json`): who called which tool on which entry point, what the
 //! proxy decided, the status and the latency. Never argument values, tokens or other secrets.
 //!
-//! Fields: `entry_point`; `identity` (absent for an anonymous caller); `tool`; `decision`
+//! Fields: `entry_point`; `client_address` (the caller's address: the peer, or what a trusted
+//! proxy reported); `identity` (absent for an anonymous caller); `tool`; `decision`
 //! (`allowed`: forwarded, or tried and the upstream failed; `denied`: the tool policy;
 //! `rate_limited`; `limiter_unavailable`: Redis down with `failMode: closed`; `refused`: any
 //! other refusal after the body was read, such as a header mismatch); `rule` for
@@ -53,6 +54,7 @@ pub fn record(cx: &RequestContext, refusal: Option<&Refusal>, status: StatusCode
         tracing::info!(
             target: "audit",
             entry_point = &*cx.entry_point,
+            client_address = %cx.client,
             identity,
             tool = &*tool,
             decision,

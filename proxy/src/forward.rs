@@ -41,7 +41,6 @@ pub struct Upstream {
     authority: Authority,
     /// `authority` as a Host header.
     host: HeaderValue,
-    connect_timeout: Duration,
     first_byte: Duration,
     /// What the pool was built from; a reload keeps the pool when these stay the same.
     settings: (sluice_proxy_config::Upstream, Duration),
@@ -80,15 +79,14 @@ impl Upstream {
             scheme,
             authority,
             host,
-            connect_timeout,
             first_byte: config.timeouts.upstream_first_byte.get(),
-            settings: (config.upstream.clone(), connect_timeout),
+            settings: (pool_settings(&config.upstream), connect_timeout),
         })
     }
 
     /// Whether `config` would build this same upstream (so its pool can be kept).
     pub fn serves(&self, config: &ProxyConfig) -> bool {
-        self.settings.0 == config.upstream
+        self.settings.0 == pool_settings(&config.upstream)
             && self.settings.1 == config.timeouts.upstream_connect.get()
             && self.first_byte == config.timeouts.upstream_first_byte.get()
     }
@@ -110,26 +108,21 @@ impl Upstream {
         }
     }
 
-    /// Whether the upstream accepts a TCP connection: cheap, and all Conduit offers (it has
-    /// no health endpoint).
-    pub async fn probe(&self) -> Result<(), String> {
-        let addr = self.authority.as_str();
-        match tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr)).await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("upstream {addr} is not answering: {e}")),
-            Err(_) => Err(format!(
-                "upstream {addr} did not accept a connection in time"
-            )),
-        }
-    }
-
     fn uri(&self, path: PathAndQuery) -> Uri {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.authority.clone());
         parts.path_and_query = Some(path);
         Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
+    }
+}
+
+/// What of `upstream` the pool depends on: all but the background check's settings (a change
+/// of those keeps the pool).
+fn pool_settings(upstream: &sluice_proxy_config::Upstream) -> sluice_proxy_config::Upstream {
+    sluice_proxy_config::Upstream {
+        check: sluice_proxy_config::UpstreamCheck::default(),
+        ..upstream.clone()
     }
 }
 

@@ -101,7 +101,7 @@ pub fn prepare_response(headers: &mut HeaderMap) {
 
 /// The caller as the upstream should see it.
 pub struct Forwarded<'a> {
-    /// The caller's address, appended to `X-Forwarded-For`.
+    /// The TCP peer's address, appended to `X-Forwarded-For`.
     pub peer_ip: &'a HeaderValue,
     /// `http` or `https`, as the caller reached us (or the public URL says).
     pub proto: &'a HeaderValue,
@@ -109,10 +109,12 @@ pub struct Forwarded<'a> {
     pub host: Option<HeaderValue>,
 }
 
-/// Appends the caller to `X-Forwarded-For` and sets `X-Forwarded-Proto` and `-Host`, replacing
-/// whatever the caller claimed for the latter two. `Forwarded` and `X-Real-IP` say the same
-/// things in other words; what a caller wrote there is dropped, so an upstream that reads them
-/// cannot be told another address, scheme or host.
+/// Appends the peer to `X-Forwarded-For` and sets `X-Forwarded-Proto` and `-Host`, replacing
+/// whatever the caller claimed for the latter two. The chain the peer appends to is a trusted
+/// proxy's: an untrusted peer's was removed on arrival (`client_address`), so the upstream gets
+/// that peer alone. `Forwarded` and `X-Real-IP` say the same things in other words; what a
+/// caller wrote there is dropped, so an upstream that reads them cannot be told another
+/// address, scheme or host.
 pub fn set_forwarded(headers: &mut HeaderMap, fwd: Forwarded<'_>) {
     headers.remove(header::FORWARDED);
     headers.remove(&X_REAL_IP);

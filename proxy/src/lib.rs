@@ -1,7 +1,8 @@
 //! sluice-proxy: an MCP-aware reverse proxy in front of one upstream MCP server.
 //!
 //! A request's way through the proxy is the `stack` module; everything else serves it:
-//! listeners and connections, the upstream pool, inspection, hot reload, metrics and shutdown.
+//! listeners and connections, the upstream pool, inspection, hot reload, metrics and shutdown;
+//! beside it, in the background, the upstream check readiness follows.
 
 mod access;
 mod activity;
@@ -9,6 +10,7 @@ mod admin;
 mod audit;
 mod auth;
 mod body;
+mod client_address;
 mod conn;
 mod connections;
 mod cors;
@@ -39,6 +41,7 @@ mod sse;
 mod stack;
 mod state;
 mod tls;
+mod upstream_check;
 
 pub use logging::init as init_logging;
 
@@ -106,6 +109,7 @@ pub struct Proxy {
     state: Arc<State>,
     listeners: Arc<Listeners>,
     reload: tokio::task::JoinHandle<()>,
+    upstream_check: tokio::task::JoinHandle<()>,
 }
 
 impl Proxy {
@@ -116,10 +120,16 @@ impl Proxy {
         let (reloader, state) =
             Reloader::start(options.config_path, listeners.clone(), options.log_level)?;
         let reload = tokio::spawn(reloader.run(options.reload_interval));
+        let current = state.clone();
+        let upstream_check = tokio::spawn(upstream_check::run(
+            state.upstream_check.clone(),
+            move || current.snapshot.load().config.clone(),
+        ));
         Ok(Self {
             state,
             listeners,
             reload,
+            upstream_check,
         })
     }
 
@@ -151,6 +161,8 @@ impl Proxy {
     pub async fn shutdown(self) {
         self.reload.abort();
         let timing = self.state.snapshot.load().config.shutdown.clone();
+        // The upstream check goes on while draining: Conduit's liveness probe asks it.
         shutdown::drain(&self.state, &timing).await;
+        self.upstream_check.abort();
     }
 }

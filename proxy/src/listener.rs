@@ -251,7 +251,7 @@ async fn serve_entry(
     let snapshot = entry.snapshot.clone();
     let conn = Arc::new(Conn {
         peer,
-        peer_ip: HeaderValue::from_str(&peer.ip().to_string())
+        peer_ip: HeaderValue::from_str(&peer.ip().to_canonical().to_string())
             .unwrap_or(HeaderValue::from_static("unknown")),
         activity: activity.clone(),
         entry: slot,

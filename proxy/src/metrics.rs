@@ -106,6 +106,13 @@ pub struct RedisErrorLabels {
     pub kind: &'static str,
 }
 
+/// Labels of `sluice_upstream_check_failures_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckFailureLabels {
+    /// `connect`, `closed`, `timeout`, `status`, `malformed` or `error`.
+    pub kind: &'static str,
+}
+
 type LatencyFamily = Family<LatencyLabels, Histogram, fn() -> Histogram>;
 
 /// Every metric the proxy keeps.
@@ -129,6 +136,8 @@ pub struct Metrics {
     pub rate_limit_fallbacks: Family<FallbackLabels, Counter>,
     pub redis_errors: Family<RedisErrorLabels, Counter>,
     pub redis_connected: Gauge,
+    pub upstream_answering: Gauge,
+    pub upstream_check_failures: Family<CheckFailureLabels, Counter>,
 }
 
 impl Metrics {
@@ -153,6 +162,8 @@ impl Metrics {
             rate_limit_fallbacks: Family::default(),
             redis_errors: Family::default(),
             redis_connected: Gauge::default(),
+            upstream_answering: Gauge::default(),
+            upstream_check_failures: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("sluice");
         r.register(
@@ -234,6 +245,16 @@ impl Metrics {
             "redis_connected",
             "1 while the connection to Redis for global rate limits is open",
             m.redis_connected.clone(),
+        );
+        r.register(
+            "upstream_answering",
+            "1 while the upstream answers MCP: it answered the sidecar's check and has not missed upstream.check.failureThreshold checks in a row since",
+            m.upstream_answering.clone(),
+        );
+        r.register(
+            "upstream_check_failures",
+            "The sidecar's MCP checks of the upstream that got no answer, by kind (connect, closed, timeout, status, malformed, error)",
+            m.upstream_check_failures.clone(),
         );
         m.auth.register(r);
         m

@@ -2,6 +2,7 @@
 //! request itself. The proxy's lowest layer: it imports nothing of the proxy, so every step can
 //! read it without depending on another step or on the containers around them.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{HeaderValue, Method as HttpMethod, Uri};
@@ -16,6 +17,9 @@ pub struct RequestContext {
     pub method: HttpMethod,
     /// The URI as the caller sent it (a cheap clone of shared bytes).
     pub uri: Uri,
+    /// The caller's address: the TCP peer, or what the entry point's trusted proxies report
+    /// (`client_address`). What rate limits by `clientAddress` and the logs go by.
+    pub client: IpAddr,
     /// What the body says (inspected POSTs only).
     pub inspection: Option<Inspection>,
     /// Who is calling, once authentication established it.

@@ -1,6 +1,7 @@
 //! Server-sent event streams: passed through as they arrive, with a `: keep-alive` comment
 //! after upstream silence so idle streams survive load balancers. A comment is only ever
-//! inserted between events, never inside one.
+//! inserted between events, never inside one. Read too, where the sidecar asks the upstream
+//! itself ([`event_data`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,6 +28,29 @@ pub fn is_event_stream(headers: &HeaderMap) -> bool {
                 .next()
                 .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
         })
+}
+
+/// The data of each event of an event stream (`data:` lines joined by newlines); a last
+/// event without its blank line counts too.
+pub fn event_data(stream: &str) -> Vec<String> {
+    let mut events = Vec::new();
+    let mut data: Option<String> = None;
+    for line in stream.lines() {
+        if line.is_empty() {
+            events.extend(data.take());
+        } else if let Some(value) = line.strip_prefix("data:") {
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match &mut data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(value);
+                }
+                None => data = Some(value.to_owned()),
+            }
+        }
+    }
+    events.extend(data);
+    events
 }
 
 pin_project! {
@@ -142,6 +166,14 @@ impl Tail {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_join_their_data_lines() {
+        assert_eq!(
+            event_data("data: a\ndata: b\n\nid: 1\ndata:c\n\ndata: d"),
+            ["a\nb", "c", "d"]
+        );
+    }
 
     fn boundary(chunks: &[&str]) -> bool {
         let mut t = Tail::START;

@@ -29,7 +29,7 @@ use crate::{
 /// A caller connection, as the request path needs it.
 pub struct Conn {
     pub peer: SocketAddr,
-    /// `peer`'s IP, ready for `X-Forwarded-For`.
+    /// `peer`'s IP (canonical: IPv4-mapped as IPv4), ready for `X-Forwarded-For`.
     pub peer_ip: HeaderValue,
     pub activity: Arc<Activity>,
     /// The listener's entry point; swapped by reloads, read once per request.
@@ -50,14 +50,20 @@ const PLAIN_POST_PATHS: &[&str] = &[
 ];
 
 /// Serves one request.
-pub async fn serve(req: Request<Incoming>, conn: &Conn) -> Response<ResponseBody> {
+pub async fn serve(mut req: Request<Incoming>, conn: &Conn) -> Response<ResponseBody> {
     let busy = conn.activity.begin();
     let entry = conn.entry.load_full();
+    // Who is calling, before anything is logged or counted; an untrusted peer's
+    // X-Forwarded-For goes now, so nothing after reads or forwards what it claimed.
+    let client = entry
+        .trusted_proxies
+        .client(conn.peer.ip(), req.headers_mut());
     let mut cx = RequestContext {
         entry_point: entry.name.clone(),
         started: Instant::now(),
         method: req.method().clone(),
         uri: req.uri().clone(),
+        client,
         inspection: None,
         identity: None,
         page_origin: None,
@@ -182,7 +188,7 @@ async fn handle(
     entry.policy.authorize(inspection, identity, metrics)?;
     entry
         .rate_limits
-        .check(inspection, identity, conn.peer.ip())
+        .check(inspection, identity, cx.client)
         .await?;
     // List replies will show this caller only what it may use.
     let list_filter = entry

@@ -13,7 +13,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use sluice_proxy_config::{EntryPoint, ProxyConfig};
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::conn::Timers;
@@ -24,6 +23,7 @@ use crate::metrics::{EntryLabels, Metrics, UpstreamErrorLabels};
 use crate::origin::Origins;
 use crate::policy::Policy;
 use crate::prefix::Prefix;
+use crate::upstream_check::UpstreamCheck;
 
 /// Process-wide state.
 #[derive(Debug)]
@@ -42,8 +42,8 @@ pub struct State {
     pub shutdown: watch::Sender<bool>,
     /// What `/readyz` reports besides the upstream.
     pub status: Mutex<Status>,
-    /// The last upstream readiness probe.
-    pub probe: Mutex<Option<(Instant, Result<(), String>)>>,
+    /// Whether the upstream answers MCP, as the background check last found.
+    pub upstream_check: Arc<UpstreamCheck>,
     /// Authentication caches, clients and Secrets kept across config generations.
     pub auth: crate::auth::Store,
     /// Rate-limit budgets and the Redis client, kept across config generations.
@@ -78,6 +78,7 @@ impl State {
                 "the file-descriptor limit allows fewer connections than limits.maxConnections (two descriptors each): raise the limit or lower the setting"
             );
         }
+        let upstream_check = Arc::new(UpstreamCheck::new(&metrics, &snapshot.config.upstream.url));
         Self {
             registry,
             metrics,
@@ -87,7 +88,7 @@ impl State {
             draining: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
             status: Mutex::default(),
-            probe: Mutex::default(),
+            upstream_check,
             auth: crate::auth::Store::default(),
             rate_limits: crate::ratelimit::Kept::default(),
         }
@@ -161,6 +162,8 @@ pub struct Entry {
     pub auth: crate::auth::Authenticator,
     /// What the upstream gets in place of the caller's credentials.
     pub credentials: crate::credentials::UpstreamCredentials,
+    /// Whose word on the caller's address is believed.
+    pub trusted_proxies: crate::client_address::TrustedProxies,
     pub snapshot: Arc<Snapshot>,
 }
 
@@ -228,6 +231,7 @@ impl Entry {
             rate_limits: crate::ratelimit::RateLimits::new(ep, config, metrics, rate_limits),
             auth: crate::auth::Authenticator::new(ep, config, &name, metrics, auth),
             credentials: crate::credentials::UpstreamCredentials::new(ep, auth),
+            trusted_proxies: crate::client_address::TrustedProxies::new(&ep.trusted_proxies),
             name,
             snapshot,
         }

@@ -2,8 +2,9 @@
 #![allow(clippy::unwrap_used, reason = "test helpers fail the test")]
 //! malformed request really reaches the proxy's parser), the outcome it must get, and what the
 //! upstream may have seen of it. Rows run one after another on fresh connections against one
-//! proxy; every answer is parsed as HTTP/1.1, and the proxy's own refusals must also be
-//! JSON-RPC errors.
+//! proxy (at its entry point `main`, unless a row goes to the one that trusts the test's
+//! loopback address as a proxy); every answer is parsed as HTTP/1.1, and the proxy's own
+//! refusals must also be JSON-RPC errors.
 
 mod support;
 
@@ -48,9 +49,19 @@ struct Expected {
 
 struct Row {
     name: &'static str,
+    /// The entry point it is sent to.
+    entry: &'static str,
     request: Vec<u8>,
     outcome: Outcome,
     sees: Sees,
+}
+
+impl Row {
+    /// The row, sent to the entry point behind a trusted proxy instead.
+    fn behind_ingress(mut self) -> Self {
+        self.entry = BEHIND_INGRESS;
+        self
+    }
 }
 
 const PUBLIC: &str = "https://phab.example.com/ai";
@@ -61,13 +72,28 @@ const DENIED_CALL: &str =
 /// The token the proxy injects for every caller (the entry point's `upstreamToken`).
 const INJECTED: &str = "api-injectedinjectedinjectedinje";
 
+/// The entry point whose callers come through a trusted proxy: the test itself, on loopback.
+const BEHIND_INGRESS: &str = "behind-ingress";
+
+/// A call of the one tool a budget per client address counts (one call an hour each).
+const BUDGETED_CALL: &str =
+    r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"budget_probe"}}"#;
+const PER_ADDRESS: &str = "rateLimits:\n  - name: per-address\n    by: [clientAddress]\n    requests: 1\n    period: 1h\n    tools: [budget_probe]";
+
 fn config_for(upstream: SocketAddr, token_file: &std::path::Path) -> String {
     let top = "limits:\n  maxHeaderBytes: 4096\n  maxHeaders: 32\ntimeouts:\n  headerRead: 500ms\n  bodyRead: 1s\n  idle: 2s";
     let entry = format!(
-        "pathPrefix: /ai\npublicUrl: {PUBLIC}\nallowedOrigins: [\"http://localhost:6274\"]\nmaxBodyBytes: 1024\ntools:\n  deny: [\"pha_passphrase_*\"]\nupstreamToken:\n  file: {}",
+        "pathPrefix: /ai\npublicUrl: {PUBLIC}\nallowedOrigins: [\"http://localhost:6274\"]\nmaxBodyBytes: 1024\ntools:\n  deny: [\"pha_passphrase_*\"]\nupstreamToken:\n  file: {}\n{PER_ADDRESS}",
         token_file.display()
     );
-    config(upstream, top, &entry)
+    let behind_ingress: String = format!(
+        "name: {BEHIND_INGRESS}\nlisten: 127.0.0.1:0\nauth:\n  mode: none\ntrustedProxies: [\"127.0.0.0/8\", \"::1/128\"]\n{PER_ADDRESS}"
+    )
+    .lines()
+    .enumerate()
+    .map(|(i, line)| format!("{}{line}\n", if i == 0 { "  - " } else { "    " }))
+    .collect();
+    config(upstream, top, &entry) + &behind_ingress
 }
 
 /// A POST of `body` to `path` with a correct Content-Length and `extra` header lines. It asks
@@ -112,6 +138,7 @@ fn seen_without(absent: Vec<&'static str>) -> Sees {
 fn refused(name: &'static str, request: Vec<u8>, status: u16, code: i64) -> Row {
     Row {
         name,
+        entry: "main",
         request,
         outcome: Outcome::Refused(status, code),
         sees: Sees::Nothing,
@@ -121,6 +148,7 @@ fn refused(name: &'static str, request: Vec<u8>, status: u16, code: i64) -> Row 
 fn malformed(name: &'static str, request: Vec<u8>, status: u16) -> Row {
     Row {
         name,
+        entry: "main",
         request,
         outcome: Outcome::Malformed(status),
         sees: Sees::Nothing,
@@ -134,6 +162,7 @@ fn forwarded(name: &'static str, request: Vec<u8>, sees: Sees) -> Row {
     };
     Row {
         name,
+        entry: "main",
         request,
         outcome: Outcome::Forwarded(count),
         sees,
@@ -248,12 +277,14 @@ fn rows(proxy: SocketAddr) -> Vec<Row> {
         // --- slow callers ---
         Row {
             name: "slowloris: half a head, then silence",
+            entry: "main",
             request: wire("POST /ai/mcp HTTP/1.1\r\nhost: x\r\ncontent-le"),
             outcome: Outcome::Closed,
             sees: Sees::Nothing,
         },
         Row {
             name: "a body that stops arriving",
+            entry: "main",
             request: wire("POST /ai/mcp HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"jsonrpc\":"),
             outcome: Outcome::Refused(408, -32001),
             sees: Sees::Nothing,
@@ -608,7 +639,77 @@ fn rows(proxy: SocketAddr) -> Vec<Row> {
             post_raw("/ai/mcp", "x-real-ip: 203.0.113.9\nforwarded: for=203.0.113.9;proto=https;host=evil.example", LIST.as_bytes()),
             seen_without(vec!["x-real-ip", "forwarded"]),
         ),
+        // --- who the caller is, as an untrusted peer claims: it is the peer, whatever it says ---
+        forwarded(
+            "X-Forwarded-For from an untrusted peer: the upstream sees the peer alone",
+            post_raw("/ai/mcp", "x-forwarded-for: 203.0.113.1\nx-forwarded-for: 198.51.100.2", LIST.as_bytes()),
+            seen_with_forwarded_for("/mcp", LIST, "127.0.0.1", true),
+        ),
+        forwarded(
+            "an untrusted peer spends its clientAddress budget, X-Forwarded-For spoofed",
+            post_raw("/ai/mcp", "x-forwarded-for: 203.0.113.1", BUDGETED_CALL.as_bytes()),
+            seen_with_forwarded_for("/mcp", BUDGETED_CALL, "127.0.0.1", true),
+        ),
+        refused(
+            "another spoofed X-Forwarded-For from that peer: the same budget, spent",
+            post_raw("/ai/mcp", "x-forwarded-for: 203.0.113.2", BUDGETED_CALL.as_bytes()),
+            429,
+            -32004,
+        ),
+        refused(
+            "a spoofed Forwarded from that peer: the same budget, spent",
+            post_raw("/ai/mcp", "forwarded: for=\"[2001:db8::1]:4711\"", BUDGETED_CALL.as_bytes()),
+            429,
+            -32004,
+        ),
+        // --- behind a trusted proxy: its callers are told apart by the address it reports ---
+        forwarded(
+            "behind a trusted proxy: the upstream gets the chain with the peer appended",
+            post_raw("/mcp", "x-forwarded-for: 198.51.100.9, 203.0.113.1", LIST.as_bytes()),
+            seen_with_forwarded_for("/mcp", LIST, "198.51.100.9, 203.0.113.1, 127.0.0.1", false),
+        )
+        .behind_ingress(),
+        forwarded(
+            "behind a trusted proxy: caller 203.0.113.1 spends its budget",
+            post_raw("/mcp", "x-forwarded-for: 203.0.113.1", BUDGETED_CALL.as_bytes()),
+            seen_with_forwarded_for("/mcp", BUDGETED_CALL, "203.0.113.1, 127.0.0.1", false),
+        )
+        .behind_ingress(),
+        forwarded(
+            "behind a trusted proxy: caller 203.0.113.2 has a budget of its own (whatever it spoofed to the left)",
+            post_raw("/mcp", "x-forwarded-for: 203.0.113.1\nx-forwarded-for: 203.0.113.2", BUDGETED_CALL.as_bytes()),
+            seen_with_forwarded_for("/mcp", BUDGETED_CALL, "203.0.113.1, 203.0.113.2, 127.0.0.1", false),
+        )
+        .behind_ingress(),
+        forwarded(
+            "behind a trusted proxy: a caller named by Forwarded has a budget of its own",
+            post_raw("/mcp", "forwarded: for=\"[2001:db8::1]:4711\";proto=https", BUDGETED_CALL.as_bytes()),
+            seen_with_forwarded_for("/mcp", BUDGETED_CALL, "127.0.0.1", false),
+        )
+        .behind_ingress(),
+        refused(
+            "behind a trusted proxy: caller 203.0.113.1 again, its budget spent",
+            post_raw("/mcp", "x-forwarded-for: 203.0.113.1", BUDGETED_CALL.as_bytes()),
+            429,
+            -32004,
+        )
+        .behind_ingress(),
     ]
+}
+
+/// What the upstream sees of a POST of `body`: exactly one `X-Forwarded-For`, `chain`; and
+/// the injected token when the row went to `main`.
+fn seen_with_forwarded_for(path: &'static str, body: &str, chain: &str, main: bool) -> Sees {
+    let mut headers = vec![("x-forwarded-for", chain.to_owned())];
+    if main {
+        headers.push(("x-phabricator-token", INJECTED.into()));
+    }
+    Sees::Exactly(vec![Expected {
+        path,
+        body: wire(body),
+        headers,
+        absent: vec!["forwarded", "x-real-ip"],
+    }])
 }
 
 /// Helps the one row that needs another Host than `post_raw` writes.
@@ -866,7 +967,8 @@ async fn hostile_requests_get_their_expected_outcome_and_the_upstream_sees_only_
     let rows = rows(sluice.addr());
     for row in &rows {
         let started = tokio::time::Instant::now();
-        let answer = exchange(sluice.addr(), &row.request).await;
+        let entry = sluice.proxy.entry_addr(row.entry).unwrap();
+        let answer = exchange(entry, &row.request).await;
         // For the reader only: a row ending by the idle timeout is slow, not wrong.
         let took = started.elapsed();
         // Both checks run, so what the upstream saw never spills into the next row.

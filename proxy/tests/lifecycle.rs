@@ -220,14 +220,48 @@ async fn health_readiness_and_metrics() {
             .contains("sluice_request_duration_seconds_bucket{")
     );
 
-    // The upstream goes away: not ready, with the reason.
+    // What the upstream check learned, and the upstream's own liveness.
+    let upstream = get(&sluice.admin("/upstream")).await;
+    assert_eq!(upstream.header("content-type"), Some("application/json"));
+    let report = upstream.json();
+    assert_eq!(report["answering"], true, "{report}");
+    assert_eq!(report["serverInfo"]["name"], "test-upstream", "{report}");
+    assert_eq!(report["protocolVersion"], "2025-11-25", "{report}");
+    assert_eq!(report["tools"], 0, "{report}");
+    assert_eq!(report["behindOAuth"], false, "{report}");
+    assert_eq!(get(&sluice.admin("/upstream/livez")).await.status, 200);
+
+    // An upstream that never answered: not ready, with the reason; its liveness fails too.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gone = closed.local_addr().unwrap();
     drop(closed);
     let down = Sluice::start(&config(gone, "", "")).await;
     let ready = get(&down.admin("/readyz")).await;
     assert_eq!(ready.status, 503);
-    assert!(ready.text().contains("not answering"), "{}", ready.text());
+    let expected =
+        format!("not ready: upstream http://{gone}/mcp has not answered MCP yet: cannot connect");
+    assert!(ready.text().starts_with(&expected), "{}", ready.text());
+    let live = get(&down.admin("/upstream/livez")).await;
+    assert_eq!(live.status, 503);
+    assert!(
+        live.text().contains("has not answered MCP yet"),
+        "{}",
+        live.text()
+    );
+    let report = get(&down.admin("/upstream")).await.json();
+    assert_eq!(report["answering"], false, "{report}");
+    assert_eq!(
+        report["lastAnsweredAt"],
+        serde_json::Value::Null,
+        "{report}"
+    );
+    assert!(
+        report["lastError"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot connect"),
+        "{report}"
+    );
     assert_eq!(get(&down.admin("/healthz")).await.status, 200);
 }
 

@@ -1,5 +1,6 @@
 //! The audit trail, from the binary's own output: one JSON event per `tools/call` (allowed,
-//! denied, rate limited, batch items), with who, where, what, the decision, the status and the
+//! denied, rate limited, batch items), with who (and from which address: the one a trusted
+//! proxy reported, in the access lines too), where, what, the decision, the status and the
 //! latency; and no secret anywhere in anything the process prints, at debug level, though
 //! secrets were planted in arguments, tokens and keys. Also the one warning for a policy that
 //! hides every tool the upstream offers.
@@ -55,7 +56,7 @@ async fn one_event_per_tool_call_and_no_secret_in_any_output() {
     std::fs::write(keys.join("alice"), KEY).unwrap();
     let (port, admin) = (free_port(), free_port());
     let yaml = format!(
-        "upstream:\n  url: http://{}\nadmin:\n  listen: 127.0.0.1:{admin}\nshutdown:\n  drainDelay: 0s\n  gracePeriod: 5s\nlog:\n  level: debug\n  format: json\nentryPoints:\n  - name: main\n    listen: 127.0.0.1:{port}\n    auth:\n      mode: apiKey\n      keysDir: {}\n    tools:\n      deny: [\"pha_passphrase_*\"]\n    rateLimits:\n      - name: calls\n        requests: 4\n        period: 1h\n",
+        "upstream:\n  url: http://{}\nadmin:\n  listen: 127.0.0.1:{admin}\nshutdown:\n  drainDelay: 0s\n  gracePeriod: 5s\nlog:\n  level: debug\n  format: json\nentryPoints:\n  - name: main\n    listen: 127.0.0.1:{port}\n    auth:\n      mode: apiKey\n      keysDir: {}\n    trustedProxies: [\"127.0.0.0/8\"]\n    tools:\n      deny: [\"pha_passphrase_*\"]\n    rateLimits:\n      - name: calls\n        requests: 4\n        period: 1h\n",
         upstream.addr,
         keys.display()
     );
@@ -84,6 +85,8 @@ async fn one_event_per_tool_call_and_no_secret_in_any_output() {
                 .header("authorization", format!("Bearer {key}"))
                 .header("x-phabricator-token", PHAB_TOKEN)
                 .header("cookie", COOKIE)
+                // The test stands in for an Ingress controller the entry point trusts.
+                .header("x-forwarded-for", "203.0.113.7")
                 .body(body(&body_json.to_string()))
                 .unwrap(),
         )
@@ -168,7 +171,16 @@ async fn one_event_per_tool_call_and_no_secret_in_any_output() {
         assert_eq!(e["level"], "INFO");
         assert_eq!(e["entry_point"], "main");
         assert_eq!(e["identity"], "alice");
+        assert_eq!(e["client_address"], "203.0.113.7", "{e}");
         assert!(e["latency_us"].is_u64(), "{e}");
+    }
+    let access: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["target"] == "sluice::access")
+        .collect();
+    assert!(access.len() >= 8, "{access:#?}");
+    for line in &access {
+        assert_eq!(line["client_address"], "203.0.113.7", "{line}");
     }
     assert_eq!(audit[2]["batch"], true);
     assert_eq!(audit[3]["batch"], true);

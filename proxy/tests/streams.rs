@@ -161,9 +161,15 @@ async fn an_upstream_dying_mid_stream_is_a_broken_stream_for_the_caller() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        let (mut tcp, _) = listener.accept().await.unwrap();
         let mut buf = [0u8; 4096];
-        let _ = tcp.read(&mut buf).await;
+        // The caller's request; the sidecar's upstream check is left unanswered.
+        let mut tcp = loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let n = tcp.read(&mut buf).await.unwrap_or(0);
+            if !String::from_utf8_lossy(&buf[..n]).contains(support::UPSTREAM_CHECK_AGENT) {
+                break tcp;
+            }
+        };
         let event = "data: 1\n\n";
         let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
         let chunk = format!("{head}{:x}\r\n{event}\r\n", event.len());

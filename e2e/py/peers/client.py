@@ -11,7 +11,7 @@ Connects (initialize, or server/discover in auto mode), lists the tools, calls `
 client (which DELETEs a session) and, when there was a session, POSTs once more with its id.
 
 Prints one JSON report on stdout:
-  {"protocol_version", "server_name", "tools": [names], "call": {"is_error", "text"},
+  {"protocol_version", "server_name", "server_version", "tools": [names], "call": {"is_error", "text"},
    "stream": {"is_error", "text", "progress": [[progress, total]...]},
    "wire": [{"method", "rpc", "status", "type", "session"}...],
    "after_close": status | null}
@@ -75,6 +75,7 @@ async def run(args):
             async with Client(streamable_http_client(args.url, http_client=http), mode=args.mode) as client:
                 report["protocol_version"] = client.protocol_version
                 report["server_name"] = client.server_info.name if client.server_info else None
+                report["server_version"] = client.server_info.version if client.server_info else None
                 report["tools"] = sorted(t.name for t in (await client.list_tools()).tools)
                 name, arguments = spec(args.call)
                 result = await client.call_tool(name, arguments)

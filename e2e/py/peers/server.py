@@ -7,10 +7,16 @@ usage: server.py --port P [--stateless]
 
 Tools: `echo(text)` and `count(steps)`, which reports progress once per step before it answers,
 so its reply is an event stream of several events. Streamable HTTP at /mcp on 127.0.0.1.
+
+`GET /sessions` (outside MCP) answers `{"open": N}`: the sessions the SDK's session manager
+holds open (a DELETE, or an idle timeout, ends one), so a test can see a client leave none.
 """
 
 import argparse
 import asyncio
+
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from starlette.responses import JSONResponse
 
 try:
     from mcp.server.mcpserver import Context, MCPServer as Server
@@ -20,6 +26,18 @@ except ImportError:
     from fastmcp import Context, FastMCP as Server
 
     SDK = 1
+
+# Every session manager the SDK makes (fastmcp's is a subclass), for `GET /sessions`.
+MANAGERS = []
+_manager_init = StreamableHTTPSessionManager.__init__
+
+
+def _recording_init(self, *args, **kwargs):
+    _manager_init(self, *args, **kwargs)
+    MANAGERS.append(self)
+
+
+StreamableHTTPSessionManager.__init__ = _recording_init
 
 
 def main():
@@ -42,6 +60,11 @@ def main():
             await ctx.report_progress(step, steps)
             await asyncio.sleep(0.02)
         return f"counted to {steps}"
+
+    @mcp.custom_route("/sessions", methods=["GET"])
+    async def sessions(request):
+        # The SDK's own bookkeeping of open sessions (a private attribute: a test peer only).
+        return JSONResponse({"open": sum(len(m._server_instances) for m in MANAGERS)})
 
     if SDK == 2:
         mcp.run(

@@ -189,6 +189,8 @@ pub struct Deployment {
     pub origin: String,
     /// The server's own in-cluster entry point: `http://127.0.0.1:PORT`.
     pub in_cluster: String,
+    /// The sidecar's admin listener: `http://127.0.0.1:PORT`.
+    pub admin: String,
     pub rendered: Vec<Value>,
     pub phabricator: Process,
     pub conduit: Process,
@@ -258,6 +260,7 @@ impl Deployment {
             public,
             origin,
             in_cluster: format!("http://127.0.0.1:{}", ports.server),
+            admin: format!("http://127.0.0.1:{}", ports.admin),
             rendered,
             phabricator,
             conduit,

@@ -17,6 +17,7 @@ mod scope;
 mod server;
 mod status;
 mod streams;
+mod verify;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,6 +26,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
@@ -39,6 +41,7 @@ use kube::{Client, Resource};
 use sluice_crds::{McpRoute, McpServer};
 use tokio::sync::watch;
 
+pub use self::apply::REPLICAS_HANDOVER_MANAGER;
 use self::index::Index;
 pub use self::scope::Scope;
 use self::scope::{Stores, api, owned_selector};
@@ -48,7 +51,8 @@ use crate::metrics::Metrics;
 use crate::render::{HttpRoute, RenderOptions, ServiceMonitor, label, public_hosts};
 use crate::{Error, Result};
 
-/// The one field manager of every write the operator makes (objects and statuses).
+/// The field manager of every write the operator makes (objects and statuses), but for the
+/// one that hands a replica count to an autoscaler ([`REPLICAS_HANDOVER_MANAGER`]).
 pub const FIELD_MANAGER: &str = "sluice-operator";
 
 /// The `reportingController` of the operator's events.
@@ -109,7 +113,15 @@ pub struct Options {
     pub requeue: Duration,
     /// This instance's name in events (`reportingInstance`).
     pub identity: String,
+    /// Where each server's sidecar admin port is reached, `{name}` and `{namespace}`
+    /// replaced, to read what Conduit is (`Verified`); `None` does not ask.
+    pub sidecar_admin_url: Option<String>,
+    /// How often each server's sidecar is asked (at most).
+    pub verify_every: Duration,
 }
+
+/// The sidecars' admin port through each server's own Service (port 9090, `metrics`).
+pub const SIDECAR_ADMIN_URL: &str = "http://{name}.{namespace}.svc:9090";
 
 impl Default for Options {
     fn default() -> Self {
@@ -121,6 +133,8 @@ impl Default for Options {
             debounce: Duration::from_millis(200),
             requeue: Duration::from_secs(300),
             identity: "sluice-operator".into(),
+            sidecar_admin_url: Some(SIDECAR_ADMIN_URL.into()),
+            verify_every: Duration::from_secs(60),
         }
     }
 }
@@ -134,6 +148,8 @@ pub(crate) struct Context {
     /// What the last reconcile of each server referred to, so that a change wakes it.
     pub index: Index,
     pub metrics: Metrics,
+    /// Asks sidecars what Conduit is; `None` when `sidecar_admin_url` is.
+    pub verifier: Option<verify::Verifier>,
     /// Publishes the events of status transitions.
     pub recorder: Recorder,
     /// Failures in a row, per object.
@@ -222,6 +238,7 @@ struct Owned {
     services: Touched<Service>,
     persistent_volume_claims: Touched<PersistentVolumeClaim>,
     deployments: Touched<Deployment>,
+    horizontal_pod_autoscalers: Touched<HorizontalPodAutoscaler>,
     pod_disruption_budgets: Touched<PodDisruptionBudget>,
     network_policies: Touched<NetworkPolicy>,
     ingresses: Touched<Ingress>,
@@ -262,7 +279,12 @@ pub(crate) async fn run(
             instance: Some(options.identity.clone()),
         },
     );
+    let verifier = options
+        .sidecar_admin_url
+        .clone()
+        .map(|url| verify::Verifier::new(url, options.verify_every));
     let ctx = Arc::new(Context {
+        verifier,
         client,
         options,
         stores,
@@ -356,6 +378,7 @@ fn watch_partition(
         services: owned!(Service, services),
         persistent_volume_claims: owned!(PersistentVolumeClaim, persistent_volume_claims),
         deployments: owned!(Deployment, deployments),
+        horizontal_pod_autoscalers: owned!(HorizontalPodAutoscaler, horizontal_pod_autoscalers),
         pod_disruption_budgets: owned!(PodDisruptionBudget, pod_disruption_budgets),
         network_policies: owned!(NetworkPolicy, network_policies),
         ingresses: owned!(Ingress, ingresses),
@@ -423,6 +446,7 @@ fn controllers_of(
         services,
         persistent_volume_claims,
         deployments,
+        horizontal_pod_autoscalers,
         pod_disruption_budgets,
         network_policies,
         ingresses,
@@ -443,6 +467,10 @@ fn controllers_of(
             by_label(o.meta())
         })
         .watches_stream(deployments, move |o: Deployment| by_label(o.meta()))
+        .watches_stream(
+            horizontal_pod_autoscalers,
+            move |o: HorizontalPodAutoscaler| by_label(o.meta()),
+        )
         .watches_stream(pod_disruption_budgets, move |o: PodDisruptionBudget| {
             by_label(o.meta())
         })

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -98,6 +99,7 @@ pub async fn prune(
     deleted.extend(prune_kind::<Deployment>(client, stores, owner, &by_kind).await?);
     // A claim still mounted lingers (pvc-protection) until the pods using it are gone.
     deleted.extend(prune_kind::<PersistentVolumeClaim>(client, stores, owner, &by_kind).await?);
+    deleted.extend(prune_kind::<HorizontalPodAutoscaler>(client, stores, owner, &by_kind).await?);
     deleted.extend(prune_kind::<PodDisruptionBudget>(client, stores, owner, &by_kind).await?);
     deleted.extend(prune_kind::<NetworkPolicy>(client, stores, owner, &by_kind).await?);
     deleted.extend(prune_kind::<Ingress>(client, stores, owner, &by_kind).await?);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
@@ -225,6 +226,7 @@ pub struct Stores {
     /// Owned PersistentVolumeClaims (OAuth state).
     pub persistent_volume_claims: Scoped<PersistentVolumeClaim>,
     pub deployments: Scoped<Deployment>,
+    pub horizontal_pod_autoscalers: Scoped<HorizontalPodAutoscaler>,
     pub pod_disruption_budgets: Scoped<PodDisruptionBudget>,
     pub network_policies: Scoped<NetworkPolicy>,
     pub ingresses: Scoped<Ingress>,
@@ -255,6 +257,9 @@ impl Stores {
             .wait_ready("PersistentVolumeClaim")
             .await?;
         self.deployments.wait_ready("Deployment").await?;
+        self.horizontal_pod_autoscalers
+            .wait_ready("HorizontalPodAutoscaler")
+            .await?;
         self.pod_disruption_budgets
             .wait_ready("PodDisruptionBudget")
             .await?;
@@ -284,6 +289,7 @@ impl Stores {
             + self.services.len()
             + self.persistent_volume_claims.len()
             + self.deployments.len()
+            + self.horizontal_pod_autoscalers.len()
             + self.pod_disruption_budgets.len()
             + self.network_policies.len()
             + self.ingresses.len()

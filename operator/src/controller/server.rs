@@ -16,7 +16,8 @@ use super::events::{publish, route_transitions, server_transitions};
 use super::index::rollout_references;
 use super::prune::{self, Owner, cleanup_cluster_objects};
 use super::status::{
-    self, RouteFacts, ServerFacts, Verdict, route_status, server_status, write_route, write_server,
+    self, RouteFacts, ServerFacts, Verdict, desired_replicas, route_status, server_status,
+    write_route, write_server,
 };
 use super::{Context, Features};
 use crate::key::{ObjectKey, ROUTE_KIND, SERVER_KIND};
@@ -66,7 +67,7 @@ async fn reconcile_server(server: Arc<McpServer>, ctx: &Context) -> Result<Actio
     let api: Api<McpServer> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let has_finalizer = server.finalizers().iter().any(|f| f == FINALIZER);
     if server.metadata.deletion_timestamp.is_some() && !has_finalizer {
-        ctx.index.forget(&key.namespace, &key.name);
+        forget(&key, ctx);
         return Ok(Action::await_change());
     }
     let plan =
@@ -396,7 +397,16 @@ async fn apply(server: &McpServer, key: &ObjectKey, plan: Plan, ctx: &Context) -
     if let Some(error) = route_error {
         return Err(error);
     }
-    Ok(Action::requeue(ctx.options.requeue))
+    Ok(Action::requeue(next_look(ctx)))
+}
+
+/// When to reconcile a converged server again: at the resync, or sooner when its sidecar is
+/// to be asked again what Conduit is.
+fn next_look(ctx: &Context) -> std::time::Duration {
+    match &ctx.verifier {
+        Some(verifier) => ctx.options.requeue.min(verifier.every),
+        None => ctx.options.requeue,
+    }
 }
 
 /// The server's status when its spec cannot be rendered: not ready, and why.
@@ -410,7 +420,8 @@ async fn report_unrenderable(
     let deployment = ctx.stores.deployments.get(Some(&key.namespace), &key.name);
     let facts = ServerFacts {
         generation: server.metadata.generation,
-        desired_replicas: server.spec.replicas,
+        desired_replicas: desired_replicas(&server.spec, deployment.as_deref()),
+        selector: Some(render::pod_selector(&key.name)),
         problem: Some(Verdict::no(error.reason(), error.to_string())),
         deployment: deployment.as_deref(),
         ..ServerFacts::default()
@@ -552,9 +563,20 @@ async fn report_applied(
             .map(|g| g.notice.clone()),
     );
     let deployment = ctx.stores.deployments.get(Some(&key.namespace), &key.name);
+    let ready_pods = deployment
+        .as_ref()
+        .and_then(|d| d.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let verification = match &ctx.verifier {
+        Some(verifier) => Some(verifier.verify(key, ready_pods).await),
+        None => None,
+    };
     let facts = ServerFacts {
         generation: server.metadata.generation,
-        desired_replicas: server.spec.replicas,
+        desired_replicas: desired_replicas(&server.spec, deployment.as_deref()),
+        selector: Some(render::pod_selector(&key.name)),
+        verification,
         problem: (!server_failures.is_empty())
             .then(|| Verdict::no(reasons::APPLY_FAILED, server_failures.join("; "))),
         missing: missing.clone(),
@@ -624,8 +646,16 @@ async fn cleanup(server: &McpServer, key: &ObjectKey, ctx: &Context) -> Result<A
         ctx.metrics.wrote("ClusterRoleBinding", "delete");
         tracing::info!(%object, "deleted with its server");
     }
-    ctx.index.forget(&key.namespace, &key.name);
+    forget(key, ctx);
     Ok(Action::await_change())
+}
+
+/// Drops what the operator remembers of a server that is going away.
+fn forget(key: &ObjectKey, ctx: &Context) {
+    ctx.index.forget(&key.namespace, &key.name);
+    if let Some(verifier) = &ctx.verifier {
+        verifier.forget(key);
+    }
 }
 
 #[cfg(test)]

@@ -8,9 +8,12 @@ use serde::Serialize;
 use serde_json::json;
 use sluice_crds::conditions::{self, reasons};
 use sluice_crds::route::DiscoveryUrls;
-use sluice_crds::{API_VERSION, McpRoute, McpRouteStatus, McpServer, McpServerStatus};
+use sluice_crds::{
+    API_VERSION, McpRoute, McpRouteStatus, McpServer, McpServerSpec, McpServerStatus,
+};
 
 use super::FIELD_MANAGER;
+use super::verify::Verification;
 use crate::render::{AcceptedRoute, Notice};
 use crate::{Error, Result};
 
@@ -19,6 +22,7 @@ use crate::{Error, Result};
 pub enum Truth {
     True,
     False,
+    Unknown,
 }
 
 impl Truth {
@@ -26,6 +30,7 @@ impl Truth {
         match self {
             Self::True => "True",
             Self::False => "False",
+            Self::Unknown => "Unknown",
         }
     }
 }
@@ -53,6 +58,15 @@ impl Verdict {
     pub fn no(reason: &'static str, message: impl Into<String>) -> Self {
         Self {
             status: Truth::False,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// An `Unknown` verdict: nothing to judge by.
+    pub fn unknown(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: Truth::Unknown,
             reason,
             message: message.into(),
         }
@@ -102,8 +116,10 @@ pub fn changed<T: Serialize>(previous: Option<&T>, new: &T) -> bool {
 pub struct ServerFacts<'a> {
     /// `metadata.generation`.
     pub generation: Option<i64>,
-    /// `spec.replicas`.
+    /// The pods the server should have now ([`desired_replicas`]).
     pub desired_replicas: i32,
+    /// The pods' label selector, for the scale subresource.
+    pub selector: Option<String>,
     /// Why the server cannot be (fully) applied: a spec render refuses, or objects the API
     /// server refused. Overrides the Deployment's readiness.
     pub problem: Option<Verdict>,
@@ -116,6 +132,9 @@ pub struct ServerFacts<'a> {
     pub url: Option<String>,
     /// OAuth discovery URLs of the server's own entry point (OAuth mode).
     pub discovery: Option<DiscoveryUrls>,
+    /// What a sidecar said of Conduit; `None`: not asked this time (the previous `Verified`
+    /// condition and `mcp` stay).
+    pub verification: Option<Verification>,
 }
 
 /// The status `facts` call for, keeping transition times from `previous`.
@@ -148,23 +167,55 @@ pub fn server_status(
         None => Verdict::no(reasons::AS_EXPECTED, ""),
     };
     let generation = facts.generation;
-    McpServerStatus {
-        observed_generation: generation,
-        conditions: vec![
-            condition(conditions::READY, &ready, old, generation, now),
-            condition(
-                conditions::PROGRESSING,
-                &rollout.progressing,
+    let mut conditions = vec![
+        condition(conditions::READY, &ready, old, generation, now),
+        condition(
+            conditions::PROGRESSING,
+            &rollout.progressing,
+            old,
+            generation,
+            now,
+        ),
+        condition(conditions::DEGRADED, &degraded, old, generation, now),
+    ];
+    let mcp = match &facts.verification {
+        Some(verification) => {
+            conditions.push(condition(
+                conditions::VERIFIED,
+                &verification.verdict,
                 old,
                 generation,
                 now,
-            ),
-            condition(conditions::DEGRADED, &degraded, old, generation, now),
-        ],
+            ));
+            verification.info.clone()
+        }
+        None => {
+            conditions.extend(find(old, conditions::VERIFIED).cloned());
+            previous.and_then(|s| s.mcp.clone())
+        }
+    };
+    McpServerStatus {
+        observed_generation: generation,
+        conditions,
+        mcp,
         replicas: rollout.replicas,
         ready_replicas: rollout.ready_replicas,
+        selector: facts.selector.clone(),
         url: facts.url.clone(),
         discovery: facts.discovery.clone(),
+    }
+}
+
+/// The pods a server should have now: `spec.replicas`, or with an autoscaler the count it
+/// chose (the Deployment's), never under its minimum.
+pub fn desired_replicas(spec: &McpServerSpec, deployment: Option<&Deployment>) -> i32 {
+    match &spec.autoscaling {
+        None => spec.replicas,
+        Some(autoscaling) => deployment
+            .and_then(|d| d.spec.as_ref())
+            .and_then(|s| s.replicas)
+            .unwrap_or(autoscaling.min_replicas)
+            .max(autoscaling.min_replicas),
     }
 }
 

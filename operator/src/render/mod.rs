@@ -10,6 +10,7 @@
 //! (one file per kind) build from a [`context::Context`]; `server` calls them in apply order;
 //! `offline` calls `server` for every server of a set of manifests.
 
+mod autoscaling;
 mod config;
 mod context;
 mod disruption;
@@ -38,7 +39,7 @@ pub use self::expose::{
     ParentReference,
 };
 pub use self::monitoring::{ServiceMonitor, ServiceMonitorEndpoint, ServiceMonitorSpec};
-pub use self::names::{MANAGED_BY, label};
+pub use self::names::{MANAGED_BY, label, pod_selector};
 pub use self::object::{Object, to_yaml_stream};
 pub use self::offline::{Output, render_all};
 pub(crate) use self::routes::{cross_server_rejections, public_hosts};

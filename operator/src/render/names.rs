@@ -73,6 +73,16 @@ pub fn selector_labels(server: &str) -> BTreeMap<String, String> {
     ])
 }
 
+/// [`selector_labels`] as a label selector string (`k=v,k=v`): the scale subresource's
+/// `status.selector`.
+pub fn pod_selector(server: &str) -> String {
+    selector_labels(server)
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The labels of every object of one McpServer (its routes' objects add `sluice.dev/route`).
 pub fn common_labels(
     server: &str,

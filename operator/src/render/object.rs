@@ -2,6 +2,7 @@
 
 use k8s_openapi::Resource as _;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -33,6 +34,8 @@ pub enum Object {
     PersistentVolumeClaim(PersistentVolumeClaim),
     /// Conduit and the sidecar.
     Deployment(Deployment),
+    /// Scales the Deployment, with `spec.autoscaling`.
+    HorizontalPodAutoscaler(HorizontalPodAutoscaler),
     /// Keeps one pod up during voluntary disruptions.
     PodDisruptionBudget(PodDisruptionBudget),
     /// Who may reach the pods and where they may connect.
@@ -54,6 +57,7 @@ impl Object {
             Object::Service(_) => Service::KIND,
             Object::PersistentVolumeClaim(_) => PersistentVolumeClaim::KIND,
             Object::Deployment(_) => Deployment::KIND,
+            Object::HorizontalPodAutoscaler(_) => HorizontalPodAutoscaler::KIND,
             Object::PodDisruptionBudget(_) => PodDisruptionBudget::KIND,
             Object::NetworkPolicy(_) => NetworkPolicy::KIND,
             Object::Ingress(_) => Ingress::KIND,
@@ -70,6 +74,7 @@ impl Object {
             Object::Service(_) => Service::API_VERSION,
             Object::PersistentVolumeClaim(_) => PersistentVolumeClaim::API_VERSION,
             Object::Deployment(_) => Deployment::API_VERSION,
+            Object::HorizontalPodAutoscaler(_) => HorizontalPodAutoscaler::API_VERSION,
             Object::PodDisruptionBudget(_) => PodDisruptionBudget::API_VERSION,
             Object::NetworkPolicy(_) => NetworkPolicy::API_VERSION,
             Object::Ingress(_) => Ingress::API_VERSION,
@@ -86,6 +91,7 @@ impl Object {
             Object::Service(o) => &o.metadata,
             Object::PersistentVolumeClaim(o) => &o.metadata,
             Object::Deployment(o) => &o.metadata,
+            Object::HorizontalPodAutoscaler(o) => &o.metadata,
             Object::PodDisruptionBudget(o) => &o.metadata,
             Object::NetworkPolicy(o) => &o.metadata,
             Object::Ingress(o) => &o.metadata,

@@ -12,8 +12,8 @@ use super::names::{Owner, PLACEHOLDER_UID_WARNING, image_version, placeholder_ui
 use super::oauth_state::{self, StateHome};
 use super::routes::{self, PlannedRoute};
 use super::{
-    Notice, Object, Observed, OnChange, Reference, RenderOptions, Rendered, config, disruption,
-    expose, monitoring, network, rbac, service, workload,
+    Notice, Object, Observed, OnChange, Reference, RenderOptions, Rendered, autoscaling, config,
+    disruption, expose, monitoring, network, rbac, service, workload,
 };
 use crate::key::ObjectKey;
 use crate::render_error::RenderError;
@@ -108,7 +108,13 @@ pub fn render_server(
         restart_hash: &restart_hash,
     };
     objects.push(Object::Deployment(workload::deployment(&ctx, &pod)));
-    if server.spec.replicas > 1 {
+    if let Some(autoscaling) = &server.spec.autoscaling {
+        objects.push(Object::HorizontalPodAutoscaler(
+            autoscaling::horizontal_pod_autoscaler(&ctx, autoscaling),
+        ));
+    }
+    // With an autoscaler, by its minimum: a budget over one pod would block node drains.
+    if server.spec.fewest_replicas() > 1 {
         objects.push(Object::PodDisruptionBudget(
             disruption::pod_disruption_budget(&ctx),
         ));

@@ -104,7 +104,9 @@ pub fn deployment(ctx: &Context<'_>, inputs: &PodInputs<'_>) -> Deployment {
     Deployment {
         metadata: ctx.metadata(&ctx.key.name),
         spec: Some(DeploymentSpec {
-            replicas: Some(spec.replicas),
+            // With an autoscaler the count is its own: leaving the field out of the apply
+            // gives it up (the controller hands it over first, so it is not reset to 1).
+            replicas: spec.autoscaling.is_none().then_some(spec.replicas),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(&ctx.key.name)),
                 ..LabelSelector::default()

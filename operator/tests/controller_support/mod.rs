@@ -219,6 +219,8 @@ pub fn options() -> RunOptions {
             debounce: Duration::from_millis(50),
             requeue: Duration::from_secs(1),
             identity: "test-operator".into(),
+            // No sidecar to ask here; the tests of `Verified` bring a stand-in.
+            sidecar_admin_url: None,
             ..controller::Options::default()
         },
         leader: None,
@@ -332,6 +334,28 @@ pub async fn wait_quiet(cluster: &Cluster, operator: &Operator) {
     }
 }
 
+/// Once the operator has converged ([`wait_quiet`]), what it sends over five more reconciles
+/// of everything: the writes that changed something, and every mutating request (anything
+/// but a GET), applies that would have changed nothing included.
+pub async fn requests_once_converged(
+    cluster: &Cluster,
+    operator: &Operator,
+) -> (Vec<Write>, Vec<String>) {
+    wait_quiet(cluster, operator).await;
+    cluster.api.clear_logs();
+    let before = operator.server_reconciles();
+    operator.wait_reconciles(5).await;
+    assert!(operator.server_reconciles() >= before + 5);
+    let mutating = cluster
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.method != "GET")
+        .map(ToString::to_string)
+        .collect();
+    (cluster.operator_writes(), mutating)
+}
+
 // === fixtures ===
 
 /// An McpServer as a user writes it: `name` in [`NS`], header-token mode.
@@ -390,6 +414,25 @@ fn base64(value: &str) -> String {
         }
     }
     out
+}
+
+// === reading objects ===
+
+/// Who owns a Deployment's `spec.replicas`, by field manager.
+pub fn replica_owners(deployment: &k8s_openapi::api::apps::v1::Deployment) -> Vec<String> {
+    deployment
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| {
+            entry
+                .fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.pointer("/f:spec/f:replicas").is_some())
+        })
+        .filter_map(|entry| entry.manager.clone())
+        .collect()
 }
 
 // === reading status ===

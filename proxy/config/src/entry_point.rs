@@ -43,6 +43,13 @@ pub struct EntryPoint {
     /// Rate limits; all apply.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rate_limits: Vec<RateLimit>,
+    /// Proxies (CIDRs, e.g. `10.0.0.0/8`, `fd00::/8`) whose word on the caller's address is
+    /// believed. From a peer in one of them the client is the right-most `X-Forwarded-For`
+    /// address (`Forwarded: for=` without it) not itself in one, and the upstream gets that
+    /// chain with the peer appended. From any other peer (and with none listed, the default)
+    /// both headers are ignored: the peer is the client, and `X-Forwarded-For` is the peer alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
     /// OAuth protected-resource metadata served by the sidecar itself (for `jwt` and
     /// `serviceAccount` entry points with an external authorization server).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,6 +6,7 @@
 //! [`ProxyConfig::from_yaml`] parses *and* validates; a config that fails is never used.
 
 mod auth;
+mod cidr;
 mod duration;
 mod entry_point;
 mod pattern;
@@ -22,6 +23,7 @@ pub use auth::{
     ApiKeyAuth, Auth, JwtAlgorithm, JwtAuth, OAuthAuth, PhabricatorTokenAuth, ServiceAccountAuth,
     TokenReview, WhoamiCache,
 };
+pub use cidr::{IpNet, parse_cidr};
 pub use duration::Duration;
 pub use entry_point::{Discovery, EntryPoint, Tls, UpstreamToken};
 pub use pattern::{Pattern, PatternError};
@@ -38,7 +40,7 @@ pub struct ProxyConfig {
     /// The MCP server the sidecar guards.
     #[serde(default)]
     pub upstream: Upstream,
-    /// The admin listener (`/healthz`, `/readyz`, `/metrics`).
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`, `/upstream`, `/upstream/livez`).
     #[serde(default)]
     pub admin: Admin,
     /// Size limits on what callers send.
@@ -134,6 +136,10 @@ pub struct Upstream {
     /// questions to it must do (it asks Conduit who an OAuth bearer belongs to).
     #[serde(default)]
     pub sessions: Sessions,
+    /// The sidecar's own check that the upstream answers MCP, which `/readyz`,
+    /// `/upstream/livez` and `/upstream` report.
+    #[serde(default)]
+    pub check: UpstreamCheck,
 }
 
 impl Default for Upstream {
@@ -143,8 +149,51 @@ impl Default for Upstream {
             pool_max_idle: default_pool_max_idle(),
             pool_idle_timeout: default_pool_idle_timeout(),
             sessions: Sessions::default(),
+            check: UpstreamCheck::default(),
         }
     }
+}
+
+/// How the sidecar checks that the upstream answers MCP: an `initialize` (and `tools/list`)
+/// over a connection of its own, without credentials, on an interval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpstreamCheck {
+    /// Time from the end of one check to the start of the next (at least 100ms). Until the
+    /// upstream first answers, checks come every second at most, so a pod turns ready soon
+    /// after the upstream starts.
+    #[serde(default = "default_check_interval")]
+    pub interval: Duration,
+    /// Time one check may take in all: connecting, every request and every answer. Shorter
+    /// than `interval`.
+    #[serde(default = "default_check_timeout")]
+    pub timeout: Duration,
+    /// Checks in a row that must miss before an upstream that answered counts as not
+    /// answering (`/readyz` and `/upstream/livez` fail); at least 1.
+    #[serde(default = "default_check_failure_threshold")]
+    pub failure_threshold: u32,
+}
+
+impl Default for UpstreamCheck {
+    fn default() -> Self {
+        Self {
+            interval: default_check_interval(),
+            timeout: default_check_timeout(),
+            failure_threshold: default_check_failure_threshold(),
+        }
+    }
+}
+
+fn default_check_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_check_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_check_failure_threshold() -> u32 {
+    3
 }
 
 /// The upstream's MCP session handling (Conduit's `--stateless` / `--no-stateless`).
@@ -174,7 +223,7 @@ fn default_pool_idle_timeout() -> Duration {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Admin {
-    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    /// Address of `/healthz`, `/readyz`, `/metrics`, `/upstream` and `/upstream/livez`.
     #[serde(default = "default_admin_listen")]
     pub listen: SocketAddr,
 }

@@ -4,7 +4,9 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::{Auth, EntryPoint, NameFilter, Pattern, ProxyConfig, RateLimitScope, ToolPolicy};
+use crate::{
+    Auth, EntryPoint, NameFilter, Pattern, ProxyConfig, RateLimitScope, ToolPolicy, UpstreamCheck,
+};
 
 /// Why a config was refused.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +116,7 @@ fn check_globals(config: &ProxyConfig, c: &mut Collector) {
         Ok(_) => c.push("upstream.url", "must be http://host:port without a path"),
         Err(e) => c.push("upstream.url", format!("not a URL: {e}")),
     }
+    check_upstream_check(&config.upstream.check, c);
     let t = &config.timeouts;
     for (name, d) in [
         ("timeouts.headerRead", t.header_read),
@@ -187,6 +190,29 @@ fn check_globals(config: &ProxyConfig, c: &mut Collector) {
     }
 }
 
+/// The shortest `upstream.check.interval`: the check must not become load on the upstream.
+const MIN_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+fn check_upstream_check(check: &UpstreamCheck, c: &mut Collector) {
+    if check.interval.get() < MIN_CHECK_INTERVAL {
+        c.push("upstream.check.interval", "must be at least 100ms");
+    }
+    if check.timeout.get().is_zero() {
+        c.push("upstream.check.timeout", "must be longer than zero");
+    } else if check.timeout >= check.interval {
+        c.push(
+            "upstream.check.timeout",
+            format!(
+                "must be shorter than upstream.check.interval ({})",
+                check.interval
+            ),
+        );
+    }
+    if check.failure_threshold == 0 {
+        c.push("upstream.check.failureThreshold", "must be at least 1");
+    }
+}
+
 fn check_entry_point(config: &ProxyConfig, ep: &EntryPoint, at: &str, c: &mut Collector) {
     if !is_dns_label(&ep.name) {
         c.push(format!("{at}.name"), "must be a lower-case DNS label");
@@ -231,6 +257,11 @@ fn check_entry_point(config: &ProxyConfig, ep: &EntryPoint, at: &str, c: &mut Co
                 format!("{at}.allowedOrigins[{j}]"),
                 "must be scheme://host[:port]",
             );
+        }
+    }
+    for (j, cidr) in ep.trusted_proxies.iter().enumerate() {
+        if let Err(e) = crate::parse_cidr(cidr) {
+            c.push(format!("{at}.trustedProxies[{j}]"), e);
         }
     }
     if ep.max_body_bytes == Some(0) {

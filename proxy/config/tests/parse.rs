@@ -135,3 +135,63 @@ fn rate_limits_count_tool_calls_unless_told_otherwise() {
         "{err}"
     );
 }
+
+#[test]
+fn trusted_proxies_are_cidrs_and_a_bad_one_is_named() {
+    let text = FULL.replace(
+        "    pathPrefix: /ai\n",
+        "    pathPrefix: /ai\n    trustedProxies: [\"10.0.0.0/8\", \"fd00::/8\"]\n",
+    );
+    let config = ProxyConfig::from_yaml(&text).unwrap();
+    assert_eq!(
+        config.entry_points[1].trusted_proxies,
+        ["10.0.0.0/8", "fd00::/8"]
+    );
+    assert!(config.entry_points[0].trusted_proxies.is_empty());
+    let text = text.replace("fd00::/8", "10.0.0.1");
+    let err = ProxyConfig::from_yaml(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("entryPoints[1].trustedProxies[1]: \"10.0.0.1\" is not a CIDR"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_upstream_check_has_defaults_and_sane_bounds_named_by_field() {
+    let config = ProxyConfig::from_yaml(FULL).unwrap();
+    let check = &config.upstream.check;
+    assert_eq!(
+        (check.interval, check.timeout, check.failure_threshold),
+        (Duration::from_secs(10), Duration::from_secs(5), 3)
+    );
+    let with = |check: &str| {
+        FULL.replace(
+            "  url: http://127.0.0.1:8000\n",
+            &format!("  url: http://127.0.0.1:8000\n  check:\n{check}"),
+        )
+    };
+    let config = ProxyConfig::from_yaml(&with(
+        "    interval: 2s\n    timeout: 500ms\n    failureThreshold: 1\n",
+    ))
+    .unwrap();
+    assert_eq!(config.upstream.check.timeout, Duration::from_millis(500));
+    let again = ProxyConfig::from_yaml(&config.to_yaml().unwrap()).unwrap();
+    assert_eq!(again, config);
+
+    let err = ProxyConfig::from_yaml(&with(
+        "    interval: 50ms\n    timeout: 5s\n    failureThreshold: 0\n",
+    ))
+    .unwrap_err()
+    .to_string();
+    for problem in [
+        "upstream.check.interval: must be at least 100ms",
+        "upstream.check.timeout: must be shorter than upstream.check.interval (50ms)",
+        "upstream.check.failureThreshold: must be at least 1",
+    ] {
+        assert!(err.contains(problem), "{err}");
+    }
+    let err = ProxyConfig::from_yaml(&with("    intervall: 5s\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("intervall"), "{err}");
+}

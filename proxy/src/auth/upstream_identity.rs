@@ -287,7 +287,7 @@ fn reply_result(answer: &Answer, id: u64) -> Result<Value, Unknown> {
     let malformed = Unknown::Unavailable(CallError::Malformed);
     let text = std::str::from_utf8(&answer.body).map_err(|_| malformed.clone())?;
     let messages: Vec<String> = if answer.event_stream {
-        event_data(text)
+        crate::sse::event_data(text)
     } else {
         vec![text.to_owned()]
     };
@@ -304,28 +304,6 @@ fn reply_result(answer: &Answer, id: u64) -> Result<Value, Unknown> {
         };
     }
     Err(malformed)
-}
-
-/// The data of each event of an event stream (`data:` lines joined by newlines).
-fn event_data(stream: &str) -> Vec<String> {
-    let mut events = Vec::new();
-    let mut data: Option<String> = None;
-    for line in stream.lines() {
-        if line.is_empty() {
-            events.extend(data.take());
-        } else if let Some(value) = line.strip_prefix("data:") {
-            let value = value.strip_prefix(' ').unwrap_or(value);
-            match &mut data {
-                Some(d) => {
-                    d.push('\n');
-                    d.push_str(value);
-                }
-                None => data = Some(value.to_owned()),
-            }
-        }
-    }
-    events.extend(data);
-    events
 }
 
 /// The user a `pha_user_whoami` result names: Conduit's `{"success": true, "user": {...}}`, as
@@ -429,13 +407,5 @@ mod tests {
             let v: Value = serde_json::from_str(bad).unwrap();
             assert!(user(&v).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn events_join_their_data_lines() {
-        assert_eq!(
-            event_data("data: a\ndata: b\n\nid: 1\ndata:c\n\ndata: d"),
-            ["a\nb", "c", "d"]
-        );
     }
 }

@@ -148,14 +148,14 @@ impl Rule {
                 .is_some_and(|n| self.tools.iter().any(|p| p.matches(n)))
     }
 
-    fn key(&self, message: &Message, caller: Option<&Identity>, peer: IpAddr) -> Key {
+    fn key(&self, message: &Message, caller: Option<&Identity>, client: IpAddr) -> Key {
         Key {
             identity: self
                 .by_identity
                 .then(|| caller.map(|c| c.name.clone()))
                 .flatten(),
             tool: self.by_tool.then(|| tool_part(message)),
-            address: self.by_address.then_some(peer),
+            address: self.by_address.then_some(client),
         }
     }
 
@@ -184,9 +184,9 @@ impl Rule {
         &self,
         message: &Message,
         caller: Option<&Identity>,
-        peer: IpAddr,
+        client: IpAddr,
     ) -> Result<(), Refusal> {
-        let key = self.key(message, caller, peer);
+        let key = self.key(message, caller, client);
         let wait = match &self.backend {
             Backend::Local(local) => local.check(&key).err(),
             Backend::Global {
@@ -236,13 +236,13 @@ fn retry_after(wait: Duration) -> u64 {
 // === the request path ===
 
 impl RateLimits {
-    /// Counts the messages of `inspection` by `identity` from `peer` against the rules; 429
-    /// over a limit.
+    /// Counts the messages of `inspection` by `identity` from the `client` address against the
+    /// rules; 429 over a limit.
     pub async fn check(
         &self,
         inspection: Option<&Inspection>,
         identity: Option<&Identity>,
-        peer: IpAddr,
+        client: IpAddr,
     ) -> Result<(), Refusal> {
         if self.rules.is_empty() {
             return Ok(());
@@ -253,7 +253,7 @@ impl RateLimits {
         for message in inspection.messages() {
             for rule in &self.rules {
                 if rule.counts(message) {
-                    rule.admit(message, identity, peer).await?;
+                    rule.admit(message, identity, client).await?;
                 }
             }
         }

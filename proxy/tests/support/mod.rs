@@ -113,6 +113,9 @@ impl Upstream {
                                 headers: parts.headers,
                                 body,
                             };
+                            if let Some(answer) = upstream_check_answer(&seen) {
+                                return Ok::<_, Infallible>(answer);
+                            }
                             let response = handler(&seen).await;
                             let _ = tx.send(seen);
                             Ok::<_, Infallible>(response)
@@ -149,6 +152,46 @@ impl Upstream {
     pub fn saw_any(&mut self) -> bool {
         self.seen.try_recv().is_ok()
     }
+}
+
+/// How the sidecar's background upstream check introduces itself.
+pub const UPSTREAM_CHECK_AGENT: &str = "sluice-upstream-check/";
+
+/// Whether `headers` are those of the sidecar's own upstream check.
+pub fn is_upstream_check(headers: &HeaderMap) -> bool {
+    headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(UPSTREAM_CHECK_AGENT))
+}
+
+/// The answer to the sidecar's upstream check, as a stateless MCP server gives it (any
+/// request: a result holding both an `initialize` and a `tools/list` answer). The check never
+/// reaches a test's handler nor shows in what the upstream saw: the tests here are about
+/// callers' requests (the check's own tests are in `upstream_check` and the e2e tests).
+fn upstream_check_answer(seen: &Seen) -> Option<Response<Body>> {
+    if !is_upstream_check(&seen.headers) {
+        return None;
+    }
+    let id = serde_json::from_slice::<serde_json::Value>(&seen.body)
+        .map(|v| v["id"].clone())
+        .unwrap_or_default();
+    let reply = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "result": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "test-upstream", "version": "0"},
+            "tools": [],
+        },
+    });
+    Some(
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(full(reply.to_string()))
+            .unwrap(),
+    )
 }
 
 pub fn json(status: StatusCode, body: &'static str) -> Response<Body> {
@@ -206,11 +249,18 @@ impl Sluice {
         let proxy = Proxy::start(options)
             .await
             .unwrap_or_else(|e| panic!("proxy did not start: {e}"));
-        Self {
+        let sluice = Self {
             proxy,
             dir,
             config_path,
-        }
+        };
+        // Readiness follows the background upstream check: a test starts once it has a
+        // verdict (answering, or not) rather than racing the first check.
+        eventually("the first upstream check", async || {
+            get(&sluice.admin("/upstream")).await.json()["checkedAt"].is_string()
+        })
+        .await;
+        sluice
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -62,10 +62,40 @@ pub fn conduit(ctx: &Context<'_>, inputs: &PodInputs<'_>, mounts: Vec<VolumeMoun
             }),
             ..Lifecycle::default()
         }),
+        // Answered by the sidecar on Conduit's behalf: see `upstream_probe`.
+        startup_probe: Some(upstream_probe(2, 90)),
+        liveness_probe: Some(upstream_probe(10, 3)),
         resources: Some(spec.resources.clone()),
         security_context: Some(hardened()),
         volume_mounts: Some(mounts),
         ..Container::default()
+    }
+}
+
+/// The path of the sidecar's admin port that answers whether Conduit answers MCP.
+pub const UPSTREAM_LIVENESS_PATH: &str = "/upstream/livez";
+
+/// A probe of Conduit that the sidecar answers: Conduit's image has no shell (no exec probe)
+/// and no health route, and a TCP probe passes while a wedged event loop still accepts
+/// connections. The sidecar checks Conduit at the MCP level (`proxy.upstreamCheck`) and
+/// answers `/upstream/livez` on its admin port with the verdict; the kubelet probes by the
+/// pod's IP, so Conduit's probe may name the sidecar's port (by number: a named port is
+/// looked up in the probed container). As the startup probe it holds liveness off until
+/// Conduit first answered (up to 3 minutes); as the liveness probe it restarts Conduit once
+/// the sidecar has seen it miss `failureThreshold` checks and the kubelet three probes more.
+/// A sidecar that is down fails it too, for as long as the kubelet's failure threshold
+/// allows; a sidecar restart is quicker than that.
+fn upstream_probe(period: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(UPSTREAM_LIVENESS_PATH.into()),
+            port: IntOrString::Int(i32::from(ADMIN_PORT)),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failure_threshold),
+        ..Probe::default()
     }
 }
 
