@@ -232,14 +232,7 @@ async fn a_converged_operator_writes_nothing_when_the_api_server_respells_an_aut
     cluster
         .wait_for::<HorizontalPodAutoscaler>("phab", "the autoscaler", |_| true)
         .await;
-    cluster
-        .api
-        .simulate_deployment_rollout(NS, "phab", 1)
-        .unwrap();
-
-    let (writes, mutating) = requests_once_converged(&cluster, &operator).await;
-    assert!(writes.is_empty(), "{writes:#?}");
-    assert!(mutating.is_empty(), "{mutating:#?}");
+    assert_quiet_once_rolled_out(&cluster, &operator, "phab").await;
     let autoscaler = cluster
         .get::<HorizontalPodAutoscaler>("phab")
         .await

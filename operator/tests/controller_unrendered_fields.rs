@@ -103,13 +103,7 @@ async fn pod_overrides_a_server_no_longer_sets_leave_its_deployment() {
     );
 
     // And the rule that sent those applies does not send any once converged.
-    cluster
-        .api
-        .simulate_deployment_rollout(NS, "phab", 1)
-        .unwrap();
-    let (writes, mutating) = requests_once_converged(&cluster, &operator).await;
-    assert!(writes.is_empty(), "{writes:#?}");
-    assert!(mutating.is_empty(), "{mutating:#?}");
+    assert_quiet_once_rolled_out(&cluster, &operator, "phab").await;
     operator.stop().await;
 }
 
@@ -143,13 +137,7 @@ async fn session_affinity_back_to_the_default_leaves_every_service() {
             .await;
     }
 
-    cluster
-        .api
-        .simulate_deployment_rollout(NS, "phab", 1)
-        .unwrap();
-    let (writes, mutating) = requests_once_converged(&cluster, &operator).await;
-    assert!(writes.is_empty(), "{writes:#?}");
-    assert!(mutating.is_empty(), "{mutating:#?}");
+    assert_quiet_once_rolled_out(&cluster, &operator, "phab").await;
     operator.stop().await;
 }
 
@@ -190,13 +178,7 @@ async fn an_annotation_a_route_no_longer_sets_leaves_its_ingress() {
         "the rest of the Ingress stays"
     );
 
-    cluster
-        .api
-        .simulate_deployment_rollout(NS, "phab", 1)
-        .unwrap();
-    let (writes, mutating) = requests_once_converged(&cluster, &operator).await;
-    assert!(writes.is_empty(), "{writes:#?}");
-    assert!(mutating.is_empty(), "{mutating:#?}");
+    assert_quiet_once_rolled_out(&cluster, &operator, "phab").await;
     operator.stop().await;
 }
 

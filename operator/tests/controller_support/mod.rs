@@ -356,6 +356,19 @@ pub async fn requests_once_converged(
     (cluster.operator_writes(), mutating)
 }
 
+/// Rolls server `name`'s Deployment out with one ready pod, then asserts that once converged
+/// the operator sends no mutating request at all: no write, and no apply that would have
+/// changed nothing.
+pub async fn assert_quiet_once_rolled_out(cluster: &Cluster, operator: &Operator, name: &str) {
+    cluster
+        .api
+        .simulate_deployment_rollout(NS, name, 1)
+        .unwrap();
+    let (writes, mutating) = requests_once_converged(cluster, operator).await;
+    assert!(writes.is_empty(), "{writes:#?}");
+    assert!(mutating.is_empty(), "{mutating:#?}");
+}
+
 // === fixtures ===
 
 /// An McpServer as a user writes it: `name` in [`NS`], header-token mode.
