@@ -2,6 +2,8 @@
 //! a header value or a body value; the tool name is the one body field logged, and the client
 //! address (an address parsed from a trusted proxy's header at most) the one header field.
 
+use std::sync::Arc;
+
 use http::StatusCode;
 
 use crate::errors::UpstreamFailure;
@@ -43,17 +45,17 @@ pub fn record(m: &Metrics, cx: &RequestContext, status: StatusCode) {
     );
 }
 
-/// Counts an upstream failure.
-pub fn upstream_failed(metrics: &Metrics, cx: &RequestContext, failure: UpstreamFailure) {
+/// Counts an upstream failure on `entry_point`.
+pub fn upstream_failed(metrics: &Metrics, entry_point: &Arc<str>, failure: UpstreamFailure) {
     metrics
         .upstream_errors
         .get_or_create(&UpstreamErrorLabels {
-            entry_point: cx.entry_point.clone(),
+            entry_point: entry_point.clone(),
             kind: failure.label(),
         })
         .inc();
     tracing::warn!(
-        entry_point = &*cx.entry_point,
+        entry_point = &**entry_point,
         kind = failure.label(),
         "{failure}"
     );

@@ -123,6 +123,22 @@ pub enum Refusal {
     /// The caller's credential cannot be checked now (its identity provider is down).
     #[error("the credential cannot be verified now; retry later")]
     AuthUnavailable,
+    /// A legacy-transport POST names no session this caller holds on this entry point: unknown,
+    /// ended, or another caller's (answered alike, so nobody learns another's session exists).
+    #[error(
+        "no such legacy session: it ended, or was never opened here (a session lives in the pod that opened it; with several replicas, legacy clients need session affinity)"
+    )]
+    LegacySessionUnknown,
+    /// The caller already holds `legacySse.maxSessionsPerCaller` legacy sessions.
+    #[error("this caller already holds {max} legacy sessions, the most allowed; close one first")]
+    LegacyCallerLimit { max: usize },
+    /// The sidecar already holds `legacySse.maxSessions` legacy sessions.
+    #[error("the proxy holds {max} legacy sessions, the most allowed; retry later")]
+    LegacySidecarLimit { max: usize },
+    /// The upstream answered a legacy session's message with an HTTP error (its JSON-RPC
+    /// error, where it sent one, travels instead).
+    #[error("the upstream answered HTTP {0}")]
+    UpstreamStatus(StatusCode),
 }
 
 /// Why the tool policy refused a request: the first item it refused.
@@ -225,6 +241,10 @@ impl Refusal {
             Refusal::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Refusal::TokenRefused { status, .. } => *status,
             Refusal::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Refusal::LegacySessionUnknown => StatusCode::NOT_FOUND,
+            Refusal::LegacyCallerLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::LegacySidecarLimit { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::UpstreamStatus(_) => StatusCode::BAD_GATEWAY,
             Refusal::Upstream(f) => match f {
                 UpstreamFailure::ConnectRefused
                 | UpstreamFailure::ConnectTimeout
@@ -250,11 +270,14 @@ impl Refusal {
             Refusal::Overloaded | Refusal::Upstream(_) | Refusal::BadMetadata(_) => {
                 code::INTERNAL_ERROR
             }
-            Refusal::AuthUnavailable => code::INTERNAL_ERROR,
+            Refusal::AuthUnavailable | Refusal::UpstreamStatus(_) => code::INTERNAL_ERROR,
+            Refusal::LegacyCallerLimit { .. } => code::RATE_LIMITED,
+            Refusal::LegacySidecarLimit { .. } => code::INTERNAL_ERROR,
             Refusal::Unauthenticated { .. }
             | Refusal::TokenRefused { .. }
             | Refusal::Forbidden { .. } => code::INVALID_REQUEST,
             Refusal::NotFound
+            | Refusal::LegacySessionUnknown
             | Refusal::MethodNotAllowed { .. }
             | Refusal::Origin
             | Refusal::HeadersTooLarge { .. }

@@ -22,6 +22,7 @@ mod headers;
 mod host;
 mod in_flight;
 mod inspect;
+mod legacy;
 mod limits;
 mod listener;
 mod log_format;

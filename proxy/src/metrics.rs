@@ -138,6 +138,8 @@ pub struct Metrics {
     pub redis_connected: Gauge,
     pub upstream_answering: Gauge,
     pub upstream_check_failures: Family<CheckFailureLabels, Counter>,
+    pub legacy_sessions: Family<EntryLabels, Gauge>,
+    pub legacy_sessions_refused: Family<ReasonLabels, Counter>,
 }
 
 impl Metrics {
@@ -164,6 +166,8 @@ impl Metrics {
             redis_connected: Gauge::default(),
             upstream_answering: Gauge::default(),
             upstream_check_failures: Family::default(),
+            legacy_sessions: Family::default(),
+            legacy_sessions_refused: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("sluice");
         r.register(
@@ -255,6 +259,16 @@ impl Metrics {
             "upstream_check_failures",
             "The sidecar's MCP checks of the upstream that got no answer, by kind (connect, closed, timeout, status, malformed, error)",
             m.upstream_check_failures.clone(),
+        );
+        r.register(
+            "legacy_sessions",
+            "Sessions of the 2024-11-05 HTTP+SSE transport open, by entry point",
+            m.legacy_sessions.clone(),
+        );
+        r.register(
+            "legacy_sessions_refused",
+            "Legacy sessions not opened because a limit was reached, by entry point and reason (caller_limit, sidecar_limit)",
+            m.legacy_sessions_refused.clone(),
         );
         m.auth.register(r);
         m

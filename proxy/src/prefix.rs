@@ -24,6 +24,11 @@ impl Prefix {
         }
     }
 
+    /// The prefix as callers write it before a path: `""` for `/`, else `/seg[/seg...]`.
+    pub fn as_str(&self) -> &str {
+        self.prefix.as_deref().unwrap_or("")
+    }
+
     /// The upstream's path and query for a caller's URI; `None` when the path is not under the
     /// prefix (`/aix` is not under `/ai`).
     pub fn upstream_path(&self, uri: &Uri) -> Option<PathAndQuery> {

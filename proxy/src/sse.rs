@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame};
 use pin_project_lite::pin_project;
@@ -160,6 +160,170 @@ impl Tail {
             return false;
         };
         matches!(rest.last(), Some(b'\n' | b'\r'))
+    }
+}
+
+// === events, split incrementally ===
+
+/// Appends `json` as one `message` event: a `data:` line per line of it (clients join them
+/// with LF, which JSON reads as whitespace).
+pub fn write_message(json: &[u8], out: &mut BytesMut) {
+    out.extend_from_slice(b"event: message\n");
+    for part in json.split(|b| *b == b'\n' || *b == b'\r') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(part);
+        out.extend_from_slice(b"\n");
+    }
+    out.extend_from_slice(b"\n");
+}
+
+/// The data of a complete event of type `message` (or none), its lines joined with LF;
+/// `None` for other types and for events without data (comments, priming events).
+pub fn message_data(event: &[u8]) -> Option<Vec<u8>> {
+    let mut data: Option<Vec<u8>> = None;
+    let mut is_message = true;
+    for line in lines(event) {
+        match field(line.content) {
+            Some(("data", value)) => match &mut data {
+                None => data = Some(value.to_vec()),
+                Some(d) => {
+                    d.push(b'\n');
+                    d.extend_from_slice(value);
+                }
+            },
+            Some(("event", value)) => is_message = value.is_empty() || value == b"message",
+            _ => {}
+        }
+    }
+    data.filter(|d| is_message && !d.iter().all(u8::is_ascii_whitespace))
+}
+
+/// A line of an event: its content, its line end, and both.
+pub struct Line<'a> {
+    pub content: &'a [u8],
+    pub end: &'a [u8],
+    pub whole: &'a [u8],
+}
+
+/// The lines of a complete event (which ends with a line end).
+pub fn lines(event: &[u8]) -> impl Iterator<Item = Line<'_>> {
+    let mut rest = event;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let at = rest
+            .iter()
+            .position(|b| *b == b'\n' || *b == b'\r')
+            .unwrap_or(rest.len());
+        let end_len = match &rest[at..] {
+            [b'\r', b'\n', ..] => 2,
+            [] => 0,
+            _ => 1,
+        };
+        let (whole, tail) = rest.split_at(at + end_len);
+        rest = tail;
+        Some(Line {
+            content: &whole[..at],
+            end: &whole[at..],
+            whole,
+        })
+    })
+}
+
+/// `name: value` of a field line (one space after the colon is not part of the value);
+/// `None` for comments.
+pub fn field(line: &[u8]) -> Option<(&str, &[u8])> {
+    if line.first() == Some(&b':') {
+        return None;
+    }
+    let (name, value) = match line.iter().position(|b| *b == b':') {
+        Some(at) => {
+            let value = &line[at + 1..];
+            (&line[..at], value.strip_prefix(b" ").unwrap_or(value))
+        }
+        None => (line, &b""[..]),
+    };
+    Some((std::str::from_utf8(name).ok()?, value))
+}
+
+/// Splits a byte stream into events, keeping only the event in progress.
+#[derive(Debug)]
+pub struct Splitter {
+    buf: BytesMut,
+    /// How far `buf` has been scanned.
+    scan: usize,
+    /// Where the line being scanned starts.
+    line_start: usize,
+    /// The last line ended with CR: an LF right after it belongs to that line end.
+    after_cr: bool,
+    max: usize,
+}
+
+/// The event in progress grew past the limit.
+#[derive(Debug)]
+pub struct TooLarge;
+
+impl Splitter {
+    pub fn new(max: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            scan: 0,
+            line_start: 0,
+            after_cr: false,
+            max,
+        }
+    }
+
+    /// Adds `data`; hands each complete event (its bytes up to and including the blank line)
+    /// to `event`. Bytes between events that belong to no event go to `out` directly.
+    pub fn push(
+        &mut self,
+        mut data: &[u8],
+        out: &mut BytesMut,
+        mut event: impl FnMut(&[u8], &mut BytesMut),
+    ) -> Result<(), TooLarge> {
+        if self.after_cr && self.buf.is_empty() && data.first() == Some(&b'\n') {
+            // The LF of a CRLF that ended the last event.
+            out.extend_from_slice(b"\n");
+            data = &data[1..];
+            self.after_cr = false;
+        }
+        self.buf.extend_from_slice(data);
+        while self.scan < self.buf.len() {
+            let b = self.buf[self.scan];
+            if self.after_cr {
+                self.after_cr = false;
+                if b == b'\n' {
+                    self.scan += 1;
+                    self.line_start = self.scan;
+                    continue;
+                }
+            }
+            if b != b'\n' && b != b'\r' {
+                self.scan += 1;
+                continue;
+            }
+            let blank = self.scan == self.line_start;
+            self.scan += 1;
+            self.after_cr = b == b'\r';
+            if !blank {
+                self.line_start = self.scan;
+                continue;
+            }
+            if self.after_cr && self.buf.get(self.scan) == Some(&b'\n') {
+                self.scan += 1;
+                self.after_cr = false;
+            }
+            let complete = self.buf.split_to(self.scan);
+            self.scan = 0;
+            self.line_start = 0;
+            event(&complete, out);
+        }
+        if self.buf.len() > self.max {
+            return Err(TooLarge);
+        }
+        Ok(())
     }
 }
 

@@ -11,18 +11,25 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::request::Parts;
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, header};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use tokio::time::Instant;
 
 use crate::activity::Activity;
+use crate::auth::Caller;
 use crate::body::ResponseBody;
 use crate::errors::Refusal;
-use crate::request::RequestContext;
+use crate::metrics::GaugeGuard;
+use crate::policy::ListFilter;
+use crate::request::{Inspection, RequestContext};
 use crate::state::{Entry, State};
 use crate::{
-    access, audit, cors, discovery, forward, headers, host, in_flight, inspect, limits,
+    access, audit, cors, discovery, forward, headers, host, in_flight, inspect, legacy, limits,
     mcp_headers, methods,
 };
 
@@ -70,16 +77,27 @@ pub async fn serve(mut req: Request<Incoming>, conn: &Conn) -> Response<Response
         body_read: false,
     };
     let metrics = &conn.state.metrics;
-    let mut response = match handle(req, conn, &entry, &mut cx).await {
+    // Once a legacy session's owner is known, refusals travel on its stream.
+    let mut on_stream = None;
+    let mut response = match handle(req, conn, &entry, &mut cx, &mut on_stream).await {
         Ok(response) => {
             audit::record(&cx, None, response.status());
             response
         }
         Err(refusal) => {
             if let Refusal::Upstream(failure) = &refusal {
-                access::upstream_failed(metrics, &cx, *failure);
+                access::upstream_failed(metrics, &cx.entry_point, *failure);
             }
             audit::record(&cx, Some(&refusal), refusal.status());
+            if let Some(session) = on_stream {
+                // The legacy transport's client reads answers on its stream; an error status
+                // on the POST would end its session.
+                session.refuse(cx.reply_id(), &refusal);
+                let mut response = legacy::accepted();
+                response.body_mut().guards_mut().busy = Some(busy);
+                access::record(metrics, &cx, response.status());
+                return response;
+            }
             let mut response = refusal.to_response(cx.reply_id());
             // An unread body is still on the connection, and a caller refused by
             // authentication has no business keeping one open: close it, and say so, or a
@@ -103,8 +121,9 @@ pub async fn serve(mut req: Request<Incoming>, conn: &Conn) -> Response<Response
 async fn handle(
     mut req: Request<Incoming>,
     conn: &Conn,
-    entry: &Entry,
+    entry: &Arc<Entry>,
     cx: &mut RequestContext,
+    on_stream: &mut Option<Arc<legacy::Session>>,
 ) -> Result<Response<ResponseBody>, Refusal> {
     let config = &entry.snapshot.config;
     let metrics = &conn.state.metrics;
@@ -145,6 +164,12 @@ async fn handle(
         .prefix
         .upstream_path(req.uri())
         .ok_or(Refusal::NotFound)?;
+    // The legacy HTTP+SSE transport's two paths, which the sidecar serves itself.
+    let legacy_route = config
+        .legacy_sse
+        .enabled
+        .then(|| legacy::route(req.method(), &path))
+        .flatten();
 
     // A page's CORS preflight carries no credentials: answered here, before authentication.
     if let Some(origin) = &cx.page_origin
@@ -182,6 +207,30 @@ async fn handle(
         .apply(&mut parts.headers, cx.identity.as_ref())
         .map_err(|f| entry.auth.refuse(f, via))?;
 
+    // A legacy client opens its session here, or is known to own the one it posts to.
+    let owner = || legacy::Owner::of(cx.identity.as_ref(), entry.auth.names_callers(), cx.client);
+    match legacy_route {
+        Some(legacy::Route::Open) => {
+            let mut response = conn.state.legacy.open(
+                &config.legacy_sse,
+                forwarding.keep_alive,
+                &entry.name,
+                owner(),
+                forwarding.prefix.as_str(),
+            )?;
+            let guards = response.body_mut().guards_mut();
+            guards.permit = Some(permit);
+            guards.stream = Some(GaugeGuard::new(&forwarding.streams));
+            return Ok(response);
+        }
+        Some(legacy::Route::Message(id)) => {
+            let session = conn.state.legacy.find(id, &entry.name, &owner())?;
+            session.touch();
+            *on_stream = Some(session);
+        }
+        None => {}
+    }
+
     // Tool policy: every tool, resource and prompt named must be allowed for this caller (a
     // batch is refused whole); then the rate limits count what is left.
     let (inspection, identity) = (cx.inspection.as_ref(), cx.identity.as_ref());
@@ -197,6 +246,20 @@ async fn handle(
     if let Some(filter) = &list_filter {
         filter.prepare_request(&mut parts.headers);
     }
+    if let Some(session) = on_stream.as_ref() {
+        return relay_legacy(
+            session,
+            parts,
+            body,
+            conn,
+            entry,
+            cx,
+            caller,
+            host,
+            list_filter,
+        )
+        .await;
+    }
 
     // Conduit issues tokens for its own resource URL only: an authorization request naming
     // this entry point's is translated.
@@ -207,22 +270,98 @@ async fn handle(
 
     // Forward, and stream the answer back.
     let upstream_req = forwarding.request(parts, body, path, host.as_ref(), &conn.peer_ip);
+    let mut response = exchange(entry, upstream_req, &caller, host.as_ref(), list_filter).await?;
+    response.body_mut().guards_mut().permit = Some(permit);
+    Ok(response)
+}
+
+/// The upstream's answer to `request`, as the caller gets it: a refused bearer forgotten,
+/// challenges naming this entry point's metadata, list replies filtered.
+async fn exchange(
+    entry: &Entry,
+    request: Request<Full<Bytes>>,
+    caller: &Caller,
+    host: Option<&HeaderValue>,
+    list_filter: Option<ListFilter>,
+) -> Result<Response<ResponseBody>, Refusal> {
+    let forwarding = &entry.forwarding;
     let upstream_resp = forwarding
         .upstream
-        .send(upstream_req)
+        .send(request)
         .await
         .map_err(Refusal::Upstream)?;
     if upstream_resp.status() == http::StatusCode::UNAUTHORIZED {
-        entry.auth.upstream_refused(&caller).await;
+        entry.auth.upstream_refused(caller).await;
     }
-    let mut response = forwarding.response(upstream_resp, host.as_ref());
+    let mut response = forwarding.response(upstream_resp, host);
     // Upstream challenges name this entry point's metadata, whatever the upstream wrote.
-    entry.discovery.rewrite_challenge(&mut response, via);
+    entry
+        .discovery
+        .rewrite_challenge(&mut response, discovery::Via::of(&forwarding.proto, host));
     if let Some(filter) = list_filter {
         response = filter.apply(response).await?;
     }
-    response.body_mut().guards_mut().permit = Some(permit);
     Ok(response)
+}
+
+/// A legacy session's message that passed every check: answered 202 at once, sent on in the
+/// background (after the session's `initialize`, in the upstream session it opened), its
+/// answer's messages on the session's stream.
+#[allow(clippy::too_many_arguments)]
+async fn relay_legacy(
+    session: &Arc<legacy::Session>,
+    mut parts: Parts,
+    body: Bytes,
+    conn: &Conn,
+    entry: &Arc<Entry>,
+    cx: &RequestContext,
+    caller: Caller,
+    host: Option<HeaderValue>,
+    list_filter: Option<ListFilter>,
+) -> Result<Response<ResponseBody>, Refusal> {
+    // A place among the session's exchanges, before its turn: a refusal keeps no turn.
+    let permit = session.exchange_permit()?;
+    let method = cx
+        .inspection
+        .as_ref()
+        .and_then(Inspection::single)
+        .and_then(|m| m.method())
+        .map(|m| m.as_str());
+    let turn = session.turn(method == Some("initialize")).await;
+    legacy::prepare_request(&mut parts.headers, &turn);
+    let forwarding = &entry.forwarding;
+    let request = forwarding.request(
+        parts,
+        body,
+        PathAndQuery::from_static(legacy::UPSTREAM_PATH),
+        host.as_ref(),
+        &conn.peer_ip,
+    );
+    session.remember(&request, &forwarding.upstream);
+    // Once the client said it is initialized, the upstream may send on its own stream.
+    let then_listen = (method == Some("notifications/initialized")).then(|| {
+        entry.policy.list_filter(
+            &Method::GET,
+            None,
+            cx.identity.as_ref(),
+            &conn.state.metrics,
+        )
+    });
+    let (entry, state) = (entry.clone(), conn.state.clone());
+    session.relay(legacy::Exchange {
+        turn,
+        permit,
+        reply_id: cx.reply_id().map(ToOwned::to_owned),
+        then_listen,
+        response: async move {
+            let response = exchange(&entry, request, &caller, host.as_ref(), list_filter).await;
+            if let Err(Refusal::Upstream(failure)) = &response {
+                access::upstream_failed(&state.metrics, &entry.name, *failure);
+            }
+            response
+        },
+    });
+    Ok(legacy::accepted())
 }
 
 fn is_plain_post(path: &str) -> bool {

@@ -48,6 +48,8 @@ pub struct State {
     pub auth: crate::auth::Store,
     /// Rate-limit budgets and the Redis client, kept across config generations.
     pub rate_limits: crate::ratelimit::Kept,
+    /// Sessions of the legacy HTTP+SSE transport, kept across config generations.
+    pub legacy: Arc<crate::legacy::Sessions>,
 }
 
 /// Problems that do not take the pod out of service but must be visible.
@@ -79,7 +81,9 @@ impl State {
             );
         }
         let upstream_check = Arc::new(UpstreamCheck::new(&metrics, &snapshot.config.upstream.url));
+        let legacy = Arc::new(crate::legacy::Sessions::new(&metrics));
         Self {
+            legacy,
             registry,
             metrics,
             in_flight: Arc::default(),

@@ -52,6 +52,9 @@ pub struct ProxyConfig {
     /// Server-sent event streams.
     #[serde(default)]
     pub streaming: Streaming,
+    /// The 2024-11-05 HTTP+SSE transport, which the sidecar serves itself for older clients.
+    #[serde(default)]
+    pub legacy_sse: LegacySse,
     /// Graceful shutdown on SIGTERM.
     #[serde(default)]
     pub shutdown: Shutdown,
@@ -433,6 +436,58 @@ impl Default for Streaming {
 
 fn default_keep_alive() -> Option<Duration> {
     Some(Duration::from_secs(15))
+}
+
+/// The deprecated HTTP+SSE transport of MCP 2024-11-05, served by the sidecar itself on every
+/// entry point: `GET <prefix>/sse` opens a session whose first event names
+/// `<prefix>/messages/?session_id=…`, where the client POSTs its messages. Each message goes
+/// through the entry point's policy like any other and on to the upstream's Streamable HTTP
+/// endpoint; answers travel back on the session's event stream. Sessions belong to the caller
+/// who opened them and live in this sidecar only (with several replicas, legacy clients need
+/// session affinity).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LegacySse {
+    /// Serve the legacy transport. Off: `/sse` and `/messages/` go to the upstream like any
+    /// other path.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Legacy sessions open at once in this sidecar, all entry points together.
+    #[serde(default = "default_legacy_max_sessions")]
+    pub max_sessions: usize,
+    /// Legacy sessions one caller (identity, else address) may hold open at once.
+    #[serde(default = "default_legacy_max_sessions_per_caller")]
+    pub max_sessions_per_caller: usize,
+    /// A session with no message either way for this long is ended (keep-alives do not count).
+    #[serde(default = "default_legacy_idle_timeout")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for LegacySse {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_sessions: default_legacy_max_sessions(),
+            max_sessions_per_caller: default_legacy_max_sessions_per_caller(),
+            idle_timeout: default_legacy_idle_timeout(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_legacy_max_sessions() -> usize {
+    512
+}
+
+fn default_legacy_max_sessions_per_caller() -> usize {
+    32
+}
+
+fn default_legacy_idle_timeout() -> Duration {
+    Duration::from_secs(30 * 60)
 }
 
 /// Graceful shutdown.

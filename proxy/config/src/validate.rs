@@ -176,6 +176,21 @@ fn check_globals(config: &ProxyConfig, c: &mut Collector) {
     if config.limits.max_in_flight == 0 {
         c.push("limits.maxInFlight", "must be at least 1");
     }
+    let legacy = &config.legacy_sse;
+    for (field, value) in [
+        ("maxSessions", legacy.max_sessions),
+        ("maxSessionsPerCaller", legacy.max_sessions_per_caller),
+    ] {
+        if value == 0 {
+            c.push(
+                format!("legacySse.{field}"),
+                "must be at least 1 (set enabled: false to turn the transport off)",
+            );
+        }
+    }
+    if legacy.idle_timeout.get().is_zero() {
+        c.push("legacySse.idleTimeout", "must be longer than zero");
+    }
     if let Some(p) = &config.phabricator {
         match url::Url::parse(&p.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.path().ends_with("/api/") => {}

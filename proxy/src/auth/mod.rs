@@ -319,6 +319,12 @@ impl Authenticator {
         }
     }
 
+    /// Whether callers are told apart (every mode but `none`, whose callers are all
+    /// `anonymous`).
+    pub fn names_callers(&self) -> bool {
+        !matches!(self.mode, Mode::None(_))
+    }
+
     /// Whether the entry point is in mode `oauth` (Conduit runs its OAuth flow behind it).
     pub fn is_oauth(&self) -> bool {
         matches!(self.mode, Mode::OAuth(_))

@@ -16,6 +16,7 @@ use pin_project_lite::pin_project;
 
 use super::reply::{self, Targets};
 use super::rules::Kind;
+use crate::sse::{Splitter, field, lines};
 
 /// What a list reply is filtered with: the list kinds' verdicts, and a note when a list that
 /// offered items came out empty.
@@ -177,146 +178,15 @@ fn process<K: Keep>(event: &[u8], targets: &mut Targets, keep: &K, out: &mut Byt
 }
 
 /// An error reply to a target, as an event.
-fn error_event(target: &reply::Target) -> Vec<u8> {
+fn error_event(target: &reply::Target) -> BytesMut {
     let body = crate::errors::error_body(
         crate::errors::code::INTERNAL_ERROR,
         &"the list reply is too large to filter",
         Some(&target.id),
     );
-    let mut out = Vec::with_capacity(body.len() + 24);
-    out.extend_from_slice(b"event: message\ndata: ");
-    out.extend_from_slice(&body);
-    out.extend_from_slice(b"\n\n");
+    let mut out = BytesMut::with_capacity(body.len() + 24);
+    crate::sse::write_message(&body, &mut out);
     out
-}
-
-/// A line of an event: its content, its line end, and both.
-struct Line<'a> {
-    content: &'a [u8],
-    end: &'a [u8],
-    whole: &'a [u8],
-}
-
-/// The lines of a complete event (which ends with a line end).
-fn lines(event: &[u8]) -> impl Iterator<Item = Line<'_>> {
-    let mut rest = event;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let at = rest
-            .iter()
-            .position(|b| *b == b'\n' || *b == b'\r')
-            .unwrap_or(rest.len());
-        let end_len = match &rest[at..] {
-            [b'\r', b'\n', ..] => 2,
-            [] => 0,
-            _ => 1,
-        };
-        let (whole, tail) = rest.split_at(at + end_len);
-        rest = tail;
-        Some(Line {
-            content: &whole[..at],
-            end: &whole[at..],
-            whole,
-        })
-    })
-}
-
-/// `name: value` of a field line (one space after the colon is not part of the value);
-/// `None` for comments.
-fn field(line: &[u8]) -> Option<(&str, &[u8])> {
-    if line.first() == Some(&b':') {
-        return None;
-    }
-    let (name, value) = match line.iter().position(|b| *b == b':') {
-        Some(at) => {
-            let value = &line[at + 1..];
-            (&line[..at], value.strip_prefix(b" ").unwrap_or(value))
-        }
-        None => (line, &b""[..]),
-    };
-    Some((std::str::from_utf8(name).ok()?, value))
-}
-
-/// Splits a byte stream into events, keeping only the event in progress.
-#[derive(Debug)]
-struct Splitter {
-    buf: BytesMut,
-    /// How far `buf` has been scanned.
-    scan: usize,
-    /// Where the line being scanned starts.
-    line_start: usize,
-    /// The last line ended with CR: an LF right after it belongs to that line end.
-    after_cr: bool,
-    max: usize,
-}
-
-/// The event in progress grew past the limit.
-#[derive(Debug)]
-struct TooLarge;
-
-impl Splitter {
-    fn new(max: usize) -> Self {
-        Self {
-            buf: BytesMut::new(),
-            scan: 0,
-            line_start: 0,
-            after_cr: false,
-            max,
-        }
-    }
-
-    /// Adds `data`; hands each complete event (its bytes up to and including the blank line)
-    /// to `event`. Bytes between events that belong to no event go to `out` directly.
-    fn push(
-        &mut self,
-        mut data: &[u8],
-        out: &mut BytesMut,
-        mut event: impl FnMut(&[u8], &mut BytesMut),
-    ) -> Result<(), TooLarge> {
-        if self.after_cr && self.buf.is_empty() && data.first() == Some(&b'\n') {
-            // The LF of a CRLF that ended the last event.
-            out.extend_from_slice(b"\n");
-            data = &data[1..];
-            self.after_cr = false;
-        }
-        self.buf.extend_from_slice(data);
-        while self.scan < self.buf.len() {
-            let b = self.buf[self.scan];
-            if self.after_cr {
-                self.after_cr = false;
-                if b == b'\n' {
-                    self.scan += 1;
-                    self.line_start = self.scan;
-                    continue;
-                }
-            }
-            if b != b'\n' && b != b'\r' {
-                self.scan += 1;
-                continue;
-            }
-            let blank = self.scan == self.line_start;
-            self.scan += 1;
-            self.after_cr = b == b'\r';
-            if !blank {
-                self.line_start = self.scan;
-                continue;
-            }
-            if self.after_cr && self.buf.get(self.scan) == Some(&b'\n') {
-                self.scan += 1;
-                self.after_cr = false;
-            }
-            let complete = self.buf.split_to(self.scan);
-            self.scan = 0;
-            self.line_start = 0;
-            event(&complete, out);
-        }
-        if self.buf.len() > self.max {
-            return Err(TooLarge);
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
