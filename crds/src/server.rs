@@ -95,9 +95,10 @@ pub struct McpServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<Autoscaling>,
 
-    /// `None`, or `ClientIP` to keep each caller on one pod (needed by stateful sessions, and
-    /// by OAuth mode with ephemeral state, when there is more than one replica). Behind an
-    /// Ingress the caller is the Ingress controller: configure stickiness there as well.
+    /// `None`, or `ClientIP` to keep each caller on one pod (needed by stateful sessions, by
+    /// OAuth mode with ephemeral state, and by clients of the legacy HTTP+SSE transport
+    /// (`proxy.legacySse`), when there is more than one replica). Behind an Ingress the caller
+    /// is the Ingress controller: configure stickiness there as well.
     #[serde(default)]
     pub session_affinity: SessionAffinity,
 
@@ -482,6 +483,18 @@ pub struct ProxySpec {
     /// Conduit's liveness.
     #[serde(default)]
     pub upstream_check: UpstreamCheck,
+    /// The deprecated HTTP+SSE transport of MCP 2024-11-05, which the sidecar serves itself
+    /// on every entry point for clients that do not speak Streamable HTTP: `GET <prefix>/sse`
+    /// opens a session whose event stream names `<prefix>/messages/?session_id=…`, where the
+    /// client POSTs its messages. Each message passes the entry point's policy like any other
+    /// request and goes on to Conduit's Streamable HTTP endpoint; its answer, or its refusal
+    /// (a denied tool, a rate limit, Conduit failing), reaches the client as an event on the
+    /// session's stream, while the POST itself is answered 202. A session lives in the pod
+    /// that opened it: with more than one replica, legacy clients need
+    /// `sessionAffinity: ClientIP` (behind an Ingress, stickiness there as well); clients of
+    /// the current transport need neither.
+    #[serde(default)]
+    pub legacy_sse: LegacySse,
 }
 
 /// The sidecar's check of Conduit: on an interval it sends an MCP `initialize` (and
@@ -532,6 +545,55 @@ fn default_check_failure_threshold() -> u32 {
     3
 }
 
+/// The sidecar's legacy HTTP+SSE transport (see [`ProxySpec::legacy_sse`]) and its limits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = kube::core::Rule::new("duration(self.idleTimeout) >= duration('1s')").message("proxy.legacySse.idleTimeout must be at least 1s").field_path(".idleTimeout"))]
+pub struct LegacySse {
+    /// Serve the legacy transport. Off: `<prefix>/sse` and `<prefix>/messages/` reach Conduit
+    /// like any other path.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Sessions open at once in one pod, all entry points together. A new session beyond it
+    /// gets HTTP 503.
+    #[serde(default = "default_legacy_max_sessions")]
+    #[schemars(range(min = 1))]
+    pub max_sessions: u32,
+    /// Sessions one caller (its identity, else its address) may hold open at once in one pod.
+    /// A new session beyond it gets HTTP 429.
+    #[serde(default = "default_legacy_max_sessions_per_caller")]
+    #[schemars(range(min = 1))]
+    pub max_sessions_per_caller: u32,
+    /// A session with no message either way for this long is ended (keep-alives do not
+    /// count), e.g. `30m`.
+    #[serde(default = "default_legacy_idle_timeout")]
+    #[schemars(length(max = 16), regex(pattern = DURATION))]
+    pub idle_timeout: String,
+}
+
+impl Default for LegacySse {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_sessions: default_legacy_max_sessions(),
+            max_sessions_per_caller: default_legacy_max_sessions_per_caller(),
+            idle_timeout: default_legacy_idle_timeout(),
+        }
+    }
+}
+
+fn default_legacy_max_sessions() -> u32 {
+    512
+}
+
+fn default_legacy_max_sessions_per_caller() -> u32 {
+    32
+}
+
+fn default_legacy_idle_timeout() -> String {
+    "30m".into()
+}
+
 impl Default for ProxySpec {
     fn default() -> Self {
         Self {
@@ -540,6 +602,7 @@ impl Default for ProxySpec {
             log_level: LogLevel::default(),
             log_format: LogFormat::default(),
             upstream_check: UpstreamCheck::default(),
+            legacy_sse: LegacySse::default(),
         }
     }
 }

@@ -14,8 +14,8 @@ use sluice_crds::defaults::{ADMIN_PORT, SERVER_LISTENER_PORT};
 use sluice_crds::policy::Policy;
 use sluice_crds::server::{self, UpstreamAuthMode};
 use sluice_proxy_config::{
-    Admin, Duration, EntryPoint, Limits, Log, PhabricatorApi, ProxyConfig, Redis, Shutdown,
-    Streaming, Timeouts, Upstream, UpstreamCheck,
+    Admin, Duration, EntryPoint, LegacySse, Limits, Log, PhabricatorApi, ProxyConfig, Redis,
+    Shutdown, Streaming, Timeouts, Upstream, UpstreamCheck,
 };
 
 pub use self::files::CONFIG_FILE;
@@ -143,6 +143,7 @@ pub(crate) fn proxy_config(
         limits: Limits::default(),
         timeouts: Timeouts::default(),
         streaming: Streaming::default(),
+        legacy_sse: legacy_sse(key, &spec.proxy.legacy_sse)?,
         shutdown: Shutdown::default(),
         log: log(&spec.proxy),
         phabricator: Some(phabricator),
@@ -173,6 +174,23 @@ fn upstream_check(
         interval: duration("interval", &check.interval)?,
         timeout: duration("timeout", &check.timeout)?,
         failure_threshold: check.failure_threshold,
+    })
+}
+
+fn legacy_sse(key: &ObjectKey, legacy: &server::LegacySse) -> Result<LegacySse, RenderError> {
+    let idle_timeout =
+        Duration::parse(&legacy.idle_timeout).map_err(|message| RenderError::InvalidSpec {
+            object: key.clone(),
+            field: "spec.proxy.legacySse.idleTimeout".to_string(),
+            message,
+        })?;
+    // A u32 always fits a usize where the sidecar runs; past it, the limit is none anyway.
+    let count = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+    Ok(LegacySse {
+        enabled: legacy.enabled,
+        max_sessions: count(legacy.max_sessions),
+        max_sessions_per_caller: count(legacy.max_sessions_per_caller),
+        idle_timeout,
     })
 }
 

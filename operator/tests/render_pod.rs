@@ -667,3 +667,39 @@ fn the_upstream_check_reaches_the_sidecar_config() {
         (30, 2, 5)
     );
 }
+
+#[test]
+fn the_legacy_sse_settings_reach_the_sidecar_config() {
+    let summary = |config: sluice_proxy_config::ProxyConfig| {
+        let legacy = config.legacy_sse;
+        (
+            legacy.enabled,
+            legacy.max_sessions,
+            legacy.max_sessions_per_caller,
+            legacy.idle_timeout.get().as_secs(),
+        )
+    };
+    let defaults = rendered_documents(&[ServerBuilder::new("s").build()], &[]);
+    assert_eq!(
+        summary(proxy_config(&defaults, "s")),
+        (true, 512, 32, 30 * 60)
+    );
+    let tuned = ServerBuilder::new("s")
+        .set(
+            "proxy.legacySse",
+            json!({"maxSessions": 100, "maxSessionsPerCaller": 4, "idleTimeout": "5m30s"}),
+        )
+        .build();
+    assert_eq!(
+        summary(proxy_config(&rendered_documents(&[tuned], &[]), "s")),
+        (true, 100, 4, 330)
+    );
+    // Turned off, the other fields keep their defaults.
+    let off = ServerBuilder::new("s")
+        .set("proxy.legacySse", json!({"enabled": false}))
+        .build();
+    assert_eq!(
+        summary(proxy_config(&rendered_documents(&[off], &[]), "s")),
+        (false, 512, 32, 30 * 60)
+    );
+}
