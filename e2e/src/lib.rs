@@ -5,7 +5,8 @@
 //! - start processes that are killed when the test ends and whose logs are shown when it fails
 //!   ([`process::Process`]), and run short commands with a deadline ([`process::run`]),
 //! - pick free loopback ports and wait for them ([`ports`], [`wait`]),
-//! - talk HTTP ([`http`]) and read event streams ([`sse`]),
+//! - talk HTTP ([`http`]) and read event streams ([`sse`]), legacy HTTP+SSE sessions included
+//!   ([`legacy_sse`]),
 //! - reach the peers that `scripts/setup.sh` installs ([`peers`]): the Python venvs, Node 22, the
 //!   npm packages, Redis ([`redis`]) and server-everything ([`everything`]),
 //! - validate Kubernetes objects against the 1.30 and 1.37 schemas ([`kubernetes`]) and render
@@ -32,6 +33,7 @@ pub mod helm;
 pub mod http;
 pub mod http_server;
 pub mod kubernetes;
+pub mod legacy_sse;
 pub mod peers;
 pub mod ports;
 pub mod process;

@@ -548,13 +548,14 @@ fn npm_pin(package: &str) -> String {
 }
 
 /// The tests each row names (checked to exist, so the table cannot point at nothing).
-const COMPATIBILITY_TESTS: [&str; 6] = [
+const COMPATIBILITY_TESTS: [&str; 7] = [
     "real_peers",
     "sidecar_policy",
     "sidecar_auth",
     "conformance",
     "inspector",
     "oauth_login",
+    "legacy_sse",
 ];
 
 /// The table: every client and server the e2e tests run through sluice-proxy, with the versions
@@ -575,6 +576,14 @@ fn compatibility_table() -> String {
             format!("Python MCP SDK `mcp` {mcp2}, `Client(mode=\"auto\")`"),
             "2026-07-28; 2025-11-25 after the fallback where the server lacks it",
             "real_peers, sidecar_policy",
+        ),
+        (
+            "client".to_owned(),
+            format!(
+                "Python MCP SDK `mcp` {mcp1} and {mcp2}, the legacy `mcp.client.sse.sse_client` (HTTP+SSE; the sidecar serves it and bridges to Streamable HTTP)"
+            ),
+            "2025-11-25 over the 2024-11-05 HTTP+SSE transport",
+            "legacy_sse",
         ),
         (
             "client".to_owned(),
@@ -613,7 +622,15 @@ fn compatibility_table() -> String {
                 "`fastmcp` {fastmcp} on `mcp` {mcp1} (what Conduit runs on), stateful and stateless"
             ),
             "2025-11-25 (no 2026-07-28: `server/discover` gets 400)",
-            "real_peers, oauth_login",
+            "real_peers, oauth_login, legacy_sse",
+        ),
+        (
+            "server".to_owned(),
+            format!(
+                "`fastmcp` {fastmcp} on `mcp` {mcp1}, `transport=\"sse\"` (the direct baseline legacy clients are compared with)"
+            ),
+            "2025-11-25 over the 2024-11-05 HTTP+SSE transport",
+            "legacy_sse",
         ),
         (
             "server".to_owned(),

@@ -7,7 +7,8 @@
 //! (`allowed`: forwarded, or tried and the upstream failed; `denied`: the tool policy;
 //! `rate_limited`; `limiter_unavailable`: Redis down with `failMode: closed`; `refused`: any
 //! other refusal after the body was read, such as a header mismatch); `rule` for
-//! `rate_limited`; `status`; `latency_us` (to the response head); `batch` when the call was
+//! `rate_limited`; `status` (of a refusal: its own, also where the legacy HTTP+SSE transport
+//! answered the POST 202 and carried the refusal on the session's stream); `latency_us` (to the response head); `batch` when the call was
 //! one item of a batch (every call of the batch gets its own event). Calls refused before
 //! their body is read (authentication, size limits) have no known tool: the access log and
 //! metrics count them.
