@@ -93,21 +93,19 @@ pub async fn serve(mut req: Request<Incoming>, conn: &Conn) -> Response<Response
                 // The legacy transport's client reads answers on its stream; an error status
                 // on the POST would end its session.
                 session.refuse(cx.reply_id(), &refusal);
-                let mut response = legacy::accepted();
-                response.body_mut().guards_mut().busy = Some(busy);
-                access::record(metrics, &cx, response.status());
-                return response;
-            }
-            let mut response = refusal.to_response(cx.reply_id());
-            // An unread body is still on the connection, and a caller refused by
-            // authentication has no business keeping one open: close it, and say so, or a
-            // client sends its next request on a connection about to close.
-            if !cx.body_read || matches!(refusal, Refusal::TokenRefused { .. }) {
+                legacy::accepted()
+            } else {
+                let mut response = refusal.to_response(cx.reply_id());
+                // An unread body is still on the connection, and a caller refused by
+                // authentication has no business keeping one open: close it, and say so, or
+                // a client sends its next request on a connection about to close.
+                if !cx.body_read || matches!(refusal, Refusal::TokenRefused { .. }) {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
                 response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            response
         }
     };
     if let Some(origin) = &cx.page_origin {
