@@ -362,6 +362,22 @@ mod tests {
     }
 
     #[test]
+    fn message_data_joins_lines_and_skips_other_types_and_empty_events() {
+        let data = |e: &str| message_data(e.as_bytes()).map(|d| String::from_utf8(d).unwrap());
+        assert_eq!(
+            data("event: message\ndata: {\ndata: }\n\n").as_deref(),
+            Some("{\n}")
+        );
+        assert_eq!(data("id: 1\r\ndata:{}\r\n\r\n").as_deref(), Some("{}"));
+        assert_eq!(data("event: endpoint\ndata: /messages/\n\n"), None);
+        assert_eq!(data("id: 1\ndata: \n\n"), None, "a priming event");
+        assert_eq!(data(": keep-alive\n\n"), None);
+        let mut out = BytesMut::new();
+        write_message(b"{\r\n}", &mut out);
+        assert_eq!(&out[..], b"event: message\ndata: {\ndata: \ndata: }\n\n");
+    }
+
+    #[test]
     fn only_event_streams_are_recognised() {
         let mut h = HeaderMap::new();
         h.insert(

@@ -16,7 +16,7 @@ use pin_project_lite::pin_project;
 
 use super::reply::{self, Targets};
 use super::rules::Kind;
-use crate::sse::{Splitter, field, lines};
+use crate::sse::{Splitter, field, lines, message_data};
 
 /// What a list reply is filtered with: the list kinds' verdicts, and a note when a list that
 /// offered items came out empty.
@@ -114,34 +114,14 @@ impl<B: Body<Data = Bytes>, K: Keep> Body for FilteredEvents<B, K> {
 
 /// One complete event: the list reply rewritten, anything else copied.
 fn process<K: Keep>(event: &[u8], targets: &mut Targets, keep: &K, out: &mut BytesMut) {
-    let mut data: Option<Vec<u8>> = None;
-    let mut is_message = true;
-    for line in lines(event) {
-        match field(line.content) {
-            // Continuation lines are joined with LF, as clients join them.
-            Some(("data", value)) => match &mut data {
-                None => data = Some(value.to_vec()),
-                Some(d) => {
-                    d.push(b'\n');
-                    d.extend_from_slice(value);
-                }
-            },
-            Some(("event", value)) => is_message = value.is_empty() || value == b"message",
-            _ => {}
-        }
-    }
     // Events without data, or with none to read (the 2025-11-25 priming event), pass.
-    let (Some(data), true) = (&data, is_message) else {
+    let Some(data) = message_data(event) else {
         out.extend_from_slice(event);
         return;
     };
-    if data.iter().all(u8::is_ascii_whitespace) {
-        out.extend_from_slice(event);
-        return;
-    }
     // Fail closed: what cannot be read, or answers nothing awaited, is never passed on
     // unfiltered — its id may be one the upstream read differently from the proxy.
-    let rewritten = match reply::rewrite(data, targets, &|kind, name| keep.keep(kind, name)) {
+    let rewritten = match reply::rewrite(&data, targets, &|kind, name| keep.keep(kind, name)) {
         Ok(rewritten) if rewritten.stray => {
             keep.dropped("stray");
             return;
