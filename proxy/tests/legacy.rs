@@ -24,6 +24,15 @@ async fn upstream() -> Upstream {
         let id = message["id"].clone();
         let answer = match (&seen.method, message["method"].as_str()) {
             (&Method::DELETE, _) => json_status(StatusCode::OK, String::new(), None),
+            // The server's own stream, in the session it gave: what it says outside requests.
+            (&Method::GET, _) if seen.headers.get("mcp-session-id").is_some_and(|s| s == "up-1") => {
+                Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .body(full(
+                        "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\n",
+                    ))
+                    .unwrap()
+            }
             (&Method::GET, _) => json_status(StatusCode::METHOD_NOT_ALLOWED, String::new(), None),
             (_, Some("initialize")) => json_status(
                 StatusCode::OK,
@@ -226,6 +235,11 @@ async fn messages_travel_in_the_upstream_session_initialize_opened_and_it_ends_w
     assert_eq!(
         next_message_seen(&mut upstream).await.headers["mcp-session-id"],
         "up-1"
+    );
+    // Then the sidecar listens on the server's own stream, and what it says comes along.
+    assert_eq!(
+        stream.next_message().await["method"],
+        "notifications/tools/list_changed"
     );
 
     // A session id the caller names is never the one that goes upstream.
