@@ -224,6 +224,9 @@ fn log(proxy: &server::ProxySpec) -> Log {
             server::LogFormat::Json => LogFormat::Json,
             server::LogFormat::Text => LogFormat::Text,
         },
+        // On stdout: a file needs a volume and a reader in the pod, which the McpServer does
+        // not offer.
+        audit: sluice_proxy_config::AuditLog::default(),
     }
 }
 

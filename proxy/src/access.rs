@@ -35,6 +35,7 @@ pub fn record(m: &Metrics, cx: &RequestContext, status: StatusCode) {
         target: "sluice::access",
         entry_point = &*cx.entry_point,
         client_address = %cx.client,
+        request_id = cx.request_id.to_str().unwrap_or_default(),
         method = cx.method.as_str(),
         // The path only: a query may carry codes or tokens.
         path = cx.uri.path(),

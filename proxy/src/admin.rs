@@ -2,7 +2,8 @@
 //! upstream answers MCP, no shutdown under way), `/metrics`, and what the sidecar knows of
 //! its upstream: `/upstream` (what the background check learned, as JSON) and
 //! `/upstream/livez` (whether the upstream answers MCP: Conduit's own startup and liveness
-//! probe, since its image has no shell and serves no health route).
+//! probe, since its image has no shell and serves no health route); `/events`, the audit
+//! events as they happen (server-sent events, audit_events.rs).
 //!
 //! A rejected config file does not fail readiness: the last good config keeps serving, and
 //! failing every pod of a Deployment over one bad ConfigMap would turn a typo into an outage.
@@ -14,8 +15,13 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 
+use crate::audit_events::{EventsError, Filter};
 use crate::body::ResponseBody;
+use crate::sse::KeepAlive;
 use crate::state::State;
+
+/// Keep-alive comments on a quiet `/events` stream when `streaming.keepAlive` sets none.
+const EVENTS_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Serves one admin request.
 pub async fn serve<B>(req: Request<B>, state: &State) -> Response<ResponseBody> {
@@ -28,9 +34,11 @@ pub async fn serve<B>(req: Request<B>, state: &State) -> Response<ResponseBody> 
         "/metrics" => metrics(state),
         "/upstream" => upstream(state),
         "/upstream/livez" => upstream_liveness(state),
+        "/events" => events(req.uri().query(), state),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /healthz, /readyz, /metrics, /upstream or /upstream/livez\n".into(),
+            "not found; try /healthz, /readyz, /metrics, /upstream, /upstream/livez or /events\n"
+                .into(),
         ),
     }
 }
@@ -95,6 +103,32 @@ fn upstream(state: &State) -> Response<ResponseBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    response
+}
+
+/// The audit events the query's filter lets through, from now on, with keep-alive comments.
+fn events(query: Option<&str>, state: &State) -> Response<ResponseBody> {
+    let reader = match Filter::from_query(query).and_then(|f| state.audit_events.subscribe(f)) {
+        Ok(reader) => reader,
+        Err(e @ EventsError::TooManyReaders) => {
+            return text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"));
+        }
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    let interval = state
+        .snapshot
+        .load()
+        .config
+        .streaming
+        .keep_alive
+        .map_or(EVENTS_KEEP_ALIVE, |d| d.get());
+    let mut response = Response::new(ResponseBody::boxed(KeepAlive::new(reader, interval)));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 

@@ -1,27 +1,36 @@
 //! The audit trail: one structured event per `tools/call` (tracing target `audit`; JSON
 //! objects when `log.format` is `json`): who called which tool on which entry point, what the
 //! proxy decided, the status and the latency. Never argument values, tokens or other secrets.
+//! Written where `log.audit` says (marked `"stream":"audit"`), and served live on the admin
+//! listener's `/events` (audit_events.rs).
 //!
 //! Fields: `entry_point`; `client_address` (the caller's address: the peer, or what a trusted
-//! proxy reported); `identity` (absent for an anonymous caller); `tool`; `decision`
-//! (`allowed`: forwarded, or tried and the upstream failed; `denied`: the tool policy;
-//! `rate_limited`; `limiter_unavailable`: Redis down with `failMode: closed`; `refused`: any
-//! other refusal after the body was read, such as a header mismatch); `rule` for
-//! `rate_limited`; `status` (of a refusal: its own, also where the legacy HTTP+SSE transport
-//! answered the POST 202 and carried the refusal on the session's stream); `latency_us` (to the response head); `batch` when the call was
-//! one item of a batch (every call of the batch gets its own event). Calls refused before
-//! their body is read (authentication, size limits) have no known tool: the access log and
-//! metrics count them.
+//! proxy reported); `request_id` (as in the access line and the answer's `X-Request-Id`);
+//! `identity` (absent for an anonymous caller); `tool`; `decision` (`allowed`: forwarded, or
+//! tried and the upstream failed; `denied`: the tool policy; `rate_limited`;
+//! `limiter_unavailable`: Redis down with `failMode: closed`; `refused`: any other refusal
+//! after the body was read, such as a header mismatch); `rule` for `rate_limited`; `status` (of
+//! a refusal: its own, also where the legacy HTTP+SSE transport answered the POST 202 and
+//! carried the refusal on the session's stream); `latency_us` (to the response head); `batch`
+//! when the call was one item of a batch (every call of the batch gets its own event). Calls
+//! refused before their body is read (authentication, size limits) have no known tool: the
+//! access log and metrics count them.
 
 use http::StatusCode;
 
+use crate::audit_events::{AuditEvent, AuditEvents};
 use crate::errors::Refusal;
 use crate::policy::Kind;
 use crate::request::RequestContext;
 
-/// Writes the events of a request whose answer has `status`; `refusal` when the proxy
-/// answered itself.
-pub fn record(cx: &RequestContext, refusal: Option<&Refusal>, status: StatusCode) {
+/// Writes the events of a request whose answer has `status`, and hands them to the readers
+/// of `/events`; `refusal` when the proxy answered itself.
+pub fn record(
+    events: &AuditEvents,
+    cx: &RequestContext,
+    refusal: Option<&Refusal>,
+    status: StatusCode,
+) {
     let Some(inspection) = cx.inspection.as_ref() else {
         return;
     };
@@ -54,8 +63,11 @@ pub fn record(cx: &RequestContext, refusal: Option<&Refusal>, status: StatusCode
         };
         tracing::info!(
             target: "audit",
+            // Tells audit lines from the rest on a shared stdout (log.audit).
+            stream = "audit",
             entry_point = &*cx.entry_point,
             client_address = %cx.client,
+            request_id = cx.request_id.to_str().unwrap_or_default(),
             identity,
             tool = &*tool,
             decision,
@@ -65,5 +77,17 @@ pub fn record(cx: &RequestContext, refusal: Option<&Refusal>, status: StatusCode
             batch = batch.then_some(true),
             "tools/call"
         );
+        events.publish(&AuditEvent {
+            entry_point: &cx.entry_point,
+            client_address: cx.client,
+            request_id: cx.request_id.to_str().unwrap_or_default(),
+            identity,
+            tool: &tool,
+            decision,
+            rule,
+            status: status.as_u16(),
+            latency_us,
+            batch,
+        });
     }
 }

@@ -281,6 +281,10 @@ async fn serve_entry(
     }
 }
 
+/// The admin connections' send buffer (Linux doubles it): a `/metrics` answer still goes in a
+/// few round trips.
+const ADMIN_SEND_BUFFER: usize = 64 * 1024;
+
 /// Accepts admin connections until the admin listener is dropped from the config. It keeps
 /// serving through shutdown, so probes see `/readyz` fail rather than a refused connection.
 async fn accept_admin(
@@ -301,6 +305,10 @@ async fn accept_admin(
             },
             _ = async { retired.wait_for(|r| *r).await.is_ok() } => return,
         };
+        // Without a bound the kernel lets a reader of /events that stopped reading pin MiBs
+        // of events (autotuned up to tcp_wmem's maximum); with one, past this and the
+        // reader's queue, its events are dropped and counted (audit_events.rs).
+        let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(ADMIN_SEND_BUFFER);
         let state = state.clone();
         tokio::spawn(async move {
             let snapshot = state.snapshot.load_full();

@@ -1,4 +1,5 @@
-//! Log lines gathered in memory and written to stdout in batches, by a thread of their own.
+//! Log lines gathered in memory and written to stdout (or, for the audit trail, appended to a
+//! file) in batches, by a thread of their own.
 //!
 //! A line costs the request that logs it a short lock and a copy, never a system call. The
 //! first line after a write wakes the writer thread, which lets lines gather for
@@ -11,7 +12,10 @@
 //! writes the backlog itself, as an unbuffered writer would; and [`Flusher`] writes out what
 //! is pending when it is dropped, after which lines are written at once.
 
+use std::fs::OpenOptions;
 use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::Duration;
@@ -42,9 +46,43 @@ impl Sink for Stdout {
     }
 }
 
+/// Appends to a file, opened anew for each batch: one moved away (rotated) or deleted is
+/// created again. A failure is reported on stderr once, until a write succeeds again.
+struct AppendFile {
+    path: PathBuf,
+    failing: AtomicBool,
+}
+
+impl AppendFile {
+    fn append(&self, bytes: &[u8]) -> io::Result<()> {
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.path)?
+            .write_all(bytes)
+    }
+}
+
+impl Sink for AppendFile {
+    fn write_all(&self, bytes: &[u8]) {
+        match self.append(bytes) {
+            Ok(()) => self.failing.store(false, Ordering::Relaxed),
+            Err(e) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    // Not through tracing: this runs inside a log line's write.
+                    eprintln!(
+                        "cannot append to the audit log {}, its lines are lost until it can: {e}",
+                        self.path.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Hands log lines to the writer thread (a [`MakeWriter`] for tracing-subscriber).
 #[derive(Clone)]
-pub struct BatchedStdout {
+pub struct Batched {
     shared: Arc<Shared>,
     writer: Thread,
 }
@@ -79,12 +117,21 @@ impl Shared {
     }
 }
 
-/// Starts the writer thread.
-pub fn start() -> io::Result<(BatchedStdout, Flusher)> {
-    start_with(Box::new(Stdout))
+/// Starts the writer thread of stdout.
+pub fn start() -> io::Result<(Batched, Flusher)> {
+    start_with(Box::new(Stdout), "sluice-log")
 }
 
-fn start_with(sink: Box<dyn Sink>) -> io::Result<(BatchedStdout, Flusher)> {
+/// Starts a writer thread appending to the file at `path`.
+pub fn start_file(path: PathBuf) -> io::Result<(Batched, Flusher)> {
+    let sink = AppendFile {
+        path,
+        failing: AtomicBool::new(false),
+    };
+    start_with(Box::new(sink), "sluice-audit-log")
+}
+
+fn start_with(sink: Box<dyn Sink>, name: &str) -> io::Result<(Batched, Flusher)> {
     let shared = Arc::new(Shared {
         pending: Mutex::default(),
         sink,
@@ -92,10 +139,10 @@ fn start_with(sink: Box<dyn Sink>) -> io::Result<(BatchedStdout, Flusher)> {
     let thread = {
         let shared = shared.clone();
         thread::Builder::new()
-            .name("sluice-log".into())
+            .name(name.into())
             .spawn(move || write_batches(&shared))?
     };
-    let writer = BatchedStdout {
+    let writer = Batched {
         shared: shared.clone(),
         writer: thread.thread().clone(),
     };
@@ -135,7 +182,7 @@ fn write_batches(shared: &Shared) {
 }
 
 /// One log line's writer.
-pub struct LineWriter<'a>(&'a BatchedStdout);
+pub struct LineWriter<'a>(&'a Batched);
 
 impl Write for LineWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -162,7 +209,7 @@ impl Write for LineWriter<'_> {
     }
 }
 
-impl<'a> MakeWriter<'a> for BatchedStdout {
+impl<'a> MakeWriter<'a> for Batched {
     type Writer = LineWriter<'a>;
 
     fn make_writer(&'a self) -> Self::Writer {
@@ -211,14 +258,14 @@ mod tests {
         }
     }
 
-    fn line(writer: &BatchedStdout, text: &str) {
+    fn line(writer: &Batched, text: &str) {
         writer.make_writer().write_all(text.as_bytes()).unwrap();
     }
 
     #[test]
     fn lines_are_written_in_order_and_all_of_them_on_drop() {
         let kept = Kept::default();
-        let (writer, flusher) = start_with(Box::new(kept.clone())).unwrap();
+        let (writer, flusher) = start_with(Box::new(kept.clone()), "test-log").unwrap();
         let lines: Vec<String> = (0..1000).map(|i| format!("line {i}\n")).collect();
         for l in &lines {
             line(&writer, l);
@@ -233,7 +280,7 @@ mod tests {
     #[test]
     fn a_line_reaches_the_sink_without_a_close() {
         let kept = Kept::default();
-        let (writer, _flusher) = start_with(Box::new(kept.clone())).unwrap();
+        let (writer, _flusher) = start_with(Box::new(kept.clone()), "test-log").unwrap();
         line(&writer, "first\n");
         let deadline = Instant::now() + Duration::from_secs(30);
         while kept.text().is_empty() && Instant::now() < deadline {
@@ -256,7 +303,7 @@ mod tests {
             sink: Box::new(kept.clone()),
         });
         // No writer thread: only the limit makes lines go out.
-        let writer = BatchedStdout {
+        let writer = Batched {
             shared,
             writer: thread::current(),
         };
@@ -266,5 +313,25 @@ mod tests {
         assert_eq!(kept.writes(), 0);
         line(&writer, "over\n");
         assert_eq!(kept.text(), format!("{big}{big}over\n"));
+    }
+
+    #[test]
+    fn a_file_is_appended_to_and_created_again_when_moved_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(&path, "before\n").unwrap();
+        let (writer, flusher) = start_file(path.clone()).unwrap();
+        line(&writer, "one\n");
+        drop(flusher);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "before\none\n");
+        let rotated = dir.path().join("audit.jsonl.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        // After the close lines go out at once.
+        line(&writer, "two\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
+        assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "before\none\n");
+        // A directory that is not there: the line is lost, said once on stderr, no panic.
+        let (writer, _flusher) = start_file(dir.path().join("missing/audit.jsonl")).unwrap();
+        line(&writer, "three\n");
     }
 }

@@ -140,6 +140,7 @@ pub struct Metrics {
     pub upstream_check_failures: Family<CheckFailureLabels, Counter>,
     pub legacy_sessions: Family<EntryLabels, Gauge>,
     pub legacy_sessions_refused: Family<ReasonLabels, Counter>,
+    pub audit_events_dropped: Counter,
 }
 
 impl Metrics {
@@ -168,6 +169,7 @@ impl Metrics {
             upstream_check_failures: Family::default(),
             legacy_sessions: Family::default(),
             legacy_sessions_refused: Family::default(),
+            audit_events_dropped: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("sluice");
         r.register(
@@ -269,6 +271,11 @@ impl Metrics {
             "legacy_sessions_refused",
             "Legacy sessions not opened because a limit was reached, by entry point and reason (caller_limit, sidecar_limit)",
             m.legacy_sessions_refused.clone(),
+        );
+        r.register(
+            "audit_events_dropped",
+            "Audit events a reader of the admin listener's /events missed because it did not keep up (its queue was full)",
+            m.audit_events_dropped.clone(),
         );
         m.auth.register(r);
         m

@@ -105,11 +105,17 @@ impl Reloader {
             Err(e) => return self.reject(hash, &e),
         };
         let level_changed = config.log.level != current.log.level;
+        let audit_changed = config.log.audit != current.log.audit;
         match self.apply(Arc::new(config), false) {
             Ok(errors) => {
                 self.seen = hash;
                 if let (true, Some(control)) = (level_changed, &self.log_level) {
                     control.set(self.state.snapshot.load().config.log.level);
+                }
+                if audit_changed {
+                    tracing::warn!(
+                        "log.audit changed: audit events keep going where they went until the sidecar restarts"
+                    );
                 }
                 let m = &self.state.metrics;
                 m.config_reloads

@@ -20,6 +20,9 @@ pub struct RequestContext {
     /// The caller's address: the TCP peer, or what the entry point's trusted proxies report
     /// (`client_address`). What rate limits by `clientAddress` and the logs go by.
     pub client: IpAddr,
+    /// The request's id (`X-Request-Id`: the caller's when well formed, else the proxy's), in
+    /// its log lines, to the upstream and back in the answer.
+    pub request_id: HeaderValue,
     /// What the body says (inspected POSTs only).
     pub inspection: Option<Inspection>,
     /// Who is calling, once authentication established it.

@@ -27,6 +27,7 @@ use crate::errors::Refusal;
 use crate::metrics::GaugeGuard;
 use crate::policy::ListFilter;
 use crate::request::{Inspection, RequestContext};
+use crate::request_id::X_REQUEST_ID;
 use crate::state::{Entry, State};
 use crate::{
     access, audit, cors, discovery, forward, headers, host, in_flight, inspect, legacy, limits,
@@ -65,12 +66,14 @@ pub async fn serve(mut req: Request<Incoming>, conn: &Conn) -> Response<Response
     let client = entry
         .trusted_proxies
         .client(conn.peer.ip(), req.headers_mut());
+    let request_id = conn.state.request_ids.assign(req.headers_mut());
     let mut cx = RequestContext {
         entry_point: entry.name.clone(),
         started: Instant::now(),
         method: req.method().clone(),
         uri: req.uri().clone(),
         client,
+        request_id,
         inspection: None,
         identity: None,
         page_origin: None,
@@ -81,14 +84,19 @@ pub async fn serve(mut req: Request<Incoming>, conn: &Conn) -> Response<Response
     let mut on_stream = None;
     let mut response = match handle(req, conn, &entry, &mut cx, &mut on_stream).await {
         Ok(response) => {
-            audit::record(&cx, None, response.status());
+            audit::record(&conn.state.audit_events, &cx, None, response.status());
             response
         }
         Err(refusal) => {
             if let Refusal::Upstream(failure) = &refusal {
                 access::upstream_failed(metrics, &cx.entry_point, *failure);
             }
-            audit::record(&cx, Some(&refusal), refusal.status());
+            audit::record(
+                &conn.state.audit_events,
+                &cx,
+                Some(&refusal),
+                refusal.status(),
+            );
             if let Some(session) = on_stream {
                 // The legacy transport's client reads answers on its stream; an error status
                 // on the POST would end its session.
@@ -111,6 +119,9 @@ pub async fn serve(mut req: Request<Incoming>, conn: &Conn) -> Response<Response
     if let Some(origin) = &cx.page_origin {
         cors::allow(&mut response, origin);
     }
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID.clone(), cx.request_id.clone());
     access::record(metrics, &cx, response.status());
     response.body_mut().guards_mut().busy = Some(busy);
     response

@@ -50,6 +50,10 @@ pub struct State {
     pub rate_limits: crate::ratelimit::Kept,
     /// Sessions of the legacy HTTP+SSE transport, kept across config generations.
     pub legacy: Arc<crate::legacy::Sessions>,
+    /// The readers of the admin listener's `/events`, kept across config generations.
+    pub audit_events: crate::audit_events::AuditEvents,
+    /// Where requests without a well-formed id of their own get one.
+    pub request_ids: crate::request_id::RequestIds,
 }
 
 /// Problems that do not take the pod out of service but must be visible.
@@ -82,8 +86,12 @@ impl State {
         }
         let upstream_check = Arc::new(UpstreamCheck::new(&metrics, &snapshot.config.upstream.url));
         let legacy = Arc::new(crate::legacy::Sessions::new(&metrics));
+        let audit_events =
+            crate::audit_events::AuditEvents::new(metrics.audit_events_dropped.clone());
         Self {
             legacy,
+            audit_events,
+            request_ids: crate::request_id::RequestIds::default(),
             registry,
             metrics,
             in_flight: Arc::default(),

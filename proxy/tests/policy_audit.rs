@@ -3,7 +3,8 @@
 //! proxy reported, in the access lines too), where, what, the decision, the status and the
 //! latency; and no secret anywhere in anything the process prints, at debug level, though
 //! secrets were planted in arguments, tokens and keys. Also the one warning for a policy that
-//! hides every tool the upstream offers.
+//! hides every tool the upstream offers. Each request's lines carry the id its answer's
+//! `X-Request-Id` names.
 #![allow(clippy::unwrap_used, reason = "test helpers fail the test")]
 
 mod support;
@@ -92,13 +93,20 @@ async fn one_event_per_tool_call_and_no_secret_in_any_output() {
         )
         .await
     };
-    assert_eq!(rpc(KEY, &call(1, "pha_task_get")).await.status, 200);
-    assert_eq!(rpc(KEY, &call(2, "pha_passphrase_get")).await.status, 403);
+    // Each answer's X-Request-Id, to find in the request's log lines.
+    let mut request_ids = Vec::new();
+    let mut expect = async |key: &str, body_json: &Value, status: u16| {
+        let reply = rpc(key, body_json).await;
+        assert_eq!(reply.status, status, "{}", reply.text());
+        request_ids.push(reply.header("x-request-id").unwrap().to_owned());
+    };
+    expect(KEY, &call(1, "pha_task_get"), 200).await;
+    expect(KEY, &call(2, "pha_passphrase_get"), 403).await;
     let batch = json!([call(3, "pha_task_get"), call(4, "pha_user_whoami")]);
-    assert_eq!(rpc(KEY, &batch).await.status, 200);
-    assert_eq!(rpc(KEY, &call(5, "pha_task_get")).await.status, 200);
-    assert_eq!(rpc(KEY, &call(6, "pha_task_get")).await.status, 429);
-    assert_eq!(rpc(WRONG_KEY, &call(7, "pha_task_get")).await.status, 401);
+    expect(KEY, &batch, 200).await;
+    expect(KEY, &call(5, "pha_task_get"), 200).await;
+    expect(KEY, &call(6, "pha_task_get"), 429).await;
+    expect(WRONG_KEY, &call(7, "pha_task_get"), 401).await;
     let list = json!({"jsonrpc":"2.0","id":1,"method":"tools/list"});
     for _ in 0..2 {
         let reply = rpc(KEY, &list).await;
@@ -168,6 +176,7 @@ async fn one_event_per_tool_call_and_no_secret_in_any_output() {
     );
     for e in &audit {
         assert_eq!(e["message"], "tools/call");
+        assert_eq!(e["stream"], "audit");
         assert_eq!(e["level"], "INFO");
         assert_eq!(e["entry_point"], "main");
         assert_eq!(e["identity"], "alice");
@@ -182,6 +191,19 @@ async fn one_event_per_tool_call_and_no_secret_in_any_output() {
     for line in &access {
         assert_eq!(line["client_address"], "203.0.113.7", "{line}");
     }
+    // The request ids the answers carried, in the access lines of those requests and in their
+    // audit events (both items of the batch share its request's).
+    let access_ids: Vec<&str> = access
+        .iter()
+        .map(|l| l["request_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(access_ids[..request_ids.len()], request_ids, "{access:#?}");
+    let audit_ids: Vec<&str> = audit
+        .iter()
+        .map(|e| e["request_id"].as_str().unwrap())
+        .collect();
+    let r = &request_ids;
+    assert_eq!(audit_ids, [&r[0], &r[1], &r[2], &r[2], &r[3], &r[4]]);
     assert_eq!(audit[2]["batch"], true);
     assert_eq!(audit[3]["batch"], true);
     assert!(audit[0].get("batch").is_none());

@@ -40,7 +40,8 @@ pub struct ProxyConfig {
     /// The MCP server the sidecar guards.
     #[serde(default)]
     pub upstream: Upstream,
-    /// The admin listener (`/healthz`, `/readyz`, `/metrics`, `/upstream`, `/upstream/livez`).
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`, `/upstream`, `/upstream/livez`,
+    /// `/events`).
     #[serde(default)]
     pub admin: Admin,
     /// Size limits on what callers send.
@@ -226,7 +227,8 @@ fn default_pool_idle_timeout() -> Duration {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Admin {
-    /// Address of `/healthz`, `/readyz`, `/metrics`, `/upstream` and `/upstream/livez`.
+    /// Address of `/healthz`, `/readyz`, `/metrics`, `/upstream`, `/upstream/livez` and
+    /// `/events`.
     #[serde(default = "default_admin_listen")]
     pub listen: SocketAddr,
 }
@@ -529,6 +531,10 @@ pub struct Log {
     /// `json` (one object per line) or `text`.
     #[serde(default)]
     pub format: LogFormat,
+    /// Where the audit trail (one event per `tools/call`) is written. Fixed at start, as the
+    /// format is: a reload that changes it takes effect when the sidecar restarts.
+    #[serde(default, skip_serializing_if = "AuditLog::is_default")]
+    pub audit: AuditLog,
 }
 
 impl Default for Log {
@@ -536,8 +542,39 @@ impl Default for Log {
         Self {
             level: LogLevel::Info,
             format: LogFormat::Json,
+            audit: AuditLog::default(),
         }
     }
+}
+
+/// The audit trail's sink. Either way each event carries `"stream":"audit"`, and the admin
+/// listener serves them live as well (`GET /events`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuditLog {
+    /// `stdout`: among the other log lines, at `log.level` (the default); `file`: JSON lines
+    /// appended to `path`, whatever `log.level` and `log.format` say, and not on stdout.
+    #[serde(default)]
+    pub sink: AuditSink,
+    /// The file of `sink: file`: an absolute path, on a volume the sidecar may write. It is
+    /// created when missing, also after it was moved away (rotated) or deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+}
+
+impl AuditLog {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Where audit events are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AuditSink {
+    #[default]
+    Stdout,
+    File,
 }
 
 /// Log verbosity.

@@ -5,7 +5,8 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::{
-    Auth, EntryPoint, NameFilter, Pattern, ProxyConfig, RateLimitScope, ToolPolicy, UpstreamCheck,
+    AuditLog, AuditSink, Auth, EntryPoint, NameFilter, Pattern, ProxyConfig, RateLimitScope,
+    ToolPolicy, UpstreamCheck,
 };
 
 /// Why a config was refused.
@@ -117,6 +118,7 @@ fn check_globals(config: &ProxyConfig, c: &mut Collector) {
         Err(e) => c.push("upstream.url", format!("not a URL: {e}")),
     }
     check_upstream_check(&config.upstream.check, c);
+    check_audit_log(&config.log.audit, c);
     let t = &config.timeouts;
     for (name, d) in [
         ("timeouts.headerRead", t.header_read),
@@ -530,6 +532,17 @@ fn is_http_url(s: &str) -> bool {
 fn is_host_port(s: &str) -> bool {
     s.rsplit_once(':')
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+fn check_audit_log(audit: &AuditLog, c: &mut Collector) {
+    match (audit.sink, &audit.path) {
+        (AuditSink::File, None) => c.push("log.audit.path", "sink: file needs a path"),
+        (AuditSink::File, Some(path)) if !path.is_absolute() || path.file_name().is_none() => {
+            c.push("log.audit.path", "must be an absolute path to a file")
+        }
+        (AuditSink::Stdout, Some(_)) => c.push("log.audit.path", "only for sink: file"),
+        _ => {}
+    }
 }
 
 #[cfg(test)]

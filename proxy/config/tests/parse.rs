@@ -1,6 +1,6 @@
 //! Parsing and validating whole config files.
 
-use sluice_proxy_config::{Auth, ConfigError, Duration, ProxyConfig};
+use sluice_proxy_config::{AuditSink, Auth, ConfigError, Duration, ProxyConfig};
 
 const FULL: &str = r#"
 upstream:
@@ -194,4 +194,43 @@ fn the_upstream_check_has_defaults_and_sane_bounds_named_by_field() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("intervall"), "{err}");
+}
+
+#[test]
+fn the_audit_log_goes_to_stdout_unless_a_file_is_named() {
+    let config = ProxyConfig::from_yaml(FULL).unwrap();
+    assert_eq!(config.log.audit.sink, AuditSink::Stdout);
+    let with = |audit: &str| format!("log:\n  audit:\n{audit}{FULL}");
+    let config = ProxyConfig::from_yaml(&with(
+        "    sink: file\n    path: /var/log/sluice/audit.jsonl\n",
+    ))
+    .unwrap();
+    assert_eq!(config.log.audit.sink, AuditSink::File);
+    let again = ProxyConfig::from_yaml(&config.to_yaml().unwrap()).unwrap();
+    assert_eq!(again, config);
+
+    for (audit, problem) in [
+        (
+            "    sink: file\n",
+            "log.audit.path: sink: file needs a path",
+        ),
+        (
+            "    sink: file\n    path: audit.jsonl\n",
+            "log.audit.path: must be an absolute path to a file",
+        ),
+        (
+            "    sink: file\n    path: /\n",
+            "log.audit.path: must be an absolute path to a file",
+        ),
+        (
+            "    path: /var/log/audit.jsonl\n",
+            "log.audit.path: only for sink: file",
+        ),
+        ("    sink: syslog\n", "syslog"),
+    ] {
+        let err = ProxyConfig::from_yaml(&with(audit))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(problem), "{audit}: {err}");
+    }
 }
