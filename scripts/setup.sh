@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything Sluice's tests need, on a fresh Debian 12 machine, idempotently:
 #   - the Rust toolchain rust-toolchain.toml pins, with rustfmt and clippy; cargo-deny
-#   - Debian packages: redis-server, nginx, wrk (services are not started; tests start their own),
-#     and nodejs and npm where no node or npm is on PATH
+#   - Debian packages: redis-server, nginx, wrk, prometheus (with promtool; services are not
+#     started, tests start their own), and nodejs and npm where no node or npm is on PATH
 #   - e2e/.venv-mcp2: the Python MCP SDK 2.x, kubernetes-validate, helm-python-sdk
 #   - e2e/.venv-mcp1: the Python MCP SDK 1.x and fastmcp 3.x (what Conduit runs on)
 #   - e2e/node_modules: server-everything, the conformance suite, the Inspector, Node 22 (npm's
@@ -18,7 +18,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 E2E="$ROOT/e2e"
 PYTHON="${PYTHON:-python3}"
-APT_PACKAGES=(redis-server nginx wrk)
+APT_PACKAGES=(redis-server nginx wrk prometheus)
 # cargo-deny for `make deny` (deny.toml is written for this version).
 CARGO_DENY_VERSION=0.20.2
 VENV_MCP2="$E2E/.venv-mcp2"
@@ -167,8 +167,8 @@ if ((${#missing[@]})); then
     command -v apt-get >/dev/null || die "apt-get not found; install these yourself: ${missing[*]}"
     say "installing Debian packages: ${missing[*]}"
     step_start=$SECONDS
-    # Package scripts must not start nginx or redis as system services: tests start their own, on
-    # free loopback ports. policy-rc.d is Debian's switch for that; add one only for this install.
+    # Package scripts must not start nginx, redis or prometheus as system services: tests start
+    # their own, on free loopback ports. policy-rc.d is Debian's switch for that; add one only for this install.
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
         OWN_POLICY_RC_D=1
         as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d'
@@ -181,7 +181,7 @@ if ((${#missing[@]})); then
     CHANGED=1
 fi
 PATH="$PATH:/usr/sbin:/sbin" # nginx lives in /usr/sbin, which a non-root PATH may lack
-for tool in redis-server nginx wrk node npm; do
+for tool in redis-server nginx wrk prometheus promtool node npm; do
     command -v "$tool" >/dev/null || die "$tool is not on PATH although its package is installed"
 done
 node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"

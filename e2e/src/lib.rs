@@ -8,9 +8,11 @@
 //! - talk HTTP ([`http`]) and read event streams ([`sse`]), legacy HTTP+SSE sessions included
 //!   ([`legacy_sse`]),
 //! - reach the peers that `scripts/setup.sh` installs ([`peers`]): the Python venvs, Node 22, the
-//!   npm packages, Redis ([`redis`]) and server-everything ([`everything`]),
+//!   npm packages, Redis ([`redis`]), server-everything ([`everything`]), Prometheus and promtool
+//!   ([`prometheus`]),
 //! - validate Kubernetes objects against the 1.30 and 1.37 schemas ([`kubernetes`]) and render
-//!   examples with `sluice-operator render` ([`render`]),
+//!   examples with `sluice-operator render` ([`render`]); run the operator against the in-memory
+//!   API server as a process ([`memory_apiserver`]),
 //! - render, lint and inspect the Helm chart with the Helm SDK ([`helm`]),
 //! - start `sluice-proxy` as a permissive sidecar with every policy on ([`sidecar`]) and run the
 //!   official MCP conformance suite against a server ([`conformance`]),
@@ -34,10 +36,12 @@ pub mod http;
 pub mod http_server;
 pub mod kubernetes;
 pub mod legacy_sse;
+pub mod memory_apiserver;
 pub mod peers;
 pub mod ports;
 pub mod process;
 pub mod procstat;
+pub mod prometheus;
 pub mod proxy_process;
 pub mod redis;
 pub mod render;

@@ -1,5 +1,6 @@
 //! Where the peers installed by `scripts/setup.sh` are: the two Python venvs, Node 22 and the npm
-//! packages under `e2e/`, and the Debian tools (redis-server, nginx, wrk).
+//! packages under `e2e/`, and the Debian tools (redis-server, nginx, wrk, prometheus and
+//! promtool).
 //!
 //! Each lookup fails with a message saying to run `make setup` when its peer is missing or was
 //! installed from an older pin file; tests propagate that error and fail, they never skip.
@@ -135,6 +136,16 @@ pub fn nginx() -> Result<PathBuf> {
 /// `wrk` (Debian package wrk).
 pub fn wrk() -> Result<PathBuf> {
     system_tool("wrk")
+}
+
+/// `prometheus` (Debian package prometheus), for a real server scraping loopback targets.
+pub fn prometheus() -> Result<PathBuf> {
+    system_tool("prometheus")
+}
+
+/// `promtool` (Debian package prometheus): `check rules`, `test rules`.
+pub fn promtool() -> Result<PathBuf> {
+    system_tool("promtool")
 }
 
 /// An executable found on `PATH` or in /usr/sbin and /sbin (where Debian puts daemons).

@@ -15,10 +15,11 @@ use sluice_e2e::kubernetes::{self, KUBERNETES_VERSIONS, Status};
 use sluice_e2e::workspace::workspace_path;
 
 /// The values files the issue asks for; `ci/` may hold more, and every one is tested.
-const CI_FILES: [&str; 3] = [
+const CI_FILES: [&str; 4] = [
     "cluster-wide-values.yaml",
     "metrics-values.yaml",
     "namespaced-values.yaml",
+    "observability-values.yaml",
 ];
 
 /// Lint and validate for the oldest and newest Kubernetes Sluice supports.
@@ -132,16 +133,18 @@ fn every_rendered_object_is_valid_for_kubernetes_1_30_and_1_37() {
                 document.label()
             );
         }
-        // Only the ServiceMonitor has no bundled schema; anything else unvalidated is a typo'd
-        // apiVersion or an unexpected kind.
-        let expected: BTreeSet<(String, String)> = rendered
-            .of_kind("ServiceMonitor")
-            .map(|_| {
-                (
-                    "monitoring.coreos.com/v1".to_owned(),
-                    "ServiceMonitor".to_owned(),
-                )
-            })
+        // Only the Prometheus Operator's kinds (ServiceMonitor, PrometheusRule) have no bundled
+        // schema; anything else unvalidated is a typo'd apiVersion or an unexpected kind. (The
+        // PrometheusRule's content is checked in observability.rs.)
+        let prometheus_operator: Vec<&str> = rendered
+            .objects
+            .iter()
+            .map(|o| o.kind())
+            .filter(|kind| matches!(*kind, "ServiceMonitor" | "PrometheusRule"))
+            .collect();
+        let expected: BTreeSet<(String, String)> = prometheus_operator
+            .iter()
+            .map(|kind| ("monitoring.coreos.com/v1".to_owned(), (*kind).to_owned()))
             .collect();
         assert_eq!(report.unvalidated_types(), expected, "{scenario}");
         let valid = report
@@ -149,7 +152,11 @@ fn every_rendered_object_is_valid_for_kubernetes_1_30_and_1_37() {
             .iter()
             .filter(|d| d.results.values().all(|r| r.status == Status::Valid))
             .count();
-        assert_eq!(valid, rendered.objects.len() - expected.len(), "{scenario}");
+        assert_eq!(
+            valid,
+            rendered.objects.len() - prometheus_operator.len(),
+            "{scenario}"
+        );
     }
 }
 
@@ -204,6 +211,13 @@ fn each_mode_renders_its_objects() {
     let metrics = render(&ci("metrics-values.yaml"));
     assert_eq!(kinds(&metrics).get("ServiceMonitor"), Some(&1));
     assert_eq!(defaults.get("ServiceMonitor"), None);
+
+    // Dashboards and alerts are off by default.
+    let observability = kinds(&render(&ci("observability-values.yaml")));
+    assert_eq!(observability.get("PrometheusRule"), Some(&1));
+    assert_eq!(observability.get("ConfigMap"), Some(&1));
+    assert_eq!(defaults.get("PrometheusRule"), None);
+    assert_eq!(defaults.get("ConfigMap"), None);
 }
 
 #[test]

@@ -117,3 +117,17 @@ fn benchmark_tools_are_installed() {
     peers::nginx().unwrap();
     peers::wrk().unwrap();
 }
+
+#[test]
+fn prometheus_and_promtool_run() {
+    // Debian's prometheus package (2.42 on Debian 12): the server and promtool, for
+    // observability.rs.
+    for tool in [peers::prometheus().unwrap(), peers::promtool().unwrap()] {
+        let mut command = Command::new(&tool);
+        command.arg("--version");
+        let output = run_ok(&mut command, TIMEOUT).unwrap();
+        let said = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(said.contains("version 2."), "{}: {said}", tool.display());
+    }
+}

@@ -143,7 +143,12 @@ fn the_reference_has_a_row_for_every_value() {
 fn leaf_keys(value: &Value, path: &str, visit: &mut dyn FnMut(&str)) {
     match value.as_object() {
         Some(map)
-            if !map.is_empty() && !matches!(path, "resources.requests" | "resources.limits") =>
+            if !map.is_empty()
+                && !matches!(
+                    path,
+                    // Maps of free-form keys with defaults: one row each.
+                    "resources.requests" | "resources.limits" | "metrics.dashboard.labels"
+                ) =>
         {
             for (key, child) in map {
                 let child_path = if path.is_empty() {
