@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde_json::Value;
 use sluice_e2e::http::{self, MCP_ACCEPT};
 use sluice_e2e::peers::{python_mcp1, python_script};
-use sluice_e2e::{Process, free_port, sluice_proxy};
+use sluice_e2e::proxy_process::ProxyProcess;
+use sluice_e2e::{Process, free_port};
 
 const START: Duration = Duration::from_secs(60);
 
@@ -20,7 +21,6 @@ const SECRET: &str = "4242424242";
 #[test]
 fn a_real_sse_client_reads_allowed_and_denied_calls_as_filtered() {
     let python = python_mcp1().unwrap();
-    let dir = tempfile::tempdir().unwrap();
 
     let upstream = free_port().unwrap();
     let mut command = Command::new(&python);
@@ -30,19 +30,13 @@ fn a_real_sse_client_reads_allowed_and_denied_calls_as_filtered() {
     let mut server = Process::spawn("policy MCP server", command).unwrap();
     server.wait_for_port(upstream, START).unwrap();
 
-    let (port, admin) = (free_port().unwrap(), free_port().unwrap());
-    let config = format!(
-        "upstream:\n  url: http://127.0.0.1:{upstream}\nadmin:\n  listen: 127.0.0.1:{admin}\nentryPoints:\n  - name: main\n    listen: 127.0.0.1:{port}\n    auth:\n      mode: none\n    tools:\n      deny: [\"pha_passphrase_*\"]\n"
-    );
-    let path = dir.path().join("sidecar.yaml");
-    std::fs::write(&path, config).unwrap();
-    let mut command = Command::new(sluice_proxy().unwrap());
-    command.arg("--config").arg(&path).env_remove("RUST_LOG");
-    let mut proxy = Process::spawn("sluice-proxy", command).unwrap();
-    proxy.wait_for_port(port, START).unwrap();
-    proxy
-        .wait_for_http_ok(&format!("http://127.0.0.1:{admin}/healthz"), START)
-        .unwrap();
+    let proxy = ProxyProcess::in_front_of(
+        &format!("http://127.0.0.1:{upstream}"),
+        "",
+        "    tools:\n      deny: [\"pha_passphrase_*\"]\n",
+    )
+    .unwrap();
+    let (port, admin) = (proxy.port, proxy.admin);
 
     let reader = |name: &str, query: &str, count: usize| {
         let mut command = Command::new(&python);

@@ -7,7 +7,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -256,58 +255,6 @@ async fn a_stuck_reader_slows_no_call_and_its_missed_events_are_counted() {
     drop(stuck);
 }
 
-/// Runs the binary until SIGTERM; returns its stdout.
-async fn run_binary(
-    config: &std::path::Path,
-    port: u16,
-    admin: u16,
-    drive: impl AsyncFn(),
-) -> String {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice-proxy"))
-        .arg("--config")
-        .arg(config)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    eventually("the proxy to be ready", async || {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-            && tokio::net::TcpStream::connect(("127.0.0.1", admin))
-                .await
-                .is_ok()
-    })
-    .await;
-    drive().await;
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .await
-        .unwrap();
-    let _ = within("the proxy to exit", child.wait()).await;
-    stdout
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn a_file_sink_gets_the_audit_lines_and_stdout_none_of_them() {
     let upstream = Upstream::ok().await;
@@ -325,7 +272,7 @@ async fn a_file_sink_gets_the_audit_lines_and_stdout_none_of_them() {
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, yaml).unwrap();
         let url = format!("http://127.0.0.1:{port}/mcp");
-        let stdout = run_binary(&path, port, admin, async || {
+        let ((), stdout, _) = run_binary(&path, &[port, admin], async || {
             let reply = send(post(&url).body(body(&call("pha_task_get"))).unwrap()).await;
             assert_eq!(reply.status, 200);
             eventually("the first audit line", async || audit.exists()).await;

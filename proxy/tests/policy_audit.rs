@@ -9,25 +9,14 @@
 
 mod support;
 
-use std::process::Stdio;
-
 use serde_json::{Value, json};
 use support::*;
-use tokio::io::AsyncReadExt;
 
 const KEY: &str = "alice-key-SENTINEL-0f9e8d7c6b5a";
 const WRONG_KEY: &str = "wrong-key-SENTINEL-1a2b3c4d5e6f";
 const PHAB_TOKEN: &str = "api-SENTINELphabtoken000000000";
 const ARGUMENT: &str = "hunter2-SENTINEL-argument";
 const COOKIE: &str = "session=SENTINEL-cookie";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn call(id: u64, tool: &str) -> Value {
     json!({"jsonrpc":"2.0","id":id,"method":"tools/call",
@@ -63,22 +52,6 @@ async fn one_event_per_tool_call_and_no_secret_in_any_output() {
     );
     let path = dir.path().join("config.yaml");
     std::fs::write(&path, yaml).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice-proxy"))
-        .arg("--config")
-        .arg(&path)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    eventually("the proxy to listen", async || {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-    })
-    .await;
-
     let url = format!("http://127.0.0.1:{port}/mcp");
     let rpc = async |key: &str, body_json: &Value| {
         send(
@@ -94,51 +67,29 @@ async fn one_event_per_tool_call_and_no_secret_in_any_output() {
         .await
     };
     // Each answer's X-Request-Id, to find in the request's log lines.
-    let mut request_ids = Vec::new();
-    let mut expect = async |key: &str, body_json: &Value, status: u16| {
-        let reply = rpc(key, body_json).await;
-        assert_eq!(reply.status, status, "{}", reply.text());
-        request_ids.push(reply.header("x-request-id").unwrap().to_owned());
-    };
-    expect(KEY, &call(1, "pha_task_get"), 200).await;
-    expect(KEY, &call(2, "pha_passphrase_get"), 403).await;
-    let batch = json!([call(3, "pha_task_get"), call(4, "pha_user_whoami")]);
-    expect(KEY, &batch, 200).await;
-    expect(KEY, &call(5, "pha_task_get"), 200).await;
-    expect(KEY, &call(6, "pha_task_get"), 429).await;
-    expect(WRONG_KEY, &call(7, "pha_task_get"), 401).await;
-    let list = json!({"jsonrpc":"2.0","id":1,"method":"tools/list"});
-    for _ in 0..2 {
-        let reply = rpc(KEY, &list).await;
-        assert_eq!(reply.status, 200);
-        assert_eq!(reply.json()["result"]["tools"], json!([]));
-    }
-
-    // A graceful shutdown: every line logged so far must be written out before the exit (log
-    // lines are written in batches).
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .await
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .await
-        .unwrap();
-    let _ = child.wait().await;
+    let (request_ids, stdout, stderr) = run_binary(&path, &[port], async || {
+        let mut request_ids = Vec::new();
+        let mut expect = async |key: &str, body_json: &Value, status: u16| {
+            let reply = rpc(key, body_json).await;
+            assert_eq!(reply.status, status, "{}", reply.text());
+            request_ids.push(reply.header("x-request-id").unwrap().to_owned());
+        };
+        expect(KEY, &call(1, "pha_task_get"), 200).await;
+        expect(KEY, &call(2, "pha_passphrase_get"), 403).await;
+        let batch = json!([call(3, "pha_task_get"), call(4, "pha_user_whoami")]);
+        expect(KEY, &batch, 200).await;
+        expect(KEY, &call(5, "pha_task_get"), 200).await;
+        expect(KEY, &call(6, "pha_task_get"), 429).await;
+        expect(WRONG_KEY, &call(7, "pha_task_get"), 401).await;
+        let list = json!({"jsonrpc":"2.0","id":1,"method":"tools/list"});
+        for _ in 0..2 {
+            let reply = rpc(KEY, &list).await;
+            assert_eq!(reply.status, 200);
+            assert_eq!(reply.json()["result"]["tools"], json!([]));
+        }
+        request_ids
+    })
+    .await;
 
     for secret in [KEY, WRONG_KEY, PHAB_TOKEN, ARGUMENT, "SENTINEL"] {
         assert!(

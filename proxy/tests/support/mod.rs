@@ -388,6 +388,66 @@ pub fn body(text: &str) -> Full<Bytes> {
 
 pub const TOOLS_CALL: &str = r#"{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"pha_task_get","arguments":{"id":1}}}"#;
 
+// === The binary ===
+
+/// A free loopback port (closed again, for a process to bind).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs the `sluice-proxy` binary on `config`: once `ports` accept connections, `drive`; then
+/// SIGTERM, after which a graceful exit writes out every log line (they are written in
+/// batches). What `drive` returned, and everything the binary wrote to stdout and to stderr.
+pub async fn run_binary<T>(
+    config: &Path,
+    ports: &[u16],
+    drive: impl AsyncFnOnce() -> T,
+) -> (T, String, String) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice-proxy"))
+        .arg("--config")
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Read as it comes, so a chatty binary never blocks on a full pipe.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let stdout = tokio::spawn(async move {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).await.unwrap();
+        text
+    });
+    let stderr = tokio::spawn(async move {
+        let mut text = String::new();
+        stderr.read_to_string(&mut text).await.unwrap();
+        text
+    });
+    for port in ports {
+        eventually("the proxy to listen", async || {
+            TcpStream::connect(("127.0.0.1", *port)).await.is_ok()
+        })
+        .await;
+    }
+    let driven = drive().await;
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _ = within("the proxy to exit", child.wait()).await;
+    let stdout = within("its stdout", stdout).await.unwrap();
+    let stderr = within("its stderr", stderr).await.unwrap();
+    (driven, stdout, stderr)
+}
+
 /// Sends raw bytes on a fresh connection and reads until the server closes it (bounded).
 pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
