@@ -495,6 +495,14 @@ pub struct ProxySpec {
     /// the current transport need neither.
     #[serde(default)]
     pub legacy_sse: LegacySse,
+    /// Serve the audit trail live on the sidecar's admin port (9090): `GET /events`, one
+    /// server-sent event per tool call (entry point, caller, client address, tool, decision,
+    /// status, request id; never arguments or credentials), filtered by `?entry_point=` and
+    /// `?decision=`. Off by default: the events name callers and their addresses, and the admin
+    /// port is open to whoever `networkPolicy.metricsFrom` admits (every namespace unless set):
+    /// restrict that when turning this on.
+    #[serde(default)]
+    pub audit_events: bool,
 }
 
 /// The sidecar's check of Conduit: on an interval it sends an MCP `initialize` (and
@@ -603,6 +611,7 @@ impl Default for ProxySpec {
             log_format: LogFormat::default(),
             upstream_check: UpstreamCheck::default(),
             legacy_sse: LegacySse::default(),
+            audit_events: false,
         }
     }
 }

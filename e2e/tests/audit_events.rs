@@ -30,9 +30,10 @@ fn a_real_sse_client_reads_allowed_and_denied_calls_as_filtered() {
     let mut server = Process::spawn("policy MCP server", command).unwrap();
     server.wait_for_port(upstream, START).unwrap();
 
+    // `top` follows `admin.listen` in ProxyProcess::config: indented, it joins the admin section.
     let proxy = ProxyProcess::in_front_of(
         &format!("http://127.0.0.1:{upstream}"),
-        "",
+        "  auditEvents: true\n",
         "    tools:\n      deny: [\"pha_passphrase_*\"]\n",
     )
     .unwrap();

@@ -139,6 +139,7 @@ pub(crate) fn proxy_config(
         },
         admin: Admin {
             listen: SocketAddr::from(([0, 0, 0, 0], ADMIN_PORT)),
+            audit_events: spec.proxy.audit_events,
         },
         limits: Limits::default(),
         timeouts: Timeouts::default(),

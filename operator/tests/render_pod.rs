@@ -703,3 +703,18 @@ fn the_legacy_sse_settings_reach_the_sidecar_config() {
         (false, 512, 32, 30 * 60)
     );
 }
+
+#[test]
+fn the_audit_event_stream_is_served_only_when_the_server_asks_for_it() {
+    let events = |server| {
+        proxy_config(&rendered_documents(&[server], &[]), "s")
+            .admin
+            .audit_events
+    };
+    assert!(!events(ServerBuilder::new("s").build()));
+    assert!(events(
+        ServerBuilder::new("s")
+            .set("proxy.auditEvents", json!(true))
+            .build()
+    ));
+}

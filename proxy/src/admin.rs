@@ -34,7 +34,14 @@ pub async fn serve<B>(req: Request<B>, state: &State) -> Response<ResponseBody> 
         "/metrics" => metrics(state),
         "/upstream" => upstream(state),
         "/upstream/livez" => upstream_liveness(state),
-        "/events" => events(req.uri().query(), state),
+        "/events" if state.snapshot.load().config.admin.audit_events => {
+            events(req.uri().query(), state)
+        }
+        "/events" => text(
+            StatusCode::NOT_FOUND,
+            "the audit event stream is off (admin.auditEvents; on an McpServer, spec.proxy.auditEvents)\n"
+                .into(),
+        ),
         _ => text(
             StatusCode::NOT_FOUND,
             "not found; try /healthz, /readyz, /metrics, /upstream, /upstream/livez or /events\n"

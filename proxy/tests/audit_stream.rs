@@ -18,6 +18,10 @@ use support::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpSocket;
 
+/// `/events` switched on: `support::config` puts its `top` lines right after `admin.listen`, so
+/// an indented line joins the admin section.
+const EVENTS_ON: &str = "  auditEvents: true";
+
 /// Planted in every call's arguments: it must never reach an event.
 const ARGUMENT: &str = "hunter2-SENTINEL-argument";
 
@@ -95,7 +99,7 @@ async fn readers_see_allowed_and_denied_calls_with_their_fields_as_filtered() {
     let upstream = Upstream::ok().await;
     let sluice = Sluice::start(&config(
         upstream.addr,
-        "streaming:\n  keepAlive: 200ms",
+        &format!("{EVENTS_ON}\nstreaming:\n  keepAlive: 200ms"),
         "tools:\n  deny: [\"pha_passphrase_*\"]",
     ))
     .await;
@@ -211,7 +215,7 @@ async fn a_stuck_reader_slows_no_call_and_its_missed_events_are_counted() {
     const CALLS: usize = 10_000;
     const WORKERS: usize = 8;
     let upstream = Upstream::ok().await;
-    let sluice = Sluice::start(&config(upstream.addr, "", "")).await;
+    let sluice = Sluice::start(&config(upstream.addr, EVENTS_ON, "")).await;
     let url = sluice.url("/mcp");
 
     let without = calls(&url, CALLS, WORKERS).await;
@@ -324,4 +328,17 @@ async fn a_file_sink_gets_the_audit_lines_and_stdout_none_of_them() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn the_stream_is_off_unless_switched_on() {
+    let upstream = Upstream::ok().await;
+    let sluice = Sluice::start(&config(upstream.addr, "", "")).await;
+    let reply = get(&sluice.admin("/events")).await;
+    assert_eq!(reply.status, 404, "{}", reply.text());
+    assert!(
+        reply.text().contains("admin.auditEvents"),
+        "{}",
+        reply.text()
+    );
 }

@@ -231,12 +231,17 @@ pub struct Admin {
     /// `/events`.
     #[serde(default = "default_admin_listen")]
     pub listen: SocketAddr,
+    /// Serve the audit events live on `/events`. Off by default: they name callers and their
+    /// addresses, and whoever reaches the admin port could read them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub audit_events: bool,
 }
 
 impl Default for Admin {
     fn default() -> Self {
         Self {
             listen: default_admin_listen(),
+            audit_events: false,
         }
     }
 }
