@@ -160,9 +160,10 @@ impl Sessions {
         prefix: &str,
     ) -> Result<Response<ResponseBody>, Refusal> {
         let mut raw = [0u8; 16];
+        // The OS's generator failing is no reason to hand out a guessable id: refuse, retry.
         self.random
             .fill(&mut raw)
-            .map_err(|_| Refusal::LegacySidecarLimit { max: 0 })?;
+            .map_err(|_| Refusal::Overloaded)?;
         let id: Box<str> = raw.iter().map(|b| format!("{b:02x}")).collect();
         let (events, receiver) = mpsc::channel(QUEUED_EVENTS);
         let session = Arc::new(Session {
