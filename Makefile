@@ -11,7 +11,8 @@ CARGO ?= cargo
 # The manifest `make render` renders.
 EXAMPLE ?= examples/phabricator-header-token.yaml
 # Extra arguments for the benchmark program, e.g. `make bench BENCH_ARGS='--rounds 5'`
-# (`--policy` adds sluice-proxy with every policy on).
+# (`--policy` adds sluice-proxy with every policy on). The tracing variants (sampling 0 and 1)
+# are always measured.
 BENCH_ARGS ?=
 # Seconds per fuzz target in `make fuzz`, and which targets (fuzz/fuzz_targets).
 FUZZ_SECONDS ?= 60
@@ -106,8 +107,8 @@ generate:
 	SLUICE_UPDATE_GENERATED=1 $(CARGO) test -p sluice-e2e --test chart_rbac --test readme
 
 bench: setup
-	$(call step,cargo run --release -p sluice-e2e --bin bench-proxy)
-	$(CARGO) run --release -p sluice-e2e --bin bench-proxy -- $(BENCH_ARGS)
+	$(call step,cargo run --release -p sluice-e2e --bin bench-proxy -- --tracing)
+	$(CARGO) run --release -p sluice-e2e --bin bench-proxy -- --tracing $(BENCH_ARGS)
 
 # Not part of `make test`: it runs for 10 minutes by default and needs no peer.
 soak:

@@ -149,6 +149,7 @@ pub(crate) fn proxy_config(
         log: log(&spec.proxy),
         phabricator: Some(phabricator),
         redis,
+        tracing: None,
         entry_points,
     };
     config

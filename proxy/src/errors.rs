@@ -255,6 +255,38 @@ impl Refusal {
         }
     }
 
+    /// A short name of the refusal: a span's `error.type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::NotFound => "not_found",
+            Refusal::Origin => "origin",
+            Refusal::HeadersTooLarge { .. } => "headers_too_large",
+            Refusal::BodyTooLarge { .. } => "body_too_large",
+            Refusal::BodyTimeout(_) => "body_timeout",
+            Refusal::BodyRead => "body_read",
+            Refusal::Parse { .. } | Refusal::TooDeep(_) => "parse_error",
+            Refusal::InvalidRequest(_) => "invalid_request",
+            Refusal::InvalidParams(_) => "invalid_params",
+            Refusal::HeaderMismatch(_) => "header_mismatch",
+            Refusal::Overloaded => "overloaded",
+            Refusal::Upstream(f) => f.label(),
+            Refusal::Denied(_) => "denied",
+            Refusal::RateLimited { .. } => "rate_limited",
+            Refusal::LimiterUnavailable => "limiter_unavailable",
+            Refusal::ListUnfilterable(_) => "list_unfilterable",
+            Refusal::MethodNotAllowed { .. } => "method_not_allowed",
+            Refusal::BadMetadata(_) => "bad_metadata",
+            Refusal::Unauthenticated { .. } => "unauthenticated",
+            Refusal::TokenRefused { .. } => "token_refused",
+            Refusal::Forbidden { .. } => "forbidden",
+            Refusal::AuthUnavailable => "auth_unavailable",
+            Refusal::LegacySessionUnknown => "legacy_session_unknown",
+            Refusal::LegacyCallerLimit { .. } => "legacy_caller_limit",
+            Refusal::LegacySidecarLimit { .. } => "legacy_sidecar_limit",
+            Refusal::UpstreamStatus(_) => "upstream_status",
+        }
+    }
+
     /// The JSON-RPC error code.
     pub fn code(&self) -> i32 {
         match self {

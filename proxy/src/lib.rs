@@ -44,6 +44,7 @@ mod sse;
 mod stack;
 mod state;
 mod tls;
+mod trace;
 mod upstream_check;
 
 pub use logging::init as init_logging;
@@ -167,5 +168,9 @@ impl Proxy {
         // The upstream check goes on while draining: Conduit's liveness probe asks it.
         shutdown::drain(&self.state, &timing).await;
         self.upstream_check.abort();
+        // The spans of the last requests, sent while the pod's grace period lasts.
+        if let Some(tracer) = &self.state.tracer {
+            tracer.flush(Duration::from_secs(2)).await;
+        }
     }
 }

@@ -141,6 +141,8 @@ pub struct Metrics {
     pub legacy_sessions: Family<EntryLabels, Gauge>,
     pub legacy_sessions_refused: Family<ReasonLabels, Counter>,
     pub audit_events_dropped: Counter,
+    /// The span exporter's (tracing on).
+    pub trace: sluice_otlp::ExportMetrics,
 }
 
 impl Metrics {
@@ -170,6 +172,7 @@ impl Metrics {
             legacy_sessions: Family::default(),
             legacy_sessions_refused: Family::default(),
             audit_events_dropped: Counter::default(),
+            trace: sluice_otlp::ExportMetrics::default(),
         };
         let r = registry.sub_registry_with_prefix("sluice");
         r.register(
@@ -278,6 +281,9 @@ impl Metrics {
             m.audit_events_dropped.clone(),
         );
         m.auth.register(r);
+        // sluice_trace_export_errors_total, sluice_trace_spans_dropped_total,
+        // sluice_trace_spans_exported_total.
+        m.trace.register_in(r);
         m
     }
 }

@@ -29,6 +29,8 @@ pub struct RequestContext {
     pub identity: Option<Identity>,
     /// The allowed Origin of a browser page calling, once the Origin check passed it.
     pub page_origin: Option<HeaderValue>,
+    /// The request's span (trace.rs), with tracing on.
+    pub span: Option<sluice_otlp::Span>,
     /// Whether the request's body was read whole: until then the connection cannot carry
     /// another request.
     pub body_read: bool,

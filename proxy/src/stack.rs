@@ -18,6 +18,7 @@ use http::{HeaderValue, Method, Request, Response, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
+use sluice_otlp::Span;
 use tokio::time::Instant;
 
 use crate::activity::Activity;
@@ -31,7 +32,7 @@ use crate::request_id::X_REQUEST_ID;
 use crate::state::{Entry, State};
 use crate::{
     access, audit, cors, discovery, forward, headers, host, in_flight, inspect, legacy, limits,
-    mcp_headers, methods,
+    mcp_headers, methods, trace,
 };
 
 /// A caller connection, as the request path needs it.
@@ -77,14 +78,17 @@ pub async fn serve(mut req: Request<Incoming>, conn: &Conn) -> Response<Response
         inspection: None,
         identity: None,
         page_origin: None,
+        span: None,
         body_read: false,
     };
+    cx.span = trace::start(conn.state.tracer.as_ref(), req.headers(), &cx);
     let metrics = &conn.state.metrics;
     // Once a legacy session's owner is known, refusals travel on its stream.
     let mut on_stream = None;
     let mut response = match handle(req, conn, &entry, &mut cx, &mut on_stream).await {
         Ok(response) => {
             audit::record(&conn.state.audit_events, &cx, None, response.status());
+            trace::finish(&mut cx, response.status(), None);
             response
         }
         Err(refusal) => {
@@ -97,6 +101,7 @@ pub async fn serve(mut req: Request<Incoming>, conn: &Conn) -> Response<Response
                 Some(&refusal),
                 refusal.status(),
             );
+            trace::finish(&mut cx, refusal.status(), Some(&refusal));
             if let Some(session) = on_stream {
                 // The legacy transport's client reads answers on its stream; an error status
                 // on the POST would end its session.
@@ -193,6 +198,7 @@ async fn handle(
         .auth
         .authenticate(req.headers(), path.path(), via)
         .await?;
+    trace::passed(&mut cx.span, "sluice.authenticate");
 
     // The body, bounded in size and time; then what it says, for MCP POSTs.
     let (mut parts, body) = req.into_parts();
@@ -244,10 +250,12 @@ async fn handle(
     // batch is refused whole); then the rate limits count what is left.
     let (inspection, identity) = (cx.inspection.as_ref(), cx.identity.as_ref());
     entry.policy.authorize(inspection, identity, metrics)?;
+    trace::passed(&mut cx.span, "sluice.authorize");
     entry
         .rate_limits
         .check(inspection, identity, cx.client)
         .await?;
+    trace::passed(&mut cx.span, "sluice.rate_limit");
     // List replies will show this caller only what it may use.
     let list_filter = entry
         .policy
@@ -279,26 +287,44 @@ async fn handle(
 
     // Forward, and stream the answer back.
     let upstream_req = forwarding.request(parts, body, path, host.as_ref(), &conn.peer_ip);
-    let mut response = exchange(entry, upstream_req, &caller, host.as_ref(), list_filter).await?;
+    let span = trace::upstream_span(conn.state.tracer.as_ref(), cx);
+    let mut response = exchange(
+        entry,
+        upstream_req,
+        span,
+        &caller,
+        host.as_ref(),
+        list_filter,
+    )
+    .await?;
     response.body_mut().guards_mut().permit = Some(permit);
     Ok(response)
 }
 
 /// The upstream's answer to `request`, as the caller gets it: a refused bearer forgotten,
-/// challenges naming this entry point's metadata, list replies filtered.
+/// challenges naming this entry point's metadata, list replies filtered. `span`, the upstream
+/// call's, is passed on in `traceparent` and ends with the answer's head.
 async fn exchange(
     entry: &Entry,
-    request: Request<Full<Bytes>>,
+    mut request: Request<Full<Bytes>>,
+    span: Option<Span>,
     caller: &Caller,
     host: Option<&HeaderValue>,
     list_filter: Option<ListFilter>,
 ) -> Result<Response<ResponseBody>, Refusal> {
     let forwarding = &entry.forwarding;
-    let upstream_resp = forwarding
+    if let Some(span) = &span {
+        trace::inject(span, request.headers_mut());
+    }
+    let sent = forwarding
         .upstream
         .send(request)
         .await
-        .map_err(Refusal::Upstream)?;
+        .map_err(Refusal::Upstream);
+    if let Some(span) = span {
+        trace::upstream_done(span, sent.as_ref().map(Response::status));
+    }
+    let upstream_resp = sent?;
     if upstream_resp.status() == http::StatusCode::UNAUTHORIZED {
         entry.auth.upstream_refused(caller).await;
     }
@@ -347,6 +373,7 @@ async fn relay_legacy(
         &conn.peer_ip,
     );
     session.remember(&request, &forwarding.upstream);
+    let span = trace::upstream_span(conn.state.tracer.as_ref(), cx);
     // Once the client said it is initialized, the upstream may send on its own stream.
     let then_listen = (method == Some("notifications/initialized")).then(|| {
         entry.policy.list_filter(
@@ -363,7 +390,8 @@ async fn relay_legacy(
         reply_id: cx.reply_id().map(ToOwned::to_owned),
         then_listen,
         response: async move {
-            let response = exchange(&entry, request, &caller, host.as_ref(), list_filter).await;
+            let response =
+                exchange(&entry, request, span, &caller, host.as_ref(), list_filter).await;
             if let Err(Refusal::Upstream(failure)) = &response {
                 access::upstream_failed(&state.metrics, &entry.name, *failure);
             }

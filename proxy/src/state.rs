@@ -54,6 +54,8 @@ pub struct State {
     pub audit_events: crate::audit_events::AuditEvents,
     /// Where requests without a well-formed id of their own get one.
     pub request_ids: crate::request_id::RequestIds,
+    /// Makes request spans and exports them (config `tracing`, fixed at start).
+    pub tracer: Option<sluice_otlp::Tracer>,
 }
 
 /// Problems that do not take the pod out of service but must be visible.
@@ -88,7 +90,13 @@ impl State {
         let legacy = Arc::new(crate::legacy::Sessions::new(&metrics));
         let audit_events =
             crate::audit_events::AuditEvents::new(metrics.audit_events_dropped.clone());
+        let tracer = snapshot
+            .config
+            .tracing
+            .as_ref()
+            .and_then(|config| crate::trace::tracer(config, metrics.trace.clone()));
         Self {
+            tracer,
             legacy,
             audit_events,
             request_ids: crate::request_id::RequestIds::default(),

@@ -68,6 +68,10 @@ pub struct ProxyConfig {
     /// Redis, for rate limits with `scope: global`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<Redis>,
+    /// OpenTelemetry traces of requests, exported over OTLP; off unless present. Fixed at
+    /// start: a reload that changes it takes effect when the sidecar restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<Tracing>,
     /// The entry points: one listener each, with its own policy.
     pub entry_points: Vec<EntryPoint>,
 }
@@ -685,6 +689,86 @@ impl Redis {
 
 fn default_redis_timeout() -> Duration {
     Duration::from_millis(250)
+}
+
+/// OpenTelemetry traces: one server span per request, exported in batches over OTLP/HTTP.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tracing {
+    /// Where spans are sent.
+    pub otlp: Otlp,
+    /// The share of traces the sidecar starts that are sampled, from 0 to 1. A caller's
+    /// `traceparent` decides for its own trace (its sampled flag is followed).
+    #[serde(default = "default_sampling_ratio")]
+    pub sampling_ratio: f64,
+    /// Resource attributes of every span (`service.name` defaults to `sluice-proxy`). The
+    /// environment's `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_SERVICE_NAME` (e.g. the pod's name from
+    /// the downward API) are added, and win.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub resource_attributes: std::collections::BTreeMap<String, String>,
+}
+
+fn default_sampling_ratio() -> f64 {
+    1.0
+}
+
+/// An OTLP/HTTP (protobuf) endpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Otlp {
+    /// The traces URL, path included: `http://collector:4318/v1/traces`, or `https://`.
+    pub endpoint: String,
+    /// A directory (a mounted Secret) with one file per header sent with every export: the
+    /// file name is the header's name, its content the value (e.g. `authorization`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_dir: Option<PathBuf>,
+    /// A PEM bundle of CAs to trust besides the system roots (`https://` endpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Time allowed for one export; a collector that does not answer in it costs one batch.
+    #[serde(default = "default_otlp_timeout")]
+    pub timeout: Duration,
+    /// Longest a finished span waits before its batch is sent.
+    #[serde(default = "default_otlp_batch_delay")]
+    pub batch_delay: Duration,
+    /// Spans in one export at most.
+    #[serde(default = "default_otlp_max_batch")]
+    pub max_batch: usize,
+    /// Spans waiting for export at most; beyond it new spans are dropped (and counted), never
+    /// waited for.
+    #[serde(default = "default_otlp_max_queue")]
+    pub max_queue: usize,
+}
+
+impl Otlp {
+    /// An endpoint with the default timeout and batching.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            headers_dir: None,
+            ca_file: None,
+            timeout: default_otlp_timeout(),
+            batch_delay: default_otlp_batch_delay(),
+            max_batch: default_otlp_max_batch(),
+            max_queue: default_otlp_max_queue(),
+        }
+    }
+}
+
+fn default_otlp_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_otlp_batch_delay() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_otlp_max_batch() -> usize {
+    512
+}
+
+fn default_otlp_max_queue() -> usize {
+    2048
 }
 
 /// Behaviour when a dependency is down.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::{
     AuditLog, AuditSink, Auth, EntryPoint, NameFilter, Pattern, ProxyConfig, RateLimitScope,
-    ToolPolicy, UpstreamCheck,
+    ToolPolicy, Tracing, UpstreamCheck,
 };
 
 /// Why a config was refused.
@@ -119,6 +119,9 @@ fn check_globals(config: &ProxyConfig, c: &mut Collector) {
     }
     check_upstream_check(&config.upstream.check, c);
     check_audit_log(&config.log.audit, c);
+    if let Some(tracing) = &config.tracing {
+        check_tracing(tracing, c);
+    }
     let t = &config.timeouts;
     for (name, d) in [
         ("timeouts.headerRead", t.header_read),
@@ -542,6 +545,29 @@ fn check_audit_log(audit: &AuditLog, c: &mut Collector) {
         }
         (AuditSink::Stdout, Some(_)) => c.push("log.audit.path", "only for sink: file"),
         _ => {}
+    }
+}
+
+fn check_tracing(tracing: &Tracing, c: &mut Collector) {
+    if !(0.0..=1.0).contains(&tracing.sampling_ratio) {
+        c.push("tracing.samplingRatio", "must be from 0 to 1");
+    }
+    let otlp = &tracing.otlp;
+    match url::Url::parse(&otlp.endpoint) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        Ok(_) => c.push("tracing.otlp.endpoint", "must be an http(s) URL"),
+        Err(e) => c.push("tracing.otlp.endpoint", format!("not a URL: {e}")),
+    }
+    for (field, d) in [("timeout", otlp.timeout), ("batchDelay", otlp.batch_delay)] {
+        if d.get().is_zero() {
+            c.push(format!("tracing.otlp.{field}"), "must be longer than zero");
+        }
+    }
+    if otlp.max_batch == 0 {
+        c.push("tracing.otlp.maxBatch", "must be at least 1");
+    }
+    if otlp.max_queue < otlp.max_batch {
+        c.push("tracing.otlp.maxQueue", "must be at least maxBatch");
     }
 }
 

@@ -87,6 +87,8 @@ async fn answer(req: Request<Incoming>) -> Result<Response<CannedBody>, Infallib
                     STREAM_INTERVAL,
                 ),
             }),
+        // The OTLP sink of the `--tracing` variants: every export accepted (body read).
+        (&Method::POST, "/v1/traces") => Response::builder().body(CannedBody::Full(None)),
         _ => Response::builder()
             .status(StatusCode::NOT_FOUND)
             .body(CannedBody::Full(None)),

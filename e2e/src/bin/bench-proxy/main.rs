@@ -70,6 +70,11 @@ struct Args {
     /// is what sluice-proxy's own work costs.
     #[arg(long)]
     floor: bool,
+    /// Also measure sluice-proxy with traces on, exporting to an OTLP sink on its own thread:
+    /// `sluice+trace0` (sampling 0: trace context read, made and passed on, nothing recorded)
+    /// and `sluice+trace1` (every request's two spans recorded and exported).
+    #[arg(long)]
+    tracing: bool,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -154,6 +159,27 @@ fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+    // The OTLP sink: a second canned server, so exports do not slow the upstream's thread.
+    let sink = if args.tracing {
+        Some(Canned::start()?)
+    } else {
+        None
+    };
+    let traced = match &sink {
+        Some(sink) => [0, 1]
+            .into_iter()
+            .map(|ratio| {
+                let tracing = format!(
+                    "{NO_POLICY}tracing:\n  samplingRatio: {ratio}\n  otlp:\n    endpoint: http://{}/v1/traces\n",
+                    sink.addr
+                );
+                let label = format!("sluice+trace{ratio}");
+                let proxy = targets::start_sluice(&sluice_bin, dir.path(), &label, canned.addr, &tracing)?;
+                Ok((label, proxy))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
     let floor = if args.floor {
         let binary = sluice_e2e::cargo_bin("sluice-e2e", "floor-proxy")?;
         Some(targets::start_floor(&binary, canned.addr)?)
@@ -181,6 +207,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(p) = &with_policy {
         runs.push(Run::proxy("sluice+policy", p));
+    }
+    for (label, proxy) in &traced {
+        runs.push(Run::proxy(label, proxy));
     }
     if let Some(f) = &floor {
         runs.push(Run::proxy("hyper-floor", f));
@@ -223,6 +252,9 @@ fn main() -> anyhow::Result<()> {
         "{}",
         report.tables(&args.connections, &workloads, args.rounds, args.duration)
     );
+    for (label, proxy) in &traced {
+        println!("{label}: {}", proxy.trace_counts()?);
+    }
 
     let mut memory = report::MemoryTable::default();
     memory.row("idle: RSS after start", Some(sluice_idle.rss_kib), None);

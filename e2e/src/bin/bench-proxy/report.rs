@@ -217,6 +217,14 @@ fn ratios(s: &BTreeMap<&str, Summary>) -> String {
         );
         out += &against_nginx(s, "hyper-floor", floor);
     }
+    for (name, traced) in s.iter().filter(|(n, _)| n.starts_with("sluice+trace")) {
+        out += &format!(
+            "- {name}/sluice: {:.2} × req/s, {:.2} × CPU per request, adds {:.0} µs at p50\n",
+            traced.rps / sluice.rps,
+            traced.cpu / sluice.cpu,
+            traced.p50 - sluice.p50
+        );
+    }
     if let Some(cmp) = s.get("sluice-cmp") {
         out += &format!(
             "- sluice/sluice-cmp: {:.2} × req/s, {:.2} × CPU per request\n",

@@ -17,6 +17,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Proxy {
     pub process: Process,
     pub port: u16,
+    /// The admin port (sluice-proxy and hyper-floor).
+    pub admin: Option<u16>,
 }
 
 impl Proxy {
@@ -30,6 +32,17 @@ impl Proxy {
 
     pub fn pid(&self) -> u32 {
         self.process.pid()
+    }
+
+    /// What sluice-proxy's exporter did: spans exported, dropped, export errors.
+    pub fn trace_counts(&self) -> anyhow::Result<String> {
+        let admin = self.admin.context("no admin port")?;
+        let text = sluice_e2e::http::get(&format!("http://127.0.0.1:{admin}/metrics"), &[])?.body;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with("sluice_trace_"))
+            .collect::<Vec<_>>()
+            .join(", "))
     }
 }
 
@@ -60,7 +73,11 @@ pub fn start_sluice(
     command.arg("--config").arg(&path);
     let mut process = Process::spawn(&format!("{label} :{port}"), command)?;
     process.wait_for_http_ok(&format!("http://127.0.0.1:{admin}/readyz"), START_TIMEOUT)?;
-    Ok(Proxy { process, port })
+    Ok(Proxy {
+        process,
+        port,
+        admin: Some(admin),
+    })
 }
 
 /// Starts floor-proxy (a bare hyper proxy, src/bin/floor-proxy.rs) in front of `upstream`.
@@ -73,7 +90,11 @@ pub fn start_floor(binary: &Path, upstream: SocketAddr) -> anyhow::Result<Proxy>
         .arg(format!("--admin=127.0.0.1:{admin}"));
     let mut process = Process::spawn(&format!("hyper-floor :{port}"), command)?;
     process.wait_for_http_ok(&format!("http://127.0.0.1:{admin}/"), START_TIMEOUT)?;
-    Ok(Proxy { process, port })
+    Ok(Proxy {
+        process,
+        port,
+        admin: Some(admin),
+    })
 }
 
 /// How nginx logs requests.
@@ -173,5 +194,9 @@ pub fn start_nginx(dir: &Path, upstream: SocketAddr, log: NginxLog) -> anyhow::R
         .arg(prefix.join("error.log"));
     let mut process = Process::spawn(&format!("nginx :{port}"), command)?;
     process.wait_for_port(port, START_TIMEOUT)?;
-    Ok(Proxy { process, port })
+    Ok(Proxy {
+        process,
+        port,
+        admin: None,
+    })
 }
