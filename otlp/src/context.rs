@@ -79,14 +79,16 @@ impl SpanContext {
         })
     }
 
-    /// The `traceparent` header naming this span as the parent of what follows.
-    pub fn traceparent(&self) -> String {
-        format!(
-            "00-{:?}-{:?}-{}",
-            self.trace_id,
-            self.span_id,
-            if self.sampled { "01" } else { "00" }
-        )
+    /// The `traceparent` header naming this span as the parent of what follows (written
+    /// without the formatting machinery: it is made for every request with tracing on).
+    pub fn traceparent(&self) -> [u8; 55] {
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        write_hex_into(&mut out[3..35], &self.trace_id.0);
+        write_hex_into(&mut out[36..52], &self.span_id.0);
+        if self.sampled {
+            out[54] = b'1';
+        }
+        out
     }
 }
 
@@ -105,6 +107,14 @@ fn hex_array<const N: usize>(s: &str) -> Option<[u8; N]> {
         out[i] = u8::from_str_radix(pair, 16).ok()?;
     }
     Some(out)
+}
+
+fn write_hex_into(out: &mut [u8], bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
+    }
 }
 
 fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
@@ -143,7 +153,7 @@ mod tests {
             "0af7651916cd43dd8448eb211c80319c"
         );
         assert_eq!(format!("{:?}", cx.span_id), "b7ad6b7169203331");
-        assert_eq!(cx.traceparent(), EXAMPLE);
+        assert_eq!(&cx.traceparent(), EXAMPLE.as_bytes());
         let unsampled = EXAMPLE.replace("-01", "-00");
         assert!(
             !SpanContext::from_traceparent(unsampled.as_bytes())

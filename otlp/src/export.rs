@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::proto;
+use crate::span::Finished;
 
 /// Largest answer read from a collector (an `ExportTraceServiceResponse`, or an error page).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -107,7 +108,7 @@ impl ExportMetrics {
 }
 
 enum Item {
-    Span(Box<proto::Span>),
+    Span(Box<Finished>),
     /// Send what is queued now, then answer.
     Flush(oneshot::Sender<()>),
 }
@@ -121,7 +122,7 @@ pub struct Queue {
 
 impl Queue {
     /// Queues a finished span, or drops it (counted) when the queue is full. Never waits.
-    pub(crate) fn push(&self, span: Box<proto::Span>) {
+    pub(crate) fn push(&self, span: Box<Finished>) {
         if self.tx.try_send(Item::Span(span)).is_err() {
             self.metrics.drop_spans("queue_full", 1);
         }
@@ -146,9 +147,11 @@ pub enum ExportError {
     Ca(String),
     #[error("TLS settings: {0}")]
     Tls(String),
+    #[error("cannot start the export thread: {0}")]
+    Thread(String),
 }
 
-/// Starts the export task on the current Tokio runtime; spans sent to the returned queue are
+/// Starts the export thread; spans sent to the returned queue are
 /// exported with `resource` and `scope`.
 pub fn start(
     settings: ExportSettings,
@@ -165,7 +168,17 @@ pub fn start(
         scope,
         metrics: metrics.clone(),
     };
-    tokio::spawn(exporter.run(rx));
+    // A thread of its own, as the OpenTelemetry SDKs' batch processor has: turning spans into
+    // protobuf and sending them never takes the request threads' time (the sidecar serves
+    // traffic on one thread by default).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ExportError::Thread(e.to_string()))?;
+    std::thread::Builder::new()
+        .name("otlp-export".into())
+        .spawn(move || runtime.block_on(exporter.run(rx)))
+        .map_err(|e| ExportError::Thread(e.to_string()))?;
     Ok(Queue { tx, metrics })
 }
 
@@ -185,13 +198,13 @@ impl Exporter {
         while let Some(first) = rx.recv().await {
             let mut flushed = None;
             match first {
-                Item::Span(span) => batch.push(*span),
+                Item::Span(span) => batch.push(span.into_proto()),
                 Item::Flush(done) => flushed = Some(done),
             }
             let deadline = Instant::now() + self.settings.batch_delay;
             while flushed.is_none() && batch.len() < max_batch {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(Item::Span(span))) => batch.push(*span),
+                    Ok(Some(Item::Span(span))) => batch.push(span.into_proto()),
                     Ok(Some(Item::Flush(done))) => flushed = Some(done),
                     Ok(None) | Err(_) => break,
                 }

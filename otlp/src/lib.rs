@@ -71,7 +71,7 @@ pub enum Error {
 }
 
 impl Tracer {
-    /// Starts the exporter on the current Tokio runtime.
+    /// Starts the exporter, on a thread of its own.
     pub fn start(settings: TracerSettings, metrics: ExportMetrics) -> Result<Self, Error> {
         let resource = proto::Resource {
             attributes: settings

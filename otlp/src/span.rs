@@ -31,11 +31,24 @@ pub struct Span {
 }
 
 struct Record {
-    data: Box<proto::Span>,
+    data: Box<Finished>,
     /// The clock spans are timed with (monotonic), and the wall time it started at.
     started: Instant,
-    start_unix_nano: u64,
     queue: Queue,
+}
+
+/// A span as recorded: plain data, turned into protobuf messages by the exporter on its own
+/// thread, so the request path only fills in what it knows.
+pub(crate) struct Finished {
+    context: SpanContext,
+    parent: Option<SpanId>,
+    name: Cow<'static, str>,
+    kind: SpanKind,
+    start_unix_nano: u64,
+    end_unix_nano: u64,
+    attributes: Vec<KeyValue>,
+    events: Vec<(u64, Cow<'static, str>, Vec<KeyValue>)>,
+    error: Option<String>,
 }
 
 impl Span {
@@ -48,33 +61,22 @@ impl Span {
         parent: Option<SpanId>,
         queue: &Queue,
     ) -> Self {
-        let record = context.sampled.then(|| {
-            let start_unix_nano = unix_nano_now();
-            Record {
-                data: Box::new(proto::Span {
-                    trace_id: context.trace_id.0.to_vec(),
-                    span_id: context.span_id.0.to_vec(),
-                    parent_span_id: parent.map(|p| p.0.to_vec()).unwrap_or_default(),
-                    flags: u32::from(context.sampled),
-                    name: name.into_owned(),
-                    kind: kind as i32,
-                    start_time_unix_nano: start_unix_nano,
-                    ..proto::Span::default()
-                }),
-                started: Instant::now(),
-                start_unix_nano,
-                queue: queue.clone(),
-            }
+        let record = context.sampled.then(|| Record {
+            data: Box::new(Finished {
+                context,
+                parent,
+                name,
+                kind,
+                start_unix_nano: unix_nano_now(),
+                end_unix_nano: 0,
+                attributes: Vec::with_capacity(16),
+                events: Vec::new(),
+                error: None,
+            }),
+            started: Instant::now(),
+            queue: queue.clone(),
         });
         Self { context, record }
-    }
-
-    /// A span that records nothing and has no context of its own to pass on.
-    pub fn disabled(context: SpanContext) -> Self {
-        Self {
-            context,
-            record: None,
-        }
     }
 
     /// This span's context: what a child's `traceparent` names.
@@ -90,36 +92,29 @@ impl Span {
     /// Renames the span (once what it is about is known).
     pub fn set_name(&mut self, name: impl Into<Cow<'static, str>>) {
         if let Some(r) = &mut self.record {
-            r.data.name = name.into().into_owned();
+            r.data.name = name.into();
         }
     }
 
     /// Sets an attribute; a key set twice keeps both, as OTLP allows (set each once).
     pub fn set_attribute(&mut self, key: &'static str, value: impl Into<Value>) {
         if let Some(r) = &mut self.record {
-            r.data.attributes.push(key_value((key, value.into())));
+            r.data.attributes.push((key, value.into()));
         }
     }
 
     /// Records an event, now.
     pub fn add_event(&mut self, name: impl Into<Cow<'static, str>>, attributes: Vec<KeyValue>) {
         if let Some(r) = &mut self.record {
-            let time_unix_nano = r.now_unix_nano();
-            r.data.events.push(proto::Event {
-                time_unix_nano,
-                name: name.into().into_owned(),
-                attributes: attributes.into_iter().map(key_value).collect(),
-            });
+            let time = r.now_unix_nano();
+            r.data.events.push((time, name.into(), attributes));
         }
     }
 
     /// Marks the span failed, saying why.
     pub fn set_error(&mut self, message: impl Into<String>) {
         if let Some(r) = &mut self.record {
-            r.data.status = Some(proto::Status {
-                message: message.into(),
-                code: proto::StatusCode::Error as i32,
-            });
+            r.data.error = Some(message.into());
         }
     }
 
@@ -130,7 +125,7 @@ impl Span {
 impl Drop for Span {
     fn drop(&mut self) {
         if let Some(mut r) = self.record.take() {
-            r.data.end_time_unix_nano = r.now_unix_nano();
+            r.data.end_unix_nano = r.now_unix_nano();
             r.queue.push(r.data);
         }
     }
@@ -148,7 +143,38 @@ impl std::fmt::Debug for Span {
 impl Record {
     fn now_unix_nano(&self) -> u64 {
         let elapsed = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.start_unix_nano.saturating_add(elapsed)
+        self.data.start_unix_nano.saturating_add(elapsed)
+    }
+}
+
+impl Finished {
+    /// The span as OTLP sends it.
+    pub(crate) fn into_proto(self) -> proto::Span {
+        proto::Span {
+            trace_id: self.context.trace_id.0.to_vec(),
+            span_id: self.context.span_id.0.to_vec(),
+            parent_span_id: self.parent.map(|p| p.0.to_vec()).unwrap_or_default(),
+            flags: u32::from(self.context.sampled),
+            name: self.name.into_owned(),
+            kind: self.kind as i32,
+            start_time_unix_nano: self.start_unix_nano,
+            end_time_unix_nano: self.end_unix_nano,
+            attributes: self.attributes.into_iter().map(key_value).collect(),
+            events: self
+                .events
+                .into_iter()
+                .map(|(time_unix_nano, name, attributes)| proto::Event {
+                    time_unix_nano,
+                    name: name.into_owned(),
+                    attributes: attributes.into_iter().map(key_value).collect(),
+                })
+                .collect(),
+            status: self.error.map(|message| proto::Status {
+                message,
+                code: proto::StatusCode::Error as i32,
+            }),
+            trace_state: String::new(),
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! audit trail names callers); the MCP session id is recorded as a digest, because a session
 //! id is a capability some servers honour without credentials and trace stores are read widely.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -28,7 +29,8 @@ pub fn start(tracer: Option<&Tracer>, headers: &HeaderMap, cx: &RequestContext) 
     let parent = headers
         .get(&TRACEPARENT)
         .and_then(|v| SpanContext::from_traceparent(v.as_bytes()));
-    let mut span = tracer.start_span(cx.method.as_str().to_owned(), SpanKind::Server, parent);
+    // Named when it ends, once the body was read (an unsampled span is never named).
+    let mut span = tracer.start_span("request", SpanKind::Server, parent);
     if span.is_recording() {
         span.set_attribute("http.request.method", cx.method.as_str().to_owned());
         span.set_attribute("url.path", cx.uri.path().to_owned());
@@ -60,7 +62,12 @@ pub fn passed(span: &mut Option<Span>, step: &'static str) {
 /// The span of the upstream call, a child of the request's; `None` with tracing off.
 pub fn upstream_span(tracer: Option<&Tracer>, cx: &RequestContext) -> Option<Span> {
     let (tracer, parent) = (tracer?, cx.span.as_ref()?);
-    let mut span = tracer.child(parent, span_name(cx), SpanKind::Client);
+    let name = if parent.is_recording() {
+        Cow::Owned(span_name(cx))
+    } else {
+        Cow::Borrowed("request")
+    };
+    let mut span = tracer.child(parent, name, SpanKind::Client);
     if span.is_recording() {
         set_mcp_attributes(&mut span, cx.inspection.as_ref());
     }
@@ -69,7 +76,7 @@ pub fn upstream_span(tracer: Option<&Tracer>, cx: &RequestContext) -> Option<Spa
 
 /// Names `span` as the parent of what the upstream does with `headers`' request.
 pub fn inject(span: &Span, headers: &mut HeaderMap) {
-    if let Ok(value) = HeaderValue::try_from(span.context().traceparent()) {
+    if let Ok(value) = HeaderValue::from_bytes(&span.context().traceparent()) {
         headers.insert(TRACEPARENT.clone(), value);
     }
 }
