@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{DURATION, Policy};
-use crate::refs::{ConfigMapKeyRef, DNS_SUBDOMAIN, SecretKeyRef};
+use crate::refs::{ConfigMapKeyRef, DNS_SUBDOMAIN, SecretKeyRef, SecretRef};
 use crate::route::DiscoveryUrls;
 
 /// The Phabricator MCP server (Conduit) run by Sluice: a Deployment whose pods hold Conduit
@@ -503,6 +503,47 @@ pub struct ProxySpec {
     /// restrict that when turning this on.
     #[serde(default)]
     pub audit_events: bool,
+    /// OpenTelemetry traces of the requests the sidecar serves, exported over OTLP/HTTP: one
+    /// server span per request, joined to the caller's trace when the request carries
+    /// `traceparent`. Absent: no traces. The sidecar reads these settings and the headers
+    /// Secret at start, so a change to either rolls the pods. The NetworkPolicy lets the pods
+    /// reach the endpoint's port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<Tracing>,
+}
+
+/// Where and how the sidecar exports traces (see [`ProxySpec::tracing`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tracing {
+    /// The OTLP/HTTP (protobuf) traces URL of a collector, e.g.
+    /// `http://otel-collector.observability.svc:4318/v1/traces`, used as is; without a path,
+    /// `/v1/traces` is appended. Credentials go in `headersSecretRef`, not in the URL.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = kube::core::Rule::new(r"self.matches('^https?://[^/?#@\\s]+(/[^?#\\s]*)?$')").message("proxy.tracing.endpoint must be an http(s) URL without credentials (headersSecretRef carries them), query or fragment"))]
+    pub endpoint: String,
+    /// A Secret whose every key is a header sent with each export, its value the header's
+    /// value: e.g. `authorization: Bearer …` for a hosted collector. Mounted into the sidecar
+    /// only; give it a Secret of its own, since every key becomes a header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_secret_ref: Option<SecretRef>,
+    /// The share of traces the sidecar starts that it samples, from `"0"` to `"1"`, as a
+    /// string (like the OpenTelemetry `traceidratio` sampler's argument), e.g. `"0.25"`. A
+    /// caller's `traceparent` decides for its own trace. Default `"1"`: every trace.
+    #[serde(default = "default_sampling_ratio")]
+    #[schemars(length(min = 1, max = 16))]
+    #[x_kube(validation = kube::core::Rule::new(r"self.matches('^(0(\\.[0-9]+)?|1(\\.0+)?)$')").message("proxy.tracing.samplingRatio must be a decimal number from 0 to 1, e.g. 0.25"))]
+    pub sampling_ratio: String,
+    /// Resource attributes of every span, besides those the operator sets (`service.name:
+    /// sluice-proxy`, `k8s.namespace.name`, `k8s.deployment.name`, `k8s.pod.name`,
+    /// `sluice.mcp_server`); these win over the operator's, except `k8s.pod.name`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub resource_attributes: BTreeMap<String, String>,
+}
+
+fn default_sampling_ratio() -> String {
+    "1".into()
 }
 
 /// The sidecar's check of Conduit: on an interval it sends an MCP `initialize` (and
@@ -612,6 +653,7 @@ impl Default for ProxySpec {
             upstream_check: UpstreamCheck::default(),
             legacy_sse: LegacySse::default(),
             audit_events: false,
+            tracing: None,
         }
     }
 }

@@ -387,6 +387,21 @@ fn bad_values() -> Vec<BadValues> {
             json!({"metrics": {"serviceMonitor": {"interval": "often"}}}),
             "at '/metrics/serviceMonitor/interval'",
         ),
+        case(
+            "a trace endpoint that is not an http(s) URL",
+            json!({"tracing": {"endpoint": "otel-collector:4318"}}),
+            "at '/tracing/endpoint'",
+        ),
+        case(
+            "a sampling ratio as a number",
+            json!({"tracing": {"samplingRatio": 0.5}}),
+            "at '/tracing/samplingRatio': got number, want string",
+        ),
+        case(
+            "a sampling ratio above 1",
+            json!({"tracing": {"samplingRatio": "2"}}),
+            "at '/tracing/samplingRatio'",
+        ),
     ]
 }
 

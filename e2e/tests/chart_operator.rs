@@ -2,8 +2,8 @@
 //! creates (compared with what `sluice-operator render` prints for an example), its API token
 //! mounted explicitly, probes on the admin port, placement passed through, replicas with leader
 //! election and a disruption budget, the scope, only flags `sluice-operator run` has, the
-//! images the operator itself falls back to, and a metrics Service and ServiceMonitor that
-//! reach the admin port.
+//! images the operator itself falls back to, the OpenTelemetry variables of its traces, and a
+//! metrics Service and ServiceMonitor that reach the admin port.
 #![allow(clippy::unwrap_used, reason = "test helpers fail the test")]
 
 use serde_json::{Value, json};
@@ -117,9 +117,13 @@ fn operator_deployment_is_hardened_like_the_pods_it_creates() {
         assert_eq!(pod["enableServiceLinks"], false, "{scenario}");
 
         // The API token: not automounted; one projected, read-only volume in the one container.
+        // Besides it, only Secrets (the trace export's headers), read-only too.
         assert_eq!(pod["automountServiceAccountToken"], false, "{scenario}");
         let volumes = pod["volumes"].as_array().unwrap();
-        assert_eq!(volumes.len(), 1, "{scenario}: {volumes:?}");
+        assert_eq!(volumes[0]["name"], "api-token", "{scenario}: {volumes:?}");
+        for volume in &volumes[1..] {
+            assert!(volume["secret"].is_object(), "{scenario}: {volume}");
+        }
         let sources = volumes[0]["projected"]["sources"].as_array().unwrap();
         let token = sources
             .iter()
@@ -131,14 +135,18 @@ fn operator_deployment_is_hardened_like_the_pods_it_creates() {
         );
         let mounts = container["volumeMounts"].as_array().unwrap();
         assert_eq!(
-            mounts,
-            &vec![json!({
+            mounts[0],
+            json!({
                 "name": volumes[0]["name"],
                 "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
                 "readOnly": true,
-            })],
+            }),
             "{scenario}"
         );
+        assert_eq!(mounts.len(), volumes.len(), "{scenario}: {mounts:?}");
+        for mount in &mounts[1..] {
+            assert_eq!(mount["readOnly"], true, "{scenario}: {mount}");
+        }
         for account in rendered.of_kind("ServiceAccount") {
             assert_eq!(
                 account.object["automountServiceAccountToken"], false,
@@ -271,6 +279,99 @@ fn scope_is_passed_to_the_operator() {
     );
     let namespaced = operator_args(&render(&ci("namespaced-values.yaml")));
     assert_eq!(flag(&namespaced, "--namespaces"), Some("tools,agents"));
+}
+
+/// The value of env variable `name` in the operator container, or its `valueFrom`.
+fn env_var(container: &Value, name: &str) -> Option<Value> {
+    container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .map(|e| {
+            e.get("value")
+                .cloned()
+                .unwrap_or_else(|| e["valueFrom"].clone())
+        })
+}
+
+#[test]
+fn tracing_sets_the_standard_opentelemetry_variables() {
+    const OTEL: [&str; 6] = [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_TRACES_SAMPLER",
+        "OTEL_TRACES_SAMPLER_ARG",
+        "OTEL_SERVICE_NAME",
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "SLUICE_OTLP_HEADERS_DIR",
+    ];
+    // Off by default: no variable, no volume.
+    let off = operator_container(&render(&Values::defaults()));
+    for name in OTEL {
+        assert_eq!(env_var(&off, name), None, "{name}");
+    }
+
+    let rendered = render(&ci("observability-values.yaml"));
+    let container = operator_container(&rendered);
+    let env = |name| env_var(&container, name);
+    assert_eq!(
+        env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        Some(json!("https://otlp.example.com/v1/traces"))
+    );
+    assert_eq!(env("OTEL_TRACES_SAMPLER"), Some(json!("traceidratio")));
+    assert_eq!(env("OTEL_TRACES_SAMPLER_ARG"), Some(json!("0.5")));
+    assert_eq!(env("OTEL_SERVICE_NAME"), Some(json!("sluice-operator")));
+    assert_eq!(
+        env("OTEL_RESOURCE_ATTRIBUTES"),
+        Some(json!(
+            "k8s.namespace.name=$(POD_NAMESPACE),k8s.pod.name=$(POD_NAME),k8s.deployment.name=sluice"
+        ))
+    );
+    // `$(VAR)` expands only variables defined before it.
+    let names: Vec<&str> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    let position = |name| names.iter().position(|n| *n == name).unwrap();
+    assert!(position("POD_NAME") < position("OTEL_RESOURCE_ATTRIBUTES"));
+    assert!(position("POD_NAMESPACE") < position("OTEL_RESOURCE_ATTRIBUTES"));
+    assert_eq!(
+        env("POD_NAMESPACE"),
+        Some(json!({"fieldRef": {"fieldPath": "metadata.namespace"}}))
+    );
+
+    // The headers: a Secret mounted read-only where SLUICE_OTLP_HEADERS_DIR points.
+    let dir = env("SLUICE_OTLP_HEADERS_DIR").unwrap();
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == dir)
+        .unwrap()
+        .clone();
+    assert_eq!(mount["readOnly"], true);
+    let pod = &rendered.one("Deployment").unwrap().object["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    assert_eq!(volume["secret"]["secretName"], "otlp-headers");
+
+    // An endpoint without headers: no headers variable, no volume.
+    let bare = render(&Values::json(
+        json!({"tracing": {"endpoint": "http://otel-collector.observability.svc:4318/v1/traces"}}),
+    ));
+    let container = operator_container(&bare);
+    assert_eq!(env_var(&container, "SLUICE_OTLP_HEADERS_DIR"), None);
+    assert_eq!(
+        env_var(&container, "OTEL_TRACES_SAMPLER_ARG"),
+        Some(json!("1"))
+    );
+    assert_eq!(container["volumeMounts"].as_array().unwrap().len(), 1);
 }
 
 #[test]

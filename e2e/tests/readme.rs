@@ -219,11 +219,15 @@ fn readme_metrics() -> BTreeMap<String, BTreeMap<String, Metric>> {
 
 /// The names a metrics source file registers (`register("name", "help", metric)`), with the
 /// registry's prefix.
+/// What `source` registers under `prefix`, with the span exporter's metrics (otlp/), which
+/// both programs register in their registries.
 fn registered(source: &str, prefix: &str) -> BTreeSet<String> {
-    registered_in(
-        &std::fs::read_to_string(workspace_path(source)).unwrap(),
-        prefix,
-    )
+    let mut names = BTreeSet::new();
+    for file in [source, "otlp/src/export.rs"] {
+        let text = std::fs::read_to_string(workspace_path(file)).unwrap();
+        names.extend(registered_in(&text, prefix));
+    }
+    names
 }
 
 fn registered_in(text: &str, prefix: &str) -> BTreeSet<String> {

@@ -220,6 +220,14 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                 args.admin_address
             )
         })?;
+    // Off unless OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (or OTEL_EXPORTER_OTLP_ENDPOINT) is set;
+    // the exporter's own metrics join the operator's.
+    let (metrics, tracer) =
+        Metrics::new_with(|registry| sluice_otlp::Tracer::from_env("sluice-operator", registry));
+    let tracer = tracer.map_err(|e| anyhow::anyhow!("OpenTelemetry tracing: {e}"))?;
+    if tracer.is_some() {
+        tracing::info!("exporting a trace span per reconcile over OTLP");
+    }
     let options = RunOptions {
         controller: controller::Options {
             render: RenderOptions {
@@ -232,6 +240,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             identity,
             sidecar_admin_url: (args.sidecar_admin_url != "none").then_some(args.sidecar_admin_url),
             verify_every: args.verify_every,
+            tracer: tracer.clone(),
             ..controller::Options::default()
         },
         leader,
@@ -247,7 +256,12 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         tracing::warn!("second signal: exiting now");
         std::process::exit(1);
     });
-    sluice_operator::run::run(client, options, Metrics::new(), stopped).await?;
+    let outcome = sluice_operator::run::run(client, options, metrics, stopped).await;
+    if let Some(tracer) = tracer {
+        // The last reconciles' spans, before the pod goes.
+        tracer.flush(Duration::from_secs(2)).await;
+    }
+    outcome?;
     Ok(())
 }
 

@@ -79,6 +79,12 @@ fn reconcile_histogram() -> Histogram {
 impl Metrics {
     /// Registers every metric under the `sluice_operator` prefix.
     pub fn new() -> Self {
+        Self::new_with(|_| ()).0
+    }
+
+    /// Registers every metric, and lets `more` register its own under the same prefix (the
+    /// trace exporter's, which exist only when it runs).
+    pub fn new_with<T>(more: impl FnOnce(&mut Registry) -> T) -> (Self, T) {
         let mut registry = Registry::with_prefix("sluice_operator");
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         registry.register(
@@ -122,7 +128,8 @@ impl Metrics {
             "Objects in the controllers' caches",
             cached_objects.clone(),
         );
-        Self {
+        let extra = more(&mut registry);
+        let metrics = Self {
             registry: Arc::new(registry),
             reconciles,
             errors,
@@ -131,7 +138,8 @@ impl Metrics {
             writes,
             leader,
             cached_objects,
-        }
+        };
+        (metrics, extra)
     }
 
     /// The metrics in the Prometheus text format.

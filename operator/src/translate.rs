@@ -7,6 +7,7 @@
 mod files;
 mod policy;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use sluice_crds::McpServer;
@@ -14,8 +15,8 @@ use sluice_crds::defaults::{ADMIN_PORT, SERVER_LISTENER_PORT};
 use sluice_crds::policy::Policy;
 use sluice_crds::server::{self, UpstreamAuthMode};
 use sluice_proxy_config::{
-    Admin, Duration, EntryPoint, LegacySse, Limits, Log, PhabricatorApi, ProxyConfig, Redis,
-    Shutdown, Streaming, Timeouts, Upstream, UpstreamCheck,
+    Admin, Duration, EntryPoint, LegacySse, Limits, Log, Otlp, PhabricatorApi, ProxyConfig, Redis,
+    Shutdown, Streaming, Timeouts, Tracing, Upstream, UpstreamCheck,
 };
 
 pub use self::files::CONFIG_FILE;
@@ -149,7 +150,12 @@ pub(crate) fn proxy_config(
         log: log(&spec.proxy),
         phabricator: Some(phabricator),
         redis,
-        tracing: None,
+        tracing: spec
+            .proxy
+            .tracing
+            .as_ref()
+            .map(|t| tracing(key, t, files))
+            .transpose()?,
         entry_points,
     };
     config
@@ -194,6 +200,58 @@ fn legacy_sse(key: &ObjectKey, legacy: &server::LegacySse) -> Result<LegacySse, 
         max_sessions_per_caller: count(legacy.max_sessions_per_caller),
         idle_timeout,
     })
+}
+
+/// The sidecar's trace export. The resource attributes name the server's workload by the
+/// semantic conventions (the pod's name comes from the environment, see `render`); the
+/// user's own win.
+fn tracing(
+    key: &ObjectKey,
+    spec: &server::Tracing,
+    files: &mut SidecarFiles,
+) -> Result<Tracing, RenderError> {
+    let invalid = |field: &str, message: String| RenderError::InvalidSpec {
+        object: key.clone(),
+        field: format!("spec.proxy.tracing.{field}"),
+        message,
+    };
+    let mut otlp = Otlp::new(otlp_traces_url(&spec.endpoint).map_err(|e| invalid("endpoint", e))?);
+    otlp.headers_dir = spec
+        .headers_secret_ref
+        .as_ref()
+        .map(|secret| files.whole_secret(&secret.name));
+    let sampling_ratio = spec
+        .sampling_ratio
+        .parse::<f64>()
+        .ok()
+        .filter(|ratio| (0.0..=1.0).contains(ratio))
+        .ok_or_else(|| invalid("samplingRatio", "must be a number from 0 to 1".into()))?;
+    let mut resource_attributes = BTreeMap::from([
+        ("service.name".to_string(), "sluice-proxy".to_string()),
+        ("k8s.namespace.name".to_string(), key.namespace.clone()),
+        // The Deployment is named after the server.
+        ("k8s.deployment.name".to_string(), key.name.clone()),
+        ("sluice.mcp_server".to_string(), key.name.clone()),
+    ]);
+    resource_attributes.extend(spec.resource_attributes.clone());
+    Ok(Tracing {
+        otlp,
+        sampling_ratio,
+        resource_attributes,
+    })
+}
+
+/// The OTLP/HTTP traces URL: `endpoint` as is, or with `/v1/traces` when it has no path (a
+/// collector's base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT` would name it).
+fn otlp_traces_url(endpoint: &str) -> Result<String, String> {
+    let mut url = url::Url::parse(endpoint).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("must be an http(s) URL".into());
+    }
+    if url.path() == "/" {
+        url.set_path("/v1/traces");
+    }
+    Ok(url.into())
 }
 
 /// Phabricator's Conduit API base as Conduit wants it: the URL with `/api/` appended unless
@@ -253,6 +311,26 @@ fn invalid_policy(object: &ObjectKey, field: String, message: impl Into<String>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn otlp_endpoints_without_a_path_get_the_traces_path() {
+        for (given, want) in [
+            ("http://collector:4318", "http://collector:4318/v1/traces"),
+            ("http://collector:4318/", "http://collector:4318/v1/traces"),
+            (
+                "https://otlp.example.com/v1/traces",
+                "https://otlp.example.com/v1/traces",
+            ),
+            (
+                "https://otlp.example.com/otlp/v1/traces",
+                "https://otlp.example.com/otlp/v1/traces",
+            ),
+        ] {
+            assert_eq!(otlp_traces_url(given).as_deref(), Ok(want), "{given}");
+        }
+        assert!(otlp_traces_url("ftp://collector/v1/traces").is_err());
+        assert!(otlp_traces_url("http://collector:99999/v1/traces").is_err());
+    }
 
     #[test]
     fn phabricator_urls_end_in_api() {

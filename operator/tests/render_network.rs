@@ -185,6 +185,30 @@ fn egress_follows_phabricator_the_proxy_and_what_policies_need() {
 }
 
 #[test]
+fn egress_reaches_the_trace_collector() {
+    let tcp = |endpoint: &str| -> Vec<i32> {
+        let server = ServerBuilder::new("s")
+            .set("proxy.tracing", json!({"endpoint": endpoint}))
+            .build();
+        egress_ports(&policy_spec(server, &[]))
+            .into_iter()
+            .filter(|(_, protocol)| protocol == "TCP")
+            .map(|(port, _)| port)
+            .collect()
+    };
+    // DNS, Phabricator (443), the collector.
+    assert_eq!(
+        tcp("http://otel-collector.observability.svc:4318/v1/traces"),
+        [53, 443, 4318]
+    );
+    assert_eq!(
+        tcp("http://otel-collector.observability.svc"),
+        [53, 80, 443]
+    );
+    assert_eq!(tcp("https://otlp.example.com/v1/traces"), [53, 443]);
+}
+
+#[test]
 fn no_network_policy_when_disabled() {
     let server = ServerBuilder::new("s")
         .set("networkPolicy.enabled", json!(false))

@@ -57,6 +57,10 @@ fn pod_variants() -> Vec<(Vec<McpServer>, Vec<McpRoute>)> {
                     .set("phabricator.proxy", json!("socks5://proxy.internal:1080"))
                     .set("phabricator.insecureSkipVerify", json!(true))
                     .set("sessions", json!("stateful"))
+                    .set(
+                        "proxy.tracing",
+                        json!({"endpoint": "https://otlp.example.com", "headersSecretRef": {"name": "otlp"}}),
+                    )
                     .build(),
             ],
             vec![],
@@ -717,4 +721,94 @@ fn the_audit_event_stream_is_served_only_when_the_server_asks_for_it() {
             .set("proxy.auditEvents", json!(true))
             .build()
     ));
+}
+
+#[test]
+fn the_trace_export_reaches_the_sidecar_config_and_each_pod_names_itself() {
+    let plain = rendered_documents(&[ServerBuilder::new("s").build()], &[]);
+    assert_eq!(proxy_config(&plain, "s").tracing, None);
+    let pod = pod_of(&plain, "s");
+    for c in &pod.containers {
+        for absent in ["POD_NAME", "OTEL_RESOURCE_ATTRIBUTES"] {
+            assert!(c.env.iter().flatten().all(|e| e.name != absent), "{absent}");
+        }
+    }
+
+    let traced = ServerBuilder::new("s")
+        .set(
+            "proxy.tracing",
+            json!({
+                "endpoint": "http://otel-collector.observability.svc:4318/v1/traces",
+                "samplingRatio": "0.25",
+                "resourceAttributes": {"service.name": "phab-proxy", "deployment.environment.name": "prod"},
+            }),
+        )
+        .build();
+    let docs = rendered_documents(&[traced], &[]);
+    let tracing = proxy_config(&docs, "s").tracing.expect("tracing");
+    assert_eq!(
+        tracing.otlp.endpoint,
+        "http://otel-collector.observability.svc:4318/v1/traces"
+    );
+    assert_eq!(tracing.otlp.headers_dir, None);
+    assert_eq!(tracing.sampling_ratio, 0.25);
+    let attributes: Vec<(&str, &str)> = tracing
+        .resource_attributes
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    // The user's win over the operator's (service.name).
+    assert_eq!(
+        attributes,
+        [
+            ("deployment.environment.name", "prod"),
+            ("k8s.deployment.name", "s"),
+            ("k8s.namespace.name", "tools"),
+            ("service.name", "phab-proxy"),
+            ("sluice.mcp_server", "s"),
+        ]
+    );
+    // The pod's name comes from the downward API, to the sidecar alone; POD_NAME first, so
+    // `$(POD_NAME)` expands.
+    let pod = pod_of(&docs, "s");
+    let sidecar = container(&pod, "sluice-proxy");
+    let names: Vec<&str> = sidecar
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(names, ["POD_NAME", "OTEL_RESOURCE_ATTRIBUTES"]);
+    let pod_name = sidecar.env.as_ref().expect("env")[0]
+        .value_from
+        .as_ref()
+        .and_then(|v| v.field_ref.as_ref())
+        .expect("from the downward API");
+    assert_eq!(pod_name.field_path, "metadata.name");
+    assert_eq!(
+        env(sidecar, "OTEL_RESOURCE_ATTRIBUTES"),
+        Some("k8s.pod.name=$(POD_NAME)")
+    );
+    let conduit = container(&pod, "conduit");
+    assert!(
+        conduit
+            .env
+            .iter()
+            .flatten()
+            .all(|e| e.name != "POD_NAME" && !e.name.starts_with("OTEL_"))
+    );
+
+    // Defaults: every trace, and a collector's base URL gets the traces path.
+    let base = ServerBuilder::new("s")
+        .set(
+            "proxy.tracing",
+            json!({"endpoint": "http://collector:4318"}),
+        )
+        .build();
+    let tracing = proxy_config(&rendered_documents(&[base], &[]), "s")
+        .tracing
+        .expect("tracing");
+    assert_eq!(tracing.otlp.endpoint, "http://collector:4318/v1/traces");
+    assert_eq!(tracing.sampling_ratio, 1.0);
+    assert_eq!(tracing.resource_attributes["service.name"], "sluice-proxy");
 }

@@ -335,6 +335,48 @@ fn token_review_gets_a_projected_token_in_the_sidecar_and_a_binding() {
     assert_eq!(labels["app.kubernetes.io/managed-by"], "sluice-operator");
 }
 
+#[test]
+fn the_trace_headers_secret_is_mounted_into_the_sidecar_alone() {
+    let server = ServerBuilder::new("traced")
+        .set(
+            "proxy.tracing",
+            json!({"endpoint": "https://otlp.example.com/v1/traces", "headersSecretRef": {"name": "otlp-headers"}}),
+        )
+        .build();
+    let docs = rendered_documents(&[server], &[]);
+    let headers_dir = proxy_config(&docs, "traced")
+        .tracing
+        .and_then(|t| t.otlp.headers_dir)
+        .expect("headers dir");
+    let pod = pod_of(&docs, "traced");
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| {
+            v.secret
+                .as_ref()
+                .is_some_and(|s| s.secret_name.as_deref() == Some("otlp-headers"))
+        })
+        .expect("the headers Secret's volume");
+    // Every key: each is a header.
+    assert_eq!(volume.secret.as_ref().and_then(|s| s.items.clone()), None);
+    let mounts_of = |c: &str| -> Vec<(String, Option<bool>)> {
+        container(&pod, c)
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| m.name == volume.name)
+            .map(|m| (m.mount_path.clone(), m.read_only))
+            .collect()
+    };
+    assert_eq!(
+        mounts_of("sluice-proxy"),
+        [(headers_dir.to_string_lossy().into_owned(), Some(true))]
+    );
+    assert!(mounts_of("conduit").is_empty());
+}
+
 fn template_of(server: &McpServer, routes: &[McpRoute], observed: &Observed) -> serde_json::Value {
     let rendered = render_server(server, routes, observed);
     let docs = objects_documents(&rendered.objects);
@@ -440,5 +482,49 @@ fn the_restart_hash_follows_what_conduit_reads_at_start_and_nothing_else() {
     assert_ne!(
         restart_hash(&with_ca),
         restart_hash(&template_of(&ca, &[], &new_ca))
+    );
+}
+
+#[test]
+fn the_trace_export_and_its_headers_roll_the_pods_as_the_sidecar_reads_them_at_start() {
+    let observed = Observed::default();
+    let traced = |ratio: &str| {
+        ServerBuilder::new("traced")
+            .set(
+                "proxy.tracing",
+                json!({"endpoint": "https://otlp.example.com/v1/traces", "samplingRatio": ratio,
+                    "headersSecretRef": {"name": "otlp-headers"}}),
+            )
+            .build()
+    };
+    let rendered = render_server(&traced("1"), &[], &observed);
+    let reference = rendered
+        .references
+        .iter()
+        .find(|r| r.kind == "Secret" && r.name == "otlp-headers")
+        .expect("the headers Secret is referenced");
+    assert_eq!(reference.on_change, OnChange::Rollout);
+
+    let base = restart_hash(&template_of(&traced("1"), &[], &observed));
+    assert_ne!(
+        base,
+        restart_hash(&template_of(&traced("0.5"), &[], &observed)),
+        "a new sampling ratio rolls out"
+    );
+    let mut rotated = observed.clone();
+    rotated
+        .secret_versions
+        .insert("otlp-headers".into(), "v2".into());
+    assert_ne!(
+        base,
+        restart_hash(&template_of(&traced("1"), &[], &rotated)),
+        "new headers roll out"
+    );
+    // Without traces nothing is added: a server that reads nothing at start keeps the hash of
+    // no input (SHA-256 of nothing), so the operator's upgrade rolls no pods.
+    let plain = ServerBuilder::new("traced").build();
+    assert_eq!(
+        restart_hash(&template_of(&plain, &[], &observed)),
+        "e3b0c44298fc1c14"
     );
 }

@@ -17,6 +17,7 @@ mod scope;
 mod server;
 mod status;
 mod streams;
+mod trace;
 mod verify;
 
 use std::collections::HashMap;
@@ -118,6 +119,9 @@ pub struct Options {
     pub sidecar_admin_url: Option<String>,
     /// How often each server's sidecar is asked (at most).
     pub verify_every: Duration,
+    /// Exports a span per reconcile (OpenTelemetry, from the standard `OTEL_*` environment);
+    /// `None`: no traces.
+    pub tracer: Option<sluice_otlp::Tracer>,
 }
 
 /// The sidecars' admin port through each server's own Service (port 9090, `metrics`).
@@ -135,6 +139,7 @@ impl Default for Options {
             identity: "sluice-operator".into(),
             sidecar_admin_url: Some(SIDECAR_ADMIN_URL.into()),
             verify_every: Duration::from_secs(60),
+            tracer: None,
         }
     }
 }

@@ -11,11 +11,12 @@ use sluice_crds::McpRoute;
 use super::Context;
 use super::events::{publish, route_transitions};
 use super::status::{self, RouteFacts, route_status, write_route};
+use super::trace::ReconcileSpan;
 use crate::key::{ObjectKey, ROUTE_KIND, SERVER_KIND};
 use crate::render::RenderError;
 use crate::{Error, Result};
 
-/// Reconciles one McpRoute, in a span naming it.
+/// Reconciles one McpRoute, in a span naming it (and an OpenTelemetry one with a tracer).
 #[tracing::instrument(
     name = "reconcile",
     skip_all,
@@ -27,8 +28,15 @@ use crate::{Error, Result};
 )]
 pub async fn reconcile(route: Arc<McpRoute>, ctx: Arc<Context>) -> Result<Action> {
     let timer = ctx.metrics.reconcile_started(ROUTE_KIND);
+    let span = ReconcileSpan::start(
+        &ctx,
+        ROUTE_KIND,
+        route.metadata.namespace.as_deref().unwrap_or_default(),
+        route.metadata.name.as_deref().unwrap_or_default(),
+    );
     let result = reconcile_route(&route, &ctx).await;
     timer.finish(result.as_ref().err().map(Error::metric_label));
+    span.finish(&result);
     if result.is_ok() {
         ctx.backoff.reset(&backoff_key(&route));
     }

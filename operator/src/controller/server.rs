@@ -19,6 +19,7 @@ use super::status::{
     self, RouteFacts, ServerFacts, Verdict, desired_replicas, route_status, server_status,
     write_route, write_server,
 };
+use super::trace::ReconcileSpan;
 use super::{Context, Features};
 use crate::key::{ObjectKey, ROUTE_KIND, SERVER_KIND};
 use crate::render::{
@@ -32,7 +33,8 @@ use crate::{Error, Result};
 /// objects carry it, so deleting any other server never waits for the operator.
 pub const FINALIZER: &str = "sluice.dev/cluster-objects";
 
-/// Reconciles one McpServer, in a span naming it: the log lines inside do not repeat it.
+/// Reconciles one McpServer, in a span naming it: the log lines inside do not repeat it. With
+/// a tracer, an OpenTelemetry span too, with an event per object applied.
 #[tracing::instrument(
     name = "reconcile",
     skip_all,
@@ -44,8 +46,15 @@ pub const FINALIZER: &str = "sluice.dev/cluster-objects";
 )]
 pub async fn reconcile(server: Arc<McpServer>, ctx: Arc<Context>) -> Result<Action> {
     let timer = ctx.metrics.reconcile_started(SERVER_KIND);
-    let result = reconcile_server(server.clone(), &ctx).await;
+    let mut span = ReconcileSpan::start(
+        &ctx,
+        SERVER_KIND,
+        server.metadata.namespace.as_deref().unwrap_or_default(),
+        server.metadata.name.as_deref().unwrap_or_default(),
+    );
+    let result = reconcile_server(server.clone(), &ctx, &mut span).await;
     timer.finish(result.as_ref().err().map(Error::metric_label));
+    span.finish(&result);
     if result.is_ok() {
         ctx.backoff.reset(&backoff_key(&server));
     }
@@ -61,7 +70,11 @@ pub fn backoff_key(server: &McpServer) -> String {
     )
 }
 
-async fn reconcile_server(server: Arc<McpServer>, ctx: &Context) -> Result<Action> {
+async fn reconcile_server(
+    server: Arc<McpServer>,
+    ctx: &Context,
+    span: &mut ReconcileSpan,
+) -> Result<Action> {
     ctx.stores.wait_ready().await?;
     let key = ObjectKey::of_server(&server)?;
     let api: Api<McpServer> = Api::namespaced(ctx.client.clone(), &key.namespace);
@@ -77,7 +90,7 @@ async fn reconcile_server(server: Arc<McpServer>, ctx: &Context) -> Result<Actio
         || has_cluster_objects(ctx, &server, &key);
     if !wants_finalizer {
         return match plan {
-            Some(plan) => apply(&server, &key, plan, ctx).await,
+            Some(plan) => apply(&server, &key, plan, ctx, span).await,
             None => Ok(Action::await_change()),
         };
     }
@@ -85,7 +98,7 @@ async fn reconcile_server(server: Arc<McpServer>, ctx: &Context) -> Result<Actio
     let outcome = finalizer(&api, FINALIZER, server.clone(), |event| async {
         match event {
             Finalizer::Apply(server) => match plan {
-                Some(plan) => apply(&server, &key, plan, ctx).await,
+                Some(plan) => apply(&server, &key, plan, ctx, span).await,
                 None => Ok(Action::await_change()),
             },
             Finalizer::Cleanup(server) => cleanup(&server, &key, ctx).await,
@@ -366,7 +379,13 @@ struct Failure {
 
 /// Carries out a server's plan, phase by phase. A spec that cannot be rendered only says why
 /// in its status: the objects of the last good spec keep running until it is fixed.
-async fn apply(server: &McpServer, key: &ObjectKey, plan: Plan, ctx: &Context) -> Result<Action> {
+async fn apply(
+    server: &McpServer,
+    key: &ObjectKey,
+    plan: Plan,
+    ctx: &Context,
+    span: &mut ReconcileSpan,
+) -> Result<Action> {
     let Plan {
         routes,
         rejected,
@@ -378,7 +397,7 @@ async fn apply(server: &McpServer, key: &ObjectKey, plan: Plan, ctx: &Context) -
         Err(error) => return report_unrenderable(server, key, &error, ctx).await,
     };
     let (objects, gated) = gate(std::mem::take(&mut rendered.objects), &ctx.options.features);
-    let mut failures = apply_objects(&objects, ctx).await;
+    let mut failures = apply_objects(&objects, ctx, span).await;
     failures.extend(prune_undesired(server, key, &objects, ctx).await);
     let outcomes = rendered.routes.iter().chain(&rejected);
     let route_error = write_route_statuses(key, &routes, outcomes, &failures, &gated, ctx).await;
@@ -432,10 +451,16 @@ async fn report_unrenderable(
 
 /// Applies each object that differs from its live copy; the API server's refusals are
 /// collected, not returned, so one bad object does not hold back the others.
-async fn apply_objects(objects: &[Object], ctx: &Context) -> Vec<Failure> {
+async fn apply_objects(
+    objects: &[Object],
+    ctx: &Context,
+    span: &mut ReconcileSpan,
+) -> Vec<Failure> {
     let mut failures = Vec::new();
     for object in objects {
-        match apply_object(&ctx.client, &ctx.stores, object).await {
+        let outcome = apply_object(&ctx.client, &ctx.stores, object).await;
+        span.applied(object, &outcome);
+        match outcome {
             Ok(Applied::Written) => {
                 ctx.metrics.wrote(object.kind(), "apply");
                 tracing::info!(object = %object.describe(), "applied");

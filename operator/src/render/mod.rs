@@ -178,7 +178,8 @@ pub struct Reference {
 /// What a change to a referenced object needs to take effect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum OnChange {
-    /// A new rollout (Conduit reads it only at start: env variables, its CA bundle).
+    /// A new rollout (read only at start: Conduit's env variables and CA bundle, the
+    /// sidecar's trace export headers).
     Rollout,
     /// Nothing: the sidecar re-reads the mounted files.
     Reload,

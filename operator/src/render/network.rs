@@ -21,7 +21,8 @@ use super::routes::PlannedRoute;
 const API_SERVER_PORTS: [u16; 2] = [443, 6443];
 
 /// Ingress only to the sidecar's listeners, each from the callers its entry point allows;
-/// egress only to DNS, Phabricator (or the outbound proxy) and what the policies need.
+/// egress only to DNS, Phabricator (or the outbound proxy), what the policies need and the
+/// trace collector.
 pub fn network_policy(
     ctx: &Context<'_>,
     config: &ProxyConfig,
@@ -126,7 +127,7 @@ fn port(number: u16, protocol: &str) -> NetworkPolicyPort {
 }
 
 /// TCP ports the pods connect out to: Phabricator (Conduit, and the sidecar's `user.whoami`),
-/// the outbound proxy, Redis, identity providers, the API server.
+/// the outbound proxy, Redis, identity providers, the API server, the trace collector.
 fn egress_ports(ctx: &Context<'_>, config: &ProxyConfig) -> BTreeSet<u16> {
     let phabricator = &ctx.server.spec.phabricator;
     let mut ports = BTreeSet::new();
@@ -141,6 +142,9 @@ fn egress_ports(ctx: &Context<'_>, config: &ProxyConfig) -> BTreeSet<u16> {
                 .rsplit_once(':')
                 .and_then(|(_, p)| p.parse::<u16>().ok()),
         );
+    }
+    if let Some(tracing) = &config.tracing {
+        ports.extend(url_port(&tracing.otlp.endpoint));
     }
     for entry_point in &config.entry_points {
         match &entry_point.auth {

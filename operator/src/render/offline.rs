@@ -103,7 +103,7 @@ fn unknowable(key: &ObjectKey, rendered: &Rendered, observed: &Observed) -> Vec<
     if !read_at_start.is_empty() {
         notes.push(format!(
             "{key}: the pod template's {RESTART_HASH_ANNOTATION} covers the resourceVersions \
-             of {} (Conduit reads them at start), which only the cluster knows: the \
+             of {} (read at start), which only the cluster knows: the \
              controller's value differs from this one",
             read_at_start.join(", ")
         ));

@@ -83,7 +83,7 @@ pub fn render_server(
     }
     let config = translate::proxy_config(server, key, entry_points, &mut files)?;
     let references = references(server, &files);
-    let restart_hash = restart_hash(&references, observed);
+    let restart_hash = restart_hash(&references, &config, observed);
 
     let mut objects = vec![Object::ServiceAccount(workload::service_account(&ctx))];
     if files.service_account_token {
@@ -222,7 +222,8 @@ fn degraded(server: &McpServer, config: &ProxyConfig) -> Vec<Notice> {
 }
 
 /// The Secrets and ConfigMaps the objects refer to. Conduit reads its environment and CA
-/// bundle only at start (a rollout); the sidecar re-reads its mounted files (a reload).
+/// bundle only at start (a rollout), and so does the sidecar its trace export's headers; the
+/// sidecar re-reads its other mounted files (a reload).
 fn references(server: &McpServer, files: &SidecarFiles) -> Vec<Reference> {
     let mut references = Vec::new();
     let mut add = |kind, name: &str, on_change| {
@@ -249,6 +250,16 @@ fn references(server: &McpServer, files: &SidecarFiles) -> Vec<Reference> {
             add("Secret", &r.name, OnChange::Rollout);
         }
     }
+    if let Some(secret) = server
+        .spec
+        .proxy
+        .tracing
+        .as_ref()
+        .and_then(|t| t.headers_secret_ref.as_ref())
+    {
+        add("Secret", &secret.name, OnChange::Rollout);
+    }
+    // A Secret also read at start keeps `Rollout`: it sorts first, and `dedup` keeps the first.
     for name in files.secrets.keys() {
         add("Secret", name, OnChange::Reload);
     }
@@ -260,10 +271,16 @@ fn references(server: &McpServer, files: &SidecarFiles) -> Vec<Reference> {
     references
 }
 
-/// A hash of what needs a rollout to take effect: the Secrets and ConfigMaps Conduit reads at
-/// start, with their observed versions. The sidecar config is not in it: it reloads live.
-fn restart_hash(references: &[Reference], observed: &Observed) -> String {
+/// A hash of what needs a rollout to take effect: the Secrets and ConfigMaps read at start,
+/// with their observed versions, and the sidecar config's tracing section, which the sidecar
+/// reads only at start. The rest of the config is not in it: it reloads live.
+fn restart_hash(references: &[Reference], config: &ProxyConfig, observed: &Observed) -> String {
     let mut hasher = Sha256::new();
+    // Only when present: servers without traces keep the hash they had before the field.
+    if let Some(tracing) = &config.tracing {
+        let tracing = serde_json::to_string(tracing).unwrap_or_default();
+        hasher.update(format!("tracing={tracing}\n"));
+    }
     for reference in references
         .iter()
         .filter(|r| r.on_change == OnChange::Rollout)

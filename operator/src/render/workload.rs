@@ -69,7 +69,7 @@ pub fn deployment(ctx: &Context<'_>, inputs: &PodInputs<'_>) -> Deployment {
         security_context: Some(pod_security_context(inputs.state)),
         containers: vec![
             containers::conduit(ctx, inputs, volumes.conduit_mounts.clone()),
-            containers::sidecar(ctx, volumes.sidecar_mounts.clone()),
+            containers::sidecar(ctx, inputs, volumes.sidecar_mounts.clone()),
         ],
         volumes: Some(volumes.volumes),
         termination_grace_period_seconds: Some(stop_seconds + CONDUIT_STOP_SECONDS),

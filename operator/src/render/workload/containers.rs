@@ -2,8 +2,8 @@
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle,
-    LifecycleHandler, Probe, ResourceFieldSelector, SecretKeySelector, SecurityContext,
-    SleepAction, VolumeMount,
+    LifecycleHandler, ObjectFieldSelector, Probe, ResourceFieldSelector, SecretKeySelector,
+    SecurityContext, SleepAction, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -13,7 +13,7 @@ use sluice_crds::server::{PullPolicy, Sessions};
 use sluice_proxy_config::ProxyConfig;
 
 use super::super::context::Context;
-use super::{PodInputs, runtime_default_seccomp};
+use super::{PodInputs, non_empty, runtime_default_seccomp};
 use crate::translate::{self, CONFIG_DIR, CONFIG_FILE, PHABRICATOR_CA_DIR, PHABRICATOR_CA_FILE};
 
 /// Name of the Conduit container.
@@ -158,7 +158,7 @@ fn conduit_env(ctx: &Context<'_>, inputs: &PodInputs<'_>) -> Vec<EnvVar> {
 
 /// The sidecar: every listener, the admin port with the probes, the config and the files
 /// its policies need.
-pub fn sidecar(ctx: &Context<'_>, mounts: Vec<VolumeMount>) -> Container {
+pub fn sidecar(ctx: &Context<'_>, inputs: &PodInputs<'_>, mounts: Vec<VolumeMount>) -> Container {
     let spec = &ctx.server.spec;
     let probe = |path: &str, period: i32| Probe {
         http_get: Some(HTTPGetAction {
@@ -177,7 +177,12 @@ pub fn sidecar(ctx: &Context<'_>, mounts: Vec<VolumeMount>) -> Container {
             "--config".into(),
             format!("{CONFIG_DIR}/{CONFIG_FILE}"),
         ]),
-        env: worker_threads(spec),
+        env: non_empty(
+            worker_threads(spec)
+                .into_iter()
+                .chain(trace_resource(inputs.config))
+                .collect(),
+        ),
         // Route listener ports are deliberately not listed: a Service may target an unlisted
         // port, so adding a route changes no pod template.
         ports: Some(vec![
@@ -220,29 +225,52 @@ fn pull_policy(policy: PullPolicy) -> &'static str {
     }
 }
 
+/// With traces on, the pod's name as a resource attribute: the config is the same for every
+/// pod, the environment is not. `POD_NAME` first, so `$(POD_NAME)` expands.
+fn trace_resource(config: &ProxyConfig) -> Vec<EnvVar> {
+    if config.tracing.is_none() {
+        return Vec::new();
+    }
+    vec![
+        EnvVar {
+            name: "POD_NAME".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    api_version: None,
+                    field_path: "metadata.name".into(),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        },
+        value(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "k8s.pod.name=$(POD_NAME)".into(),
+        ),
+    ]
+}
+
 /// With a CPU limit, one traffic thread per CPU of it: Kubernetes hands the limit over rounded
 /// up to whole CPUs (divisor 1), so 1500m gives two. Without one, the proxy's default, one
 /// thread: the sidecar is then only sure of its request (50m by default), and the node's CPU
 /// count says nothing about what it will get.
-fn worker_threads(spec: &McpServerSpec) -> Option<Vec<EnvVar>> {
+fn worker_threads(spec: &McpServerSpec) -> Option<EnvVar> {
     let resources = &spec.proxy.resources;
     let limited = resources
         .limits
         .as_ref()
         .is_some_and(|l| l.contains_key("cpu"));
-    limited.then(|| {
-        vec![EnvVar {
-            name: "SLUICE_WORKER_THREADS".into(),
-            value_from: Some(EnvVarSource {
-                resource_field_ref: Some(ResourceFieldSelector {
-                    container_name: Some(SIDECAR.into()),
-                    resource: "limits.cpu".into(),
-                    divisor: Some(Quantity("1".into())),
-                }),
-                ..EnvVarSource::default()
+    limited.then(|| EnvVar {
+        name: "SLUICE_WORKER_THREADS".into(),
+        value_from: Some(EnvVarSource {
+            resource_field_ref: Some(ResourceFieldSelector {
+                container_name: Some(SIDECAR.into()),
+                resource: "limits.cpu".into(),
+                divisor: Some(Quantity("1".into())),
             }),
-            ..EnvVar::default()
-        }]
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
     })
 }
 
