@@ -557,7 +557,7 @@ fn npm_pin(package: &str) -> String {
 }
 
 /// The tests each row names (checked to exist, so the table cannot point at nothing).
-const COMPATIBILITY_TESTS: [&str; 7] = [
+const COMPATIBILITY_TESTS: [&str; 8] = [
     "real_peers",
     "sidecar_policy",
     "sidecar_auth",
@@ -565,6 +565,7 @@ const COMPATIBILITY_TESTS: [&str; 7] = [
     "inspector",
     "oauth_login",
     "legacy_sse",
+    "tracing",
 ];
 
 /// The table: every client and server the e2e tests run through sluice-proxy, with the versions
@@ -649,6 +650,24 @@ fn compatibility_table() -> String {
             ),
             "2025-11-25 (no 2026-07-28: `server/discover` gets 400)",
             "real_peers, inspector",
+        ),
+        (
+            "server".to_owned(),
+            format!(
+                "`fastmcp` {fastmcp} on `mcp` {mcp1}, traced by `opentelemetry-instrumentation-asgi` {} (continues the sidecar's `traceparent`)",
+                pip_pin("requirements-mcp1.txt", "opentelemetry-instrumentation-asgi")
+            ),
+            "2025-11-25",
+            "tracing",
+        ),
+        (
+            "collector".to_owned(),
+            format!(
+                "an OTLP/HTTP receiver decoding every export with `opentelemetry-proto` {}",
+                pip_pin("requirements-mcp1.txt", "opentelemetry-proto")
+            ),
+            "—",
+            "tracing",
         ),
     ];
     let mut table = String::from(
