@@ -21,8 +21,8 @@ use prost::Message;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use rustls::{ClientConfig, RootCertStore};
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::proto;
 use crate::span::Finished;
@@ -117,6 +117,10 @@ enum Item {
 #[derive(Clone)]
 pub struct Queue {
     tx: mpsc::Sender<Item>,
+    /// Wakes the exporter once a batch is waiting: a span alone never does, so the request
+    /// thread pays no cross-thread wake-up per span.
+    batch_ready: Arc<Notify>,
+    max_batch: usize,
     metrics: ExportMetrics,
 }
 
@@ -125,6 +129,8 @@ impl Queue {
     pub(crate) fn push(&self, span: Box<Finished>) {
         if self.tx.try_send(Item::Span(span)).is_err() {
             self.metrics.drop_spans("queue_full", 1);
+        } else if self.tx.max_capacity() - self.tx.capacity() >= self.max_batch {
+            self.batch_ready.notify_one();
         }
     }
 
@@ -133,6 +139,7 @@ impl Queue {
         let (done, sent) = oneshot::channel();
         let _ = tokio::time::timeout(timeout, async {
             if self.tx.send(Item::Flush(done)).await.is_ok() {
+                self.batch_ready.notify_one();
                 let _ = sent.await;
             }
         })
@@ -161,7 +168,10 @@ pub fn start(
 ) -> Result<Queue, ExportError> {
     let client = client(settings.extra_ca_pem.as_deref(), settings.timeout)?;
     let (tx, rx) = mpsc::channel(settings.max_queue.max(1));
+    let batch_ready = Arc::new(Notify::new());
+    let max_batch = settings.max_batch.max(1);
     let exporter = Exporter {
+        batch_ready: batch_ready.clone(),
         client,
         settings,
         resource,
@@ -179,10 +189,16 @@ pub fn start(
         .name("otlp-export".into())
         .spawn(move || runtime.block_on(exporter.run(rx)))
         .map_err(|e| ExportError::Thread(e.to_string()))?;
-    Ok(Queue { tx, metrics })
+    Ok(Queue {
+        tx,
+        batch_ready,
+        max_batch,
+        metrics,
+    })
 }
 
 struct Exporter {
+    batch_ready: Arc<Notify>,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     settings: ExportSettings,
     resource: proto::Resource,
@@ -191,29 +207,44 @@ struct Exporter {
 }
 
 impl Exporter {
+    /// Sleeps until a batch is waiting, a flush is asked for, or `batch_delay` is up; then
+    /// sends what is queued, a batch at a time. Ends when every queue handle is gone.
     async fn run(self, mut rx: mpsc::Receiver<Item>) {
         let max_batch = self.settings.max_batch.max(1);
-        let mut batch = Vec::with_capacity(max_batch);
-        // Waits for a first span, then fills the batch until it is full or the delay is up.
-        while let Some(first) = rx.recv().await {
-            let mut flushed = None;
-            match first {
-                Item::Span(span) => batch.push(span.into_proto()),
-                Item::Flush(done) => flushed = Some(done),
+        loop {
+            tokio::select! {
+                () = self.batch_ready.notified() => {}
+                () = tokio::time::sleep(self.settings.batch_delay) => {}
             }
-            let deadline = Instant::now() + self.settings.batch_delay;
-            while flushed.is_none() && batch.len() < max_batch {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(Item::Span(span))) => batch.push(span.into_proto()),
-                    Ok(Some(Item::Flush(done))) => flushed = Some(done),
-                    Ok(None) | Err(_) => break,
+            loop {
+                let mut batch = Vec::with_capacity(max_batch.min(rx.len()));
+                let mut flushes = Vec::new();
+                let mut closed = false;
+                while batch.len() < max_batch {
+                    match rx.try_recv() {
+                        Ok(Item::Span(span)) => batch.push(span.into_proto()),
+                        Ok(Item::Flush(done)) => flushes.push(done),
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            closed = true;
+                            break;
+                        }
+                    }
                 }
-            }
-            if !batch.is_empty() {
-                self.export(std::mem::take(&mut batch)).await;
-            }
-            if let Some(done) = flushed {
-                let _ = done.send(());
+                let full = batch.len() == max_batch;
+                if !batch.is_empty() {
+                    self.export(batch).await;
+                }
+                // Everything queued before a flush was in this batch or an earlier one.
+                for done in flushes {
+                    let _ = done.send(());
+                }
+                if closed {
+                    return;
+                }
+                if !full {
+                    break;
+                }
             }
         }
     }
