@@ -655,7 +655,10 @@ fn compatibility_table() -> String {
             "server".to_owned(),
             format!(
                 "`fastmcp` {fastmcp} on `mcp` {mcp1}, traced by `opentelemetry-instrumentation-asgi` {} (continues the sidecar's `traceparent`)",
-                pip_pin("requirements-mcp1.txt", "opentelemetry-instrumentation-asgi")
+                pip_pin(
+                    "requirements-mcp1.txt",
+                    "opentelemetry-instrumentation-asgi"
+                )
             ),
             "2025-11-25",
             "tracing",
