@@ -58,6 +58,12 @@ pub(crate) fn server_site<'a>(object: &'a ObjectKey, service_url: &'a str) -> Si
     }
 }
 
+/// `[::]:port`: the sidecar listens on every address of both families (it falls back to
+/// IPv4 where the pod has no IPv6), so IPv6-only and dual-stack clusters reach it too.
+fn any_address(port: u16) -> SocketAddr {
+    SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))
+}
+
 /// One entry point of the sidecar config from a policy, and the files it refers to.
 pub(crate) fn entry_point(
     server: &McpServer,
@@ -85,7 +91,7 @@ pub(crate) fn entry_point(
         })?;
     let entry_point = EntryPoint {
         name: site.name.to_string(),
-        listen: SocketAddr::from(([0, 0, 0, 0], site.port)),
+        listen: any_address(site.port),
         tls: None,
         path_prefix: site.path_prefix.to_string(),
         public_url: site.public_url.map(str::to_string),
@@ -139,7 +145,7 @@ pub(crate) fn proxy_config(
             ..Upstream::default()
         },
         admin: Admin {
-            listen: SocketAddr::from(([0, 0, 0, 0], ADMIN_PORT)),
+            listen: any_address(ADMIN_PORT),
             audit_events: spec.proxy.audit_events,
         },
         limits: Limits::default(),

@@ -293,7 +293,7 @@ fn the_config_map_holds_the_translated_policies() {
     ];
     let docs = rendered_documents(&[server], &routes);
     let config = proxy_config(&docs, "s");
-    assert_eq!(config.admin.listen.to_string(), "0.0.0.0:9090");
+    assert_eq!(config.admin.listen.to_string(), "[::]:9090");
     assert_eq!(config.upstream.url, "http://127.0.0.1:8000");
     assert_eq!(
         (config.log.level.as_str(), config.log.format),
