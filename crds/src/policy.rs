@@ -14,12 +14,14 @@ use crate::server::CaBundle;
 /// A duration as the sidecar reads it: whole numbers with units, e.g. `90s` or `1h30m`.
 pub(crate) const DURATION: &str = r"^([0-9]+(ms|s|m|h))+$";
 
-/// The rule `trustedProxies` is checked with: each item an IPv4 CIDR (no leading zeros) or an
-/// IPv6 one in hex groups, each with a prefix length in range. A regular expression, not CEL's
-/// `isCIDR()`: that arrived in Kubernetes 1.31 (for new rules), and a CRD whose rule does not
-/// compile cannot be installed on 1.30. Whatever it admits, the sidecar's `parse_cidr` reads
-/// the same (a test in the operator checks them against each other).
-const TRUSTED_PROXIES_RULE: &str = concat!(
+/// The rule a list of CIDRs (`trustedProxies`, `networkPolicy.egressDestinations`) is checked
+/// with: each item an IPv4 CIDR (no leading zeros) or an IPv6 one in hex groups, each with a
+/// prefix length in range. A regular expression, not CEL's `isCIDR()`: that arrived in
+/// Kubernetes 1.31 (for new rules), and a CRD whose rule does not compile cannot be installed
+/// on 1.30. Whatever it admits, the sidecar's `parse_cidr` reads the same (a test in the
+/// operator checks them against each other), and the API server accepts in a NetworkPolicy's
+/// `ipBlock.cidr`. Host bits are not checked: `10.0.0.1/8` passes.
+pub(crate) const CIDRS_RULE: &str = concat!(
     "self.all(c, c.matches('^",
     "((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])[.]){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])",
     "/(3[0-2]|[12]?[0-9])$') || c.matches('^(",
@@ -91,7 +93,7 @@ pub struct Policy {
     /// the controller's address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), inner(length(max = 43)))]
-    #[x_kube(validation = kube::core::Rule::new(TRUSTED_PROXIES_RULE).message("each trusted proxy must be an IPv4 or IPv6 CIDR, such as 10.0.0.0/8 or fd00::/8"))]
+    #[x_kube(validation = kube::core::Rule::new(CIDRS_RULE).message("each trusted proxy must be an IPv4 or IPv6 CIDR, such as 10.0.0.0/8 or fd00::/8"))]
     pub trusted_proxies: Vec<String>,
 }
 

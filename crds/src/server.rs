@@ -12,7 +12,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{DURATION, Policy};
+use crate::policy::{CIDRS_RULE, DURATION, Policy};
 use crate::refs::{ConfigMapKeyRef, DNS_SUBDOMAIN, SecretKeyRef, SecretRef};
 use crate::route::DiscoveryUrls;
 
@@ -720,8 +720,18 @@ pub struct NetworkPolicySpec {
     /// Who may scrape the sidecar's metrics port (9090). Defaults to every namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_from: Option<Vec<NetworkPolicyPeer>>,
-    /// Egress allowed besides DNS, Phabricator's port, and what the policy needs (Redis,
-    /// identity providers, the Kubernetes API for TokenReview).
+    /// Where the destinations the pods connect to are: CIDRs per destination (peers for DNS).
+    /// A destination listed here gets an egress rule of its own, its ports to those addresses
+    /// only; one left out keeps its ports open to any address, as all are without this field.
+    /// Rules add up: a port that a destination left out also uses stays open to any address
+    /// (Phabricator and an identity provider both on 443: list both). NetworkPolicy matches
+    /// addresses, not host names, and whether it sees a Service's ClusterIP or the addresses
+    /// behind it depends on the CNI: list those behind it (and the ClusterIP, if unsure). A
+    /// destination the server does not use gets no rule.
+    #[serde(default, skip_serializing_if = "EgressDestinations::is_empty")]
+    pub egress_destinations: EgressDestinations,
+    /// Egress rules added as written, besides DNS and the destinations' rules. NetworkPolicy
+    /// rules add up: these can open more, never narrow what the destinations' rules allow.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<NetworkPolicyEgressRule>,
 }
@@ -732,8 +742,63 @@ impl Default for NetworkPolicySpec {
             enabled: true,
             allowed_clients: None,
             metrics_from: None,
+            egress_destinations: EgressDestinations::default(),
             egress: Vec::new(),
         }
+    }
+}
+
+/// The addresses of the destinations the pods connect to. A list is never empty: leaving a
+/// destination out is what allows any address.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EgressDestinations {
+    /// CIDRs of Phabricator (`phabricator.url`'s port) and of the outbound proxy
+    /// (`phabricator.proxy`'s port), which count as one destination. With a proxy, list
+    /// Phabricator's addresses too: the sidecar checks tokens with `user.whoami` directly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 32), inner(length(max = 43)))]
+    #[x_kube(validation = kube::core::Rule::new(CIDRS_RULE).message("each egressDestinations.phabricator entry must be an IPv4 or IPv6 CIDR, such as 10.0.0.0/8 or fd00::/8"))]
+    pub phabricator: Vec<String>,
+    /// CIDRs of the identity providers: the issuers and JWKS URLs of every entry point whose
+    /// policy uses mode `jwt` (the McpServer's and its McpRoutes'), on their ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 32), inner(length(max = 43)))]
+    #[x_kube(validation = kube::core::Rule::new(CIDRS_RULE).message("each egressDestinations.identityProviders entry must be an IPv4 or IPv6 CIDR, such as 10.0.0.0/8 or fd00::/8"))]
+    pub identity_providers: Vec<String>,
+    /// CIDRs of Redis (`redis.address`'s port). For a Redis in the cluster, its pods'
+    /// addresses (e.g. the pod CIDR).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 32), inner(length(max = 43)))]
+    #[x_kube(validation = kube::core::Rule::new(CIDRS_RULE).message("each egressDestinations.redis entry must be an IPv4 or IPv6 CIDR, such as 10.0.0.0/8 or fd00::/8"))]
+    pub redis: Vec<String>,
+    /// CIDRs of the Kubernetes API server (ports 443 and 6443), which checks ServiceAccount
+    /// tokens (TokenReview) for entry points whose policy uses mode `serviceAccount`. The
+    /// addresses behind the `kubernetes` Service: `kubectl get endpointslices -n default -l
+    /// kubernetes.io/service-name=kubernetes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 32), inner(length(max = 43)))]
+    #[x_kube(validation = kube::core::Rule::new(CIDRS_RULE).message("each egressDestinations.kubernetesApi entry must be an IPv4 or IPv6 CIDR, such as 10.0.0.0/8 or fd00::/8"))]
+    pub kubernetes_api: Vec<String>,
+    /// CIDRs of the trace collector (`proxy.tracing.endpoint`'s port).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 32), inner(length(max = 43)))]
+    #[x_kube(validation = kube::core::Rule::new(CIDRS_RULE).message("each egressDestinations.traceCollector entry must be an IPv4 or IPv6 CIDR, such as 10.0.0.0/8 or fd00::/8"))]
+    pub trace_collector: Vec<String>,
+    /// Who answers DNS (UDP and TCP port 53), as NetworkPolicy peers rather than CIDRs: the
+    /// cluster's DNS runs in pods found by labels, e.g. `{namespaceSelector: {matchLabels:
+    /// {kubernetes.io/metadata.name: kube-system}}, podSelector: {matchLabels: {k8s-app:
+    /// kube-dns}}}`; a node-local DNS cache listens on an address, e.g. `{ipBlock: {cidr:
+    /// 169.254.20.10/32}}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1))]
+    pub dns: Vec<NetworkPolicyPeer>,
+}
+
+impl EgressDestinations {
+    /// No destination narrowed: every port open to any address.
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
     }
 }
 

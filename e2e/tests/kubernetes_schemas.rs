@@ -242,6 +242,96 @@ spec:
     }
 }
 
+/// A server that uses every egress destination and narrows each (IPv4 and IPv6 CIDRs, DNS by
+/// pod and namespace selectors), besides a rule of its own: the NetworkPolicy, one rule per
+/// destination, passes strict validation. (The examples cover the policy without
+/// `egressDestinations`.)
+#[test]
+fn rendered_egress_destinations_are_valid() {
+    let manifest = "apiVersion: sluice.dev/v1alpha1
+kind: McpServer
+metadata: {name: fenced, namespace: tools}
+spec:
+  phabricator:
+    url: https://phabricator.example.com
+    proxy: http://proxy.corp.example.com:3128
+  redis: {address: redis.infra.svc:6379}
+  proxy:
+    tracing: {endpoint: http://otel-collector.observability.svc:4318}
+  policy:
+    authentication:
+      mode: jwt
+      jwt: {issuer: https://idp.example.com, audiences: [mcp]}
+  networkPolicy:
+    egressDestinations:
+      phabricator: [192.0.2.10/32, 2001:db8:10::/48]
+      identityProviders: [198.51.100.0/24]
+      redis: [10.244.0.0/16]
+      kubernetesApi: [172.18.0.2/32, fd00:10:96::1/128]
+      traceCollector: [fd00:4318::/64]
+      dns:
+        - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}
+          podSelector: {matchLabels: {k8s-app: kube-dns}}
+        - ipBlock: {cidr: 169.254.20.10/32}
+    egress:
+      - to: [{ipBlock: {cidr: 10.0.0.0/8, except: [10.0.0.0/16]}}]
+        ports: [{port: 5432, protocol: TCP}]
+---
+apiVersion: sluice.dev/v1alpha1
+kind: McpRoute
+metadata: {name: bots, namespace: tools}
+spec:
+  serverRef: {name: fenced}
+  policy:
+    authentication:
+      mode: serviceAccount
+      serviceAccount: {allowed: [ci/*]}
+";
+    let rendered = render::render_stdin(manifest).unwrap();
+    let report = kubernetes::validate_yaml(&rendered, &KUBERNETES_VERSIONS).unwrap();
+    assert_valid(&report);
+    assert_eq!(report.unvalidated_types(), BTreeSet::new());
+    let policies: Vec<_> = report
+        .documents
+        .iter()
+        .filter(|d| d.kind.as_deref() == Some("NetworkPolicy"))
+        .filter(|d| d.results.values().all(|r| r.status == Status::Valid))
+        .collect();
+    assert_eq!(policies.len(), 1, "{report:#?}");
+
+    // Not vacuous: the validated policy holds a rule per destination, each with its CIDRs.
+    let policy: serde_json::Value = serde_saphyr::from_multiple::<serde_json::Value>(&rendered)
+        .unwrap()
+        .into_iter()
+        .find(|d| d["kind"] == "NetworkPolicy")
+        .unwrap();
+    let egress = policy["spec"]["egress"].as_array().unwrap();
+    let cidrs: Vec<Vec<&str>> = egress
+        .iter()
+        .map(|rule| {
+            rule["to"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|peer| peer["ipBlock"]["cidr"].as_str())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        cidrs,
+        [
+            vec!["169.254.20.10/32"],
+            vec!["192.0.2.10/32", "2001:db8:10::/48"],
+            vec!["198.51.100.0/24"],
+            vec!["10.244.0.0/16"],
+            vec!["172.18.0.2/32", "fd00:10:96::1/128"],
+            vec!["fd00:4318::/64"],
+            vec!["10.0.0.0/8"],
+        ],
+        "{egress:#?}"
+    );
+}
+
 /// The validator really rejects what the API server would: without this, a validator that
 /// accepted everything would make the tests above pass vacuously.
 #[test]

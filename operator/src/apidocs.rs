@@ -45,6 +45,11 @@ pub const BUILT_IN_TYPES: &[(&str, &str, &str)] = &[
         "spec.networkPolicy.egress",
         "[]NetworkPolicyEgressRule",
     ),
+    (
+        "McpServer",
+        "spec.networkPolicy.egressDestinations.dns",
+        "[]NetworkPolicyPeer",
+    ),
     ("McpServer", "status.conditions", "[]Condition"),
     ("McpRoute", "spec.allowedClients", "[]NetworkPolicyPeer"),
     ("McpRoute", "status.conditions", "[]Condition"),

@@ -677,20 +677,41 @@ fn cel_rules_on_lists_and_maps_iterate_over_bounded_values() {
     assert!(unbounded.is_empty(), "{unbounded:#?}");
 }
 
-/// The schema's rule for `trustedProxies` is a regular expression (CEL's `isCIDR()` is not in
-/// Kubernetes 1.30); what it admits, the sidecar must read, and what the sidecar refuses, it
-/// must refuse. (It refuses IPv6 written with an IPv4 tail, `::ffff:10.0.0.0/104`, which the
-/// sidecar would read: stricter, never looser.)
+/// The fields the CIDR rule checks, as the YAML that puts one list under each.
+const CIDR_FIELDS: [&str; 6] = [
+    "  policy:\n    trustedProxies: [{}]\n",
+    "  networkPolicy:\n    egressDestinations:\n      phabricator: [{}]\n",
+    "  networkPolicy:\n    egressDestinations:\n      identityProviders: [{}]\n",
+    "  networkPolicy:\n    egressDestinations:\n      redis: [{}]\n",
+    "  networkPolicy:\n    egressDestinations:\n      kubernetesApi: [{}]\n",
+    "  networkPolicy:\n    egressDestinations:\n      traceCollector: [{}]\n",
+];
+
+/// The schema's rule for CIDRs (`trustedProxies`, `networkPolicy.egressDestinations`) is a
+/// regular expression (CEL's `isCIDR()` is not in Kubernetes 1.30); what it admits, the
+/// sidecar must read, and what the sidecar refuses, it must refuse. (It refuses IPv6 written
+/// with an IPv4 tail, `::ffff:10.0.0.0/104`, which the sidecar would read: stricter, never
+/// looser.) Every field it guards admits and refuses the same.
 #[test]
-fn the_trusted_proxies_rule_admits_exactly_cidrs_the_sidecar_reads() {
+fn the_cidr_rule_admits_exactly_cidrs_the_sidecar_reads() {
     let admits = |cidr: &str| {
-        let text = format!(
-            "{MINIMAL_SERVER}  policy:\n    trustedProxies: [{}]\n",
-            serde_json::to_string(cidr).unwrap()
+        let admitted: Vec<bool> = CIDR_FIELDS
+            .iter()
+            .map(|field| {
+                let list = field.replace("{}", &serde_json::to_string(cidr).unwrap());
+                admission()
+                    .load(
+                        &[Input::new("cidrs.yaml", format!("{MINIMAL_SERVER}{list}"))],
+                        NAMESPACE,
+                    )
+                    .is_ok()
+            })
+            .collect();
+        assert!(
+            admitted.iter().all(|a| *a == admitted[0]),
+            "the fields disagree on {cidr:?}: {admitted:?}"
         );
-        admission()
-            .load(&[Input::new("trusted.yaml", text)], NAMESPACE)
-            .is_ok()
+        admitted[0]
     };
     let cidrs = [
         "10.0.0.0/8",

@@ -216,3 +216,176 @@ fn no_network_policy_when_disabled() {
     let docs = rendered_documents(&[server], &[]);
     assert!(of_kind(&docs, "NetworkPolicy").is_empty());
 }
+
+/// A server that uses every destination: Phabricator behind a SOCKS proxy, Redis, a JWT
+/// issuer with its keys elsewhere, TokenReview (a route in mode `serviceAccount`), a trace
+/// collector; and one rule of the user's own.
+fn every_destination(destinations: Option<Value>) -> NetworkPolicySpec {
+    let mut server = ServerBuilder::new("s")
+        .set("phabricator.url", json!("https://phab.internal:8443"))
+        .set("phabricator.proxy", json!("socks5://proxy.internal"))
+        .set("redis", json!({"address": "redis.infra.svc:6380"}))
+        .set(
+            "policy.authentication",
+            json!({"mode": "jwt", "jwt": {"issuer": "https://idp.example.com", "audiences": ["mcp"],
+                "jwksUrl": "https://keys.example.com:9443/jwks.json"}}),
+        )
+        .set(
+            "proxy.tracing",
+            json!({"endpoint": "http://otel-collector.observability.svc:4318"}),
+        )
+        .set(
+            "networkPolicy.egress",
+            json!([{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"port": 5432}]}]),
+        );
+    if let Some(destinations) = destinations {
+        server = server.set("networkPolicy.egressDestinations", destinations);
+    }
+    let route = RouteBuilder::new("bots", "s")
+        .set(
+            "policy.authentication",
+            json!({"mode": "serviceAccount", "serviceAccount": {"allowed": ["ci/*"]}}),
+        )
+        .build();
+    policy_spec(server.build(), &[route])
+}
+
+fn egress_json(spec: &NetworkPolicySpec) -> Value {
+    serde_json::to_value(spec.egress.clone().expect("egress")).expect("json")
+}
+
+fn tcp(ports: &[u16]) -> Value {
+    ports
+        .iter()
+        .map(|port| json!({"port": port, "protocol": "TCP"}))
+        .collect()
+}
+
+fn dns_ports() -> Value {
+    json!([{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}])
+}
+
+fn user_rule() -> Value {
+    json!({"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"port": 5432}]})
+}
+
+#[test]
+fn without_egress_destinations_every_port_is_open_to_any_address_in_one_rule() {
+    // What every McpServer rendered before `egressDestinations` existed: DNS anywhere, every
+    // destination's port anywhere, then the user's rules.
+    assert_eq!(
+        egress_json(&every_destination(None)),
+        json!([
+            {"ports": dns_ports()},
+            {"ports": tcp(&[443, 1080, 4318, 6380, 6443, 8443, 9443])},
+            user_rule(),
+        ])
+    );
+}
+
+#[test]
+fn each_destination_with_cidrs_gets_a_rule_of_its_own() {
+    let kube_dns = json!({
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+    });
+    let spec = every_destination(Some(json!({
+        "phabricator": ["192.0.2.10/32", "192.0.2.20/32"],
+        "identityProviders": ["198.51.100.0/24"],
+        "redis": ["10.244.0.0/16"],
+        "kubernetesApi": ["172.18.0.2/32", "fd00:10:96::/112"],
+        "traceCollector": ["2001:db8:4318::/48"],
+        "dns": [kube_dns],
+    })));
+    let to = |cidrs: &[&str]| -> Value {
+        cidrs
+            .iter()
+            .map(|cidr| json!({"ipBlock": {"cidr": cidr}}))
+            .collect()
+    };
+    assert_eq!(
+        egress_json(&spec),
+        json!([
+            {"ports": dns_ports(), "to": [kube_dns]},
+            // Phabricator and its SOCKS proxy are one destination.
+            {"ports": tcp(&[1080, 8443]), "to": to(&["192.0.2.10/32", "192.0.2.20/32"])},
+            // The issuer and the JWKS host.
+            {"ports": tcp(&[443, 9443]), "to": to(&["198.51.100.0/24"])},
+            {"ports": tcp(&[6380]), "to": to(&["10.244.0.0/16"])},
+            {"ports": tcp(&[443, 6443]), "to": to(&["172.18.0.2/32", "fd00:10:96::/112"])},
+            {"ports": tcp(&[4318]), "to": to(&["2001:db8:4318::/48"])},
+            user_rule(),
+        ])
+    );
+    assert_eq!(
+        egress_ports(&spec),
+        Vec::new(),
+        "every rule says where its connections may go"
+    );
+}
+
+#[test]
+fn narrowing_one_destination_leaves_the_others_open() {
+    let spec = every_destination(Some(json!({"phabricator": ["192.0.2.10/32"]})));
+    assert_eq!(
+        egress_json(&spec),
+        json!([
+            {"ports": dns_ports()},
+            // The identity providers (443, 9443), Redis, the API server (443, 6443) and the
+            // collector stay open.
+            {"ports": tcp(&[443, 4318, 6380, 6443, 9443])},
+            {"ports": tcp(&[1080, 8443]), "to": [{"ipBlock": {"cidr": "192.0.2.10/32"}}]},
+            user_rule(),
+        ])
+    );
+}
+
+#[test]
+fn a_port_shared_with_an_open_destination_stays_open() {
+    // Phabricator and the JWT issuer are both on 443: narrowing Phabricator alone writes its
+    // rule, but the issuer's keeps 443 open to any address (rules add up). The README says so.
+    let server = ServerBuilder::new("s")
+        .set(
+            "policy.authentication",
+            json!({"mode": "jwt", "jwt": {"issuer": "https://idp.example.com", "audiences": ["mcp"]}}),
+        )
+        .set(
+            "networkPolicy.egressDestinations",
+            json!({"phabricator": ["192.0.2.10/32"]}),
+        )
+        .build();
+    assert_eq!(
+        egress_json(&policy_spec(server, &[])),
+        json!([
+            {"ports": dns_ports()},
+            {"ports": tcp(&[443])},
+            {"ports": tcp(&[443]), "to": [{"ipBlock": {"cidr": "192.0.2.10/32"}}]},
+        ])
+    );
+}
+
+#[test]
+fn cidrs_of_a_destination_the_server_does_not_use_write_no_rule() {
+    // No Redis, no JWT, no ServiceAccounts, no traces: only Phabricator's rule, narrowed, and
+    // an IPv6-only DNS server.
+    let server = ServerBuilder::new("s")
+        .set(
+            "networkPolicy.egressDestinations",
+            json!({
+                "phabricator": ["2001:db8::/32"],
+                "identityProviders": ["198.51.100.0/24"],
+                "redis": ["10.244.0.0/16"],
+                "kubernetesApi": ["172.18.0.2/32"],
+                "traceCollector": ["10.96.0.0/12"],
+                "dns": [{"ipBlock": {"cidr": "fd00:53::10/128"}}],
+            }),
+        )
+        .build();
+    assert_eq!(
+        egress_json(&policy_spec(server, &[])),
+        json!([
+            {"ports": dns_ports(), "to": [{"ipBlock": {"cidr": "fd00:53::10/128"}}]},
+            {"ports": tcp(&[443]), "to": [{"ipBlock": {"cidr": "2001:db8::/32"}}]},
+        ])
+    );
+}

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
     NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -21,8 +21,9 @@ use super::routes::PlannedRoute;
 const API_SERVER_PORTS: [u16; 2] = [443, 6443];
 
 /// Ingress only to the sidecar's listeners, each from the callers its entry point allows;
-/// egress only to DNS, Phabricator (or the outbound proxy), what the policies need and the
-/// trace collector.
+/// egress only to DNS and to the ports of the destinations the server uses (Phabricator and
+/// the outbound proxy, Redis, identity providers, the API server, the trace collector), each
+/// at the addresses `egressDestinations` gives it, else at any address.
 pub fn network_policy(
     ctx: &Context<'_>,
     config: &ProxyConfig,
@@ -68,17 +69,26 @@ pub fn network_policy(
         ),
     ));
 
+    // The destinations left open share one rule (what an McpServer without
+    // `egressDestinations` has always had); each narrowed one gets its own, so narrowing
+    // Phabricator leaves Redis as it was.
+    let mut open = BTreeSet::new();
+    let mut narrowed = Vec::new();
+    for (tcp_ports, cidrs) in destinations(ctx, config) {
+        if cidrs.is_empty() {
+            open.extend(tcp_ports);
+        } else if !tcp_ports.is_empty() {
+            narrowed.push(egress_rule(tcp_ports, Some(ip_blocks(cidrs))));
+        }
+    }
     let mut egress = vec![NetworkPolicyEgressRule {
         ports: Some(vec![port(53, "UDP"), port(53, "TCP")]),
-        to: None,
+        to: non_empty(settings.egress_destinations.dns.clone()),
     }];
-    let tcp_ports = egress_ports(ctx, config);
-    if !tcp_ports.is_empty() {
-        egress.push(NetworkPolicyEgressRule {
-            ports: Some(tcp_ports.into_iter().map(|p| port(p, "TCP")).collect()),
-            to: None,
-        });
+    if !open.is_empty() {
+        egress.push(egress_rule(open, None));
     }
+    egress.extend(narrowed);
     egress.extend(settings.egress.iter().cloned());
 
     NetworkPolicy {
@@ -126,39 +136,83 @@ fn port(number: u16, protocol: &str) -> NetworkPolicyPort {
     }
 }
 
-/// TCP ports the pods connect out to: Phabricator (Conduit, and the sidecar's `user.whoami`),
-/// the outbound proxy, Redis, identity providers, the API server, the trace collector.
-fn egress_ports(ctx: &Context<'_>, config: &ProxyConfig) -> BTreeSet<u16> {
-    let phabricator = &ctx.server.spec.phabricator;
-    let mut ports = BTreeSet::new();
-    ports.extend(url_port(&phabricator.url));
-    if let Some(proxy) = &phabricator.proxy {
-        ports.extend(url_port(proxy));
+fn egress_rule(
+    tcp_ports: BTreeSet<u16>,
+    to: Option<Vec<NetworkPolicyPeer>>,
+) -> NetworkPolicyEgressRule {
+    NetworkPolicyEgressRule {
+        ports: Some(tcp_ports.into_iter().map(|p| port(p, "TCP")).collect()),
+        to,
     }
-    if let Some(redis) = &config.redis {
-        ports.extend(
-            redis
-                .address
-                .rsplit_once(':')
-                .and_then(|(_, p)| p.parse::<u16>().ok()),
-        );
+}
+
+/// `None` for an empty list: an empty `to` would allow every address, which is what leaving
+/// it out says anyway.
+fn non_empty(peers: Vec<NetworkPolicyPeer>) -> Option<Vec<NetworkPolicyPeer>> {
+    (!peers.is_empty()).then_some(peers)
+}
+
+fn ip_blocks(cidrs: &[String]) -> Vec<NetworkPolicyPeer> {
+    cidrs
+        .iter()
+        .map(|cidr| NetworkPolicyPeer {
+            ip_block: Some(IPBlock {
+                cidr: cidr.clone(),
+                except: None,
+            }),
+            ..NetworkPolicyPeer::default()
+        })
+        .collect()
+}
+
+/// The destinations the pods connect out to, each as the TCP ports it is reached on and the
+/// CIDRs `egressDestinations` narrows it to (empty: any address), in a fixed order:
+/// Phabricator (Conduit, and the sidecar's `user.whoami`) with the outbound proxy, identity
+/// providers, Redis, the API server, the trace collector.
+fn destinations<'a>(
+    ctx: &'a Context<'_>,
+    config: &ProxyConfig,
+) -> [(BTreeSet<u16>, &'a [String]); 5] {
+    let spec = &ctx.server.spec;
+    let cidrs = &spec.network_policy.egress_destinations;
+
+    let mut phabricator = BTreeSet::new();
+    phabricator.extend(url_port(&spec.phabricator.url));
+    if let Some(proxy) = &spec.phabricator.proxy {
+        phabricator.extend(url_port(proxy));
     }
-    if let Some(tracing) = &config.tracing {
-        ports.extend(url_port(&tracing.otlp.endpoint));
-    }
+    let mut identity_providers = BTreeSet::new();
+    let mut api_server = BTreeSet::new();
     for entry_point in &config.entry_points {
         match &entry_point.auth {
             Auth::Jwt(jwt) => {
-                ports.extend(url_port(&jwt.issuer));
+                identity_providers.extend(url_port(&jwt.issuer));
                 if let Some(jwks) = &jwt.jwks_url {
-                    ports.extend(url_port(jwks));
+                    identity_providers.extend(url_port(jwks));
                 }
             }
-            Auth::ServiceAccount(_) => ports.extend(API_SERVER_PORTS),
+            Auth::ServiceAccount(_) => api_server.extend(API_SERVER_PORTS),
             _ => {}
         }
     }
-    ports
+    let redis = config
+        .redis
+        .iter()
+        .filter_map(|redis| redis.address.rsplit_once(':'))
+        .filter_map(|(_, p)| p.parse::<u16>().ok())
+        .collect();
+    let trace_collector = config
+        .tracing
+        .iter()
+        .filter_map(|tracing| url_port(&tracing.otlp.endpoint))
+        .collect();
+    [
+        (phabricator, &cidrs.phabricator),
+        (identity_providers, &cidrs.identity_providers),
+        (redis, &cidrs.redis),
+        (api_server, &cidrs.kubernetes_api),
+        (trace_collector, &cidrs.trace_collector),
+    ]
 }
 
 /// The port a URL connects to; SOCKS proxies default to 1080.
