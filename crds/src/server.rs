@@ -682,18 +682,38 @@ pub enum LogFormat {
 /// Redis for global rate limits.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = kube::core::Rule::new("!has(self.usernameSecretRef) || has(self.passwordSecretRef)").message("redis.usernameSecretRef needs redis.passwordSecretRef").field_path(".usernameSecretRef"))]
 pub struct Redis {
-    /// `host:port` of the Redis server, e.g. `redis.infra.svc:6379`.
+    /// `host:port` of the Redis server, e.g. `redis.infra.svc:6379`. With `tls`, the host is
+    /// the name the server's certificate must carry.
     #[schemars(length(min = 3, max = 260))]
     #[x_kube(validation = kube::core::Rule::new(r"self.matches('^[A-Za-z0-9.-]+:[0-9]{1,5}$')").message("redis.address must be host:port"))]
     pub address: String,
-    /// The Secret key holding the Redis password, if it has one.
+    /// TLS to Redis (what `rediss://` means): present means on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RedisTls>,
+    /// The Secret key holding the ACL username (Redis 6+), if not the `default` user. Needs
+    /// `passwordSecretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_secret_ref: Option<SecretKeyRef>,
+    /// The Secret key holding the Redis password, if it has one. Mounted into the sidecar
+    /// only; never in its ConfigMap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret_ref: Option<SecretKeyRef>,
     /// When Redis cannot be reached: `open` lets requests through (counted locally only),
     /// `closed` refuses them with HTTP 503.
     #[serde(default)]
     pub fail_mode: FailMode,
+}
+
+/// TLS to Redis.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisTls {
+    /// The CA certificates (PEM) to trust for Redis's certificate, as for Phabricator's
+    /// `caBundle`. Without it, the sidecar image's system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<CaBundle>,
 }
 
 /// What to do when a dependency of a policy is down.

@@ -16,7 +16,7 @@ use sluice_crds::policy::Policy;
 use sluice_crds::server::{self, UpstreamAuthMode};
 use sluice_proxy_config::{
     Admin, Duration, EntryPoint, LegacySse, Limits, Log, Otlp, PhabricatorApi, ProxyConfig, Redis,
-    Shutdown, Streaming, Timeouts, Tracing, Upstream, UpstreamCheck,
+    RedisTls, Shutdown, Streaming, Timeouts, Tracing, Upstream, UpstreamCheck,
 };
 
 pub use self::files::CONFIG_FILE;
@@ -124,17 +124,11 @@ pub(crate) fn proxy_config(
     if spec.phabricator.ca_bundle.is_some() {
         phabricator.ca_file = Some(files.phabricator_ca());
     }
-    let redis = spec.redis.as_ref().map(|r| {
-        let mut redis = Redis::new(&r.address);
-        redis.password_file = r.password_secret_ref.as_ref().map(|s| files.secret_key(s));
-        redis.fail_mode = match r.fail_mode {
-            server::FailMode::Open => sluice_proxy_config::FailMode::Open,
-            server::FailMode::Closed => sluice_proxy_config::FailMode::Closed,
-        };
-        // Several servers may share one Redis: their budgets must not mix.
-        redis.key_prefix = format!("sluice:{}:{}:", key.namespace, key.name);
-        redis
-    });
+    let redis = spec
+        .redis
+        .as_ref()
+        .map(|r| redis(key, r, files))
+        .transpose()?;
     let config = ProxyConfig {
         upstream: Upstream {
             sessions: match spec.sessions {
@@ -171,6 +165,38 @@ pub(crate) fn proxy_config(
             source,
         })?;
     Ok(config)
+}
+
+/// `spec.redis`: its Secrets and CA bundle are mounted into the sidecar only.
+fn redis(
+    key: &ObjectKey,
+    r: &server::Redis,
+    files: &mut SidecarFiles,
+) -> Result<Redis, RenderError> {
+    let mut redis = Redis::new(&r.address);
+    if let Some(tls) = &r.tls {
+        let ca_file = match &tls.ca_bundle {
+            None => None,
+            Some(bundle) => {
+                let source = CaSource::of(bundle).ok_or_else(|| RenderError::InvalidSpec {
+                    object: key.clone(),
+                    field: "spec.redis.tls.caBundle".into(),
+                    message: "caBundle needs exactly one of configMapKeyRef or secretKeyRef".into(),
+                })?;
+                Some(files.ca_bundle(source))
+            }
+        };
+        redis.tls = Some(RedisTls { ca_file });
+    }
+    redis.username_file = r.username_secret_ref.as_ref().map(|s| files.secret_key(s));
+    redis.password_file = r.password_secret_ref.as_ref().map(|s| files.secret_key(s));
+    redis.fail_mode = match r.fail_mode {
+        server::FailMode::Open => sluice_proxy_config::FailMode::Open,
+        server::FailMode::Closed => sluice_proxy_config::FailMode::Closed,
+    };
+    // Several servers may share one Redis: their budgets must not mix.
+    redis.key_prefix = format!("sluice:{}:{}:", key.namespace, key.name);
+    Ok(redis)
 }
 
 fn upstream_check(

@@ -268,6 +268,86 @@ fn policy_files_are_mounted_into_the_sidecar_at_the_paths_the_config_names() {
 }
 
 #[test]
+fn redis_tls_ca_and_acl_user_are_mounted_into_the_sidecar_only() {
+    let server = ServerBuilder::new("rtls")
+        .set(
+            "redis",
+            json!({
+                "address": "redis.infra.svc:6380",
+                "tls": {"caBundle": {"configMapKeyRef": {"name": "redis-ca", "key": "ca.crt"}}},
+                "usernameSecretRef": {"name": "redis-acl", "key": "username"},
+                "passwordSecretRef": {"name": "redis-acl", "key": "password"},
+            }),
+        )
+        .build();
+    let docs = rendered_documents(&[server], &[]);
+    let pod = pod_of(&docs, "rtls");
+    let config = proxy_config(&docs, "rtls");
+    let redis = config.redis.clone().expect("redis");
+    let ca_file = redis.tls.clone().and_then(|t| t.ca_file).expect("ca file");
+    let username = redis.username_file.clone().expect("username file");
+    let password = redis.password_file.clone().expect("password file");
+    assert_eq!(
+        username,
+        std::path::Path::new("/etc/sluice/secrets/redis-acl/username")
+    );
+    assert_eq!(
+        password,
+        std::path::Path::new("/etc/sluice/secrets/redis-acl/password")
+    );
+    assert!(
+        ca_file.starts_with("/etc/sluice/ca-bundles"),
+        "{}",
+        ca_file.display()
+    );
+    let sidecar_mounts: Vec<String> = container(&pod, "sluice-proxy")
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.clone())
+        .collect();
+    for dir in ["/etc/sluice/secrets/redis-acl", "/etc/sluice/ca-bundles"] {
+        assert!(
+            sidecar_mounts.iter().any(|m| m == dir),
+            "{sidecar_mounts:?}"
+        );
+    }
+    let volumes = pod.volumes.clone().unwrap_or_default();
+    let acl = volumes
+        .iter()
+        .find(|v| {
+            v.secret
+                .as_ref()
+                .is_some_and(|s| s.secret_name.as_deref() == Some("redis-acl"))
+        })
+        .expect("the ACL Secret's volume");
+    let keys: Vec<String> = acl
+        .secret
+        .as_ref()
+        .and_then(|s| s.items.clone())
+        .expect("items")
+        .into_iter()
+        .map(|i| i.key)
+        .collect();
+    assert_eq!(keys, ["password", "username"]);
+    let bundles = serde_json::to_string(
+        volumes
+            .iter()
+            .find(|v| v.name == "ca-bundles")
+            .expect("ca-bundles volume"),
+    )
+    .expect("json");
+    assert!(bundles.contains("redis-ca"), "{bundles}");
+    let conduit_mounts: Vec<String> = container(&pod, "conduit")
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.name.clone())
+        .collect();
+    assert_eq!(conduit_mounts, ["tmp"]);
+}
+
+#[test]
 fn token_review_gets_a_projected_token_in_the_sidecar_and_a_binding() {
     let plain = rendered_documents(&[ServerBuilder::new("plain").build()], &[]);
     assert!(of_kind(&plain, "ClusterRoleBinding").is_empty());

@@ -657,9 +657,17 @@ fn default_phabricator_timeout() -> Duration {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Redis {
-    /// `host:port`.
+    /// `host:port`. With `tls`, the host is the name the server's certificate must carry (a
+    /// DNS name or an IP address SAN).
     pub address: String,
-    /// A file holding the password.
+    /// TLS to Redis (`rediss://`): present means on. Without it the connection is plain TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RedisTls>,
+    /// A file holding the ACL username (Redis 6+ `AUTH username password`); needs
+    /// `passwordFile`. Without it the password is for the `default` user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_file: Option<PathBuf>,
+    /// A file holding the password. Re-read at every reconnect; never logged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
     /// `open`: let requests through when Redis is down; `closed`: refuse them with 503.
@@ -679,12 +687,23 @@ impl Redis {
     pub fn new(address: impl Into<String>) -> Self {
         Self {
             address: address.into(),
+            tls: None,
+            username_file: None,
             password_file: None,
             fail_mode: FailMode::default(),
             timeout: default_redis_timeout(),
             key_prefix: String::new(),
         }
     }
+}
+
+/// TLS to Redis.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisTls {
+    /// PEM CA certificates to trust for the server's certificate, instead of the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_redis_timeout() -> Duration {

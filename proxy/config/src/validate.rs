@@ -203,10 +203,26 @@ fn check_globals(config: &ProxyConfig, c: &mut Collector) {
             Err(e) => c.push("phabricator.url", format!("not a URL: {e}")),
         }
     }
-    if let Some(r) = &config.redis
-        && !is_host_port(&r.address)
-    {
-        c.push("redis.address", "must be host:port");
+    if let Some(r) = &config.redis {
+        if r.address.contains("://") || !is_host_port(&r.address) {
+            c.push(
+                "redis.address",
+                "must be host:port (for TLS set redis.tls, not a rediss:// URL)",
+            );
+        }
+        if r.username_file.is_some() && r.password_file.is_none() {
+            c.push(
+                "redis.usernameFile",
+                "needs redis.passwordFile (an ACL user authenticates with both)",
+            );
+        }
+        if r.tls
+            .as_ref()
+            .and_then(|t| t.ca_file.as_ref())
+            .is_some_and(|f| f.as_os_str().is_empty())
+        {
+            c.push("redis.tls.caFile", "must not be empty");
+        }
     }
 }
 

@@ -102,6 +102,49 @@ fn global_limits_need_redis_and_bad_patterns_are_named() {
 }
 
 #[test]
+fn redis_tls_and_acl_user_parse_and_bad_ones_are_named() {
+    let with = |redis: &str| {
+        FULL.replace(
+            "redis:\n  address: redis.infra.svc:6379\n  failMode: closed\n",
+            redis,
+        )
+    };
+    let ok = ProxyConfig::from_yaml(&with(
+        "redis:\n  address: redis.infra.svc:6380\n  tls:\n    caFile: /etc/sluice/redis-ca/ca.crt\n  usernameFile: /etc/sluice/redis/username\n  passwordFile: /etc/sluice/redis/password\n",
+    ))
+    .unwrap();
+    let redis = ok.redis.unwrap();
+    assert_eq!(
+        redis.tls.unwrap().ca_file.unwrap(),
+        std::path::Path::new("/etc/sluice/redis-ca/ca.crt")
+    );
+    assert!(redis.username_file.is_some());
+
+    let Err(ConfigError::Invalid(problems)) = ProxyConfig::from_yaml(&with(
+        "redis:\n  address: rediss://redis.infra.svc:6380\n  tls: {}\n  usernameFile: /u\n",
+    )) else {
+        panic!("expected an invalid config");
+    };
+    let text = problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(text.contains("redis.address: must be host:port"), "{text}");
+    assert!(
+        text.contains("redis.usernameFile: needs redis.passwordFile"),
+        "{text}"
+    );
+    assert!(
+        ProxyConfig::from_yaml(&with(
+            "redis:\n  address: r:6379\n  tls:\n    serverNam: x\n"
+        ))
+        .is_err(),
+        "unknown tls fields are refused"
+    );
+}
+
+#[test]
 fn empty_huge_and_non_yaml_inputs_fail_cleanly() {
     assert!(matches!(
         ProxyConfig::from_yaml("  \n"),

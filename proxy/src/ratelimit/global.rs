@@ -5,7 +5,8 @@
 //! The request path never waits for a connection: while there is none (Redis down, refusing
 //! the password, hung) a check fails at once and the rule's fail mode decides. A check that
 //! fails or exceeds `redis.timeout` drops the connection and wakes the task, which reconnects
-//! with backoff, re-reading the password file each time; an idle connection is PINGed every
+//! with backoff, re-reading the username, password and CA files each time (TLS with rustls
+//! when `redis.tls` is set; the files' contents are never logged); an idle connection is PINGed every
 //! 5 s, so an outage shows without traffic. Failures are counted by kind; the error log says
 //! when Redis becomes unreachable, at most every 30 s while it stays so, and when it is back.
 
@@ -18,7 +19,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ErrorKind, IntoConnectionInfo, RedisError, Script};
+use redis::{
+    AsyncConnectionConfig, ErrorKind, IntoConnectionInfo, RedisError, Script, TlsCertificates,
+};
 use sluice_proxy_config::{FailMode, Redis};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -86,6 +89,10 @@ struct Health {
 impl Global {
     /// A client for `config`; connects in the background (in the current Tokio runtime).
     pub fn start(config: &Redis, metrics: &Metrics) -> Arc<Self> {
+        if config.tls.is_some() {
+            // The redis crate builds its rustls config with the process's default provider.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let (wake, woken) = mpsc::channel(1);
         let global = Arc::new(Self {
             config: config.clone(),
@@ -165,21 +172,44 @@ impl Global {
     /// Opens a connection and checks it answers.
     async fn connect(&self) -> Result<MultiplexedConnection, (&'static str, String)> {
         let address = &self.config.address;
-        let info = format!("redis://{address}")
+        let scheme = if self.config.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        let info = format!("{scheme}://{address}")
             .into_connection_info()
             .map_err(|e| ("connect", format!("bad address {address:?}: {e}")))?;
         let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
-        if let Some(path) = &self.config.password_file {
-            let password = tokio::fs::read_to_string(path).await.map_err(|e| {
-                (
-                    "password_file",
-                    format!("cannot read redis.passwordFile {}: {e}", path.display()),
-                )
-            })?;
-            settings = settings.set_password(password.trim_end_matches(['\r', '\n']));
+        if let Some(path) = &self.config.username_file {
+            let username = read_secret(path, "username_file", "redis.usernameFile").await?;
+            settings = settings.set_username(username);
         }
-        let client = redis::Client::open(info.set_redis_settings(settings))
-            .map_err(|e| ("connect", e.to_string()))?;
+        if let Some(path) = &self.config.password_file {
+            let password = read_secret(path, "password_file", "redis.passwordFile").await?;
+            settings = settings.set_password(password);
+        }
+        let info = info.set_redis_settings(settings);
+        let client = match &self.config.tls {
+            None => redis::Client::open(info),
+            Some(tls) => {
+                let root_cert = match &tls.ca_file {
+                    None => None,
+                    Some(path) => Some(tokio::fs::read(path).await.map_err(|e| {
+                        (
+                            "tls",
+                            format!("cannot read redis.tls.caFile {}: {e}", path.display()),
+                        )
+                    })?),
+                };
+                let certificates = TlsCertificates {
+                    client_tls: None,
+                    root_cert,
+                };
+                redis::Client::build_with_tls(info, certificates)
+            }
+        }
+        .map_err(|e| ("connect", e.to_string()))?;
         let timeout = self.config.timeout.get();
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -318,9 +348,49 @@ fn classify_connect(e: &RedisError) -> &'static str {
         "timeout"
     } else if is_auth(e) {
         "auth"
+    } else if is_tls(e) {
+        "tls"
     } else {
         "connect"
     }
+}
+
+/// The first line of a secret file, without its line end. The error names the file, never
+/// its contents.
+async fn read_secret(
+    path: &std::path::Path,
+    kind: &'static str,
+    field: &str,
+) -> Result<String, (&'static str, String)> {
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|e| (kind, format!("cannot read {field} {}: {e}", path.display())))?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// A refused TLS handshake (an untrusted or misnamed certificate, a plain-text server): a
+/// rustls error somewhere in the chain (the redis crate keeps its cause as an
+/// `Arc<dyn Error>`, and an I/O error carries rustls's as its inner error).
+fn is_tls(e: &RedisError) -> bool {
+    fn rustls_in(c: &(dyn std::error::Error + 'static)) -> bool {
+        if c.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(shared) = c.downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>() {
+            return rustls_in(shared.as_ref());
+        }
+        c.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .is_some_and(|inner| rustls_in(inner))
+    }
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if rustls_in(c) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 fn is_auth(e: &RedisError) -> bool {
