@@ -683,12 +683,19 @@ pub enum LogFormat {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = kube::core::Rule::new("!has(self.usernameSecretRef) || has(self.passwordSecretRef)").message("redis.usernameSecretRef needs redis.passwordSecretRef").field_path(".usernameSecretRef"))]
+#[x_kube(validation = kube::core::Rule::new("has(self.address) != has(self.sentinel)").message("redis needs exactly one of address or sentinel").field_path(".address"))]
 pub struct Redis {
-    /// `host:port` of the Redis server, e.g. `redis.infra.svc:6379`. With `tls`, the host is
-    /// the name the server's certificate must carry.
+    /// `host:port` of a single Redis server, e.g. `redis.infra.svc:6379`. With `tls`, the
+    /// host is the name the server's certificate must carry. Exactly one of `address` and
+    /// `sentinel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 3, max = 260))]
     #[x_kube(validation = kube::core::Rule::new(r"self.matches('^[A-Za-z0-9.-]+:[0-9]{1,5}$')").message("redis.address must be host:port"))]
-    pub address: String,
+    pub address: Option<String>,
+    /// Redis Sentinel, for a master that fails over: the sidecar asks the sentinels where the
+    /// master is, and asks again when the connection fails and every 5 seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<RedisSentinel>,
     /// TLS to Redis (what `rediss://` means): present means on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<RedisTls>,
@@ -704,6 +711,35 @@ pub struct Redis {
     /// `closed` refuses them with HTTP 503.
     #[serde(default)]
     pub fail_mode: FailMode,
+}
+
+/// Redis Sentinel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisSentinel {
+    /// The master's name in the sentinels' configuration (`sentinel monitor <name> ...`).
+    #[schemars(length(min = 1, max = 128))]
+    pub master_name: String,
+    /// `host:port` of each sentinel, e.g. `redis-sentinel.infra.svc:26379` (one Service in
+    /// front of them all will do), asked in this order. With `tls`, the sentinels are reached
+    /// over TLS too, and the master's certificate must carry the address the sentinels
+    /// announce for it.
+    #[schemars(length(min = 1, max = 16), inner(length(min = 3, max = 260)))]
+    #[x_kube(validation = kube::core::Rule::new(r"self.all(a, a.matches('^[A-Za-z0-9.-]+:[0-9]{1,5}$'))").message("redis.sentinel.addresses must be host:port"))]
+    pub addresses: Vec<String>,
+    /// The Secret key holding the sentinels' own password (`requirepass` in
+    /// sentinel.conf), if they have one. Mounted into the sidecar only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+    /// The port the Redis servers the sentinels name listen on, for the NetworkPolicy's
+    /// egress rule (the sidecar learns the address itself). Default 6379.
+    #[serde(default = "default_redis_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub server_port: u16,
+}
+
+fn default_redis_port() -> u16 {
+    6379
 }
 
 /// TLS to Redis.

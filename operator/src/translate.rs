@@ -16,7 +16,7 @@ use sluice_crds::policy::Policy;
 use sluice_crds::server::{self, UpstreamAuthMode};
 use sluice_proxy_config::{
     Admin, Duration, EntryPoint, LegacySse, Limits, Log, Otlp, PhabricatorApi, ProxyConfig, Redis,
-    RedisTls, Shutdown, Streaming, Timeouts, Tracing, Upstream, UpstreamCheck,
+    RedisSentinel, RedisTls, Shutdown, Streaming, Timeouts, Tracing, Upstream, UpstreamCheck,
 };
 
 pub use self::files::CONFIG_FILE;
@@ -173,7 +173,15 @@ fn redis(
     r: &server::Redis,
     files: &mut SidecarFiles,
 ) -> Result<Redis, RenderError> {
-    let mut redis = Redis::new(&r.address);
+    let mut redis = Redis {
+        address: r.address.clone(),
+        sentinel: r.sentinel.as_ref().map(|s| RedisSentinel {
+            master_name: s.master_name.clone(),
+            addresses: s.addresses.clone(),
+            password_file: s.password_secret_ref.as_ref().map(|p| files.secret_key(p)),
+        }),
+        ..Redis::new("")
+    };
     if let Some(tls) = &r.tls {
         let ca_file = match &tls.ca_bundle {
             None => None,

@@ -185,6 +185,31 @@ fn egress_follows_phabricator_the_proxy_and_what_policies_need() {
 }
 
 #[test]
+fn egress_reaches_the_sentinels_and_the_servers_they_name() {
+    let tcp = |redis: Value| -> Vec<i32> {
+        let server = ServerBuilder::new("s").set("redis", redis).build();
+        egress_ports(&policy_spec(server, &[]))
+            .into_iter()
+            .filter(|(_, protocol)| protocol == "TCP")
+            .map(|(port, _)| port)
+            .collect()
+    };
+    // DNS, Phabricator (443), the sentinels (26379, 26380), the servers (6379 by default).
+    assert_eq!(
+        tcp(
+            json!({"sentinel": {"masterName": "rl", "addresses": ["s-0.sentinel:26379", "s-1.sentinel:26380"]}})
+        ),
+        [53, 443, 6379, 26379, 26380]
+    );
+    assert_eq!(
+        tcp(
+            json!({"sentinel": {"masterName": "rl", "addresses": ["sentinel:26379"], "serverPort": 7000}})
+        ),
+        [53, 443, 7000, 26379]
+    );
+}
+
+#[test]
 fn egress_reaches_the_trace_collector() {
     let tcp = |endpoint: &str| -> Vec<i32> {
         let server = ServerBuilder::new("s")

@@ -348,6 +348,61 @@ fn redis_tls_ca_and_acl_user_are_mounted_into_the_sidecar_only() {
 }
 
 #[test]
+fn redis_sentinel_renders_with_its_password_mounted_into_the_sidecar_only() {
+    let server = ServerBuilder::new("rs")
+        .set(
+            "redis",
+            json!({
+                "sentinel": {
+                    "masterName": "rate-limits",
+                    "addresses": ["sentinel.infra.svc:26379"],
+                    "passwordSecretRef": {"name": "sentinel", "key": "password"},
+                },
+                "passwordSecretRef": {"name": "redis", "key": "password"},
+                "failMode": "closed",
+            }),
+        )
+        .build();
+    let docs = rendered_documents(&[server], &[]);
+    let config = proxy_config(&docs, "rs");
+    let redis = config.redis.clone().expect("redis");
+    assert_eq!(redis.address, None);
+    let sentinel = redis.sentinel.clone().expect("sentinel");
+    assert_eq!(sentinel.master_name, "rate-limits");
+    assert_eq!(sentinel.addresses, ["sentinel.infra.svc:26379"]);
+    assert_eq!(
+        sentinel.password_file.as_deref(),
+        Some(std::path::Path::new(
+            "/etc/sluice/secrets/sentinel/password"
+        ))
+    );
+    assert_eq!(
+        redis.password_file.as_deref(),
+        Some(std::path::Path::new("/etc/sluice/secrets/redis/password"))
+    );
+    let pod = pod_of(&docs, "rs");
+    let sidecar_mounts: Vec<String> = container(&pod, "sluice-proxy")
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.clone())
+        .collect();
+    assert!(
+        sidecar_mounts
+            .iter()
+            .any(|m| m == "/etc/sluice/secrets/sentinel"),
+        "{sidecar_mounts:?}"
+    );
+    let conduit_mounts: Vec<String> = container(&pod, "conduit")
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.name.clone())
+        .collect();
+    assert_eq!(conduit_mounts, ["tmp"]);
+}
+
+#[test]
 fn token_review_gets_a_projected_token_in_the_sidecar_and_a_binding() {
     let plain = rendered_documents(&[ServerBuilder::new("plain").build()], &[]);
     assert!(of_kind(&plain, "ClusterRoleBinding").is_empty());

@@ -102,8 +102,16 @@ pub struct FallbackLabels {
 /// Labels of `sluice_redis_errors_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RedisErrorLabels {
-    /// `connect`, `timeout`, `io`, `auth`, `password_file` or `response`.
+    /// `connect`, `timeout`, `io`, `auth`, `tls`, `sentinel`, `username_file`,
+    /// `password_file` or `response`.
     pub kind: &'static str,
+}
+
+/// Labels of `sluice_redis_master`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RedisMasterLabels {
+    /// `host:port` of a master Redis Sentinel named.
+    pub address: String,
 }
 
 /// Labels of `sluice_upstream_check_failures_total`.
@@ -136,6 +144,8 @@ pub struct Metrics {
     pub rate_limit_fallbacks: Family<FallbackLabels, Counter>,
     pub redis_errors: Family<RedisErrorLabels, Counter>,
     pub redis_connected: Gauge,
+    pub redis_master: Family<RedisMasterLabels, Gauge>,
+    pub redis_master_changes: Counter,
     pub upstream_answering: Gauge,
     pub upstream_check_failures: Family<CheckFailureLabels, Counter>,
     pub legacy_sessions: Family<EntryLabels, Gauge>,
@@ -167,6 +177,8 @@ impl Metrics {
             rate_limit_fallbacks: Family::default(),
             redis_errors: Family::default(),
             redis_connected: Gauge::default(),
+            redis_master: Family::default(),
+            redis_master_changes: Counter::default(),
             upstream_answering: Gauge::default(),
             upstream_check_failures: Family::default(),
             legacy_sessions: Family::default(),
@@ -254,6 +266,16 @@ impl Metrics {
             "redis_connected",
             "1 while the connection to Redis for global rate limits is open",
             m.redis_connected.clone(),
+        );
+        r.register(
+            "redis_master",
+            "With Redis Sentinel: 1 for the master in use, by address; 0 for one used before",
+            m.redis_master.clone(),
+        );
+        r.register(
+            "redis_master_changes",
+            "With Redis Sentinel: times the sidecar found the master at a new address (failovers)",
+            m.redis_master_changes.clone(),
         );
         r.register(
             "upstream_answering",

@@ -8,110 +8,26 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
 use serde_json::json;
+use support::redis::RedisProcess;
 use support::*;
 
-/// A `redis-server` on a loopback port, killed (by PID) when dropped.
-struct RedisServer {
-    child: Child,
-    port: u16,
-    password: Option<String>,
+/// A `redis-server` on a free loopback port, killed (by PID) when dropped.
+fn start_redis(password: Option<&str>) -> RedisProcess {
+    start_redis_on(free_port(), password)
 }
 
-impl RedisServer {
-    fn start(password: Option<&str>) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(port, password)
-    }
-
-    fn start_on(port: u16, password: Option<&str>) -> Self {
-        let mut command = Command::new("redis-server");
-        command
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(p) = password {
-            command.args(["--requirepass", p]);
+fn start_redis_on(port: u16, password: Option<&str>) -> RedisProcess {
+    match password {
+        None => RedisProcess::plain(port, &[]),
+        Some(p) => {
+            let args = ["--bind", "127.0.0.1", "--port", &port.to_string()]
+                .into_iter()
+                .chain(["--save", "", "--appendonly", "no", "--requirepass", p])
+                .map(str::to_owned)
+                .collect::<Vec<_>>();
+            RedisProcess::spawn(&args, port, &[p])
         }
-        let child = command.spawn().unwrap_or_else(|e| {
-            panic!(
-                "cannot start redis-server ({e}); it is installed by scripts/setup.sh (`make setup`) and these tests need it"
-            )
-        });
-        let server = Self {
-            child,
-            port,
-            password: password.map(str::to_owned),
-        };
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while server.command(&["PING"]).as_deref() != Some("+PONG\r\n") {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "redis-server on port {port} did not answer PING"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    /// Sends one command; the raw reply, or `None` when Redis cannot be reached.
-    fn command(&self, args: &[&str]) -> Option<String> {
-        let mut tcp = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        tcp.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let mut out = Vec::new();
-        let mut push = |args: &[&str]| {
-            out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-            for a in args {
-                out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-            }
-        };
-        if let Some(p) = &self.password {
-            push(&["AUTH", p]);
-        }
-        push(args);
-        tcp.write_all(&out).ok()?;
-        let mut reply = vec![0; 4096];
-        let mut got = 0;
-        // AUTH's +OK first, when sent; then the command's reply.
-        loop {
-            let n = tcp.read(&mut reply[got..]).ok()?;
-            if n == 0 {
-                return None;
-            }
-            got += n;
-            let text = String::from_utf8_lossy(&reply[..got]).into_owned();
-            let text = match &self.password {
-                Some(_) => match text.strip_prefix("+OK\r\n") {
-                    Some(rest) => rest.to_owned(),
-                    None => continue,
-                },
-                None => text,
-            };
-            if text.ends_with("\r\n") {
-                return Some(text);
-            }
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -146,7 +62,7 @@ fn global_config(upstream: &Upstream, port: u16, redis_extra: &str, requests: u3
 
 #[tokio::test]
 async fn two_proxies_share_one_global_budget_under_the_key_prefix() {
-    let redis = RedisServer::start(None);
+    let redis = start_redis(None);
     let upstream = Upstream::ok().await;
     let yaml = global_config(&upstream, redis.port, "  keyPrefix: \"team-a/\"\n", 4);
     let a = Sluice::start(&yaml).await;
@@ -184,7 +100,7 @@ async fn two_proxies_share_one_global_budget_under_the_key_prefix() {
 
 #[tokio::test]
 async fn redis_killed_mid_test_fails_open_or_closed_and_both_recover() {
-    let mut redis = RedisServer::start(None);
+    let mut redis = start_redis(None);
     let port = redis.port;
     let mut upstream = Upstream::ok().await;
     let open = Sluice::start(&global_config(&upstream, port, "  failMode: open\n", 2)).await;
@@ -243,7 +159,7 @@ async fn redis_killed_mid_test_fails_open_or_closed_and_both_recover() {
 
     // Redis returns (empty): both reconnect. The open proxy's local budget is spent, so a 200
     // there proves the decision came from Redis again.
-    let _redis = RedisServer::start_on(port, None);
+    let _redis = start_redis_on(port, None);
     let mut id = 100;
     eventually("the closed proxy to recover", async || {
         id += 1;
@@ -262,7 +178,7 @@ async fn redis_killed_mid_test_fails_open_or_closed_and_both_recover() {
 
 #[tokio::test]
 async fn the_password_comes_from_its_file() {
-    let redis = RedisServer::start(Some("s3cret-pw"));
+    let redis = start_redis(Some("s3cret-pw"));
     let upstream = Upstream::ok().await;
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good");

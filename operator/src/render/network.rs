@@ -195,11 +195,24 @@ fn destinations<'a>(
             _ => {}
         }
     }
+    // With Sentinel: the sentinels' ports and the one the servers they name listen on.
     let redis = config
         .redis
         .iter()
-        .filter_map(|redis| redis.address.rsplit_once(':'))
+        .flat_map(|redis| {
+            redis
+                .address
+                .iter()
+                .chain(redis.sentinel.iter().flat_map(|s| &s.addresses))
+        })
+        .filter_map(|address| address.rsplit_once(':'))
         .filter_map(|(_, p)| p.parse::<u16>().ok())
+        .chain(
+            spec.redis
+                .iter()
+                .flat_map(|r| &r.sentinel)
+                .map(|s| s.server_port),
+        )
         .collect();
     let trace_collector = config
         .tracing

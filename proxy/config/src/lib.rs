@@ -657,9 +657,15 @@ fn default_phabricator_timeout() -> Duration {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Redis {
-    /// `host:port`. With `tls`, the host is the name the server's certificate must carry (a
-    /// DNS name or an IP address SAN).
-    pub address: String,
+    /// `host:port` of a single Redis server. With `tls`, the host is the name the server's
+    /// certificate must carry (a DNS name or an IP address SAN). Exactly one of `address` and
+    /// `sentinel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Redis Sentinel: ask the sentinels where the master is, connect there, and ask again
+    /// when the master fails over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<RedisSentinel>,
     /// TLS to Redis (`rediss://`): present means on. Without it the connection is plain TCP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<RedisTls>,
@@ -686,7 +692,8 @@ impl Redis {
     /// no key prefix.
     pub fn new(address: impl Into<String>) -> Self {
         Self {
-            address: address.into(),
+            address: Some(address.into()),
+            sentinel: None,
             tls: None,
             username_file: None,
             password_file: None,
@@ -695,6 +702,22 @@ impl Redis {
             key_prefix: String::new(),
         }
     }
+}
+
+/// Redis Sentinel, for a master that fails over.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisSentinel {
+    /// The master's name in the sentinels' configuration (`sentinel monitor <name> ...`).
+    pub master_name: String,
+    /// `host:port` of each sentinel, asked in this order. With `redis.tls` the sentinels are
+    /// reached over TLS too, trusting the same CA, and the master's certificate must carry the
+    /// address the sentinels announce (usually an IP address SAN).
+    pub addresses: Vec<String>,
+    /// A file holding the sentinels' own password (`requirepass` in sentinel.conf), if they
+    /// have one. Re-read at every reconnect; never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
 }
 
 /// TLS to Redis.

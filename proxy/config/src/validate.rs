@@ -204,11 +204,32 @@ fn check_globals(config: &ProxyConfig, c: &mut Collector) {
         }
     }
     if let Some(r) = &config.redis {
-        if r.address.contains("://") || !is_host_port(&r.address) {
-            c.push(
-                "redis.address",
-                "must be host:port (for TLS set redis.tls, not a rediss:// URL)",
-            );
+        let host_port_message = "must be host:port (for TLS set redis.tls, not a rediss:// URL)";
+        match (&r.address, &r.sentinel) {
+            (Some(_), Some(_)) => c.push(
+                "redis.sentinel",
+                "give either redis.address or redis.sentinel, not both",
+            ),
+            (None, None) => c.push("redis.address", "needs redis.address or redis.sentinel"),
+            _ => {}
+        }
+        if let Some(address) = &r.address
+            && (address.contains("://") || !is_host_port(address))
+        {
+            c.push("redis.address", host_port_message);
+        }
+        if let Some(sentinel) = &r.sentinel {
+            if sentinel.master_name.is_empty() {
+                c.push("redis.sentinel.masterName", "must not be empty");
+            }
+            if sentinel.addresses.is_empty() {
+                c.push("redis.sentinel.addresses", "needs at least one sentinel");
+            }
+            for (i, address) in sentinel.addresses.iter().enumerate() {
+                if address.contains("://") || !is_host_port(address) {
+                    c.push(format!("redis.sentinel.addresses[{i}]"), host_port_message);
+                }
+            }
         }
         if r.username_file.is_some() && r.password_file.is_none() {
             c.push(

@@ -145,6 +145,62 @@ fn redis_tls_and_acl_user_parse_and_bad_ones_are_named() {
 }
 
 #[test]
+fn redis_sentinel_parses_and_needs_exactly_one_way_to_redis() {
+    let with = |redis: &str| {
+        FULL.replace(
+            "redis:\n  address: redis.infra.svc:6379\n  failMode: closed\n",
+            redis,
+        )
+    };
+    let ok = ProxyConfig::from_yaml(&with(
+        "redis:\n  sentinel:\n    masterName: rl\n    addresses: [\"s-0.sentinel:26379\", \"[fd00::5]:26379\"]\n    passwordFile: /etc/sluice/sentinel/password\n",
+    ))
+    .unwrap();
+    let redis = ok.redis.unwrap();
+    assert_eq!(redis.address, None);
+    let sentinel = redis.sentinel.unwrap();
+    assert_eq!(sentinel.master_name, "rl");
+    assert_eq!(sentinel.addresses.len(), 2);
+
+    let problems = |redis: &str| match ProxyConfig::from_yaml(&with(redis)) {
+        Err(ConfigError::Invalid(problems)) => problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        other => panic!("expected an invalid config, got {other:?}"),
+    };
+    let both = problems(
+        "redis:\n  address: r:6379\n  sentinel:\n    masterName: rl\n    addresses: [\"s:26379\"]\n",
+    );
+    assert!(
+        both.contains("redis.sentinel: give either redis.address or redis.sentinel"),
+        "{both}"
+    );
+    let neither = problems("redis:\n  failMode: open\n");
+    assert!(
+        neither.contains("redis.address: needs redis.address or redis.sentinel"),
+        "{neither}"
+    );
+    let bad = problems(
+        "redis:\n  sentinel:\n    masterName: \"\"\n    addresses: [\"s:26379\", \"redis://s:26379\"]\n",
+    );
+    assert!(
+        bad.contains("redis.sentinel.masterName: must not be empty"),
+        "{bad}"
+    );
+    assert!(
+        bad.contains("redis.sentinel.addresses[1]: must be host:port"),
+        "{bad}"
+    );
+    let none = problems("redis:\n  sentinel:\n    masterName: rl\n    addresses: []\n");
+    assert!(
+        none.contains("redis.sentinel.addresses: needs at least one sentinel"),
+        "{none}"
+    );
+}
+
+#[test]
 fn empty_huge_and_non_yaml_inputs_fail_cleanly() {
     assert!(matches!(
         ProxyConfig::from_yaml("  \n"),

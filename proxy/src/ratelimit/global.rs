@@ -9,6 +9,10 @@
 //! when `redis.tls` is set; the files' contents are never logged); an idle connection is PINGed every
 //! 5 s, so an outage shows without traffic. Failures are counted by kind; the error log says
 //! when Redis becomes unreachable, at most every 30 s while it stays so, and when it is back.
+//!
+//! With `redis.sentinel`, every (re)connect first asks the sentinels where the master is
+//! (sentinel.rs); a failover shows as a dropped connection (the old master gone, or answering
+//! `READONLY` once demoted) followed by a connect to the new address, counted and logged.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -20,14 +24,16 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::MultiplexedConnection;
 use redis::{
-    AsyncConnectionConfig, ErrorKind, IntoConnectionInfo, RedisError, Script, TlsCertificates,
+    AsyncConnectionConfig, ErrorKind, IntoConnectionInfo, RedisConnectionInfo, RedisError, Script,
+    TlsCertificates,
 };
 use sluice_proxy_config::{FailMode, Redis};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::local::Gcra;
-use crate::metrics::{Metrics, RedisErrorLabels};
+use super::sentinel;
+use crate::metrics::{Metrics, RedisErrorLabels, RedisMasterLabels};
 
 /// GCRA, as governor computes it, in microseconds of Redis's clock. `KEYS[1]`: the budget;
 /// `ARGV[1]`: the emission interval; `ARGV[2]`: the burst tolerance (interval × (burst − 1)).
@@ -76,6 +82,10 @@ pub struct Global {
     script: Script,
     errors: Family<RedisErrorLabels, Counter>,
     connected: Gauge,
+    /// With `redis.sentinel`: the master last named, and its metrics.
+    master: Mutex<Option<String>>,
+    master_gauge: Family<RedisMasterLabels, Gauge>,
+    master_changes: Counter,
     down: AtomicBool,
     health: Mutex<Health>,
 }
@@ -101,6 +111,9 @@ impl Global {
             script: Script::new(GCRA_SCRIPT),
             errors: metrics.redis_errors.clone(),
             connected: metrics.redis_connected.clone(),
+            master: Mutex::new(None),
+            master_gauge: metrics.redis_master.clone(),
+            master_changes: metrics.redis_master_changes.clone(),
             down: AtomicBool::new(false),
             health: Mutex::default(),
         });
@@ -169,48 +182,34 @@ impl Global {
         let _ = self.wake.try_send(());
     }
 
-    /// Opens a connection and checks it answers.
+    /// Opens a connection (to the master the sentinels name, with `redis.sentinel`) and checks
+    /// it answers.
     async fn connect(&self) -> Result<MultiplexedConnection, (&'static str, String)> {
-        let address = &self.config.address;
-        let scheme = if self.config.tls.is_some() {
+        let timeout = self.config.timeout.get();
+        let (settings, certificates) = self.secrets().await?;
+        let address = match (&self.config.address, &self.config.sentinel) {
+            (Some(address), _) => address.clone(),
+            (None, Some(_)) => {
+                let address = self.ask_sentinels(&settings, &certificates).await?;
+                self.found_master(&address);
+                address
+            }
+            (None, None) => return Err(("connect", "no redis.address".to_owned())),
+        };
+        let scheme = if certificates.is_some() {
             "rediss"
         } else {
             "redis"
         };
         let info = format!("{scheme}://{address}")
             .into_connection_info()
-            .map_err(|e| ("connect", format!("bad address {address:?}: {e}")))?;
-        let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
-        if let Some(path) = &self.config.username_file {
-            let username = read_secret(path, "username_file", "redis.usernameFile").await?;
-            settings = settings.set_username(username);
-        }
-        if let Some(path) = &self.config.password_file {
-            let password = read_secret(path, "password_file", "redis.passwordFile").await?;
-            settings = settings.set_password(password);
-        }
-        let info = info.set_redis_settings(settings);
-        let client = match &self.config.tls {
+            .map_err(|e| ("connect", format!("bad address {address:?}: {e}")))?
+            .set_redis_settings(settings);
+        let client = match certificates {
             None => redis::Client::open(info),
-            Some(tls) => {
-                let root_cert = match &tls.ca_file {
-                    None => None,
-                    Some(path) => Some(tokio::fs::read(path).await.map_err(|e| {
-                        (
-                            "tls",
-                            format!("cannot read redis.tls.caFile {}: {e}", path.display()),
-                        )
-                    })?),
-                };
-                let certificates = TlsCertificates {
-                    client_tls: None,
-                    root_cert,
-                };
-                redis::Client::build_with_tls(info, certificates)
-            }
+            Some(certificates) => redis::Client::build_with_tls(info, certificates),
         }
         .map_err(|e| ("connect", e.to_string()))?;
-        let timeout = self.config.timeout.get();
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));
@@ -226,6 +225,138 @@ impl Global {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) => Err((classify_connect(&e), e.to_string())),
             Err(_) => Err(("timeout", format!("no connection within {timeout:?}"))),
+        }
+    }
+
+    /// The credentials (re-read from their files) and the TLS trust to connect with.
+    async fn secrets(
+        &self,
+    ) -> Result<(RedisConnectionInfo, Option<TlsCertificates>), (&'static str, String)> {
+        let mut settings = RedisConnectionInfo::default().set_skip_set_lib_name();
+        if let Some(path) = &self.config.username_file {
+            let username = read_secret(path, "username_file", "redis.usernameFile").await?;
+            settings = settings.set_username(username);
+        }
+        if let Some(path) = &self.config.password_file {
+            let password = read_secret(path, "password_file", "redis.passwordFile").await?;
+            settings = settings.set_password(password);
+        }
+        let certificates = match &self.config.tls {
+            None => None,
+            Some(tls) => Some(TlsCertificates {
+                client_tls: None,
+                root_cert: match &tls.ca_file {
+                    None => None,
+                    Some(path) => Some(tokio::fs::read(path).await.map_err(|e| {
+                        (
+                            "tls",
+                            format!("cannot read redis.tls.caFile {}: {e}", path.display()),
+                        )
+                    })?),
+                },
+            }),
+        };
+        Ok((settings, certificates))
+    }
+
+    /// The master's `host:port` as `redis.sentinel` names it now.
+    async fn ask_sentinels(
+        &self,
+        settings: &RedisConnectionInfo,
+        certificates: &Option<TlsCertificates>,
+    ) -> Result<String, (&'static str, String)> {
+        let Some(config) = &self.config.sentinel else {
+            return Err(("sentinel", "no redis.sentinel".to_owned()));
+        };
+        let password = match &config.password_file {
+            None => None,
+            Some(path) => {
+                Some(read_secret(path, "password_file", "redis.sentinel.passwordFile").await?)
+            }
+        };
+        let timeout = self.config.timeout.get();
+        let lookup = sentinel::find_master(config, settings, password, certificates.clone());
+        let (host, port) = tokio::time::timeout(timeout.saturating_mul(2), lookup)
+            .await
+            .map_err(|_| ("sentinel", format!("no master named within {timeout:?}")))??;
+        Ok(sentinel::host_port(&host, port))
+    }
+
+    /// With `redis.sentinel`: drops a connection that still works when the sentinels name
+    /// another master. After a switchover the old master keeps serving (as a master) until the
+    /// sentinels reconfigure it, which can take seconds; writes it takes meanwhile are lost.
+    async fn check_master(&self, conn: &Arc<MultiplexedConnection>) {
+        if self.config.sentinel.is_none() {
+            return;
+        }
+        let named = match self.secrets().await {
+            Ok((settings, certificates)) => self.ask_sentinels(&settings, &certificates).await,
+            Err(e) => Err(e),
+        };
+        let address = match named {
+            Ok(address) => address,
+            Err((kind, error)) => {
+                // The master still answers: counted, not an outage.
+                self.errors.get_or_create(&RedisErrorLabels { kind }).inc();
+                tracing::debug!(kind, error, "cannot ask the Redis sentinels");
+                return;
+            }
+        };
+        let current = self
+            .master
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if current.as_deref() != Some(address.as_str()) {
+            tracing::info!(
+                previous = current.as_deref().unwrap_or(""),
+                address,
+                "the Redis sentinels name another master: reconnecting"
+            );
+            self.drop_connection(conn);
+        }
+    }
+
+    /// Records the master the sentinels named; a new address is a failover, logged and counted.
+    fn found_master(&self, address: &str) {
+        let mut master = self.master.lock().unwrap_or_else(PoisonError::into_inner);
+        if master.as_deref() == Some(address) {
+            return;
+        }
+        if let Some(previous) = master.as_deref() {
+            self.master_gauge
+                .get_or_create(&RedisMasterLabels {
+                    address: previous.to_owned(),
+                })
+                .set(0);
+            self.master_changes.inc();
+            tracing::warn!(
+                reason = "RedisMasterChanged",
+                previous,
+                address,
+                "Redis Sentinel names a new master for global rate limits"
+            );
+        }
+        self.master_gauge
+            .get_or_create(&RedisMasterLabels {
+                address: address.to_owned(),
+            })
+            .set(1);
+        *master = Some(address.to_owned());
+    }
+
+    /// What the logs call this Redis: its address, or the sentinels' master name.
+    fn name(&self) -> String {
+        match (&self.config.address, &self.config.sentinel) {
+            (Some(address), _) => address.clone(),
+            (None, Some(s)) => {
+                let master = self.master.lock().unwrap_or_else(PoisonError::into_inner);
+                match master.as_deref() {
+                    Some(at) => format!("sentinel master {} at {at}", s.master_name),
+                    None => format!("sentinel master {}", s.master_name),
+                }
+            }
+            (None, None) => String::new(),
         }
     }
 
@@ -265,7 +396,7 @@ impl Global {
         };
         tracing::error!(
             reason = "RedisUnavailable",
-            address = %self.config.address,
+            address = %self.name(),
             kind,
             error,
             down_for_s = now.duration_since(since).as_secs(),
@@ -283,7 +414,7 @@ impl Global {
         if let Some(since) = health.down_since.take() {
             health.last_log = None;
             tracing::warn!(
-                address = %self.config.address,
+                address = %self.name(),
                 down_for_s = since.elapsed().as_secs(),
                 "Redis for global rate limits is reachable again"
             );
@@ -308,6 +439,7 @@ async fn upkeep(global: Weak<Global>, mut woken: mpsc::Receiver<()>) {
                         return;
                     };
                     g.ping(&conn).await;
+                    g.check_master(&conn).await;
                 }
             }
             continue;
@@ -335,6 +467,9 @@ fn classify(e: &RedisError) -> &'static str {
         "timeout"
     } else if is_auth(e) {
         "auth"
+    } else if e.code() == Some("READONLY") {
+        // A master demoted by a failover: the connection is dropped and the sentinels asked.
+        "readonly"
     } else if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
         "io"
     } else {
@@ -371,7 +506,7 @@ async fn read_secret(
 /// A refused TLS handshake (an untrusted or misnamed certificate, a plain-text server): a
 /// rustls error somewhere in the chain (the redis crate keeps its cause as an
 /// `Arc<dyn Error>`, and an I/O error carries rustls's as its inner error).
-fn is_tls(e: &RedisError) -> bool {
+pub(super) fn is_tls(e: &RedisError) -> bool {
     fn rustls_in(c: &(dyn std::error::Error + 'static)) -> bool {
         if c.is::<rustls::Error>() {
             return true;

@@ -10,6 +10,7 @@
 
 mod global;
 mod local;
+mod sentinel;
 mod store;
 
 use std::fmt::Write as _;
