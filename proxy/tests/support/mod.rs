@@ -8,6 +8,7 @@ pub mod auth;
 pub mod conduit;
 pub mod issuer;
 pub mod phabricator;
+pub mod secret_dir;
 pub mod serve;
 pub mod token_review;
 
