@@ -445,3 +445,34 @@ async fn renewed_certificates_and_client_ca_are_used_without_a_restart() {
     let applied = "sluice_tls_reloads_total{entry_point=\"main\",result=\"applied\"}";
     assert_eq!(sluice.metric(applied).await, Some(1.0));
 }
+
+#[tokio::test]
+async fn a_changed_client_ca_alone_is_picked_up() {
+    let upstream = Upstream::ok().await;
+    let server_ca = Ca::new("server CA");
+    let (old_ca, new_ca) = (Ca::new("old client CA"), Ca::new("new client CA"));
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("tls");
+    let server = server_ca.server();
+    let mut secret = secret(&certs, &server, &old_ca);
+    let sluice = Sluice::start(&config(upstream.addr, "", &tls_entry(&certs))).await;
+    let roots = [server_ca.der()];
+    let old_client = client_config(&roots, Some(&old_ca.cn_client("old")));
+    let new_client = client_config(&roots, Some(&new_ca.cn_client("new")));
+    let ok = async |config| {
+        rpc(sluice.addr(), config, &call(1, "pha_task_get"))
+            .await
+            .is_ok_and(|r| r.status == 200)
+    };
+    assert!(ok(&old_client).await);
+    assert!(!ok(&new_client).await);
+
+    // Only the bundle changes: the certificate and key are the same bytes.
+    secret.update(&[
+        ("tls.crt", &server.cert),
+        ("tls.key", &server.key),
+        ("ca.crt", &new_ca.pem()),
+    ]);
+    eventually("the new client CA", async || ok(&new_client).await).await;
+    assert!(!ok(&old_client).await);
+}
