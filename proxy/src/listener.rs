@@ -285,7 +285,8 @@ async fn serve_entry(
     let entry = slot.load_full();
     let snapshot = entry.snapshot.clone();
     let timers = snapshot.timers;
-    let conn = |client_certificate| {
+    // The request path's service for this connection, once its client certificate is known.
+    let service_for = |client_certificate| {
         let conn = Arc::new(Conn {
             peer,
             peer_ip: HeaderValue::from_str(&peer.ip().to_canonical().to_string())
@@ -301,7 +302,7 @@ async fn serve_entry(
         })
     };
     let Some(acceptor) = &entry.tls else {
-        let service = conn(None);
+        let service = service_for(None);
         conn::serve(tcp, &snapshot.http, service, activity, timers, stop).await;
         return;
     };
@@ -320,7 +321,7 @@ async fn serve_entry(
         .peer_certificates()
         .and_then(|chain| chain.first())
         .map(|leaf| leaf.clone().into_owned());
-    let service = conn(client_certificate);
+    let service = service_for(client_certificate);
     conn::serve(tls, &snapshot.http, service, activity, timers, stop).await;
 }
 
