@@ -11,6 +11,7 @@ pub mod policy;
 pub mod refs;
 pub mod route;
 pub mod server;
+pub mod tls;
 
 pub use policy::Policy;
 pub use route::{McpRoute, McpRouteSpec, McpRouteStatus};

@@ -132,7 +132,10 @@ pub struct Authentication {
     /// token in `X-PHABRICATOR-TOKEN`), `apiKey` (keys from a Secret), `serviceAccount`
     /// (in-cluster callers present a projected Kubernetes ServiceAccount token), `jwt` (OIDC
     /// bearer tokens from an identity provider), `oauth` (Conduit's own OAuth flow; the bearer
-    /// is checked upstream) or `none` (anyone; for development only, marks the server Degraded).
+    /// is checked upstream), `clientCertificate` (the certificate the caller presented in
+    /// mutual TLS, which needs `tls.clientCa`: the caller is its first URI subject alternative
+    /// name, such as a SPIFFE ID `spiffe://cluster.local/ns/x/sa/y`, else its subject common
+    /// name) or `none` (anyone; for development only, marks the server Degraded).
     /// Defaults to `phabricatorToken` when the server's `auth.mode` is `headerToken`, and to
     /// `oauth` when it is `oauth`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -169,8 +172,14 @@ pub enum AuthMode {
     Jwt,
     #[serde(rename = "oauth")]
     OAuth,
+    ClientCertificate,
     None,
 }
+
+/// The CEL rule of McpServer and McpRoute specs: mode `clientCertificate` needs a client CA.
+pub(crate) const CLIENT_CERTIFICATE_NEEDS_CA: &str = "!has(self.policy) || !has(self.policy.authentication) || !has(self.policy.authentication.mode) || self.policy.authentication.mode != 'clientCertificate' || (has(self.tls) && has(self.tls.clientCa))";
+/// Its message.
+pub(crate) const CLIENT_CERTIFICATE_NEEDS_CA_MESSAGE: &str = "policy.authentication.mode clientCertificate needs tls.clientCa: the CA bundle client certificates must chain to";
 
 /// Mode `phabricatorToken`: the caller's own Phabricator API token.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]

@@ -31,6 +31,7 @@ use crate::policy::Policy;
     validation = kube::core::Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$')").message("metadata.name must be a DNS label of at most 40 characters starting with a letter (it names the route's Service)")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = kube::core::Rule::new(crate::policy::CLIENT_CERTIFICATE_NEEDS_CA).message(crate::policy::CLIENT_CERTIFICATE_NEEDS_CA_MESSAGE).field_path(".tls"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.expose) || (has(self.hostnames) && self.hostnames.size() > 0)").message("an exposed route needs at least one hostname").field_path(".hostnames"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.publicUrl) || self.publicUrl.endsWith(self.pathPrefix == '/' ? '' : self.pathPrefix)").message("publicUrl must end with pathPrefix (the sidecar serves the route at that path)").field_path(".publicUrl"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.publicUrl) || self.pathPrefix != '/' || self.publicUrl.matches('^https?://[^/]+$')").message("with pathPrefix /, publicUrl must have no path").field_path(".publicUrl"))]
@@ -68,6 +69,13 @@ pub struct McpRouteSpec {
     /// Policy of this entry point.
     #[serde(default)]
     pub policy: Policy,
+
+    /// HTTPS (and optionally mutual TLS) on this route's entry point, served by the sidecar
+    /// from a `kubernetes.io/tls` Secret. Absent: the listener speaks plain HTTP (behind an
+    /// Ingress or Gateway that terminates TLS, the usual setup). With it, an Ingress or
+    /// HTTPRoute must reach the backend over HTTPS: see the README (TLS and mTLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::EntryPointTls>,
 
     /// Who may reach the route's listener (NetworkPolicy peers). Defaults to every pod in the
     /// namespace for an in-cluster route, and to anywhere for an exposed one (the Ingress

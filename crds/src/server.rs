@@ -53,6 +53,7 @@ use crate::route::DiscoveryUrls;
 #[x_kube(validation = kube::core::Rule::new("self.auth.mode != 'oauth' || (has(self.autoscaling) ? self.autoscaling.maxReplicas : self.replicas) <= 1 || self.sessionAffinity == 'ClientIP' || (has(self.auth.oauth) && has(self.auth.oauth.state) && self.auth.oauth.state.storage != 'ephemeral')").message("OAuth state kept in each pod (auth.oauth.state.storage ephemeral): more than one replica (replicas or autoscaling.maxReplicas) needs sessionAffinity: ClientIP, or auth.oauth.state.storage shared").field_path(".replicas"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.auth.oauth) || !has(self.auth.oauth.state) || self.auth.oauth.state.storage != 'persistent' || (has(self.autoscaling) ? self.autoscaling.maxReplicas : self.replicas) <= 1").message("auth.oauth.state.storage persistent is a ReadWriteOnce volume for one pod: replicas (and autoscaling.maxReplicas) must be at most 1 (storage shared serves more)").field_path(".replicas"))]
 #[x_kube(validation = kube::core::Rule::new("self.sessions != 'stateful' || (has(self.autoscaling) ? self.autoscaling.maxReplicas : self.replicas) <= 1 || self.sessionAffinity == 'ClientIP'").message("stateful sessions live in one pod: more than one replica (replicas or autoscaling.maxReplicas) needs sessionAffinity: ClientIP").field_path(".replicas"))]
+#[x_kube(validation = kube::core::Rule::new(crate::policy::CLIENT_CERTIFICATE_NEEDS_CA).message(crate::policy::CLIENT_CERTIFICATE_NEEDS_CA_MESSAGE).field_path(".tls"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.policy) || !has(self.policy.rateLimits) || !self.policy.rateLimits.exists(r, r.scope == 'global') || has(self.redis)").message("a global rate limit needs spec.redis").field_path(".redis"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.policy) || !has(self.policy.authentication) || !has(self.policy.authentication.mode) || self.policy.authentication.mode != 'oauth' || self.auth.mode == 'oauth'").message("policy.authentication.mode oauth needs auth.mode oauth").field_path(".policy.authentication.mode"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.policy) || !has(self.policy.authentication) || !has(self.policy.authentication.mode) || self.policy.authentication.mode == 'oauth' || self.auth.mode != 'oauth'").message("in auth.mode oauth, Conduit checks bearer tokens itself: policy.authentication.mode must be oauth").field_path(".policy.authentication.mode"))]
@@ -124,6 +125,11 @@ pub struct McpServerSpec {
     /// McpRoutes carry their own.
     #[serde(default)]
     pub policy: Policy,
+
+    /// HTTPS (and optionally mutual TLS) on the server's own entry point, served by the
+    /// sidecar from a `kubernetes.io/tls` Secret. Absent: plain HTTP inside the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::EntryPointTls>,
 
     /// Redis for rate limits with `scope: global`, shared by all replicas.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -332,6 +332,73 @@ spec:
     );
 }
 
+/// Entry points on which the sidecar serves TLS (the server's own with mutual TLS, an exposed
+/// route): the Services (443, `appProtocol: https`), the Deployment with the whole-Secret
+/// volumes and the Ingress pass strict validation. (The mTLS example covers an in-cluster
+/// route.)
+#[test]
+fn rendered_tls_entry_points_are_valid() {
+    let manifest = "apiVersion: sluice.dev/v1alpha1
+kind: McpServer
+metadata: {name: secure, namespace: tools}
+spec:
+  phabricator:
+    url: https://phabricator.example.com
+  tls:
+    secretName: secure-tls
+    clientCa: {configMapKeyRef: {name: agents-ca, key: ca.crt}}
+  policy:
+    authentication: {mode: clientCertificate}
+    upstreamToken: {secretKeyRef: {name: bot, key: token}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: McpRoute
+metadata: {name: edge, namespace: tools}
+spec:
+  serverRef: {name: secure}
+  hostnames: [mcp.example.com]
+  pathPrefix: /ai
+  tls: {secretName: edge-backend-tls}
+  expose:
+    ingress:
+      className: nginx
+      annotations: {nginx.ingress.kubernetes.io/backend-protocol: HTTPS}
+";
+    let rendered = render::render_stdin(manifest).unwrap();
+    let report = kubernetes::validate_yaml(&rendered, &KUBERNETES_VERSIONS).unwrap();
+    assert_valid(&report);
+    assert_eq!(report.unvalidated_types(), BTreeSet::new());
+    let valid = |kind: &str| {
+        report
+            .documents
+            .iter()
+            .filter(|d| d.kind.as_deref() == Some(kind))
+            .filter(|d| d.results.values().all(|r| r.status == Status::Valid))
+            .count()
+    };
+    assert_eq!(
+        (valid("Service"), valid("Deployment"), valid("Ingress")),
+        (2, 1, 1),
+        "{report:#?}"
+    );
+
+    // Not vacuous: what was validated carries the TLS fields.
+    let docs = serde_saphyr::from_multiple::<serde_json::Value>(&rendered).unwrap();
+    for service in docs.iter().filter(|d| d["kind"] == "Service") {
+        let port = &service["spec"]["ports"][0];
+        assert_eq!(
+            (&port["name"], &port["port"], &port["appProtocol"]),
+            (&"https".into(), &443.into(), &"https".into()),
+            "{service}"
+        );
+    }
+    let ingress = docs.iter().find(|d| d["kind"] == "Ingress").unwrap();
+    assert_eq!(
+        ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"]["number"],
+        443
+    );
+}
+
 /// The validator really rejects what the API server would: without this, a validator that
 /// accepted everything would make the tests above pass vacuously.
 #[test]

@@ -201,3 +201,127 @@ fn every_auth_mode_turns_the_anonymous_client_away_and_serves_the_authorised_one
     );
     proxy.ensure_running().unwrap();
 }
+
+/// A CA, the sidecar's certificate for 127.0.0.1 and a client certificate naming `spiffe`,
+/// made by the `openssl` CLI in `dir`.
+fn mtls_files(dir: &Path, spiffe: &str) {
+    let openssl = |args: &[&str]| {
+        let mut command = Command::new("openssl");
+        command.current_dir(dir).args(args);
+        run_ok(&mut command, START).unwrap();
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=e2e client CA"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+    openssl(&ca);
+    for (name, san) in [
+        ("tls", "subjectAltName=IP:127.0.0.1".to_owned()),
+        ("client", format!("subjectAltName=URI:{spiffe}")),
+    ] {
+        let (key, csr, crt, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+        );
+        std::fs::write(dir.join(&ext), format!("{san}\n")).unwrap();
+        let mut req = vec!["req", "-new", "-subj", "/O=e2e"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr]);
+        openssl(&req);
+        openssl(&[
+            "x509",
+            "-req",
+            "-days",
+            "1",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-extfile",
+            &ext,
+            "-out",
+            &crt,
+        ]);
+    }
+}
+
+#[test]
+fn the_sdk_client_over_mutual_tls_is_named_by_its_certificate() {
+    let spiffe = "spiffe://cluster.local/ns/ci/sa/runner";
+    let dir = tempfile::tempdir().unwrap();
+    mtls_files(dir.path(), spiffe);
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let (_server, upstream) = mcp_server();
+    let (port, admin) = (free_port().unwrap(), free_port().unwrap());
+    let path = dir.path().join("sluice.yaml");
+    // Only the certificate's identity may call pha_task_get: a wrong name would be denied.
+    std::fs::write(
+        &path,
+        format!(
+            "upstream:\n  url: http://127.0.0.1:{upstream}\nadmin:\n  listen: 127.0.0.1:{admin}\nentryPoints:\n  - name: mtls\n    listen: 127.0.0.1:{port}\n    tls:\n      certFile: {}\n      keyFile: {}\n      clientCaFile: {}\n    auth:\n      mode: clientCertificate\n    tools:\n      deny: [\"pha_task_*\"]\n      rules:\n        - identities: [\"{spiffe}\"]\n          allow: [\"pha_task_*\"]\n",
+            file("tls.crt"),
+            file("tls.key"),
+            file("ca.crt"),
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(sluice_proxy().unwrap());
+    command.arg("--config").arg(&path).env_remove("RUST_LOG");
+    let mut proxy = Process::spawn("sluice-proxy", command).unwrap();
+    proxy.wait_for_port(port, START).unwrap();
+    proxy
+        .wait_for_http_ok(&format!("http://127.0.0.1:{admin}/healthz"), START)
+        .unwrap();
+
+    let client = |certificate: bool| {
+        let mut command = Command::new(peers::python_mcp2().unwrap());
+        command
+            .arg(python_script("policy/client.py").unwrap())
+            .args(["--url", &format!("https://127.0.0.1:{port}/mcp")])
+            .args(["--mode", "legacy"])
+            .args(["--call", TASK])
+            .args(["--ca", &file("ca.crt")]);
+        if certificate {
+            command
+                .args(["--cert", &file("client.crt")])
+                .args(["--key", &file("client.key")]);
+        }
+        let output = run_ok(&mut command, CLIENT_TIMEOUT).unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        serde_json::from_str::<Value>(text.trim())
+            .unwrap_or_else(|e| panic!("client report is not JSON ({e}): {text}"))
+    };
+    let refused = client(false);
+    assert!(
+        refused["connect_error"].is_object(),
+        "connected without a client certificate: {refused}"
+    );
+    let report = client(true);
+    let call = &report["calls"][0];
+    assert_eq!(call["ok"], true, "{report}");
+    assert_eq!(call["text"], "T7: fix the build", "{report}");
+
+    let metrics = http::get(&format!("http://127.0.0.1:{admin}/metrics"), &[]).unwrap();
+    let line =
+        "sluice_tls_handshake_failures_total{entry_point=\"mtls\",reason=\"no_certificate\"}";
+    assert!(
+        metrics
+            .body
+            .lines()
+            .any(|l| l.starts_with(line) && !l.ends_with(" 0")),
+        "{line} not counted:\n{}",
+        metrics.body
+    );
+    proxy.ensure_running().unwrap();
+}

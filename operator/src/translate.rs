@@ -14,9 +14,10 @@ use sluice_crds::McpServer;
 use sluice_crds::defaults::{ADMIN_PORT, SERVER_LISTENER_PORT};
 use sluice_crds::policy::Policy;
 use sluice_crds::server::{self, UpstreamAuthMode};
+use sluice_crds::tls::EntryPointTls;
 use sluice_proxy_config::{
     Admin, Duration, EntryPoint, LegacySse, Limits, Log, Otlp, PhabricatorApi, ProxyConfig, Redis,
-    RedisSentinel, RedisTls, Shutdown, Streaming, Timeouts, Tracing, Upstream, UpstreamCheck,
+    RedisSentinel, RedisTls, Shutdown, Streaming, Timeouts, Tls, Tracing, Upstream, UpstreamCheck,
 };
 
 pub use self::files::CONFIG_FILE;
@@ -44,10 +45,16 @@ pub(crate) struct Site<'a> {
     /// The in-cluster base URL of its Service, `http://<service>.<namespace>.svc`: the
     /// default audience of ServiceAccount tokens.
     pub service_url: &'a str,
+    /// HTTPS (and mutual TLS) served by the sidecar on this entry point.
+    pub tls: Option<&'a EntryPointTls>,
 }
 
 /// The entry point of the server's own Service, on port 8080 at `/`.
-pub(crate) fn server_site<'a>(object: &'a ObjectKey, service_url: &'a str) -> Site<'a> {
+pub(crate) fn server_site<'a>(
+    object: &'a ObjectKey,
+    service_url: &'a str,
+    tls: Option<&'a EntryPointTls>,
+) -> Site<'a> {
     Site {
         object,
         name: &object.name,
@@ -55,6 +62,7 @@ pub(crate) fn server_site<'a>(object: &'a ObjectKey, service_url: &'a str) -> Si
         path_prefix: "/",
         public_url: None,
         service_url,
+        tls,
     }
 }
 
@@ -89,10 +97,14 @@ pub(crate) fn entry_point(
                 "must be positive",
             )
         })?;
+    let tls = site
+        .tls
+        .map(|tls| entry_point_tls(site.object, tls, &mut files))
+        .transpose()?;
     let entry_point = EntryPoint {
         name: site.name.to_string(),
         listen: any_address(site.port),
-        tls: None,
+        tls,
         path_prefix: site.path_prefix.to_string(),
         public_url: site.public_url.map(str::to_string),
         allowed_origins: policy.allowed_origins.clone(),
@@ -108,6 +120,33 @@ pub(crate) fn entry_point(
         root_discovery: false,
     };
     Ok((entry_point, files))
+}
+
+/// `spec.tls`: the `kubernetes.io/tls` Secret mounted whole into the sidecar (no subPath and
+/// no items, so the kubelet's updates of a renewed certificate reach the pod), and the client
+/// CA bundle beside the other CA bundles.
+fn entry_point_tls(
+    object: &ObjectKey,
+    tls: &EntryPointTls,
+    files: &mut SidecarFiles,
+) -> Result<Tls, RenderError> {
+    let dir = files.whole_secret(&tls.secret_name);
+    let client_ca_file = match &tls.client_ca {
+        None => None,
+        Some(bundle) => {
+            let source = CaSource::of(bundle).ok_or_else(|| RenderError::InvalidSpec {
+                object: object.clone(),
+                field: "spec.tls.clientCa".into(),
+                message: "clientCa needs exactly one of configMapKeyRef or secretKeyRef".into(),
+            })?;
+            Some(files.ca_bundle(source))
+        }
+    };
+    Ok(Tls {
+        cert_file: dir.join("tls.crt"),
+        key_file: dir.join("tls.key"),
+        client_ca_file,
+    })
 }
 
 /// The whole sidecar config of `server` around its entry points (the server's own first).

@@ -3,6 +3,7 @@
 mod render_fixtures;
 
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use render_fixtures::*;
 use serde_json::json;
 use sluice_crds::{McpRoute, McpServer};
@@ -661,5 +662,147 @@ fn the_trace_export_and_its_headers_roll_the_pods_as_the_sidecar_reads_them_at_s
     assert_eq!(
         restart_hash(&template_of(&plain, &[], &observed)),
         "e3b0c44298fc1c14"
+    );
+}
+
+#[test]
+fn tls_secrets_are_mounted_whole_into_the_sidecar_and_services_speak_https() {
+    let tls = |secret: &str, client_ca: bool| {
+        let mut tls = json!({"secretName": secret});
+        if client_ca {
+            tls["clientCa"] = json!({"secretKeyRef": {"name": secret, "key": "ca.crt"}});
+        }
+        tls
+    };
+    let server = ServerBuilder::new("mtls")
+        .set("tls", tls("mtls-tls", true))
+        .set(
+            "policy.authentication",
+            json!({"mode": "clientCertificate"}),
+        )
+        .set(
+            "policy.upstreamToken",
+            json!({"secretKeyRef": {"name": "bot", "key": "token"}}),
+        )
+        .build();
+    let routes = [
+        RouteBuilder::new("edge", "mtls")
+            .ingress("mcp.example.com", "/ai")
+            .set("tls", tls("edge-tls", false))
+            .build(),
+        RouteBuilder::new("gw", "mtls")
+            .http_route("gw.example.com", "/gw")
+            .set("tls", tls("gw-tls", false))
+            .build(),
+        RouteBuilder::new("plain", "mtls").build(),
+    ];
+    let docs = rendered_documents(&[server], &routes);
+    let config = proxy_config(&docs, "mtls");
+    let entry = |name: &str| {
+        config
+            .entry_points
+            .iter()
+            .find(|e| e.name == name)
+            .unwrap_or_else(|| panic!("entry point {name}"))
+    };
+    let server_tls = entry("mtls").tls.clone().expect("server TLS");
+    assert_eq!(
+        server_tls.cert_file,
+        std::path::Path::new("/etc/sluice/secrets/mtls-tls/tls.crt")
+    );
+    assert_eq!(
+        server_tls.key_file,
+        std::path::Path::new("/etc/sluice/secrets/mtls-tls/tls.key")
+    );
+    let client_ca = server_tls.client_ca_file.expect("client CA");
+    assert!(
+        client_ca.starts_with("/etc/sluice/ca-bundles"),
+        "{}",
+        client_ca.display()
+    );
+    assert_eq!(
+        entry("mtls").auth,
+        sluice_proxy_config::Auth::ClientCertificate
+    );
+    let edge_tls = entry("edge").tls.clone().expect("route TLS");
+    assert_eq!(edge_tls.client_ca_file, None);
+    assert_eq!(entry("plain").tls, None);
+
+    // Whole Secrets (no items, no subPath), so the kubelet's updates reach the files; the
+    // sidecar's alone.
+    let pod = pod_of(&docs, "mtls");
+    for secret in ["mtls-tls", "edge-tls", "gw-tls"] {
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| {
+                v.secret
+                    .as_ref()
+                    .is_some_and(|s| s.secret_name.as_deref() == Some(secret))
+            })
+            .unwrap_or_else(|| panic!("{secret}'s volume"));
+        assert_eq!(volume.secret.as_ref().and_then(|s| s.items.clone()), None);
+        let mount = container(&pod, "sluice-proxy")
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == volume.name)
+            .unwrap_or_else(|| panic!("{secret} mounted"));
+        assert_eq!(mount.mount_path, format!("/etc/sluice/secrets/{secret}"));
+        assert_eq!(mount.sub_path, None);
+    }
+    let conduit_mounts: Vec<String> = container(&pod, "conduit")
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.name.clone())
+        .collect();
+    assert_eq!(conduit_mounts, ["tmp"]);
+
+    // Probes stay on the admin port, plain HTTP.
+    let sidecar = container(&pod, "sluice-proxy");
+    for probe in [&sidecar.liveness_probe, &sidecar.readiness_probe] {
+        let get = probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .expect("httpGet");
+        assert_eq!(get.port, IntOrString::String("admin".into()));
+        assert_eq!(get.scheme, None);
+    }
+
+    // Services: 443 `https` for TLS entry points, 80 `http` for the others; exposure follows.
+    let ports = |name: &str| -> Vec<(String, i32, Option<String>)> {
+        service(&docs, name)
+            .spec
+            .and_then(|s| s.ports)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| (p.name.unwrap_or_default(), p.port, p.app_protocol))
+            .collect()
+    };
+    let https = ("https".to_string(), 443, Some("https".to_string()));
+    assert_eq!(ports("mtls")[0], https);
+    for route in ["edge", "gw"] {
+        assert_eq!(ports(route), std::slice::from_ref(&https), "{route}");
+    }
+    assert_eq!(ports("plain"), [("http".to_string(), 80, None)]);
+    let backend_port = ingress(&docs, "edge")
+        .spec
+        .and_then(|s| s.rules)
+        .and_then(|r| r.into_iter().next())
+        .and_then(|r| r.http)
+        .and_then(|h| h.paths.into_iter().next())
+        .and_then(|p| p.backend.service)
+        .and_then(|s| s.port)
+        .and_then(|p| p.number);
+    assert_eq!(backend_port, Some(443));
+    let http_route = of_kind(&docs, "HTTPRoute")
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == "gw")
+        .expect("the HTTPRoute");
+    assert_eq!(
+        http_route["spec"]["rules"][0]["backendRefs"][0]["port"],
+        443
     );
 }

@@ -21,6 +21,7 @@ use crate::connections::{Over, Place};
 use crate::metrics::ReasonLabels;
 use crate::stack::{self, Conn};
 use crate::state::{Entry, State};
+use crate::tls;
 
 /// What a listener is for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -283,36 +284,65 @@ async fn serve_entry(
     let _ = tcp.set_nodelay(true);
     let entry = slot.load_full();
     let snapshot = entry.snapshot.clone();
-    let conn = Arc::new(Conn {
-        peer,
-        peer_ip: HeaderValue::from_str(&peer.ip().to_canonical().to_string())
-            .unwrap_or(HeaderValue::from_static("unknown")),
-        activity: activity.clone(),
-        entry: slot,
-        state,
-    });
-    let service = service_fn(move |req| {
-        let conn = conn.clone();
-        async move { Ok::<_, Infallible>(stack::serve(req, &conn).await) }
-    });
     let timers = snapshot.timers;
-    match &entry.tls {
-        None => conn::serve(tcp, &snapshot.http, service, activity, timers, stop).await,
-        Some(acceptor) => {
-            let tls = match tokio::time::timeout(timers.header_read, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            conn::serve(tls, &snapshot.http, service, activity, timers, stop).await;
+    // The request path's service for this connection, once its client certificate is known.
+    let service_for = |client_certificate| {
+        let conn = Arc::new(Conn {
+            peer,
+            peer_ip: HeaderValue::from_str(&peer.ip().to_canonical().to_string())
+                .unwrap_or(HeaderValue::from_static("unknown")),
+            activity: activity.clone(),
+            client_certificate,
+            entry: slot.clone(),
+            state: state.clone(),
+        });
+        service_fn(move |req| {
+            let conn = conn.clone();
+            async move { Ok::<_, Infallible>(stack::serve(req, &conn).await) }
+        })
+    };
+    let Some(acceptor) = &entry.tls else {
+        let service = service_for(None);
+        conn::serve(tcp, &snapshot.http, service, activity, timers, stop).await;
+        return;
+    };
+    let tls = match tokio::time::timeout(timers.header_read, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            return handshake_failed(&state, &entry.name, peer, tls::handshake_failure(&e), &e);
         }
-    }
+        Err(_) => return handshake_failed(&state, &entry.name, peer, "timeout", &"timed out"),
+    };
+    // Verified by the acceptor against the client CA (tls.rs) before the handshake finished;
+    // the leaf comes first.
+    let client_certificate = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| leaf.clone().into_owned());
+    let service = service_for(client_certificate);
+    conn::serve(tls, &snapshot.http, service, activity, timers, stop).await;
+}
+
+/// Counts a failed handshake. Logged at debug only: a scanner or a client with the wrong
+/// certificate fails every attempt, and the counter is what an alert watches.
+fn handshake_failed(
+    state: &State,
+    entry_point: &Arc<str>,
+    peer: SocketAddr,
+    reason: &'static str,
+    error: &dyn std::fmt::Display,
+) {
+    state
+        .metrics
+        .tls_handshake_failures
+        .get_or_create(&ReasonLabels {
+            entry_point: entry_point.clone(),
+            reason,
+        })
+        .inc();
+    tracing::debug!(entry_point = %entry_point, %peer, reason, %error, "TLS handshake failed");
 }
 
 /// The admin connections' send buffer (Linux doubles it): a `/metrics` answer still goes in a

@@ -136,6 +136,7 @@ pub struct Metrics {
     pub config_reloads: Family<ResultLabels, Counter>,
     pub config_rejected: Gauge,
     pub tls_reloads: Family<TlsLabels, Counter>,
+    pub tls_handshake_failures: Family<ReasonLabels, Counter>,
     pub tools: Arc<ToolLabels>,
     pub auth: AuthMetrics,
     pub policy_denials: Family<DenialLabels, Counter>,
@@ -169,6 +170,7 @@ impl Metrics {
             config_reloads: Family::default(),
             config_rejected: Gauge::default(),
             tls_reloads: Family::default(),
+            tls_handshake_failures: Family::default(),
             tools: Arc::default(),
             auth: AuthMetrics::default(),
             policy_denials: Family::default(),
@@ -226,6 +228,11 @@ impl Metrics {
             "tls_reloads",
             "Certificate changes by result",
             m.tls_reloads.clone(),
+        );
+        r.register(
+            "tls_handshake_failures",
+            "TLS handshakes refused or failed on a TLS entry point, by entry point and reason (no_certificate, unknown_ca, expired, not_yet_valid, bad_certificate, alert, protocol, closed, timeout)",
+            m.tls_handshake_failures.clone(),
         );
         r.register(
             "policy_denials",

@@ -18,6 +18,7 @@ use http::{HeaderValue, Method, Request, Response, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
+use rustls::pki_types::CertificateDer;
 use sluice_otlp::Span;
 use tokio::time::Instant;
 
@@ -41,6 +42,9 @@ pub struct Conn {
     /// `peer`'s IP (canonical: IPv4-mapped as IPv4), ready for `X-Forwarded-For`.
     pub peer_ip: HeaderValue,
     pub activity: Arc<Activity>,
+    /// The certificate the client presented in the TLS handshake, verified against the entry
+    /// point's client CA (mutual TLS); what mode `clientCertificate` names the caller by.
+    pub client_certificate: Option<CertificateDer<'static>>,
     /// The listener's entry point; swapped by reloads, read once per request.
     pub entry: Arc<ArcSwap<Entry>>,
     pub state: Arc<State>,
@@ -192,11 +196,17 @@ async fn handle(
         return Ok(cors::preflight(origin, req.headers()));
     }
 
-    // Authentication: who is calling, as far as the request head tells. A refused caller goes
-    // no further: its body is never read and nothing reaches the upstream.
+    // Authentication: who is calling, as far as the request head (or the connection's client
+    // certificate) tells. A refused caller goes no further: its body is never read and nothing
+    // reaches the upstream.
     let caller = entry
         .auth
-        .authenticate(req.headers(), path.path(), via)
+        .authenticate(
+            req.headers(),
+            conn.client_certificate.as_ref(),
+            path.path(),
+            via,
+        )
         .await?;
     trace::passed(&mut cx.span, "sluice.authenticate");
 

@@ -1,13 +1,15 @@
-//! TLS for entry points: rustls (ring) from PEM files, rebuilt when the files change.
+//! TLS for entry points: rustls (ring) from PEM files, rebuilt when the files change; with a
+//! client CA, mutual TLS (client certificates verified by webpki), and why handshakes fail.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{CertificateError, RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
 /// Why certificates could not be used.
@@ -20,12 +22,18 @@ pub struct TlsError {
     pub message: String,
 }
 
-/// Builds an acceptor offering h2 and HTTP/1.1 by ALPN from a PEM chain and key.
-pub fn acceptor(
-    cert_pem: &[u8],
-    key_pem: &[u8],
-    paths: &sluice_proxy_config::Tls,
-) -> Result<TlsAcceptor, TlsError> {
+/// The PEM files of one entry point, as read.
+pub struct Files {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    /// The client CA bundle, with `tls.clientCaFile`.
+    pub client_ca: Option<Vec<u8>>,
+}
+
+/// Builds an acceptor offering h2 and HTTP/1.1 by ALPN from a PEM chain and key; with a client
+/// CA bundle, every client must present a certificate chaining to it.
+pub fn acceptor(files: &Files, paths: &sluice_proxy_config::Tls) -> Result<TlsAcceptor, TlsError> {
+    let (cert_pem, key_pem) = (&files.cert, &files.key);
     let err = |path: &Path, message: String| TlsError {
         path: path.to_path_buf(),
         message,
@@ -44,19 +52,69 @@ pub fn acceptor(
     let key = PrivateKeyDer::from_pem_slice(key_pem)
         .map_err(|e| err(&paths.key_file, format!("not a PEM private key: {e}")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| err(&paths.cert_file, e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| {
-            err(
-                &paths.key_file,
-                format!("does not fit the certificate: {e}"),
-            )
-        })?;
+        .map_err(|e| err(&paths.cert_file, e.to_string()))?;
+    let builder = match (&files.client_ca, &paths.client_ca_file) {
+        (Some(ca_pem), Some(ca_path)) => {
+            let roots = client_roots(ca_pem).map_err(|m| err(ca_path, m))?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| err(ca_path, format!("cannot verify clients with it: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+        err(
+            &paths.key_file,
+            format!("does not fit the certificate: {e}"),
+        )
+    })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The CA certificates of a PEM bundle.
+fn client_roots(pem: &[u8]) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("holds a certificate that is no CA: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("holds no certificate".into());
+    }
+    Ok(roots)
+}
+
+/// Why a handshake on a TLS entry point failed: the `reason` label of
+/// `sluice_tls_handshake_failures_total`.
+pub fn handshake_failure(error: &std::io::Error) -> &'static str {
+    let Some(tls) = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        // The client went away (or reset) mid-handshake: port checks, impatient clients.
+        return "closed";
+    };
+    match tls {
+        rustls::Error::NoCertificatesPresented => "no_certificate",
+        rustls::Error::InvalidCertificate(e) => match e {
+            CertificateError::UnknownIssuer => "unknown_ca",
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => "expired",
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "not_yet_valid"
+            }
+            _ => "bad_certificate",
+        },
+        // The client refused us (most often: it does not trust the server's certificate).
+        rustls::Error::AlertReceived(_) => "alert",
+        // Plain HTTP on a TLS port, no common version or cipher suite, garbage.
+        _ => "protocol",
+    }
 }
 
 /// Acceptors by file pair, rebuilt only when the files' content changes. Certificates are
@@ -64,7 +122,7 @@ pub fn acceptor(
 /// not file events.
 #[derive(Default)]
 pub struct TlsCache {
-    entries: HashMap<(PathBuf, PathBuf), Cached>,
+    entries: HashMap<sluice_proxy_config::Tls, Cached>,
 }
 
 struct Cached {
@@ -99,13 +157,20 @@ impl TlsCache {
                 message: format!("cannot read: {e}"),
             })
         };
-        let files = read(&paths.cert_file).and_then(|c| Ok((c, read(&paths.key_file)?)));
+        let files: Result<Files, TlsError> = (|| {
+            Ok(Files {
+                cert: read(&paths.cert_file)?,
+                key: read(&paths.key_file)?,
+                client_ca: paths.client_ca_file.as_deref().map(read).transpose()?,
+            })
+        })();
+        // The client CA is part of the content: a renewed bundle is picked up like a renewed
+        // certificate.
         let fp = match &files {
-            Ok((c, k)) => fingerprint(&[c, k]),
+            Ok(f) => fingerprint(&[&f.cert, &f.key, f.client_ca.as_deref().unwrap_or(b"-")]),
             Err(e) => fingerprint(&[e.message.as_bytes()]),
         };
-        let key = (paths.cert_file.clone(), paths.key_file.clone());
-        let cached = self.entries.entry(key).or_insert(Cached {
+        let cached = self.entries.entry(paths.clone()).or_insert(Cached {
             fingerprint: !fp,
             good: None,
             error: None,
@@ -129,7 +194,7 @@ impl TlsCache {
             };
         }
         cached.fingerprint = fp;
-        match files.and_then(|(c, k)| acceptor(&c, &k, paths)) {
+        match files.and_then(|f| acceptor(&f, paths)) {
             Ok(a) => {
                 cached.good = Some(a.clone());
                 cached.error = None;

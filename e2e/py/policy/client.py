@@ -4,6 +4,10 @@ Python of e2e/.venv-mcp2): lists the tools, then calls tools in order, recording
 returns or raises for each.
 
 usage: client.py --url URL/mcp --mode legacy|auto [--header 'K: V']... --call NAME[:JSON]...
+                 [--ca CA.pem [--cert CLIENT.crt --key CLIENT.key]]
+
+With --ca the URL is https and the server's certificate must chain to CA.pem; with --cert and
+--key the client presents that certificate (mutual TLS).
 
 Prints one JSON report on stdout:
   {"tools": [names] | null, "list_error"?: {...}, "connect_error"?: {...},
@@ -15,6 +19,7 @@ Exit status 0 when the report was written (errors are data here); everything is 
 import argparse
 import asyncio
 import json
+import ssl
 
 import httpx2
 from mcp import Client
@@ -41,8 +46,20 @@ async def run(args):
     return report
 
 
+def tls(args):
+    """What httpx verifies the server with (and presents, for mutual TLS)."""
+    if not args.ca:
+        return True
+    context = ssl.create_default_context(cafile=args.ca)
+    if args.cert:
+        context.load_cert_chain(args.cert, args.key)
+    return context
+
+
 async def session(args, headers, report):
-    http = httpx2.AsyncClient(headers=headers, timeout=args.timeout, trust_env=False)
+    http = httpx2.AsyncClient(
+        headers=headers, timeout=args.timeout, trust_env=False, verify=tls(args)
+    )
     async with http, Client(streamable_http_client(args.url, http_client=http), mode=args.mode) as client:
         try:
             listed = await client.list_tools()
@@ -68,6 +85,9 @@ def main():
     parser.add_argument("--header", action="append", default=[])
     parser.add_argument("--call", action="append", default=[])
     parser.add_argument("--timeout", type=float, default=20)
+    parser.add_argument("--ca")
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
     args = parser.parse_args()
     report = asyncio.run(asyncio.wait_for(run(args), timeout=args.timeout * 3))
     print(json.dumps(report))

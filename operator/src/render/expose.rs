@@ -11,7 +11,7 @@ use sluice_crds::route::{HttpRouteExpose, IngressExpose};
 use super::Object;
 use super::context::Context;
 use super::routes::PlannedRoute;
-use super::service::SERVICE_PORT;
+use super::service::entry_port_number;
 
 /// The Ingress or HTTPRoute of an exposed route; `None` for an in-cluster route.
 pub fn exposure(ctx: &Context<'_>, route: &PlannedRoute<'_>) -> Option<Object> {
@@ -58,7 +58,7 @@ fn ingress(ctx: &Context<'_>, route: &PlannedRoute<'_>, settings: &IngressExpose
         service: Some(IngressServiceBackend {
             name: route.key.name.clone(),
             port: Some(ServiceBackendPort {
-                number: Some(SERVICE_PORT),
+                number: Some(entry_port_number(spec.tls.is_some())),
                 ..ServiceBackendPort::default()
             }),
         }),
@@ -142,7 +142,7 @@ fn http_route(
                 matches,
                 backend_refs: vec![BackendRef {
                     name: route.key.name.clone(),
-                    port: SERVICE_PORT,
+                    port: entry_port_number(spec.tls.is_some()),
                 }],
             }],
         },

@@ -14,9 +14,11 @@ use crate::ports;
 use crate::render_error::RenderError;
 use crate::translate::{self, SidecarFiles, Site};
 
-/// `http://<service>.<namespace>.svc`: an entry point's in-cluster base URL.
-pub fn service_url(service: &str, namespace: &str) -> String {
-    format!("http://{service}.{namespace}.svc")
+/// `http://<service>.<namespace>.svc` (`https://` when the sidecar serves TLS on the entry
+/// point, whose Service port is then 443): an entry point's in-cluster base URL.
+pub fn service_url(service: &str, namespace: &str, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{service}.{namespace}.svc")
 }
 
 /// The MCP endpoint under a base URL that ends in the path prefix (or in the host for `/`).
@@ -259,7 +261,7 @@ fn candidate<'a>(
         check_public_url(url, &spec.path_prefix)
             .map_err(|message| invalid("spec.publicUrl", message))?;
     }
-    let service_url = service_url(&key.name, &key.namespace);
+    let service_url = service_url(&key.name, &key.namespace, spec.tls.is_some());
     let site = Site {
         object: key,
         name: &key.name,
@@ -267,6 +269,7 @@ fn candidate<'a>(
         path_prefix: &spec.path_prefix,
         public_url: public_url.as_deref(),
         service_url: &service_url,
+        tls: spec.tls.as_ref(),
     };
     let (entry_point, files) = translate::entry_point(server, &site, &spec.policy)?;
     let internal_url = mcp_endpoint(&with_prefix(&service_url, &spec.path_prefix));

@@ -63,8 +63,8 @@ pub fn render_server(
     };
     let key = &ctx.key;
 
-    let service_url = routes::service_url(&key.name, &key.namespace);
-    let site = translate::server_site(key, &service_url);
+    let service_url = routes::service_url(&key.name, &key.namespace, server.spec.tls.is_some());
+    let site = translate::server_site(key, &service_url, server.spec.tls.as_ref());
     let (server_entry_point, mut files) =
         translate::entry_point(server, &site, &server.spec.policy)?;
     let (planned, mut outcomes) = routes::plan(server, key, routes, observed, &mut warnings)?;

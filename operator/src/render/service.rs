@@ -9,15 +9,35 @@ use super::context::Context;
 use super::names::selector_labels;
 use super::routes::PlannedRoute;
 
-/// The port every entry point's Service exposes.
+/// The port a plain-HTTP entry point's Service exposes.
 pub const SERVICE_PORT: i32 = 80;
+/// The port of an entry point on which the sidecar serves TLS itself.
+pub const TLS_SERVICE_PORT: i32 = 443;
+
+/// An entry point's Service port number: 443 when the sidecar serves TLS on it, else 80.
+pub fn entry_port_number(tls: bool) -> i32 {
+    if tls { TLS_SERVICE_PORT } else { SERVICE_PORT }
+}
+
+/// An entry point's Service port: `http` on 80, or `https` on 443 with `appProtocol: https`
+/// (what Gateway implementations and meshes read to speak TLS to the backend).
+fn entry_port(tls: bool, target: u16) -> ServicePort {
+    if !tls {
+        return port("http", SERVICE_PORT, target);
+    }
+    ServicePort {
+        app_protocol: Some("https".into()),
+        ..port("https", TLS_SERVICE_PORT, target)
+    }
+}
 /// Name of the server Service's metrics port (the ServiceMonitor scrapes it).
 pub const METRICS_PORT_NAME: &str = "metrics";
 
-/// `<server>`: port 80 (`http`) → the sidecar's server entry point, 9090 (`metrics`) → admin.
+/// `<server>`: port 80 (`http`; 443 `https` with `spec.tls`) → the sidecar's server entry
+/// point, 9090 (`metrics`) → admin.
 pub fn server_service(ctx: &Context<'_>) -> Service {
     let ports = vec![
-        port("http", SERVICE_PORT, SERVER_LISTENER_PORT),
+        entry_port(ctx.server.spec.tls.is_some(), SERVER_LISTENER_PORT),
         port(METRICS_PORT_NAME, i32::from(ADMIN_PORT), ADMIN_PORT),
     ];
     Service {
@@ -27,10 +47,11 @@ pub fn server_service(ctx: &Context<'_>) -> Service {
     }
 }
 
-/// `<route>`: port 80 → the route's own listener port. The pod spec does not list that port
+/// `<route>`: port 80 (443 with `spec.tls`) → the route's own listener port. The pod spec does not list that port
 /// (a Service may target any port), so adding a route needs no rollout.
 pub fn route_service(ctx: &Context<'_>, route: &PlannedRoute<'_>) -> Service {
-    let ports = vec![port("http", SERVICE_PORT, route.accepted.listener_port)];
+    let tls = route.route.spec.tls.is_some();
+    let ports = vec![entry_port(tls, route.accepted.listener_port)];
     Service {
         metadata: ctx.route_metadata(route),
         spec: Some(spec(ctx, ports)),

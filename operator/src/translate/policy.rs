@@ -117,6 +117,17 @@ pub(super) fn auth(
                 ..OAuthAuth::default()
             })
         }
+        // The certificate is checked in the handshake; the client CA is `tls.clientCa`.
+        AuthMode::ClientCertificate => {
+            if site.tls.and_then(|t| t.client_ca.as_ref()).is_none() {
+                return Err(invalid_policy(
+                    object,
+                    format!("{AUTHN}.mode"),
+                    "mode clientCertificate needs tls.clientCa",
+                ));
+            }
+            Auth::ClientCertificate
+        }
         AuthMode::None => Auth::None,
     })
 }

@@ -22,6 +22,11 @@ pub enum Auth {
     /// Conduit's OAuth-proxy mode: a bearer is required, the upstream validates it.
     #[serde(rename = "oauth")]
     OAuth(OAuthAuth),
+    /// The client certificate verified by mutual TLS (needs `tls.clientCaFile`): the caller
+    /// is the certificate's first URI subject alternative name (a SPIFFE ID such as
+    /// `spiffe://cluster.local/ns/x/sa/y`), else its subject common name; a certificate with
+    /// neither is refused.
+    ClientCertificate,
     /// No authentication (development only).
     None,
 }
@@ -35,6 +40,7 @@ impl Auth {
             Auth::ServiceAccount(_) => "serviceAccount",
             Auth::Jwt(_) => "jwt",
             Auth::OAuth(_) => "oauth",
+            Auth::ClientCertificate => "clientCertificate",
             Auth::None => "none",
         }
     }

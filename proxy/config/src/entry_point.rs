@@ -67,14 +67,20 @@ fn default_path_prefix() -> String {
     "/".into()
 }
 
-/// TLS certificate and key (PEM).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// TLS certificate and key (PEM), and optionally the CA that client certificates must chain to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Tls {
     /// Certificate chain.
     pub cert_file: PathBuf,
     /// Private key.
     pub key_file: PathBuf,
+    /// CA bundle (PEM) client certificates must chain to (mutual TLS). Set, every caller must
+    /// present a valid, unexpired certificate from one of these CAs or the handshake is
+    /// refused (counted in `sluice_tls_handshake_failures_total`); re-read when it changes.
+    /// Needed by auth mode `clientCertificate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// Where the injected upstream Phabricator token comes from.

@@ -331,6 +331,20 @@ fn check_entry_point(config: &ProxyConfig, ep: &EntryPoint, at: &str, c: &mut Co
         if tls.key_file.as_os_str().is_empty() {
             c.push(format!("{at}.tls.keyFile"), "must not be empty");
         }
+        if tls
+            .client_ca_file
+            .as_ref()
+            .is_some_and(|f| f.as_os_str().is_empty())
+        {
+            c.push(format!("{at}.tls.clientCaFile"), "must not be empty");
+        }
+    }
+    let client_ca = ep.tls.as_ref().and_then(|t| t.client_ca_file.as_ref());
+    if matches!(ep.auth, Auth::ClientCertificate) && client_ca.is_none() {
+        c.push(
+            format!("{at}.tls.clientCaFile"),
+            "auth mode clientCertificate needs a client CA: set tls.clientCaFile",
+        );
     }
     check_auth(config, &ep.auth, &format!("{at}.auth"), c);
     check_root_discovery(ep, at, c);
@@ -451,7 +465,7 @@ fn check_auth(config: &ProxyConfig, auth: &Auth, at: &str, c: &mut Collector) {
                 c.push(format!("{at}.identityClaim"), "must not be empty");
             }
         }
-        Auth::None => {}
+        Auth::ClientCertificate | Auth::None => {}
     }
 }
 

@@ -333,3 +333,34 @@ fn the_audit_log_goes_to_stdout_unless_a_file_is_named() {
         assert!(err.contains(problem), "{audit}: {err}");
     }
 }
+
+#[test]
+fn client_certificate_auth_needs_a_client_ca_named_by_field() {
+    let mode = "    auth:\n      mode: phabricatorToken\n      verify:\n        cacheTtl: 10m\n";
+    let with = |entry: &str| FULL.replace(mode, entry);
+    let ok = ProxyConfig::from_yaml(&with(
+        "    tls:\n      certFile: /tls/tls.crt\n      keyFile: /tls/tls.key\n      clientCaFile: /client-ca/ca.crt\n    auth:\n      mode: clientCertificate\n",
+    ))
+    .unwrap();
+    let ep = &ok.entry_points[0];
+    assert_eq!(ep.auth, Auth::ClientCertificate);
+    assert_eq!(
+        ep.tls.as_ref().and_then(|t| t.client_ca_file.as_deref()),
+        Some(std::path::Path::new("/client-ca/ca.crt"))
+    );
+
+    for missing in [
+        "    auth:\n      mode: clientCertificate\n",
+        "    tls:\n      certFile: /tls/tls.crt\n      keyFile: /tls/tls.key\n    auth:\n      mode: clientCertificate\n",
+    ] {
+        let err = ProxyConfig::from_yaml(&with(missing))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "entryPoints[0].tls.clientCaFile: auth mode clientCertificate needs a client CA"
+            ),
+            "{err}"
+        );
+    }
+}

@@ -68,6 +68,21 @@ impl Challenges {
         }
     }
 
+    /// The challenges of an entry point that names callers by their TLS client certificate:
+    /// no `Bearer`, or an OAuth-capable client would start a login that cannot help (RFC 9110
+    /// §11.6.1 requires some challenge with a 401).
+    pub fn client_certificate() -> Self {
+        Self {
+            plain: HeaderValue::from_static(r#"ClientCertificate realm="sluice""#),
+            invalid_request: HeaderValue::from_static(
+                r#"ClientCertificate realm="sluice", error="invalid_request""#,
+            ),
+            invalid_token: HeaderValue::from_static(
+                r#"ClientCertificate realm="sluice", error="invalid_token""#,
+            ),
+        }
+    }
+
     /// The challenge for a refusal with `failure`.
     pub fn for_failure(&self, failure: Failure) -> &HeaderValue {
         match failure {

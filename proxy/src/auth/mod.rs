@@ -8,6 +8,7 @@
 
 pub mod api_key;
 pub mod challenge;
+pub mod client_certificate;
 pub mod credential;
 pub mod jwks;
 pub mod jwt;
@@ -30,6 +31,7 @@ use http::{HeaderMap, HeaderValue};
 use percent_encoding::percent_decode_str;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use rustls::pki_types::CertificateDer;
 use sluice_proxy_config::{Auth, EntryPoint, ProxyConfig};
 
 pub use store::Store;
@@ -78,6 +80,9 @@ pub enum Failure {
     /// The credential is not known yet and the entry point's bound on identity lookups is
     /// reached ([`lookups`]).
     Throttled,
+    /// A verified client certificate that names nobody: no URI subject alternative name and
+    /// no subject common name ([`client_certificate`]).
+    NoIdentity,
 }
 
 impl Failure {
@@ -101,11 +106,14 @@ impl Failure {
             Failure::NoUpstreamToken => "no upstream credential is configured for this caller",
             Failure::Unavailable => "the credential cannot be verified now; retry later",
             Failure::Throttled => "too many credentials are being verified right now; retry later",
+            Failure::NoIdentity => {
+                "the client certificate names no identity (no URI subject alternative name, no subject common name)"
+            }
         }
     }
 
     /// Every failure, in label order.
-    pub const ALL: [Failure; 15] = [
+    pub const ALL: [Failure; 16] = [
         Failure::Missing,
         Failure::Ambiguous,
         Failure::Oversized,
@@ -121,6 +129,7 @@ impl Failure {
         Failure::NoUpstreamToken,
         Failure::Unavailable,
         Failure::Throttled,
+        Failure::NoIdentity,
     ];
 
     /// The metric label.
@@ -141,6 +150,7 @@ impl Failure {
             Failure::NoUpstreamToken => "no_upstream_token",
             Failure::Unavailable => "unavailable",
             Failure::Throttled => "throttled",
+            Failure::NoIdentity => "no_identity",
         }
     }
 }
@@ -240,6 +250,8 @@ enum Mode {
     ServiceAccount(service_account::ServiceAccounts),
     Jwt(jwt::Jwt),
     OAuth(oauth::OAuth),
+    /// The verified client certificate names the caller.
+    ClientCertificate,
 }
 
 /// Who is calling, as far as the request head tells.
@@ -291,6 +303,7 @@ impl Authenticator {
             }
             Auth::Jwt(j) => Mode::Jwt(jwt::Jwt::new(j, store)),
             Auth::OAuth(o) => Mode::OAuth(oauth::OAuth::new(o, config.upstream.sessions, store)),
+            Auth::ClientCertificate => Mode::ClientCertificate,
         };
         let scopes = match (&ep.auth, &ep.discovery) {
             (Auth::Jwt(j), _) if !j.scopes.is_empty() => j.scopes.clone(),
@@ -306,6 +319,7 @@ impl Authenticator {
         // OAuth-capable client into a login that cannot work.
         let challenges = match ep.auth {
             Auth::PhabricatorToken(_) => Challenges::header_token(),
+            Auth::ClientCertificate => Challenges::client_certificate(),
             _ => Challenges::new(metadata.as_deref(), &scopes),
         };
         Self {
@@ -330,11 +344,13 @@ impl Authenticator {
         matches!(self.mode, Mode::OAuth(_))
     }
 
-    /// Who is calling, as far as the head tells: refused here, a caller goes no further (its
-    /// body is never read). `path` is the upstream path.
+    /// Who is calling, as far as the head (and the connection's verified client certificate,
+    /// `client_certificate`) tells: refused here, a caller goes no further (its body is never
+    /// read). `path` is the upstream path.
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
+        client_certificate: Option<&CertificateDer<'_>>,
         path: &str,
         via: Via<'_>,
     ) -> Result<Caller, Refusal> {
@@ -344,6 +360,7 @@ impl Authenticator {
             Mode::ApiKey(a) => a.authenticate(headers),
             Mode::ServiceAccount(s) => s.authenticate(headers, &self.counters).await,
             Mode::Jwt(j) => j.authenticate(headers, &self.counters).await,
+            Mode::ClientCertificate => client_certificate::authenticate(client_certificate),
             Mode::OAuth(_) if is_oauth_flow(path) => return Ok(Caller::Nobody),
             Mode::OAuth(_) => {
                 return oauth::OAuth::bearer(headers)
@@ -467,6 +484,9 @@ fn hint(auth: &Auth) -> &'static str {
         }
         Auth::Jwt(_) => "; send a token of the configured issuer as Authorization: Bearer <token>",
         Auth::OAuth(_) => "; sign in with OAuth (WWW-Authenticate names the metadata)",
+        Auth::ClientCertificate => {
+            "; connect with TLS presenting a client certificate issued by this entry point's client CA"
+        }
         Auth::None => "",
     }
 }
@@ -551,7 +571,7 @@ mod tests {
     fn short_ids_are_sha256_prefixes() {
         // sha256("abc") = ba7816bf8f01cfea…
         assert_eq!(short_id("abc"), "ba7816bf8f01");
-        assert_eq!(Failure::ALL.len(), 15);
+        assert_eq!(Failure::ALL.len(), 16);
         let labels: std::collections::HashSet<_> = Failure::ALL.iter().map(|f| f.label()).collect();
         assert_eq!(labels.len(), Failure::ALL.len());
     }

@@ -9,6 +9,7 @@ pub mod conduit;
 pub mod issuer;
 pub mod phabricator;
 pub mod redis;
+pub mod secret_dir;
 pub mod serve;
 pub mod token_review;
 
