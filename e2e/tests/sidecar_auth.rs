@@ -269,7 +269,7 @@ fn the_sdk_client_over_mutual_tls_is_named_by_its_certificate() {
     std::fs::write(
         &path,
         format!(
-            "upstream:\n  url: http://127.0.0.1:{upstream}\nadmin:\n  listen: 127.0.0.1:{admin}\nentryPoints:\n  - name: mtls\n    listen: 127.0.0.1:{port}\n    tls:\n      certFile: {}\n      keyFile: {}\n      clientCaFile: {}\n    auth:\n      mode: clientCertificate\n    tools:\n      deny: [\"pha_task_*\"]\n      rules:\n        - identities: [\"{spiffe}\"]\n          allow: [\"pha_task_*\"]\n",
+            "upstream:\n  url: http://127.0.0.1:{upstream}\nadmin:\n  listen: 127.0.0.1:{admin}\nlog:\n  format: json\nentryPoints:\n  - name: mtls\n    listen: 127.0.0.1:{port}\n    tls:\n      certFile: {}\n      keyFile: {}\n      clientCaFile: {}\n    auth:\n      mode: clientCertificate\n    tools:\n      deny: [\"pha_task_*\"]\n      rules:\n        - identities: [\"{spiffe}\"]\n          allow: [\"pha_task_*\"]\n",
             file("tls.crt"),
             file("tls.key"),
             file("ca.crt"),
@@ -311,6 +311,30 @@ fn the_sdk_client_over_mutual_tls_is_named_by_its_certificate() {
     let call = &report["calls"][0];
     assert_eq!(call["ok"], true, "{report}");
     assert_eq!(call["text"], "T7: fix the build", "{report}");
+
+    // The audit line names the caller by its certificate (the sidecar writes in batches).
+    let audit = |process: &Process| -> Option<Value> {
+        (process.stdout() + &process.stderr())
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|e| e["target"] == "audit" && e["tool"] == "pha_task_get")
+    };
+    let deadline = std::time::Instant::now() + START;
+    let line = loop {
+        if let Some(line) = audit(&proxy) {
+            break line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no audit line for the call:\n{}",
+            proxy.stdout()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    println!("audit line of the call over mutual TLS: {line}");
+    assert_eq!(line["identity"], spiffe, "{line}");
+    assert_eq!(line["decision"], "allowed", "{line}");
+    assert_eq!(line["entry_point"], "mtls", "{line}");
 
     let metrics = http::get(&format!("http://127.0.0.1:{admin}/metrics"), &[]).unwrap();
     let line =
