@@ -506,8 +506,8 @@ pub struct ProxySpec {
     /// Log format: `json` (one object per line) or `text`.
     #[serde(default)]
     pub log_format: LogFormat,
-    /// How the sidecar checks that Conduit answers MCP, which decides the pod's readiness and
-    /// Conduit's liveness.
+    /// How the sidecar checks that the server (Conduit or `container`) answers MCP, which
+    /// decides the pod's readiness and the server's liveness.
     #[serde(default)]
     pub upstream_check: UpstreamCheck,
     /// The deprecated HTTP+SSE transport of MCP 2024-11-05, which the sidecar serves itself
@@ -573,13 +573,14 @@ fn default_sampling_ratio() -> String {
     "1".into()
 }
 
-/// The sidecar's check of Conduit: on an interval it sends an MCP `initialize` (and
-/// `tools/list`, ending any session it opened) without credentials over loopback. Conduit in
-/// OAuth mode answers 401 with its OAuth challenge, which counts as answering. After
+/// The sidecar's check of the server: on an interval it sends an MCP `initialize` (and
+/// `tools/list`, ending any session it opened) without credentials over loopback. A server
+/// that answers 401 with an OAuth challenge (Conduit in OAuth mode) counts as answering. After
 /// `failureThreshold` checks in a row without an answer the pod is no longer ready (`/readyz`
-/// says why), and Conduit's liveness probe, which the sidecar answers on its behalf
-/// (`/upstream/livez` on the admin port; Conduit's image has no shell and no health route),
-/// fails too: after three more failed probes, 10 s apart, the kubelet restarts Conduit.
+/// says why), and the server's liveness probe, which the sidecar answers on its behalf
+/// (`/upstream/livez` on the admin port; Conduit's image has no shell and no health route, and
+/// a `container` server's need none), fails too: after three more failed probes, 10 s apart,
+/// the kubelet restarts the server.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = kube::core::Rule::new("duration(self.timeout) < duration(self.interval)").message("proxy.upstreamCheck.timeout must be shorter than proxy.upstreamCheck.interval").field_path(".timeout"))]
@@ -593,7 +594,7 @@ pub struct UpstreamCheck {
     #[serde(default = "default_check_timeout")]
     #[schemars(length(max = 16), regex(pattern = DURATION))]
     pub timeout: String,
-    /// Checks in a row without an answer before Conduit counts as not answering.
+    /// Checks in a row without an answer before the server counts as not answering.
     #[serde(default = "default_check_failure_threshold")]
     #[schemars(range(min = 1, max = 20))]
     pub failure_threshold: u32,

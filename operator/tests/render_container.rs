@@ -245,7 +245,15 @@ fn the_network_policy_opens_nothing_phabricators_only_what_the_user_adds() {
 
 #[test]
 fn the_servers_secrets_and_config_maps_roll_the_pods_when_they_change() {
-    let server = everything().build();
+    let server = everything()
+        .set(
+            "container.envFrom",
+            json!([
+                {"configMapRef": {"name": "everything-settings"}},
+                {"secretRef": {"name": "extras", "optional": true}},
+            ]),
+        )
+        .build();
     let rendered = render_server(&server, &[], &Observed::default());
     for (kind, name) in [
         ("Secret", "upstream-api"),
@@ -258,6 +266,10 @@ fn the_servers_secrets_and_config_maps_roll_the_pods_when_they_change() {
             .unwrap_or_else(|| panic!("no reference to {kind} {name}"));
         assert_eq!(reference.on_change, OnChange::Rollout, "{kind} {name}");
     }
+    assert!(
+        rendered.references.iter().all(|r| r.name != "extras"),
+        "an optional Secret is no reference: the pods start without it"
+    );
     let hash = |observed: &Observed| {
         let rendered = render_server(&server, &[], observed);
         let docs = render_fixtures::objects_documents(&rendered.objects);

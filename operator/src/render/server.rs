@@ -250,20 +250,35 @@ fn references(server: &McpServer, files: &SidecarFiles) -> Vec<Reference> {
     {
         add("Secret", &oauth.client_secret_ref.name, OnChange::Rollout);
     }
+    // A `container` server's environment. One marked optional is left out: the pods start
+    // without it, so its absence is no fault to report (nor is its arrival a rollout).
     if let Some(container) = &server.spec.container {
+        let required = |optional: Option<bool>| optional != Some(true);
         for source in container.env.iter().filter_map(|e| e.value_from.as_ref()) {
-            if let Some(r) = &source.secret_key_ref {
+            if let Some(r) = source
+                .secret_key_ref
+                .as_ref()
+                .filter(|r| required(r.optional))
+            {
                 add("Secret", &r.name, OnChange::Rollout);
             }
-            if let Some(r) = &source.config_map_key_ref {
+            if let Some(r) = source
+                .config_map_key_ref
+                .as_ref()
+                .filter(|r| required(r.optional))
+            {
                 add("ConfigMap", &r.name, OnChange::Rollout);
             }
         }
         for source in &container.env_from {
-            if let Some(r) = &source.secret_ref {
+            if let Some(r) = source.secret_ref.as_ref().filter(|r| required(r.optional)) {
                 add("Secret", &r.name, OnChange::Rollout);
             }
-            if let Some(r) = &source.config_map_ref {
+            if let Some(r) = source
+                .config_map_ref
+                .as_ref()
+                .filter(|r| required(r.optional))
+            {
                 add("ConfigMap", &r.name, OnChange::Rollout);
             }
         }

@@ -134,7 +134,7 @@ fn conduit(
     }
 }
 
-/// The path of the sidecar's admin port that answers whether Conduit answers MCP.
+/// The path of the sidecar's admin port that answers whether the server answers MCP.
 pub const UPSTREAM_LIVENESS_PATH: &str = "/upstream/livez";
 
 /// A probe of Conduit that the sidecar answers: Conduit's image has no shell (no exec probe)
