@@ -6,6 +6,7 @@
 //! generated schema; nothing here knows how the objects are turned into a Deployment.
 
 pub mod conditions;
+pub mod container;
 pub mod defaults;
 pub mod policy;
 pub mod refs;

@@ -1,4 +1,5 @@
-//! `McpServer`: one Conduit deployment with its sidecar, Service and policy.
+//! `McpServer`: one MCP server (Conduit, or any image) deployment with its sidecar, Service
+//! and policy.
 
 use std::collections::BTreeMap;
 
@@ -16,15 +17,15 @@ use crate::policy::{CIDRS_RULE, DURATION, Policy};
 use crate::refs::{ConfigMapKeyRef, DNS_SUBDOMAIN, SecretKeyRef, SecretRef};
 use crate::route::DiscoveryUrls;
 
-/// The Phabricator MCP server (Conduit) run by Sluice: a Deployment whose pods hold Conduit
-/// behind the sluice-proxy sidecar, a Service for in-cluster callers, and the policy that
-/// guards it.
+/// An MCP server run by Sluice, the Phabricator MCP server (Conduit) or any image serving
+/// Streamable HTTP: a Deployment whose pods hold the server behind the sluice-proxy sidecar, a
+/// Service for in-cluster callers, and the policy that guards it.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
     group = "sluice.dev",
     version = "v1alpha1",
     kind = "McpServer",
-    doc = "An McpServer runs the Phabricator MCP server (Conduit) behind the sluice-proxy sidecar.",
+    doc = "An McpServer runs an MCP server, the Phabricator MCP server (Conduit) or any image serving Streamable HTTP, behind the sluice-proxy sidecar.",
     namespaced,
     status = "McpServerStatus",
     shortname = "mcps",
@@ -57,15 +58,33 @@ use crate::route::DiscoveryUrls;
 #[x_kube(validation = kube::core::Rule::new("!has(self.policy) || !has(self.policy.rateLimits) || !self.policy.rateLimits.exists(r, r.scope == 'global') || has(self.redis)").message("a global rate limit needs spec.redis").field_path(".redis"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.policy) || !has(self.policy.authentication) || !has(self.policy.authentication.mode) || self.policy.authentication.mode != 'oauth' || self.auth.mode == 'oauth'").message("policy.authentication.mode oauth needs auth.mode oauth").field_path(".policy.authentication.mode"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.policy) || !has(self.policy.authentication) || !has(self.policy.authentication.mode) || self.policy.authentication.mode == 'oauth' || self.auth.mode != 'oauth'").message("in auth.mode oauth, Conduit checks bearer tokens itself: policy.authentication.mode must be oauth").field_path(".policy.authentication.mode"))]
+#[x_kube(validation = kube::core::Rule::new("has(self.phabricator) != has(self.container)").message("exactly one of phabricator (Conduit) or container (any MCP server image) must be set").field_path(".phabricator"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.container) || !has(self.image)").message("image is Conduit's: with container, name the image in container.image").field_path(".image"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.container) || self.auth.mode == 'headerToken'").message("auth.mode oauth runs Conduit's OAuth proxy: it needs phabricator (Conduit), not container").field_path(".auth.mode"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.container) || (has(self.policy) && has(self.policy.authentication) && has(self.policy.authentication.mode) && self.policy.authentication.mode != 'phabricatorToken')").message("with container, policy.authentication.mode must be set, and not phabricatorToken (Phabricator's API tokens, Conduit only)").field_path(".policy.authentication.mode"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.container) || !has(self.policy) || !has(self.policy.upstreamToken)").message("policy.upstreamToken sends a Phabricator token (X-PHABRICATOR-TOKEN): it needs phabricator (Conduit), not container").field_path(".policy.upstreamToken"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.container) || !has(self.networkPolicy) || !has(self.networkPolicy.egressDestinations) || !has(self.networkPolicy.egressDestinations.phabricator)").message("networkPolicy.egressDestinations.phabricator needs phabricator (Conduit): with container, open the server's destinations in networkPolicy.egress").field_path(".networkPolicy.egressDestinations.phabricator"))]
 pub struct McpServerSpec {
-    /// The Phabricator (or Phorge) instance Conduit talks to.
-    pub phabricator: Phabricator,
+    /// The Phabricator (or Phorge) instance Conduit talks to: the server is Conduit, the
+    /// Phabricator MCP server. Exactly one of `phabricator` and `container`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phabricator: Option<Phabricator>,
 
-    /// How Conduit authenticates its calls to Phabricator.
+    /// Any MCP server image that serves Streamable HTTP, instead of Conduit. Exactly one of
+    /// `phabricator` and `container`. Without Conduit, `auth`, `image`,
+    /// `policy.upstreamToken`, `networkPolicy.egressDestinations.phabricator` and
+    /// authentication mode `phabricatorToken` do not apply, and `policy.authentication.mode`
+    /// must be set. The NetworkPolicy opens nothing for the server's own connections: add
+    /// what it reaches to `networkPolicy.egress`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<crate::container::ServerContainer>,
+
+    /// How Conduit authenticates its calls to Phabricator (Conduit only).
     #[serde(default)]
     pub auth: UpstreamAuth,
 
-    /// Conduit container image. Defaults to the release this operator is tested with
+    /// Conduit container image (Conduit only; `container.image` names any other server's).
+    /// Defaults to the release this operator is tested with
     /// (`ghcr.io/skroutz/conduit:0.2.2` unless the operator is configured otherwise). Pin by
     /// digest in production.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,12 +123,14 @@ pub struct McpServerSpec {
     pub session_affinity: SessionAffinity,
 
     /// `stateless` (default): every request stands alone, any replica can serve it.
-    /// `stateful`: Conduit hands out `Mcp-Session-Id` and keeps sessions in memory.
+    /// `stateful`: the server hands out `Mcp-Session-Id` and keeps sessions in memory.
+    /// Conduit is started in the mode named; a `container` server must be configured (its
+    /// `args` or `env`) to serve the mode named here.
     #[serde(default)]
     pub sessions: Sessions,
 
-    /// Compute resources of the Conduit container. Defaults: requests 100m CPU and 128Mi
-    /// memory, limit 512Mi memory.
+    /// Compute resources of the server's container (Conduit or `container`). Defaults:
+    /// requests 100m CPU and 128Mi memory, limit 512Mi memory.
     #[serde(default = "default_conduit_resources")]
     pub resources: ResourceRequirements,
 
@@ -485,8 +506,8 @@ pub struct ProxySpec {
     /// Log format: `json` (one object per line) or `text`.
     #[serde(default)]
     pub log_format: LogFormat,
-    /// How the sidecar checks that Conduit answers MCP, which decides the pod's readiness and
-    /// Conduit's liveness.
+    /// How the sidecar checks that the server (Conduit or `container`) answers MCP, which
+    /// decides the pod's readiness and the server's liveness.
     #[serde(default)]
     pub upstream_check: UpstreamCheck,
     /// The deprecated HTTP+SSE transport of MCP 2024-11-05, which the sidecar serves itself
@@ -552,13 +573,14 @@ fn default_sampling_ratio() -> String {
     "1".into()
 }
 
-/// The sidecar's check of Conduit: on an interval it sends an MCP `initialize` (and
-/// `tools/list`, ending any session it opened) without credentials over loopback. Conduit in
-/// OAuth mode answers 401 with its OAuth challenge, which counts as answering. After
+/// The sidecar's check of the server: on an interval it sends an MCP `initialize` (and
+/// `tools/list`, ending any session it opened) without credentials over loopback. A server
+/// that answers 401 with an OAuth challenge (Conduit in OAuth mode) counts as answering. After
 /// `failureThreshold` checks in a row without an answer the pod is no longer ready (`/readyz`
-/// says why), and Conduit's liveness probe, which the sidecar answers on its behalf
-/// (`/upstream/livez` on the admin port; Conduit's image has no shell and no health route),
-/// fails too: after three more failed probes, 10 s apart, the kubelet restarts Conduit.
+/// says why), and the server's liveness probe, which the sidecar answers on its behalf
+/// (`/upstream/livez` on the admin port; Conduit's image has no shell and no health route, and
+/// a `container` server's need none), fails too: after three more failed probes, 10 s apart,
+/// the kubelet restarts the server.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = kube::core::Rule::new("duration(self.timeout) < duration(self.interval)").message("proxy.upstreamCheck.timeout must be shorter than proxy.upstreamCheck.interval").field_path(".timeout"))]
@@ -572,7 +594,7 @@ pub struct UpstreamCheck {
     #[serde(default = "default_check_timeout")]
     #[schemars(length(max = 16), regex(pattern = DURATION))]
     pub timeout: String,
-    /// Checks in a row without an answer before Conduit counts as not answering.
+    /// Checks in a row without an answer before the server counts as not answering.
     #[serde(default = "default_check_failure_threshold")]
     #[schemars(range(min = 1, max = 20))]
     pub failure_threshold: u32,

@@ -399,6 +399,67 @@ spec:
     );
 }
 
+/// A `container` server with every field that reaches the pod (command, env from a Secret,
+/// envFrom, writable paths, the UID opt-out) renders a Deployment valid against both
+/// schemas. (The everything-http example covers the plainer case.)
+#[test]
+fn rendered_container_servers_are_valid() {
+    let manifest = "apiVersion: sluice.dev/v1alpha1
+kind: McpServer
+metadata: {name: any, namespace: tools}
+spec:
+  container:
+    image: ghcr.io/example/mcp-server:1.2.3
+    command: [node, dist/index.js]
+    args: [streamableHttp]
+    env:
+      - {name: PORT, value: '3001'}
+      - name: API_TOKEN
+        valueFrom: {secretKeyRef: {name: upstream-api, key: token}}
+    envFrom:
+      - configMapRef: {name: any-settings}
+      - {prefix: DB_, secretRef: {name: any-db}}
+    port: 3001
+    writablePaths:
+      - {path: /home/node/.cache, sizeLimit: 1Gi}
+      - {path: /tmp, sizeLimit: 256Mi}
+    runAsUser: 1000
+  sessions: stateful
+  policy:
+    authentication: {mode: apiKey, apiKey: {secretRef: {name: any-keys}}}
+  networkPolicy:
+    egress:
+      - to: [{ipBlock: {cidr: 10.20.0.0/16}}]
+        ports: [{port: 5432, protocol: TCP}]
+";
+    let rendered = render::render_stdin(manifest).unwrap();
+    let report = kubernetes::validate_yaml(&rendered, &KUBERNETES_VERSIONS).unwrap();
+    assert_valid(&report);
+    assert_eq!(report.unvalidated_types(), BTreeSet::new());
+    let valid = |kind: &str| {
+        report
+            .documents
+            .iter()
+            .filter(|d| d.kind.as_deref() == Some(kind))
+            .filter(|d| d.results.values().all(|r| r.status == Status::Valid))
+            .count()
+    };
+    assert_eq!(
+        (valid("Deployment"), valid("NetworkPolicy")),
+        (1, 1),
+        "{report:#?}"
+    );
+
+    // Not vacuous: what was validated carries the container's fields.
+    let docs = serde_saphyr::from_multiple::<serde_json::Value>(&rendered).unwrap();
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let server = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(server["name"], "mcp-server");
+    assert_eq!(server["envFrom"][1]["prefix"], "DB_");
+    assert_eq!(server["securityContext"]["runAsUser"], 1000);
+    assert_eq!(server["volumeMounts"][1]["mountPath"], "/tmp");
+}
+
 /// The validator really rejects what the API server would: without this, a validator that
 /// accepted everything would make the tests above pass vacuously.
 #[test]

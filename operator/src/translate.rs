@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use sluice_crds::McpServer;
-use sluice_crds::defaults::{ADMIN_PORT, SERVER_LISTENER_PORT};
+use sluice_crds::defaults::{ADMIN_PORT, CONDUIT_PORT, SERVER_LISTENER_PORT};
 use sluice_crds::policy::Policy;
 use sluice_crds::server::{self, UpstreamAuthMode};
 use sluice_crds::tls::EntryPointTls;
@@ -85,7 +85,7 @@ pub(crate) fn entry_point(
     let upstream_token = policy
         .upstream_token
         .as_ref()
-        .map(|token| policy::upstream_token(site, token, &mut files))
+        .map(|token| policy::upstream_token(server, site, token, &mut files))
         .transpose()?;
     let max_body_bytes = u64::try_from(policy.max_body_bytes)
         .ok()
@@ -158,11 +158,14 @@ pub(crate) fn proxy_config(
     files: &mut SidecarFiles,
 ) -> Result<ProxyConfig, RenderError> {
     let spec = &server.spec;
-    let mut phabricator = PhabricatorApi::new(phabricator_api_url(&spec.phabricator.url));
-    phabricator.insecure_skip_verify = spec.phabricator.insecure_skip_verify;
-    if spec.phabricator.ca_bundle.is_some() {
-        phabricator.ca_file = Some(files.phabricator_ca());
-    }
+    let phabricator = spec.phabricator.as_ref().map(|p| {
+        let mut api = PhabricatorApi::new(phabricator_api_url(&p.url));
+        api.insecure_skip_verify = p.insecure_skip_verify;
+        if p.ca_bundle.is_some() {
+            api.ca_file = Some(files.phabricator_ca());
+        }
+        api
+    });
     let redis = spec
         .redis
         .as_ref()
@@ -170,6 +173,7 @@ pub(crate) fn proxy_config(
         .transpose()?;
     let config = ProxyConfig {
         upstream: Upstream {
+            url: format!("http://127.0.0.1:{}", upstream_port(key, spec)?),
             sessions: match spec.sessions {
                 server::Sessions::Stateless => sluice_proxy_config::Sessions::Stateless,
                 server::Sessions::Stateful => sluice_proxy_config::Sessions::Stateful,
@@ -187,7 +191,7 @@ pub(crate) fn proxy_config(
         legacy_sse: legacy_sse(key, &spec.proxy.legacy_sse)?,
         shutdown: Shutdown::default(),
         log: log(&spec.proxy),
-        phabricator: Some(phabricator),
+        phabricator,
         redis,
         tracing: spec
             .proxy
@@ -342,6 +346,24 @@ pub(crate) fn phabricator_api_url(url: &str) -> String {
     } else {
         format!("{base}/api/")
     }
+}
+
+/// The port the server listens on, on the pod's loopback: Conduit's, or `container.port`.
+pub(crate) fn upstream_port(
+    key: &ObjectKey,
+    spec: &server::McpServerSpec,
+) -> Result<u16, RenderError> {
+    let Some(container) = &spec.container else {
+        return Ok(CONDUIT_PORT);
+    };
+    u16::try_from(container.port)
+        .ok()
+        .filter(|port| *port > 0)
+        .ok_or_else(|| RenderError::InvalidSpec {
+            object: key.clone(),
+            field: "spec.container.port".into(),
+            message: "must be a port from 1 to 65535".into(),
+        })
 }
 
 /// Whether the server's Conduit runs its OAuth proxy.

@@ -95,7 +95,7 @@ impl Verifier {
             return Verification {
                 verdict: Verdict::unknown(
                     reasons::NO_READY_POD,
-                    "no pod is ready, so no sidecar to ask whether Conduit answers MCP",
+                    "no pod is ready, so no sidecar to ask whether the server answers MCP",
                 ),
                 info: None,
             };
@@ -164,7 +164,7 @@ pub fn verification(url: &str, answer: Result<SidecarReport, String>) -> Verific
             verdict: Verdict::no(
                 reasons::NOT_ANSWERING,
                 format!(
-                    "Conduit did not answer the sidecar's last {} MCP checks: {why}",
+                    "the server did not answer the sidecar's last {} MCP checks: {why}",
                     report.consecutive_misses
                 ),
             ),
@@ -175,7 +175,7 @@ pub fn verification(url: &str, answer: Result<SidecarReport, String>) -> Verific
         return Verification {
             verdict: Verdict::yes(
                 reasons::ANSWERS_BEHIND_OAUTH,
-                "Conduit answers MCP requests with its OAuth challenge; its name, version and tools are shown to logged-in callers only",
+                "the server answers MCP requests with an OAuth challenge; its name, version and tools are shown to logged-in callers only",
             ),
             info: None,
         };

@@ -17,10 +17,10 @@ pub struct Context<'a> {
     pub key: ObjectKey,
     /// Owner of the server's own objects (a route's objects are owned by the route).
     pub owner: Owner,
-    /// `app.kubernetes.io/version`: the Conduit image tag.
+    /// `app.kubernetes.io/version`: the server image's tag.
     pub version: Option<String>,
-    /// `spec.image`, else the operator's default.
-    pub conduit_image: String,
+    /// `spec.container.image`; for Conduit `spec.image`, else the operator's default.
+    pub server_image: String,
     /// `spec.proxy.image`, else the operator's default.
     pub proxy_image: String,
 }

@@ -178,8 +178,8 @@ pub struct Reference {
 /// What a change to a referenced object needs to take effect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum OnChange {
-    /// A new rollout (read only at start: Conduit's env variables and CA bundle, the
-    /// sidecar's trace export headers).
+    /// A new rollout (read only at start: the server's env variables, Conduit's CA bundle,
+    /// the sidecar's trace export headers).
     Rollout,
     /// Nothing: the sidecar re-reads the mounted files.
     Reload,

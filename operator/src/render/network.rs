@@ -176,10 +176,11 @@ fn destinations<'a>(
     let spec = &ctx.server.spec;
     let cidrs = &spec.network_policy.egress_destinations;
 
+    // A `container` server's own destinations are unknown: `networkPolicy.egress` opens them.
     let mut phabricator = BTreeSet::new();
-    phabricator.extend(url_port(&spec.phabricator.url));
-    if let Some(proxy) = &spec.phabricator.proxy {
-        phabricator.extend(url_port(proxy));
+    if let Some(p) = &spec.phabricator {
+        phabricator.extend(url_port(&p.url));
+        phabricator.extend(p.proxy.as_deref().and_then(url_port));
     }
     let mut identity_providers = BTreeSet::new();
     let mut api_server = BTreeSet::new();

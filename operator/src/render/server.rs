@@ -39,11 +39,14 @@ pub fn render_server(
         warnings.push(PLACEHOLDER_UID_WARNING.into());
         placeholder_uid(&key)
     });
-    let conduit_image = server
-        .spec
-        .image
-        .clone()
-        .unwrap_or_else(|| options.conduit_image.clone());
+    let server_image = match &server.spec.container {
+        Some(container) => container.image.clone(),
+        None => server
+            .spec
+            .image
+            .clone()
+            .unwrap_or_else(|| options.conduit_image.clone()),
+    };
     let ctx = Context {
         server,
         owner: Owner {
@@ -51,8 +54,8 @@ pub fn render_server(
             key: key.clone(),
             uid,
         },
-        version: image_version(&conduit_image),
-        conduit_image,
+        version: image_version(&server_image),
+        server_image,
         proxy_image: server
             .spec
             .proxy
@@ -201,7 +204,12 @@ fn oauth_public_url(
 /// Why the server works, but not as it should.
 fn degraded(server: &McpServer, config: &ProxyConfig) -> Vec<Notice> {
     let mut notices = Vec::new();
-    if server.spec.phabricator.insecure_skip_verify {
+    if server
+        .spec
+        .phabricator
+        .as_ref()
+        .is_some_and(|p| p.insecure_skip_verify)
+    {
         notices.push(Notice {
             reason: reasons::INSECURE,
             message: "spec.phabricator.insecureSkipVerify is set: Phabricator's TLS certificate is not verified; trust its CA with spec.phabricator.caBundle instead".into(),
@@ -221,9 +229,9 @@ fn degraded(server: &McpServer, config: &ProxyConfig) -> Vec<Notice> {
     notices
 }
 
-/// The Secrets and ConfigMaps the objects refer to. Conduit reads its environment and CA
-/// bundle only at start (a rollout), and so does the sidecar its trace export's headers; the
-/// sidecar re-reads its other mounted files (a reload).
+/// The Secrets and ConfigMaps the objects refer to. The server reads its environment (and
+/// Conduit its CA bundle) only at start (a rollout), and so does the sidecar its trace
+/// export's headers; the sidecar re-reads its other mounted files (a reload).
 fn references(server: &McpServer, files: &SidecarFiles) -> Vec<Reference> {
     let mut references = Vec::new();
     let mut add = |kind, name: &str, on_change| {
@@ -242,7 +250,45 @@ fn references(server: &McpServer, files: &SidecarFiles) -> Vec<Reference> {
     {
         add("Secret", &oauth.client_secret_ref.name, OnChange::Rollout);
     }
-    if let Some(ca) = &server.spec.phabricator.ca_bundle {
+    // A `container` server's environment. One marked optional is left out: the pods start
+    // without it, so its absence is no fault to report (nor is its arrival a rollout).
+    if let Some(container) = &server.spec.container {
+        let required = |optional: Option<bool>| optional != Some(true);
+        for source in container.env.iter().filter_map(|e| e.value_from.as_ref()) {
+            if let Some(r) = source
+                .secret_key_ref
+                .as_ref()
+                .filter(|r| required(r.optional))
+            {
+                add("Secret", &r.name, OnChange::Rollout);
+            }
+            if let Some(r) = source
+                .config_map_key_ref
+                .as_ref()
+                .filter(|r| required(r.optional))
+            {
+                add("ConfigMap", &r.name, OnChange::Rollout);
+            }
+        }
+        for source in &container.env_from {
+            if let Some(r) = source.secret_ref.as_ref().filter(|r| required(r.optional)) {
+                add("Secret", &r.name, OnChange::Rollout);
+            }
+            if let Some(r) = source
+                .config_map_ref
+                .as_ref()
+                .filter(|r| required(r.optional))
+            {
+                add("ConfigMap", &r.name, OnChange::Rollout);
+            }
+        }
+    }
+    let ca_bundle = server
+        .spec
+        .phabricator
+        .as_ref()
+        .and_then(|p| p.ca_bundle.as_ref());
+    if let Some(ca) = ca_bundle {
         if let Some(r) = &ca.config_map_key_ref {
             add("ConfigMap", &r.name, OnChange::Rollout);
         }

@@ -1,4 +1,4 @@
-//! The server's ServiceAccount and Deployment: Conduit behind the sidecar in one pod.
+//! The server's ServiceAccount and Deployment: the MCP server behind the sidecar in one pod.
 
 mod containers;
 mod volumes;
@@ -13,7 +13,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use sluice_crds::defaults::NON_ROOT_ID;
 use sluice_proxy_config::ProxyConfig;
 
-use self::containers::CONDUIT;
 use super::context::Context;
 use super::names::selector_labels;
 use super::oauth_state::StateHome;
@@ -23,13 +22,13 @@ use crate::translate::SidecarFiles;
 pub const RESTART_HASH_ANNOTATION: &str = "sluice.dev/restart-hash";
 /// Pod annotation naming the container `kubectl logs` and `exec` pick by default.
 pub const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
-/// Seconds Conduit is given to stop after its preStop sleep.
+/// Seconds the server is given to stop after its preStop sleep.
 const CONDUIT_STOP_SECONDS: i64 = 5;
 
 /// What the pod needs besides the server spec.
 #[derive(Clone, Copy, Debug)]
 pub struct PodInputs<'a> {
-    /// The sidecar config (its shutdown timing sets Conduit's preStop sleep).
+    /// The sidecar config (its shutdown timing sets the server's preStop sleep).
     pub config: &'a ProxyConfig,
     /// The files the config refers to, to mount into the sidecar.
     pub files: &'a SidecarFiles,
@@ -57,18 +56,22 @@ pub fn deployment(ctx: &Context<'_>, inputs: &PodInputs<'_>) -> Deployment {
     let mut labels = overrides.labels.clone();
     labels.extend(ctx.labels());
     let mut annotations = overrides.annotations.clone();
-    annotations.insert(DEFAULT_CONTAINER_ANNOTATION.into(), CONDUIT.into());
+    annotations.insert(
+        DEFAULT_CONTAINER_ANNOTATION.into(),
+        containers::server_name(spec).into(),
+    );
     annotations.insert(RESTART_HASH_ANNOTATION.into(), inputs.restart_hash.into());
     let volumes = volumes::plan(ctx, inputs.files, inputs.state);
     let stop_seconds = containers::pre_stop_seconds(inputs.config);
     let pod = PodSpec {
         service_account_name: Some(ctx.key.name.clone()),
         automount_service_account_token: Some(false),
-        // Conduit needs no Service environment variables; they only leak the namespace's layout.
+        // The server needs no Service environment variables; they only leak the namespace's
+        // layout (a `container` server is told its peers' addresses in `env`).
         enable_service_links: Some(false),
         security_context: Some(pod_security_context(inputs.state)),
         containers: vec![
-            containers::conduit(ctx, inputs, volumes.conduit_mounts.clone()),
+            containers::server(ctx, inputs, volumes.server_mounts.clone()),
             containers::sidecar(ctx, inputs, volumes.sidecar_mounts.clone()),
         ],
         volumes: Some(volumes.volumes),

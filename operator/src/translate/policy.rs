@@ -35,6 +35,22 @@ pub(super) fn auth(
 ) -> Result<Auth, RenderError> {
     let mode = effective_mode(server, authentication);
     let object = site.object;
+    // Without Conduit there is no Phabricator to check a token with, no OAuth proxy, nor a
+    // default mode to fall back on. CEL refuses the server's own policy already; a route's
+    // is seen only here.
+    if server.spec.phabricator.is_none()
+        && (authentication.mode.is_none()
+            || matches!(mode, AuthMode::PhabricatorToken | AuthMode::OAuth))
+    {
+        let server_name = server.metadata.name.as_deref().unwrap_or_default();
+        return Err(invalid_policy(
+            object,
+            format!("{AUTHN}.mode"),
+            format!(
+                "McpServer {server_name} runs a container, not Conduit: the mode must be set, and neither phabricatorToken nor oauth (both need Conduit)"
+            ),
+        ));
+    }
     // Conduit in OAuth mode answers only bearer tokens it issued, and in header-token mode
     // knows no bearer at all: the two must agree, which CEL cannot see across objects.
     if (mode == AuthMode::OAuth) != is_oauth(server) {
@@ -193,10 +209,21 @@ pub(super) fn discovery(site: &Site<'_>, authentication: &Authentication) -> Opt
 }
 
 pub(super) fn upstream_token(
+    server: &McpServer,
     site: &Site<'_>,
     token: &api::UpstreamToken,
     files: &mut SidecarFiles,
 ) -> Result<UpstreamToken, RenderError> {
+    if server.spec.phabricator.is_none() {
+        let server_name = server.metadata.name.as_deref().unwrap_or_default();
+        return Err(invalid_policy(
+            site.object,
+            "spec.policy.upstreamToken".into(),
+            format!(
+                "sends a Phabricator token (X-PHABRICATOR-TOKEN): McpServer {server_name} runs a container, not Conduit"
+            ),
+        ));
+    }
     match (&token.secret_key_ref, &token.per_identity_secret_ref) {
         (Some(one), None) => Ok(UpstreamToken::File(files.secret_key(one))),
         (None, Some(map)) => Ok(UpstreamToken::PerIdentityFile(files.secret_key(map))),

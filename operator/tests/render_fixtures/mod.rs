@@ -37,6 +37,22 @@ impl ServerBuilder {
         }
     }
 
+    /// `name` in [`NAMESPACE`] running `image` on `port` instead of Conduit (`spec.container`),
+    /// its own entry point open to every caller (a container server has no default mode).
+    pub fn container(name: &str, image: &str, port: u16) -> Self {
+        Self {
+            object: json!({
+                "apiVersion": "sluice.dev/v1alpha1",
+                "kind": "McpServer",
+                "metadata": {"name": name, "namespace": NAMESPACE},
+                "spec": {
+                    "container": {"image": image, "port": port},
+                    "policy": {"authentication": {"mode": "none"}},
+                },
+            }),
+        }
+    }
+
     /// Sets `spec.<path>` (dot-separated) to `value`.
     pub fn set(mut self, path: &str, value: Value) -> Self {
         set(&mut self.object["spec"], path, value);

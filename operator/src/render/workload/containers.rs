@@ -1,4 +1,5 @@
-//! The two containers: Conduit on loopback, and the sidecar in front of it.
+//! The two containers: the MCP server (Conduit, or the user's `container`) on loopback, and
+//! the sidecar in front of it.
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle,
@@ -8,8 +9,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sluice_crds::McpServerSpec;
+use sluice_crds::container::ServerContainer;
 use sluice_crds::defaults::{ADMIN_PORT, CONDUIT_PORT, NON_ROOT_ID, SERVER_LISTENER_PORT};
-use sluice_crds::server::{PullPolicy, Sessions};
+use sluice_crds::server::{Phabricator, PullPolicy, Sessions};
 use sluice_proxy_config::ProxyConfig;
 
 use super::super::context::Context;
@@ -18,6 +20,8 @@ use crate::translate::{self, CONFIG_DIR, CONFIG_FILE, PHABRICATOR_CA_DIR, PHABRI
 
 /// Name of the Conduit container.
 pub const CONDUIT: &str = "conduit";
+/// Name of a `container` server's container.
+pub const MCP_SERVER: &str = "mcp-server";
 /// Name of the sidecar container.
 pub const SIDECAR: &str = "sluice-proxy";
 
@@ -28,8 +32,75 @@ pub fn pre_stop_seconds(config: &ProxyConfig) -> i64 {
     i64::try_from(total.as_millis().div_ceil(1000)).unwrap_or(i64::MAX)
 }
 
+/// The name of the server's container.
+pub fn server_name(spec: &McpServerSpec) -> &'static str {
+    if spec.container.is_some() {
+        MCP_SERVER
+    } else {
+        CONDUIT
+    }
+}
+
+/// The MCP server: Conduit, or the user's `container`.
+pub fn server(ctx: &Context<'_>, inputs: &PodInputs<'_>, mounts: Vec<VolumeMount>) -> Container {
+    match (&ctx.server.spec.container, &ctx.server.spec.phabricator) {
+        (Some(container), _) => any_server(ctx, inputs, container, mounts),
+        (None, phabricator) => conduit(ctx, inputs, phabricator.as_ref(), mounts),
+    }
+}
+
+/// A `container` server as its spec says, with what every server gets: the hardening, the
+/// preStop sleep and the probes the sidecar answers. Nothing Phabricator's.
+fn any_server(
+    ctx: &Context<'_>,
+    inputs: &PodInputs<'_>,
+    container: &ServerContainer,
+    mounts: Vec<VolumeMount>,
+) -> Container {
+    let spec = &ctx.server.spec;
+    let mut security_context = hardened();
+    if let Some(uid) = container.run_as_user {
+        security_context.run_as_user = Some(uid);
+    }
+    Container {
+        name: MCP_SERVER.into(),
+        image: Some(ctx.server_image.clone()),
+        image_pull_policy: Some(pull_policy(spec.image_pull_policy).into()),
+        command: non_empty(container.command.clone()),
+        args: non_empty(container.args.clone()),
+        env: non_empty(container.env.clone()),
+        env_from: non_empty(container.env_from.clone()),
+        lifecycle: Some(pre_stop_sleep(inputs.config)),
+        startup_probe: Some(upstream_probe(2, 90)),
+        liveness_probe: Some(upstream_probe(10, 3)),
+        resources: Some(spec.resources.clone()),
+        security_context: Some(security_context),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    }
+}
+
+/// Sleep before the stop signal, so the server serves until the sidecar has finished every
+/// request in flight. A sleep action, not `sh -c sleep`: images need no shell.
+fn pre_stop_sleep(config: &ProxyConfig) -> Lifecycle {
+    Lifecycle {
+        pre_stop: Some(LifecycleHandler {
+            sleep: Some(SleepAction {
+                seconds: pre_stop_seconds(config),
+            }),
+            ..LifecycleHandler::default()
+        }),
+        ..Lifecycle::default()
+    }
+}
+
 /// Conduit, listening on the pod's loopback only.
-pub fn conduit(ctx: &Context<'_>, inputs: &PodInputs<'_>, mounts: Vec<VolumeMount>) -> Container {
+fn conduit(
+    ctx: &Context<'_>,
+    inputs: &PodInputs<'_>,
+    phabricator: Option<&Phabricator>,
+    mounts: Vec<VolumeMount>,
+) -> Container {
     let spec = &ctx.server.spec;
     let sessions = match spec.sessions {
         Sessions::Stateless => "--stateless",
@@ -48,20 +119,11 @@ pub fn conduit(ctx: &Context<'_>, inputs: &PodInputs<'_>, mounts: Vec<VolumeMoun
     .to_vec();
     Container {
         name: CONDUIT.into(),
-        image: Some(ctx.conduit_image.clone()),
+        image: Some(ctx.server_image.clone()),
         image_pull_policy: Some(pull_policy(spec.image_pull_policy).into()),
         args: Some(args),
-        env: Some(conduit_env(ctx, inputs)),
-        // The image has no shell: a sleep action, not `sh -c sleep`.
-        lifecycle: Some(Lifecycle {
-            pre_stop: Some(LifecycleHandler {
-                sleep: Some(SleepAction {
-                    seconds: pre_stop_seconds(inputs.config),
-                }),
-                ..LifecycleHandler::default()
-            }),
-            ..Lifecycle::default()
-        }),
+        env: Some(conduit_env(ctx, inputs, phabricator)),
+        lifecycle: Some(pre_stop_sleep(inputs.config)),
         // Answered by the sidecar on Conduit's behalf: see `upstream_probe`.
         startup_probe: Some(upstream_probe(2, 90)),
         liveness_probe: Some(upstream_probe(10, 3)),
@@ -72,7 +134,7 @@ pub fn conduit(ctx: &Context<'_>, inputs: &PodInputs<'_>, mounts: Vec<VolumeMoun
     }
 }
 
-/// The path of the sidecar's admin port that answers whether Conduit answers MCP.
+/// The path of the sidecar's admin port that answers whether the server answers MCP.
 pub const UPSTREAM_LIVENESS_PATH: &str = "/upstream/livez";
 
 /// A probe of Conduit that the sidecar answers: Conduit's image has no shell (no exec probe)
@@ -99,26 +161,29 @@ fn upstream_probe(period: i32, failure_threshold: i32) -> Probe {
     }
 }
 
-fn conduit_env(ctx: &Context<'_>, inputs: &PodInputs<'_>) -> Vec<EnvVar> {
-    let phabricator = &ctx.server.spec.phabricator;
-    let mut env = vec![
-        value(
-            "PHABRICATOR_URL",
-            translate::phabricator_api_url(&phabricator.url),
-        ),
+fn conduit_env(
+    ctx: &Context<'_>,
+    inputs: &PodInputs<'_>,
+    phabricator: Option<&Phabricator>,
+) -> Vec<EnvVar> {
+    let mut env = phabricator
+        .map(|p| value("PHABRICATOR_URL", translate::phabricator_api_url(&p.url)))
+        .into_iter()
+        .collect::<Vec<_>>();
+    env.extend([
         value("FASTMCP_CHECK_FOR_UPDATES", "off".into()),
         // Where the OAuth proxy keeps its state (see oauth_state).
         value("FASTMCP_HOME", inputs.state.fastmcp_home().into()),
         // Only the sidecar, on loopback, may set X-Forwarded-*.
         value("FORWARDED_ALLOW_IPS", "127.0.0.1".into()),
-    ];
-    if let Some(proxy) = &phabricator.proxy {
+    ]);
+    if let Some(proxy) = phabricator.and_then(|p| p.proxy.as_ref()) {
         env.push(value("PHABRICATOR_PROXY", proxy.clone()));
     }
-    if phabricator.insecure_skip_verify {
+    if phabricator.is_some_and(|p| p.insecure_skip_verify) {
         env.push(value("PHABRICATOR_DISABLE_CERT_VERIFY", "true".into()));
     }
-    if phabricator.ca_bundle.is_some() {
+    if phabricator.is_some_and(|p| p.ca_bundle.is_some()) {
         env.push(value(
             "SSL_CERT_FILE",
             format!("{PHABRICATOR_CA_DIR}/{PHABRICATOR_CA_FILE}"),
@@ -199,7 +264,8 @@ pub fn sidecar(ctx: &Context<'_>, inputs: &PodInputs<'_>, mounts: Vec<VolumeMoun
 }
 
 /// Both containers: non-root, read-only root, no privilege escalation, no capabilities, the
-/// runtime's default seccomp profile. No spec field reaches this.
+/// runtime's default seccomp profile. No spec field reaches this but `container.runAsUser`,
+/// which replaces the UID (still non-root) of a `container` server.
 fn hardened() -> SecurityContext {
     SecurityContext {
         run_as_non_root: Some(true),

@@ -17,7 +17,8 @@ use crate::translate::{
     SERVICE_ACCOUNT_DIR, SecretFiles, SidecarFiles, secret_dir,
 };
 
-/// Size limit of Conduit's `/tmp` (FastMCP's OAuth state lives there unless it has a claim).
+/// Size limit of the server's `/tmp` (FastMCP's OAuth state lives there unless it has a
+/// claim), and of a `container` server's writable paths without a `sizeLimit`.
 pub const TMP_SIZE_LIMIT: &str = "64Mi";
 /// The volume of the OAuth state's claim.
 const OAUTH_STATE_VOLUME: &str = "oauth-state";
@@ -32,24 +33,33 @@ const CONFIG_MODE: i32 = 0o444;
 #[derive(Clone, Debug, Default)]
 pub struct VolumePlan {
     pub volumes: Vec<Volume>,
-    pub conduit_mounts: Vec<VolumeMount>,
+    pub server_mounts: Vec<VolumeMount>,
     pub sidecar_mounts: Vec<VolumeMount>,
 }
 
-/// `/tmp`, the OAuth state's claim and the CA bundle for Conduit; the config, the CA bundle,
-/// each needed Secret and the TokenReview credentials for the sidecar. All mounts are
-/// read-only except `/tmp` and the state's.
+/// `/tmp`, the OAuth state's claim and the CA bundle for Conduit (`/tmp` and the writable
+/// paths for a `container` server); the config, the CA bundle, each needed Secret and the
+/// TokenReview credentials for the sidecar. All mounts are read-only except `/tmp`, the
+/// writable paths and the state's.
 pub fn plan(ctx: &Context<'_>, files: &SidecarFiles, state: &StateHome) -> VolumePlan {
     let mut plan = VolumePlan::default();
-    plan.volumes.push(Volume {
-        name: "tmp".into(),
-        empty_dir: Some(EmptyDirVolumeSource {
-            size_limit: Some(Quantity(TMP_SIZE_LIMIT.into())),
-            ..EmptyDirVolumeSource::default()
-        }),
-        ..Volume::default()
-    });
-    plan.conduit_mounts.push(mount("tmp", "/tmp", false));
+    let writable = ctx
+        .server
+        .spec
+        .container
+        .iter()
+        .flat_map(|c| &c.writable_paths);
+    let tmp_listed = writable.clone().any(|w| w.path == "/tmp");
+    if !tmp_listed {
+        plan.volumes.push(empty_dir("tmp", None));
+        plan.server_mounts.push(mount("tmp", "/tmp", false));
+    }
+    for (i, path) in writable.enumerate() {
+        // By index: paths may be longer than a volume name, and the spec keeps their order.
+        let name = format!("writable-{i}");
+        plan.volumes.push(empty_dir(&name, path.size_limit.clone()));
+        plan.server_mounts.push(mount(&name, &path.path, false));
+    }
 
     // Conduit's alone: the logins' tokens have no business in the sidecar.
     if let Some(claim) = state.claim() {
@@ -61,7 +71,7 @@ pub fn plan(ctx: &Context<'_>, files: &SidecarFiles, state: &StateHome) -> Volum
             }),
             ..Volume::default()
         });
-        plan.conduit_mounts
+        plan.server_mounts
             .push(mount(OAUTH_STATE_VOLUME, CLAIM_HOME, false));
     }
 
@@ -78,7 +88,8 @@ pub fn plan(ctx: &Context<'_>, files: &SidecarFiles, state: &StateHome) -> Volum
     plan.sidecar_mounts
         .push(mount("sluice-proxy-config", CONFIG_DIR, true));
 
-    if let Some(ca) = &ctx.server.spec.phabricator.ca_bundle {
+    let ca_bundle = ctx.server.spec.phabricator.as_ref();
+    if let Some(ca) = ca_bundle.and_then(|p| p.ca_bundle.as_ref()) {
         let item = |key: &str| {
             Some(vec![KeyToPath {
                 key: key.into(),
@@ -106,7 +117,7 @@ pub fn plan(ctx: &Context<'_>, files: &SidecarFiles, state: &StateHome) -> Volum
             });
         }
         plan.volumes.push(volume);
-        plan.conduit_mounts
+        plan.server_mounts
             .push(mount("phabricator-ca", PHABRICATOR_CA_DIR, true));
         if files.phabricator_ca {
             plan.sidecar_mounts
@@ -228,6 +239,18 @@ fn service_account_token_volume() -> Volume {
                     ..VolumeProjection::default()
                 },
             ]),
+        }),
+        ..Volume::default()
+    }
+}
+
+/// An emptyDir of at most `size_limit` (default [`TMP_SIZE_LIMIT`]).
+fn empty_dir(name: &str, size_limit: Option<Quantity>) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(size_limit.unwrap_or_else(|| Quantity(TMP_SIZE_LIMIT.into()))),
+            ..EmptyDirVolumeSource::default()
         }),
         ..Volume::default()
     }
