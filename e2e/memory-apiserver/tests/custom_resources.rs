@@ -44,12 +44,14 @@ async fn schema_violations_are_422_with_the_field() {
         api_error(servers.create(&PostParams::default(), &wrong_type).await);
     assert_eq!((code, reason.as_str()), (422, "Invalid"));
     assert!(message.contains("spec.replicas"), "{message}");
+    // A required field left out. (`spec.phabricator` itself is optional since `spec.container`
+    // exists: exactly one of them is a CEL rule, which this stand-in does not evaluate.)
     let mut missing = mcp_server("phab", "https://p.example.com");
-    missing.data["spec"] = json!({});
+    missing.data["spec"] = json!({"phabricator": {}});
     let (code, _, message) = api_error(servers.create(&PostParams::default(), &missing).await);
     assert_eq!(code, 422);
     assert!(
-        message.contains("spec.phabricator: Required value"),
+        message.contains("spec.phabricator.url: Required value"),
         "{message}"
     );
 }
