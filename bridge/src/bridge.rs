@@ -53,6 +53,10 @@ pub struct Bridge {
     program: Program,
     pub limits: Limits,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// The process of sessionless requests, once one came.
+    sessionless: Mutex<Option<Arc<Session>>>,
+    /// Aliases of sessionless requests' ids: `sluice-bridge-<n>`.
+    next_alias: std::sync::atomic::AtomicU64,
     backoff: Mutex<Backoff>,
     shutting_down: std::sync::atomic::AtomicBool,
 }
@@ -64,6 +68,8 @@ impl Bridge {
             program,
             limits,
             sessions: Mutex::new(HashMap::new()),
+            sessionless: Mutex::new(None),
+            next_alias: std::sync::atomic::AtomicU64::new(0),
             backoff: Mutex::new(backoff),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
         })
@@ -92,6 +98,56 @@ impl Bridge {
         initialize: &Message,
         caller: mpsc::Sender<Bytes>,
     ) -> Result<Arc<Session>, Refused> {
+        self.may_start(self.running_sessionless().is_some())?;
+        let session = Arc::new(Session::new(new_session_id()));
+        let running = self.start(&session)?;
+        self.sessions()
+            .insert(session.id.clone(), Arc::clone(&session));
+        session.attach(running.stdin());
+        tokio::spawn(supervise(Arc::clone(self), Arc::clone(&session), running));
+        // A process that died at once fails this in its supervisor, like any waiting request.
+        let _ = session.send_initialize(initialize, caller).await;
+        Ok(session)
+    }
+
+    /// The shared process of sessionless requests, started if none runs.
+    pub fn sessionless(self: &Arc<Self>) -> Result<Arc<Session>, Refused> {
+        let mut shared = self
+            .sessionless
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(session) = shared.as_ref().filter(|s| s.phase() != Phase::Ended) {
+            return Ok(Arc::clone(session));
+        }
+        // Held while it starts, so two first requests start one process.
+        self.may_start(false)?;
+        let session = Arc::new(Session::new_shared());
+        let running = self.start(&session)?;
+        session.attach(running.stdin());
+        tokio::spawn(supervise(Arc::clone(self), Arc::clone(&session), running));
+        *shared = Some(Arc::clone(&session));
+        Ok(session)
+    }
+
+    /// The shared process of sessionless requests, if one runs.
+    pub fn running_sessionless(&self) -> Option<Arc<Session>> {
+        self.sessionless
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .filter(|s| s.phase() != Phase::Ended)
+    }
+
+    /// A fresh alias for a sessionless request's id.
+    pub fn alias(&self) -> Value {
+        let n = self
+            .next_alias
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Value::from(format!("sluice-bridge-{n}"))
+    }
+
+    /// Whether one more process may start now, with the shared one running or not.
+    fn may_start(&self, shared_running: bool) -> Result<(), Refused> {
         if self
             .shutting_down
             .load(std::sync::atomic::Ordering::Relaxed)
@@ -101,29 +157,20 @@ impl Bridge {
         if let Some(left) = self.backoff().remaining(Instant::now()) {
             return Err(Refused::BackingOff(left));
         }
-        let session = {
-            let mut sessions = self.sessions();
-            if sessions.len() >= self.limits.max_processes {
-                return Err(Refused::Full(sessions.len()));
-            }
-            let session = Arc::new(Session::new(new_session_id()));
-            sessions.insert(session.id.clone(), Arc::clone(&session));
-            session
-        };
-        let running = match Running::start(&self.program, &session) {
-            Ok(running) => running,
-            Err(e) => {
-                self.sessions().remove(&session.id);
-                self.backoff().crashed(Instant::now());
-                tracing::error!(command = %self.program.command, error = %e, "cannot start the MCP server");
-                return Err(Refused::Start(e));
-            }
-        };
-        session.attach(running.stdin());
-        tokio::spawn(supervise(Arc::clone(self), Arc::clone(&session), running));
-        // A process that died at once fails this in its supervisor, like any waiting request.
-        let _ = session.send_initialize(initialize, caller).await;
-        Ok(session)
+        let running = self.sessions().len() + usize::from(shared_running);
+        if running >= self.limits.max_processes {
+            return Err(Refused::Full(running));
+        }
+        Ok(())
+    }
+
+    /// Starts a process for `session`; a failure to start counts as a crash.
+    fn start(&self, session: &Arc<Session>) -> Result<Running, Refused> {
+        Running::start(&self.program, session).map_err(|e| {
+            self.backoff().crashed(Instant::now());
+            tracing::error!(command = %self.program.command, error = %e, "cannot start the MCP server");
+            Refused::Start(e)
+        })
     }
 
     /// Ends a session (DELETE): its process is stopped.
@@ -151,7 +198,10 @@ impl Bridge {
                     .collect();
                 ids.iter().filter_map(|id| sessions.remove(id)).collect()
             };
-            for session in idle {
+            let shared_idle = self
+                .running_sessionless()
+                .filter(|s| s.idle_since_before(deadline));
+            for session in idle.into_iter().chain(shared_idle) {
                 tracing::info!(session = %session.tag, "ended an idle session");
                 session.end();
             }
@@ -162,7 +212,8 @@ impl Bridge {
     pub fn shut_down(&self) {
         self.shutting_down
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let sessions: Vec<Arc<Session>> = self.sessions().drain().map(|(_, s)| s).collect();
+        let mut sessions: Vec<Arc<Session>> = self.sessions().drain().map(|(_, s)| s).collect();
+        sessions.extend(self.running_sessionless());
         for session in sessions {
             session.end();
         }
@@ -248,6 +299,10 @@ async fn restart(bridge: &Arc<Bridge>, session: &Arc<Session>) -> Option<Running
     };
     // Callers' messages wait (the session stays `Restarting`) until the new process has taken
     // the replayed handshake, so nothing reaches it before its `initialize`.
+    if session.shared {
+        session.attach(running.stdin());
+        return Some(running);
+    }
     let (initialize, notify) = session.replay()?;
     if replay_initialize(session, &running, initialize).await {
         if notify {

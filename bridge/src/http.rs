@@ -98,12 +98,19 @@ async fn post(
     let Some(session_id) = session_id else {
         return match &message.kind {
             Kind::Request { method, .. } if method == "initialize" => open(&bridge, &message).await,
-            _ => refusal(
-                StatusCode::BAD_REQUEST,
-                request_id.as_ref(),
-                jsonrpc::INVALID_REQUEST,
-                "no Mcp-Session-Id: a session starts with initialize",
-            ),
+            Kind::Request { .. } => sessionless(&bridge, message).await,
+            _ => match bridge.running_sessionless() {
+                Some(shared) => match shared.send_other(&message).await {
+                    Ok(()) => empty(StatusCode::ACCEPTED),
+                    Err(not_taken) => not_taken_refusal(not_taken, None),
+                },
+                None => refusal(
+                    StatusCode::BAD_REQUEST,
+                    None,
+                    jsonrpc::INVALID_REQUEST,
+                    "no Mcp-Session-Id, and no sessionless request is being served",
+                ),
+            },
         };
     };
     let Some(session) = bridge.session(&session_id) else {
@@ -128,6 +135,27 @@ async fn post(
     }
 }
 
+/// A request without a session (MCP's stateless revisions, e.g. `server/discover`): served by
+/// the one shared process, under an alias so callers' ids cannot collide.
+async fn sessionless(bridge: &Arc<Bridge>, request: Message) -> Response<Body> {
+    let id = match &request.kind {
+        Kind::Request { id, .. } => Some(id.clone()),
+        _ => None,
+    };
+    let shared = match bridge.sessionless() {
+        Ok(shared) => shared,
+        Err(refused) => return refused_refusal(refused, id.as_ref()),
+    };
+    let (caller, stream) = EventStream::channel(bridge.limits.stream_buffer);
+    match shared
+        .send_request_as(request, bridge.alias(), Waiter::Caller(caller))
+        .await
+    {
+        Ok(()) => events(stream, None),
+        Err(not_taken) => not_taken_refusal(not_taken, id.as_ref()),
+    }
+}
+
 async fn open(bridge: &Arc<Bridge>, initialize: &Message) -> Response<Body> {
     let id = match &initialize.kind {
         Kind::Request { id, .. } => Some(id.clone()),
@@ -136,18 +164,24 @@ async fn open(bridge: &Arc<Bridge>, initialize: &Message) -> Response<Body> {
     let (caller, stream) = EventStream::channel(bridge.limits.stream_buffer);
     match bridge.open(initialize, caller).await {
         Ok(session) => events(stream, Some(&session.id)),
-        Err(Refused::Full(count)) => refusal(
+        Err(refused) => refused_refusal(refused, id.as_ref()),
+    }
+}
+
+fn refused_refusal(refused: Refused, id: Option<&serde_json::Value>) -> Response<Body> {
+    match refused {
+        Refused::Full(count) => refusal(
             StatusCode::SERVICE_UNAVAILABLE,
-            id.as_ref(),
+            id,
             jsonrpc::INTERNAL_ERROR,
             &format!(
                 "the bridge runs {count} server processes, its --max-processes; end a session or try later"
             ),
         ),
-        Err(Refused::BackingOff(left)) => {
+        Refused::BackingOff(left) => {
             let mut response = refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
-                id.as_ref(),
+                id,
                 jsonrpc::INTERNAL_ERROR,
                 &format!(
                     "the MCP server crashed lately; no process starts for {} ms",
@@ -159,15 +193,15 @@ async fn open(bridge: &Arc<Bridge>, initialize: &Message) -> Response<Body> {
                 .insert(RETRY_AFTER, HeaderValue::from(left.as_secs().max(1)));
             response
         }
-        Err(Refused::Start(e)) => refusal(
+        Refused::Start(e) => refusal(
             StatusCode::INTERNAL_SERVER_ERROR,
-            id.as_ref(),
+            id,
             jsonrpc::INTERNAL_ERROR,
             &format!("cannot start the MCP server: {e}"),
         ),
-        Err(Refused::ShuttingDown) => refusal(
+        Refused::ShuttingDown => refusal(
             StatusCode::SERVICE_UNAVAILABLE,
-            id.as_ref(),
+            id,
             jsonrpc::INTERNAL_ERROR,
             "the bridge is shutting down",
         ),

@@ -115,6 +115,35 @@ impl Message {
         }
     }
 
+    /// The message with its id (a request's or a response's) and progress token (a request's
+    /// `params._meta.progressToken`, a progress notification's `params.progressToken`) set to
+    /// these, where it has them; re-encoded.
+    pub fn with_ids(mut self, id: Option<&Value>, progress_token: Option<&Value>) -> Self {
+        if let Some(id) = id {
+            match &mut self.kind {
+                Kind::Request { id: own, .. } | Kind::Response { id: own } => {
+                    own.clone_from(id);
+                    self.object.insert("id".into(), id.clone());
+                }
+                Kind::Notification { .. } => {}
+            }
+        }
+        if let Some(token) = progress_token {
+            let is_request = matches!(self.kind, Kind::Request { .. });
+            let params = self.object.get_mut("params").and_then(Value::as_object_mut);
+            let holder = match (params, is_request) {
+                (Some(params), true) => params.get_mut("_meta").and_then(Value::as_object_mut),
+                (params, false) => params,
+                (None, true) => None,
+            };
+            if let Some(holder) = holder.filter(|h| h.contains_key("progressToken")) {
+                holder.insert("progressToken".into(), token.clone());
+            }
+        }
+        self.raw = serde_json::to_vec(&self.object).unwrap_or_default();
+        self
+    }
+
     /// `params._meta.progressToken` of a request, or `params.progressToken` of a
     /// `notifications/progress`: what ties progress to the request it is about.
     pub fn progress_token(&self) -> Option<&Value> {
@@ -198,6 +227,37 @@ mod tests {
             Err(Invalid::NotJsonRpc(_))
         ));
         assert_eq!(kind("hello").map_err(|e| e.code()), Err(PARSE_ERROR));
+    }
+
+    #[test]
+    fn ids_and_progress_tokens_are_replaced_where_the_message_has_them() {
+        let request = Message::parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"progressToken":1}}}"#,
+        )
+        .expect("parses")
+        .with_ids(Some(&json!("b-7")), Some(&json!("b-7")));
+        let line: Value = serde_json::from_slice(&request.to_line()).expect("JSON");
+        assert_eq!(line["id"], "b-7");
+        assert_eq!(line["params"]["_meta"]["progressToken"], "b-7");
+        assert!(matches!(request.kind, Kind::Request { ref id, .. } if id == "b-7"));
+
+        let progress = Message::parse(
+            br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"b-7","progress":1}}"#,
+        )
+        .expect("parses")
+        .with_ids(None, Some(&json!(1)));
+        let line: Value = serde_json::from_slice(&progress.to_line()).expect("JSON");
+        assert_eq!(line["params"]["progressToken"], 1);
+
+        // A request without a progress token gets none.
+        let plain = Message::parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+            .expect("parses")
+            .with_ids(Some(&json!("b-8")), Some(&json!("b-8")));
+        let line: Value = serde_json::from_slice(&plain.to_line()).expect("JSON");
+        assert_eq!(
+            line,
+            json!({"jsonrpc":"2.0","id":"b-8","method":"tools/list"})
+        );
     }
 
     #[test]

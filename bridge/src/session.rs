@@ -34,6 +34,15 @@ struct Waiting {
     /// Order of arrival, to find the newest request.
     sequence: u64,
     progress_token: Option<String>,
+    /// The caller's own id and progress token, where the bridge sent the request under an
+    /// alias (the shared process of sessionless requests, where callers' ids may collide).
+    aliased: Option<Originals>,
+}
+
+#[derive(Debug)]
+struct Originals {
+    id: Value,
+    progress_token: Option<Value>,
 }
 
 /// What the session's process is doing.
@@ -77,6 +86,9 @@ pub enum NotTaken {
 #[derive(Debug)]
 pub struct Session {
     pub id: String,
+    /// The one process of sessionless requests (MCP's stateless revisions), shared by every
+    /// caller: restarted without a handshake to replay, its requests sent under aliases.
+    pub shared: bool,
     /// A short form of the id for log lines.
     pub tag: String,
     state: Mutex<State>,
@@ -86,9 +98,19 @@ pub struct Session {
 
 impl Session {
     pub fn new(id: String) -> Self {
-        let tag = id.chars().take(8).collect();
+        Self::with(id, false)
+    }
+
+    /// The process of sessionless requests.
+    pub fn new_shared() -> Self {
+        Self::with("sessionless".into(), true)
+    }
+
+    fn with(id: String, shared: bool) -> Self {
+        let tag = id.chars().take(11).collect();
         Self {
             id,
+            shared,
             tag,
             state: Mutex::new(State {
                 phase: Phase::Running,
@@ -178,7 +200,7 @@ impl Session {
                 .stdin
                 .clone()
                 .ok_or(NotTaken::NoProcess(state.phase))?;
-            state.wait_for(id, message, waiter)?;
+            state.wait_for(id, message, waiter, None)?;
             stdin
         };
         if stdin.send(message.to_line()).await.is_err() {
@@ -190,11 +212,44 @@ impl Session {
         Ok(())
     }
 
+    /// Sends a request under `alias` (as its id, and as its progress token if it has one); its
+    /// response, and progress about it, go to `waiter` under the caller's own id and token.
+    pub async fn send_request_as(
+        &self,
+        request: Message,
+        alias: Value,
+        waiter: Waiter,
+    ) -> Result<(), NotTaken> {
+        let Kind::Request { id, .. } = &request.kind else {
+            return self.send_other(&request).await;
+        };
+        let originals = Originals {
+            id: id.clone(),
+            progress_token: request.progress_token().cloned(),
+        };
+        let aliased = request.with_ids(Some(&alias), Some(&alias));
+        let stdin = {
+            let mut state = self.state();
+            let stdin = state
+                .stdin
+                .clone()
+                .ok_or(NotTaken::NoProcess(state.phase))?;
+            state.wait_for(&alias, &aliased, waiter, Some(originals))?;
+            stdin
+        };
+        if stdin.send(aliased.to_line()).await.is_err() {
+            let mut state = self.state();
+            state.waiting.remove(&jsonrpc::id_key(&alias));
+            return Err(NotTaken::NoProcess(state.phase));
+        }
+        Ok(())
+    }
+
     /// Makes the response to `request` (which the bridge writes itself, to a process not yet
     /// attached) go to `waiter`.
     pub fn expect_response(&self, request: &Message, waiter: Waiter) -> Result<(), NotTaken> {
         match &request.kind {
-            Kind::Request { id, .. } => self.state().wait_for(id, request, waiter),
+            Kind::Request { id, .. } => self.state().wait_for(id, request, waiter, None),
             _ => Ok(()),
         }
     }
@@ -228,11 +283,10 @@ impl Session {
 
     /// Delivers one message from the server's stdout. Waits while the caller's stream is full.
     pub async fn deliver(&self, message: Message) {
-        let line = message.to_line();
         enum To {
-            Stream(mpsc::Sender<Bytes>),
-            Replay(oneshot::Sender<Message>),
-            Nowhere,
+            Stream(mpsc::Sender<Bytes>, Message),
+            Replay(oneshot::Sender<Message>, Message),
+            Nowhere(Message),
         }
         let to = {
             let mut state = self.state();
@@ -244,29 +298,46 @@ impl Session {
                         state.initialized = message.object.contains_key("result");
                         state.initialize_id = None;
                     }
-                    match state.waiting.remove(&key).map(|w| w.waiter) {
-                        Some(Waiter::Caller(stream)) => To::Stream(stream),
-                        Some(Waiter::Replay(bridge)) => To::Replay(bridge),
-                        None => To::Nowhere,
+                    match state.waiting.remove(&key) {
+                        Some(Waiting {
+                            waiter: Waiter::Caller(stream),
+                            aliased,
+                            ..
+                        }) => To::Stream(
+                            stream,
+                            match aliased {
+                                Some(originals) => message.with_ids(Some(&originals.id), None),
+                                None => message,
+                            },
+                        ),
+                        Some(Waiting {
+                            waiter: Waiter::Replay(bridge),
+                            ..
+                        }) => To::Replay(bridge, message),
+                        None => To::Nowhere(message),
                     }
                 }
                 Kind::Request { .. } | Kind::Notification { .. } => {
                     let token = message.progress_token().map(Value::to_string);
-                    state
-                        .stream_for(token.as_deref())
-                        .map_or(To::Nowhere, To::Stream)
+                    match state.stream_for(token.as_deref()) {
+                        Some((stream, Some(original_token))) => {
+                            To::Stream(stream, message.with_ids(None, Some(&original_token)))
+                        }
+                        Some((stream, None)) => To::Stream(stream, message),
+                        None => To::Nowhere(message),
+                    }
                 }
             }
         };
         match to {
-            To::Stream(stream) => {
+            To::Stream(stream, message) => {
                 // A caller that has gone away loses the message; the server is not held up.
-                let _ = stream.send(sse::event(&line)).await;
+                let _ = stream.send(sse::event(&message.to_line())).await;
             }
-            To::Replay(bridge) => {
+            To::Replay(bridge, message) => {
                 let _ = bridge.send(message);
             }
-            To::Nowhere => tracing::debug!(
+            To::Nowhere(message) => tracing::debug!(
                 session = %self.tag,
                 kind = ?message.kind,
                 "a message of the server's had no caller to go to; dropped"
@@ -275,7 +346,7 @@ impl Session {
     }
 
     /// The process exited: every request waiting gets `error` as its response. Returns whether
-    /// the session had been initialized, so a new process can take it over.
+    /// a new process can take the session over (it had been initialized, or is the shared one).
     pub async fn process_exited(&self, error: &str) -> bool {
         let (waiting, initialized) = {
             let mut state = self.state();
@@ -283,7 +354,10 @@ impl Session {
             if state.phase != Phase::Ended {
                 state.phase = Phase::Restarting;
             }
-            (std::mem::take(&mut state.waiting), state.initialized)
+            (
+                std::mem::take(&mut state.waiting),
+                state.initialized || self.shared,
+            )
         };
         for (key, waiting) in waiting {
             if let Waiter::Caller(stream) = waiting.waiter {
@@ -307,7 +381,13 @@ impl Session {
 }
 
 impl State {
-    fn wait_for(&mut self, id: &Value, request: &Message, waiter: Waiter) -> Result<(), NotTaken> {
+    fn wait_for(
+        &mut self,
+        id: &Value,
+        request: &Message,
+        waiter: Waiter,
+        aliased: Option<Originals>,
+    ) -> Result<(), NotTaken> {
         let key = jsonrpc::id_key(id);
         if self.waiting.contains_key(&key) {
             return Err(NotTaken::DuplicateId);
@@ -321,14 +401,19 @@ impl State {
                 waiter,
                 sequence,
                 progress_token,
+                aliased,
             },
         );
         self.last_activity = Instant::now();
         Ok(())
     }
 
-    /// The stream a server request or notification goes to (see the module's docs).
-    fn stream_for(&self, progress_token: Option<&str>) -> Option<mpsc::Sender<Bytes>> {
+    /// The stream a server request or notification goes to (see the module's docs), and the
+    /// caller's own progress token where the message is progress about an aliased request.
+    fn stream_for(
+        &self,
+        progress_token: Option<&str>,
+    ) -> Option<(mpsc::Sender<Bytes>, Option<Value>)> {
         let callers = || {
             self.waiting.values().filter_map(|w| match &w.waiter {
                 Waiter::Caller(stream) if !stream.is_closed() => Some((w, stream)),
@@ -336,18 +421,22 @@ impl State {
             })
         };
         if let Some(token) = progress_token
-            && let Some((_, stream)) =
+            && let Some((waiting, stream)) =
                 callers().find(|(w, _)| w.progress_token.as_deref() == Some(token))
         {
-            return Some(stream.clone());
+            let original = waiting
+                .aliased
+                .as_ref()
+                .and_then(|originals| originals.progress_token.clone());
+            return Some((stream.clone(), original));
         }
         if let Some((_, stream)) = callers().max_by_key(|(w, _)| w.sequence) {
-            return Some(stream.clone());
+            return Some((stream.clone(), None));
         }
         self.listener
             .as_ref()
             .filter(|listener| !listener.is_closed())
-            .cloned()
+            .map(|listener| (listener.clone(), None))
     }
 }
 

@@ -29,6 +29,7 @@
 //! never match on it; each one says what failed and with which input.
 
 pub mod binaries;
+pub mod bridge;
 pub mod conformance;
 pub mod everything;
 pub mod helm;
@@ -52,6 +53,7 @@ pub mod wait;
 pub mod workspace;
 
 pub use binaries::{cargo_bin, sluice_operator, sluice_proxy};
+pub use bridge::{Bridge, sluice_bridge};
 pub use everything::ServerEverything;
 pub use kubernetes::{KUBERNETES_VERSIONS, ValidationReport};
 pub use ports::free_port;

@@ -3,7 +3,7 @@
 (`@modelcontextprotocol/conformance`, `server --suite all`), built on the Python MCP SDK 2.x
 low-level `Server` (run it with the Python of e2e/.venv-mcp2).
 
-usage: server.py --port P
+usage: server.py --port P | --stdio
 
 Implements every tool, resource, prompt and utility the suite's server scenarios call, with the
 content each scenario's description asks for: the `test_*` tools (text, image, audio, embedded
@@ -21,6 +21,9 @@ and `resources/subscribe` have no `MCPServer` API.
 Streamable HTTP at /mcp on 127.0.0.1 (with the SDK's DNS-rebinding protection for loopback),
 sessions, an in-memory event store and a 100 ms retry hint, so SSE streams are resumable.
 
+With `--stdio` it is a stdio server instead (for the bridge's tests): the same handlers, no event
+store, and the lines below go to stderr, since stdout carries the messages.
+
 Every request one of these handlers serves is printed on stdout as one JSON line,
 `{"served": METHOD, "name": NAME}` (NAME: the tool, prompt or resource URI; absent for the
 rest), plus `"answered": true|false` for tools that ask the client something back. A scenario
@@ -37,9 +40,11 @@ import sys
 import warnings
 import zlib
 
+import anyio
 import mcp.types as types
 import uvicorn
 from mcp.server.lowlevel import Server
+from mcp.server.stdio import stdio_server
 from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
@@ -73,13 +78,17 @@ WAV = base64.b64encode(wav_sample()).decode()
 NO_ARGUMENTS = {"type": "object", "properties": {}}
 
 
+# Where `served` lines go: stdout, or stderr when stdout carries the messages (`--stdio`).
+SERVED_TO = sys.stdout
+
+
 def served(method, name=None, **extra):
-    """Records on stdout that a handler of this fixture answered `method` (for `name`)."""
+    """Records that a handler of this fixture answered `method` (for `name`)."""
     line = {"served": method}
     if name is not None:
         line["name"] = name
     line.update(extra)
-    print(json.dumps(line), flush=True)
+    print(json.dumps(line), file=SERVED_TO, flush=True)
 
 
 def text(value):
@@ -506,10 +515,23 @@ def build():
     )
 
 
+async def serve_stdio(server):
+    async with stdio_server() as (read_stream, write_stream):
+        await server.run(read_stream, write_stream, server.create_initialization_options())
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--port", type=int)
+    mode.add_argument("--stdio", action="store_true")
     args = parser.parse_args()
+    if args.stdio:
+        global SERVED_TO
+        SERVED_TO = sys.stderr
+        server = build()
+        anyio.run(serve_stdio, server)
+        return 0
     app = build().streamable_http_app(
         streamable_http_path="/mcp",
         event_store=MemoryEventStore(),

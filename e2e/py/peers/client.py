@@ -3,8 +3,12 @@
 e2e/.venv-mcp2) and reports what a user of the SDK sees, plus what went over the wire, so a run
 through the sidecar can be compared with a run straight against the server.
 
-usage: client.py --url URL/mcp --mode legacy|auto [--header 'K: V']...
-                 --call NAME:JSON --stream NAME:JSON
+usage: client.py (--url URL/mcp | --stdio '["COMMAND", "ARG"...]') --mode legacy|auto
+                 [--header 'K: V']... --call NAME:JSON --stream NAME:JSON
+
+With --stdio the client starts the server itself and speaks to it over stdin and stdout (the SDK's
+stdio transport): the direct run a server behind sluice-bridge is compared with. Its report has
+no wire and no after_close.
 
 Connects (initialize, or server/discover in auto mode), lists the tools, calls `--call`, calls
 `--stream` with a progress callback (the server answers it with an event stream), closes the
@@ -24,6 +28,7 @@ import json
 
 import httpx2
 from mcp import Client
+from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 
@@ -72,7 +77,12 @@ async def run(args):
     report = {}
     async with http:
         try:
-            async with Client(streamable_http_client(args.url, http_client=http), mode=args.mode) as client:
+            if args.stdio:
+                command = json.loads(args.stdio)
+                transport = stdio_client(StdioServerParameters(command=command[0], args=command[1:]))
+            else:
+                transport = streamable_http_client(args.url, http_client=http)
+            async with Client(transport, mode=args.mode) as client:
                 report["protocol_version"] = client.protocol_version
                 report["server_name"] = client.server_info.name if client.server_info else None
                 report["server_version"] = client.server_info.version if client.server_info else None
@@ -113,7 +123,9 @@ async def run(args):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--url", required=True)
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--url")
+    target.add_argument("--stdio")
     parser.add_argument("--mode", default="legacy")
     parser.add_argument("--header", action="append", default=[])
     parser.add_argument("--call", required=True)
