@@ -26,6 +26,10 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// How much of a line that is not a message is logged.
 const LOGGED_OF_GARBAGE: usize = 120;
+/// Lines that are not messages logged one by one per process; after these, one line in
+/// [`GARBAGE_LOG_EVERY`], with the count, so a flood of prints does not flood the log.
+const GARBAGE_LOGGED_EACH: u64 = 10;
+const GARBAGE_LOG_EVERY: u64 = 10_000;
 
 /// What the server is: the command line, and the most bytes a message may have.
 #[derive(Debug)]
@@ -149,24 +153,33 @@ async fn read_stdout<R>(mut lines: BoundedLines<R>, session: Arc<Session>)
 where
     R: tokio::io::AsyncBufRead + Unpin,
 {
+    let mut dropped = 0u64;
     loop {
-        match lines.next().await {
+        let (why, length, start) = match lines.next().await {
             Line::End => return,
-            Line::Whole(line) if line.iter().all(u8::is_ascii_whitespace) => {}
+            Line::Whole(line) if line.iter().all(u8::is_ascii_whitespace) => continue,
             Line::Whole(line) => match Message::parse(&line) {
-                Ok(message) => session.deliver(message).await,
-                Err(why) => tracing::warn!(
-                    session = %session.tag,
-                    line = %printable(&line),
-                    "the MCP server wrote a line to stdout that is {why}; dropped (stdout is for MCP messages only)"
-                ),
+                Ok(message) => {
+                    session.deliver(message).await;
+                    continue;
+                }
+                Err(why) => (why.to_string(), line.len(), line),
             },
-            Line::TooLong { start, length } => tracing::warn!(
+            Line::TooLong { start, length } => (
+                "longer than the bridge's --max-message-bytes".to_owned(),
+                length,
+                start,
+            ),
+        };
+        dropped += 1;
+        if dropped <= GARBAGE_LOGGED_EACH || dropped.is_multiple_of(GARBAGE_LOG_EVERY) {
+            tracing::warn!(
                 session = %session.tag,
                 length,
                 start = %printable(&start),
-                "the MCP server wrote a line to stdout over the bridge's --max-message-bytes; skipped"
-            ),
+                dropped_so_far = dropped,
+                "the MCP server wrote a line to stdout that is {why}; dropped, not forwarded (stdout is for MCP messages only)"
+            );
         }
     }
 }

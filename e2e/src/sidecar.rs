@@ -37,13 +37,32 @@ impl Sidecar {
     /// Starts a permissive sidecar (see the module docs) forwarding to
     /// `http://127.0.0.1:<upstream_port>`, and waits until it is healthy.
     pub fn permissive(upstream_port: u16) -> Result<Self> {
+        Self::start(upstream_port, "")
+    }
+
+    /// [`Sidecar::permissive`], checking that the upstream answers MCP every `interval`, each
+    /// check taking at most `timeout`, and counting it as not answering after
+    /// `failure_threshold` misses in a row.
+    pub fn permissive_checking(
+        upstream_port: u16,
+        interval: &str,
+        timeout: &str,
+        failure_threshold: u32,
+    ) -> Result<Self> {
+        let check = format!(
+            "  check:\n    interval: {interval}\n    timeout: {timeout}\n    failureThreshold: {failure_threshold}\n"
+        );
+        Self::start(upstream_port, &check)
+    }
+
+    fn start(upstream_port: u16, upstream_extra: &str) -> Result<Self> {
         let dir = tempfile::tempdir().context("failed to create the sidecar's directory")?;
         let keys = dir.path().join("keys");
         std::fs::create_dir_all(&keys).context("failed to create the keys directory")?;
         std::fs::write(keys.join("e2e"), API_KEY).context("failed to write the API key")?;
         let (port, admin) = (free_port()?, free_port()?);
         let config = format!(
-            "upstream:\n  url: http://127.0.0.1:{upstream_port}\n\
+            "upstream:\n  url: http://127.0.0.1:{upstream_port}\n{upstream_extra}\
              admin:\n  listen: 127.0.0.1:{admin}\n\
              log:\n  level: info\n  format: json\n\
              limits:\n  maxBodyBytes: 1048576\n\
