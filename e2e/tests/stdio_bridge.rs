@@ -439,15 +439,24 @@ fn the_conformance_suite_sees_stdio_servers_through_the_bridge_as_over_http() {
         conformance::run_server_suite(url, Sidecar::AUTHORIZATION, &out.path().join(name)).unwrap()
     };
     let fixture_url = format!("http://127.0.0.1:{fixture_port}/mcp");
-    let (fixture_direct, fixture_bridged, everything_direct, everything_bridged) =
-        std::thread::scope(|scope| {
-            let a = scope.spawn(|| run(&fixture_url, "fixture-direct"));
-            let b = scope.spawn(|| run(&fixture_sidecar.url(), "fixture-bridged"));
-            let (a, b) = (a.join().unwrap(), b.join().unwrap());
-            let c = scope.spawn(|| run(&everything.url(), "everything-direct"));
-            let d = scope.spawn(|| run(&everything_sidecar.url(), "everything-bridged"));
-            (a, b, c.join().unwrap(), d.join().unwrap())
-        });
+    // And server-everything's HTTP mode through the sidecar: a `container` server's path.
+    let everything_http_sidecar = Sidecar::permissive(everything.port()).unwrap();
+    let (
+        fixture_direct,
+        fixture_bridged,
+        everything_direct,
+        everything_bridged,
+        everything_proxied,
+    ) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| run(&fixture_url, "fixture-direct"));
+        let b = scope.spawn(|| run(&fixture_sidecar.url(), "fixture-bridged"));
+        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+        let c = scope.spawn(|| run(&everything.url(), "everything-direct"));
+        let d = scope.spawn(|| run(&everything_sidecar.url(), "everything-bridged"));
+        let (c, d) = (c.join().unwrap(), d.join().unwrap());
+        let e = run(&everything_http_sidecar.url(), "everything-proxied");
+        (a, b, c, d, e)
+    });
     println!(
         "conformance fixture (Python SDK 2.x):\n{}",
         conformance_table(&fixture_direct, &fixture_bridged)
@@ -487,6 +496,15 @@ fn the_conformance_suite_sees_stdio_servers_through_the_bridge_as_over_http() {
     assert!(conformance::passed(
         &everything_bridged["dns-rebinding-protection"]
     ));
+    println!(
+        "server-everything, HTTP through the sidecar (a `container` server):\n{}",
+        conformance_table(&everything_direct, &everything_proxied)
+    );
+    assert_eq!(
+        differences(&everything_proxied, &everything_bridged),
+        Vec::<String>::new(),
+        "over HTTP through the sidecar and over stdio through bridge and sidecar alike"
+    );
     // Not vacuous: server-everything passes scenarios either way.
     assert!(
         everything_bridged

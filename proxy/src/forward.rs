@@ -22,7 +22,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use sluice_proxy_config::ProxyConfig;
+use sluice_proxy_config::{DEFAULT_MCP_PATH, ProxyConfig};
 
 use crate::body::ResponseBody;
 use crate::errors::UpstreamFailure;
@@ -41,6 +41,8 @@ pub struct Upstream {
     authority: Authority,
     /// `authority` as a Host header.
     host: HeaderValue,
+    /// `upstream.mcpPath` where it is not `/mcp`: callers' `/mcp` goes there.
+    mcp_path: Option<Bytes>,
     first_byte: Duration,
     /// What the pool was built from; a reload keeps the pool when these stay the same.
     settings: (sluice_proxy_config::Upstream, Duration),
@@ -79,6 +81,8 @@ impl Upstream {
             scheme,
             authority,
             host,
+            mcp_path: (config.upstream.mcp_path != DEFAULT_MCP_PATH)
+                .then(|| Bytes::from(config.upstream.mcp_path.clone())),
             first_byte: config.timeouts.upstream_first_byte.get(),
             settings: (pool_settings(&config.upstream), connect_timeout),
         })
@@ -112,9 +116,21 @@ impl Upstream {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(path);
+        parts.path_and_query = Some(match &self.mcp_path {
+            Some(mcp_path) if path.path() == DEFAULT_MCP_PATH => moved(mcp_path, &path),
+            _ => path,
+        });
         Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
     }
+}
+
+/// `path` with its path replaced by `to` (its query kept).
+fn moved(to: &Bytes, path: &PathAndQuery) -> PathAndQuery {
+    let moved = match path.query() {
+        None => to.clone(),
+        Some(query) => Bytes::from(format!("{}?{query}", String::from_utf8_lossy(to))),
+    };
+    PathAndQuery::from_maybe_shared(moved).unwrap_or_else(|_| path.clone())
 }
 
 /// What of `upstream` the pool depends on: all but the background check's settings (a change

@@ -86,7 +86,12 @@ impl State {
                 "the file-descriptor limit allows fewer connections than limits.maxConnections (two descriptors each): raise the limit or lower the setting"
             );
         }
-        let upstream_check = Arc::new(UpstreamCheck::new(&metrics, &snapshot.config.upstream.url));
+        let upstream = &snapshot.config.upstream;
+        let upstream_check = Arc::new(UpstreamCheck::new(
+            &metrics,
+            &upstream.url,
+            &upstream.mcp_path,
+        ));
         let legacy = Arc::new(crate::legacy::Sessions::new(&metrics));
         let audit_events =
             crate::audit_events::AuditEvents::new(metrics.audit_events_dropped.clone());

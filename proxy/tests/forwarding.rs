@@ -57,6 +57,41 @@ async fn the_prefix_is_stripped_and_restored_in_location_and_cookies() {
 }
 
 #[tokio::test]
+async fn callers_mcp_goes_to_the_upstreams_mcp_path_and_other_paths_stay() {
+    let mut upstream = Upstream::ok().await;
+    let yaml = config(upstream.addr, "", "pathPrefix: /ai").replacen(
+        "upstream:\n",
+        "upstream:\n  mcpPath: /api/v1/mcp\n",
+        1,
+    );
+    let sluice = Sluice::start(&yaml).await;
+
+    let reply = send(
+        post(&sluice.url("/ai/mcp?x=1"))
+            .body(body(TOOLS_CALL))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(upstream.next().await.uri, "/api/v1/mcp?x=1");
+    assert_eq!(get(&sluice.url("/ai/mcp")).await.status, 200);
+    assert_eq!(upstream.next().await.uri, "/api/v1/mcp");
+    // Only the MCP endpoint moves.
+    assert_eq!(get(&sluice.url("/ai/authorize?a=b")).await.status, 200);
+    assert_eq!(upstream.next().await.uri, "/authorize?a=b");
+    assert_eq!(get(&sluice.url("/ai/mcpx")).await.status, 200);
+    assert_eq!(upstream.next().await.uri, "/mcpx");
+    // The check asks the same endpoint.
+    let report = get(&sluice.admin("/upstream")).await.json();
+    assert!(
+        report
+            .to_string()
+            .contains(&format!("http://{}/api/v1/mcp", upstream.addr)),
+        "{report}"
+    );
+}
+
+#[tokio::test]
 async fn mcp_slash_is_normalised_and_absolute_redirects_are_rebased() {
     // Like Conduit: `/mcp/` redirects to an absolute http URL built from Host.
     let mut upstream = Upstream::start(|seen| {

@@ -134,6 +134,11 @@ pub struct Upstream {
     /// Base URL of the upstream (plain http on loopback).
     #[serde(default = "default_upstream_url")]
     pub url: String,
+    /// The upstream's MCP endpoint: where callers' `/mcp` (below an entry point's prefix) is
+    /// forwarded, and what the sidecar's own check asks. Conduit and most servers serve
+    /// `/mcp`; a server that serves elsewhere (e.g. `/`, `/api/mcp`) names it here.
+    #[serde(default = "default_mcp_path")]
+    pub mcp_path: String,
     /// Idle pooled connections kept to the upstream.
     #[serde(default = "default_pool_max_idle")]
     pub pool_max_idle: usize,
@@ -154,6 +159,7 @@ impl Default for Upstream {
     fn default() -> Self {
         Self {
             url: default_upstream_url(),
+            mcp_path: default_mcp_path(),
             pool_max_idle: default_pool_max_idle(),
             pool_idle_timeout: default_pool_idle_timeout(),
             sessions: Sessions::default(),
@@ -217,6 +223,13 @@ pub enum Sessions {
 
 fn default_upstream_url() -> String {
     "http://127.0.0.1:8000".into()
+}
+
+/// Where MCP servers serve by convention, and what callers of the sidecar ask for.
+pub const DEFAULT_MCP_PATH: &str = "/mcp";
+
+fn default_mcp_path() -> String {
+    DEFAULT_MCP_PATH.into()
 }
 
 fn default_pool_max_idle() -> usize {

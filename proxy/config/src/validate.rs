@@ -111,11 +111,32 @@ pub(crate) fn validate(config: &ProxyConfig) -> Result<(), ConfigError> {
     }
 }
 
+/// `/` or `/seg[/seg...]`, each segment of URL path characters (RFC 3986 `pchar`), none `.`
+/// or `..`.
+fn is_plain_path(path: &str) -> bool {
+    path == "/"
+        || (path.starts_with('/')
+            && path[1..].split('/').all(|segment| {
+                !segment.is_empty()
+                    && segment != "."
+                    && segment != ".."
+                    && segment
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@%".contains(&b))
+            }))
+}
+
 fn check_globals(config: &ProxyConfig, c: &mut Collector) {
     match url::Url::parse(&config.upstream.url) {
         Ok(u) if u.scheme() == "http" && u.host().is_some() && u.path() == "/" => {}
         Ok(_) => c.push("upstream.url", "must be http://host:port without a path"),
         Err(e) => c.push("upstream.url", format!("not a URL: {e}")),
+    }
+    if !is_plain_path(&config.upstream.mcp_path) {
+        c.push(
+            "upstream.mcpPath",
+            "must be an absolute path without a query, a fragment or empty segments, e.g. /mcp",
+        );
     }
     check_upstream_check(&config.upstream.check, c);
     check_audit_log(&config.log.audit, c);
@@ -644,6 +665,18 @@ mod tests {
             "/.well-known",
         ] {
             assert!(!is_path_prefix(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn mcp_paths() {
+        for ok in ["/", "/mcp", "/api/v1/mcp", "/sse:x", "/a%20b"] {
+            assert!(is_plain_path(ok), "{ok}");
+        }
+        for bad in [
+            "", "mcp", "/mcp/", "//", "/a//b", "/mcp?x=1", "/mcp#f", "/a b", "/../x", "/./x",
+        ] {
+            assert!(!is_plain_path(bad), "{bad}");
         }
     }
 

@@ -23,7 +23,6 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 /// Conduit's MCP endpoint.
-pub const MCP_PATH: &str = "/mcp";
 /// The revision the check asks for: the newest with `initialize` (Conduit's SDK speaks it; an
 /// upstream that does not answers with its own).
 const PROTOCOL_VERSION: &str = "2025-11-25";
@@ -51,11 +50,13 @@ pub struct Target {
     port: u16,
     /// `host:port`, the Host header.
     authority: HeaderValue,
+    /// The MCP endpoint's path (`upstream.mcpPath`).
+    path: String,
 }
 
 impl Target {
-    /// The endpoint of the upstream at `url` (`http://host:port`).
-    pub fn new(url: &str) -> Result<Self, String> {
+    /// The endpoint `path` of the upstream at `url` (`http://host:port`).
+    pub fn new(url: &str, path: &str) -> Result<Self, String> {
         let bad = || format!("upstream.url {url:?} is not an http://host:port URL");
         let uri: http::Uri = url.parse().map_err(|_| bad())?;
         let authority = uri.authority().ok_or_else(bad)?;
@@ -68,6 +69,7 @@ impl Target {
             host: host.to_owned(),
             port: authority.port_u16().unwrap_or(80),
             authority: HeaderValue::from_str(authority.as_str()).map_err(|_| bad())?,
+            path: path.to_owned(),
         })
     }
 }
@@ -413,7 +415,7 @@ impl Conversation {
     ) -> Result<Request<Full<Bytes>>, Miss> {
         let mut builder = Request::builder()
             .method(method)
-            .uri(MCP_PATH)
+            .uri(self.target.path.as_str())
             .header(header::HOST, self.target.authority.clone())
             .header(header::ACCEPT, "application/json, text/event-stream")
             .header(header::USER_AGENT, USER_AGENT);
@@ -575,6 +577,7 @@ mod tests {
     #[derive(Clone, Debug)]
     struct Seen {
         method: Method,
+        path: String,
         headers: HeaderMap,
         body: Value,
     }
@@ -611,6 +614,7 @@ mod tests {
                         let body = body.collect().await.unwrap().to_bytes();
                         let seen = Seen {
                             method: parts.method,
+                            path: parts.uri.path().to_owned(),
                             headers: parts.headers,
                             body: serde_json::from_slice(&body).unwrap_or(Value::Null),
                         };
@@ -627,7 +631,10 @@ mod tests {
                 );
             }
         });
-        (Target::new(&format!("http://{addr}")).unwrap(), seen)
+        (
+            Target::new(&format!("http://{addr}"), "/mcp").unwrap(),
+            seen,
+        )
     }
 
     fn reply(seen: &Seen, result: Value) -> Value {
@@ -711,6 +718,31 @@ mod tests {
             assert!(s.header("mcp-session-id").is_none(), "{s:?}");
         }
         assert_eq!(seen[1].header("mcp-protocol-version"), Some("2025-06-18"));
+    }
+
+    #[tokio::test]
+    async fn every_question_goes_to_the_configured_mcp_path() {
+        let (target, seen) = upstream(|s| match (s.path.as_str(), s.rpc()) {
+            ("/api/v1/mcp", "initialize") => {
+                json_answer(&reply(s, initialize_result("2025-06-18")))
+            }
+            ("/api/v1/mcp", "tools/list") => json_answer(&reply(s, json!({"tools": []}))),
+            _ => status(404, &[]),
+        })
+        .await;
+        let target = Target {
+            path: "/api/v1/mcp".into(),
+            ..target
+        };
+        let findings = ask(target, PATIENCE).await.unwrap();
+        assert_eq!(findings.protocol_version.as_deref(), Some("2025-06-18"));
+        let paths: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.path.clone())
+            .collect();
+        assert_eq!(paths, ["/api/v1/mcp", "/api/v1/mcp"]);
     }
 
     #[tokio::test]
@@ -814,9 +846,12 @@ mod tests {
         let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = closed.local_addr().unwrap();
         drop(closed);
-        let miss = ask(Target::new(&format!("http://{addr}")).unwrap(), PATIENCE)
-            .await
-            .unwrap_err();
+        let miss = ask(
+            Target::new(&format!("http://{addr}"), "/mcp").unwrap(),
+            PATIENCE,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(miss.kind, MissKind::Connect, "{miss:?}");
         assert!(
             miss.reason

@@ -21,7 +21,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use sluice_proxy_config::ProxyConfig;
 
-use exchange::{Findings, MCP_PATH, Miss, MissKind, Target};
+use exchange::{Findings, Miss, MissKind, Target};
 use verdict::Verdict;
 
 use crate::metrics::{CheckFailureLabels, Metrics};
@@ -39,10 +39,10 @@ pub struct UpstreamCheck {
 }
 
 impl UpstreamCheck {
-    /// No check yet, of the upstream at `upstream_url`.
-    pub fn new(metrics: &Metrics, upstream_url: &str) -> Self {
+    /// No check yet, of the MCP endpoint `mcp_path` of the upstream at `upstream_url`.
+    pub fn new(metrics: &Metrics, upstream_url: &str, mcp_path: &str) -> Self {
         Self {
-            verdict: Mutex::new(Verdict::new(endpoint(upstream_url))),
+            verdict: Mutex::new(Verdict::new(endpoint(upstream_url, mcp_path))),
             answering: metrics.upstream_answering.clone(),
             failures: metrics.upstream_check_failures.clone(),
         }
@@ -128,14 +128,15 @@ async fn run_with<Ask, Asked>(
         let config = current();
         let url = &config.upstream.url;
         let settings = &config.upstream.check;
-        let outcome = match Target::new(url) {
+        let path = &config.upstream.mcp_path;
+        let outcome = match Target::new(url, path) {
             Ok(target) => ask(target, settings.timeout.get()).await,
             Err(reason) => Err(Miss {
                 kind: MissKind::Malformed,
                 reason,
             }),
         };
-        check.record(&endpoint(url), &outcome, settings.failure_threshold);
+        check.record(&endpoint(url, path), &outcome, settings.failure_threshold);
         let interval = settings.interval.get();
         let pause = if check.ever_answered() {
             interval
@@ -147,8 +148,8 @@ async fn run_with<Ask, Asked>(
 }
 
 /// The MCP endpoint of the upstream at `upstream_url`, as messages name it.
-fn endpoint(upstream_url: &str) -> String {
-    format!("{}{MCP_PATH}", upstream_url.trim_end_matches('/'))
+fn endpoint(upstream_url: &str, mcp_path: &str) -> String {
+    format!("{}{mcp_path}", upstream_url.trim_end_matches('/'))
 }
 
 #[cfg(test)]
@@ -179,7 +180,11 @@ mod tests {
     impl Scripted {
         fn start(config: Arc<ProxyConfig>, answers: bool) -> Self {
             let metrics = Metrics::register(&mut Registry::default());
-            let check = Arc::new(UpstreamCheck::new(&metrics, &config.upstream.url));
+            let check = Arc::new(UpstreamCheck::new(
+                &metrics,
+                &config.upstream.url,
+                &config.upstream.mcp_path,
+            ));
             let answers = Arc::new(AtomicBool::new(answers));
             let asked = Arc::new(AtomicU32::new(0));
             let config = Arc::new(Mutex::new(config));
