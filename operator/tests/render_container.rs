@@ -487,3 +487,15 @@ fn a_stdio_server_is_probed_and_hardened_as_any_other() {
     assert_eq!(stdio.lifecycle, http.lifecycle);
     assert!(stdio.ports.is_none());
 }
+
+#[test]
+fn a_streamable_http_server_without_a_port_is_refused_naming_the_field() {
+    // The API server refuses it first (a CEL rule); this is what the operator says to a
+    // manifest that skipped admission.
+    let server = everything().set("container.port", json!(null)).build();
+    let error = render_error(&[server], &[]);
+    assert!(
+        error.contains("spec.container.port") && error.contains("without container.stdio"),
+        "{error}"
+    );
+}
