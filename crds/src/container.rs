@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = kube::core::Rule::new("has(self.stdio) || has(self.port)").message("container.port is required without container.stdio: it is the port the server serves Streamable HTTP on").field_path(".port"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.stdio) || (has(self.command) && size(self.command) > 0)").message("container.command is required with container.stdio: it is the stdio server the bridge runs, and the bridge cannot know the image's entrypoint").field_path(".command"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.stdio) || !has(self.writablePaths) || self.writablePaths.all(w, w.path != '/sluice/bridge' && !w.path.startsWith('/sluice/bridge/'))").message("container.writablePaths may not be /sluice/bridge or under it with container.stdio: the bridge is mounted there").field_path(".writablePaths"))]
 pub struct ServerContainer {
     /// The server's image. Pin by digest in production.
     #[schemars(length(min = 1, max = 512))]
