@@ -91,6 +91,7 @@ release-build:
 	$(call step,cargo build --release --locked: the binaries the images ship)
 	$(CARGO) build --release --locked -p sluice-operator --bin sluice-operator
 	$(CARGO) build --release --locked -p sluice-proxy --bin sluice-proxy
+	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target "$$(rustc -vV | sed -n 's/^host: //p')" -p sluice-bridge --bin sluice-bridge
 
 fmt:
 	$(CARGO) fmt --all

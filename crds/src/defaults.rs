@@ -16,6 +16,10 @@ pub const PROXY_IMAGE: &str = concat!(
 /// Port Conduit listens on, on the pod's loopback only.
 pub const CONDUIT_PORT: u16 = 8000;
 
+/// Port `sluice-bridge` serves a `container.stdio` server on, on the pod's loopback, when
+/// `container.port` is not set.
+pub const BRIDGE_PORT: u16 = 3000;
+
 /// The sidecar's listener for the server's own entry point (its in-cluster Service).
 pub const SERVER_LISTENER_PORT: u16 = 8080;
 

@@ -59,6 +59,7 @@ use crate::route::DiscoveryUrls;
 #[x_kube(validation = kube::core::Rule::new("!has(self.policy) || !has(self.policy.authentication) || !has(self.policy.authentication.mode) || self.policy.authentication.mode != 'oauth' || self.auth.mode == 'oauth'").message("policy.authentication.mode oauth needs auth.mode oauth").field_path(".policy.authentication.mode"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.policy) || !has(self.policy.authentication) || !has(self.policy.authentication.mode) || self.policy.authentication.mode == 'oauth' || self.auth.mode != 'oauth'").message("in auth.mode oauth, Conduit checks bearer tokens itself: policy.authentication.mode must be oauth").field_path(".policy.authentication.mode"))]
 #[x_kube(validation = kube::core::Rule::new("has(self.phabricator) != has(self.container)").message("exactly one of phabricator (Conduit) or container (any MCP server image) must be set").field_path(".phabricator"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.container) || !has(self.container.stdio) || self.sessions == 'stateful'").message("sessions must be stateful with container.stdio: the bridge runs one process per session and hands out the session ids").field_path(".sessions"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.container) || !has(self.image)").message("image is Conduit's: with container, name the image in container.image").field_path(".image"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.container) || self.auth.mode == 'headerToken'").message("auth.mode oauth runs Conduit's OAuth proxy: it needs phabricator (Conduit), not container").field_path(".auth.mode"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.container) || (has(self.policy) && has(self.policy.authentication) && has(self.policy.authentication.mode) && self.policy.authentication.mode != 'phabricatorToken')").message("with container, policy.authentication.mode must be set, and not phabricatorToken (Phabricator's API tokens, Conduit only)").field_path(".policy.authentication.mode"))]
@@ -125,7 +126,8 @@ pub struct McpServerSpec {
     /// `stateless` (default): every request stands alone, any replica can serve it.
     /// `stateful`: the server hands out `Mcp-Session-Id` and keeps sessions in memory.
     /// Conduit is started in the mode named; a `container` server must be configured (its
-    /// `args` or `env`) to serve the mode named here.
+    /// `args` or `env`) to serve the mode named here; a `container.stdio` server is
+    /// `stateful` (the bridge hands out the sessions), and must say so here.
     #[serde(default)]
     pub sessions: Sessions,
 

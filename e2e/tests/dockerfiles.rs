@@ -1,10 +1,10 @@
 //! The image recipes (`Dockerfile.operator`, `Dockerfile.proxy`, `.dockerignore`), checked by
 //! reading them: no container engine runs here. Multi-stage, pinned bases, a distroless
-//! non-root final stage with nothing but the binary, `--locked` release builds of exactly one
-//! binary, no downloads piped into a shell, OCI labels, an exec-form ENTRYPOINT; the Makefile
-//! runs the same cargo command (so CI compiles what the image ships); the build stage's Rust is
-//! the one rust-toolchain.toml pins and Cargo.toml's `rust-version` names; and the binaries
-//! need no shared library the final base lacks.
+//! non-root final stage with nothing but the binaries, `--locked` release builds of exactly the
+//! binaries shipped, no downloads piped into a shell, OCI labels, an exec-form ENTRYPOINT; the
+//! Makefile runs the same cargo commands (so CI compiles what the images ship); the build
+//! stage's Rust is the one rust-toolchain.toml pins and Cargo.toml's `rust-version` names; and
+//! the entrypoints need no shared library the final base lacks.
 #![allow(clippy::unwrap_used, reason = "test helpers fail the test")]
 
 use std::path::Path;
@@ -16,10 +16,72 @@ use sluice_e2e::process::run_ok;
 use sluice_e2e::workspace::workspace_path;
 use sluice_e2e::{sluice_operator, sluice_proxy};
 
-/// (Dockerfile, package, binary).
-const IMAGES: [(&str, &str, &str); 2] = [
-    ("Dockerfile.operator", "sluice-operator", "sluice-operator"),
-    ("Dockerfile.proxy", "sluice-proxy", "sluice-proxy"),
+/// A binary an image ships, and how it is linked.
+#[derive(Clone, Copy, Debug)]
+struct Shipped {
+    package: &'static str,
+    bin: &'static str,
+    /// Linked statically (`+crt-static`), to run in images that are not this one.
+    linked_statically: bool,
+}
+
+impl Shipped {
+    /// The cargo command of the build stage that builds it, flags and all.
+    fn build_command(&self) -> String {
+        let Self { package, bin, .. } = self;
+        if self.linked_statically {
+            // An explicit --target keeps the static flag off build scripts and proc macros.
+            format!(
+                "RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked \
+                 --target \"$(rustc -vV | sed -n 's/^host: //p')\" -p {package} --bin {bin}"
+            )
+        } else {
+            format!("cargo build --release --locked -p {package} --bin {bin}")
+        }
+    }
+}
+
+/// An image: its Dockerfile, the binary its ENTRYPOINT runs, and what it ships beside it.
+#[derive(Clone, Copy, Debug)]
+struct Image {
+    dockerfile: &'static str,
+    entrypoint: Shipped,
+    beside: &'static [Shipped],
+}
+
+impl Image {
+    /// Every binary the image ships, the entrypoint first.
+    fn binaries(&self) -> Vec<Shipped> {
+        std::iter::once(self.entrypoint)
+            .chain(self.beside.iter().copied())
+            .collect()
+    }
+}
+
+const IMAGES: [Image; 2] = [
+    Image {
+        dockerfile: "Dockerfile.operator",
+        entrypoint: Shipped {
+            package: "sluice-operator",
+            bin: "sluice-operator",
+            linked_statically: false,
+        },
+        beside: &[],
+    },
+    Image {
+        dockerfile: "Dockerfile.proxy",
+        entrypoint: Shipped {
+            package: "sluice-proxy",
+            bin: "sluice-proxy",
+            linked_statically: false,
+        },
+        // Copied into a stdio server's pod by the bridge's init container.
+        beside: &[Shipped {
+            package: "sluice-bridge",
+            bin: "sluice-bridge",
+            linked_statically: true,
+        }],
+    },
 ];
 
 /// The final bases allowed: distroless, Debian 12, the `nonroot` variant (UID 65532).
@@ -162,16 +224,34 @@ fn pinned_rust() -> String {
     format!("{}.{}", parts[0], parts[1])
 }
 
-/// The cargo command of the build stage's RUN, flags and all.
-fn cargo_build_command(run: &str) -> String {
-    let start = run.find("cargo build").unwrap();
-    let end = run[start..].find("&&").map_or(run.len(), |i| start + i);
-    run[start..end].trim().to_owned()
+/// The cargo build commands of a RUN, flags and environment included: its `&&`-separated
+/// commands that run `cargo build`, less the RUN's own `--mount` options.
+fn cargo_build_commands(run: &str) -> Vec<String> {
+    run.split("&&")
+        .map(|command| {
+            command
+                .split_whitespace()
+                .skip_while(|word| word.starts_with("--mount="))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|command| command.contains("cargo build"))
+        .collect()
+}
+
+/// Every cargo build command of a Dockerfile, in order.
+fn dockerfile_builds(instructions: &[Instruction]) -> Vec<String> {
+    instructions
+        .iter()
+        .filter(|i| i.keyword == "RUN")
+        .flat_map(|i| cargo_build_commands(&i.rest))
+        .collect()
 }
 
 #[test]
 fn dockerfiles_are_multi_stage_with_a_pinned_distroless_nonroot_final_base() {
-    for (file, _, _) in IMAGES {
+    for image in IMAGES {
+        let file = image.dockerfile;
         let text = read(file);
         let stages = stages(&instructions(&text));
         assert!(stages.len() >= 2, "{file}: not multi-stage");
@@ -216,8 +296,9 @@ fn the_workspace_rust_version_is_the_pinned_toolchain() {
 }
 
 #[test]
-fn final_stage_runs_only_the_binary_as_65532() {
-    for (file, _, bin) in IMAGES {
+fn final_stage_runs_only_the_binaries_as_65532() {
+    for image in IMAGES {
+        let file = image.dockerfile;
         let stages = stages(&instructions(&read(file)));
         let last = stages.last().unwrap();
         let keywords: Vec<&str> = last.iter().map(|i| i.keyword.as_str()).collect();
@@ -240,18 +321,26 @@ fn final_stage_runs_only_the_binary_as_65532() {
             "{file}: USER {}",
             user.rest
         );
-        let binary = format!("/usr/local/bin/{bin}");
         let copies: Vec<&Instruction> = last.iter().filter(|i| i.keyword == "COPY").collect();
-        assert_eq!(copies.len(), 1, "{file}: the final stage copies one file");
-        assert!(
-            copies[0].rest.starts_with("--from=") && copies[0].rest.ends_with(&binary),
-            "{file}: COPY {}",
-            copies[0].rest
+        let binaries = image.binaries();
+        assert_eq!(
+            copies.len(),
+            binaries.len(),
+            "{file}: the final stage copies one file per binary shipped"
         );
-        assert!(
-            !copies[0].rest.contains("--chown"),
-            "{file}: the binary should stay root-owned, not writable by the process"
-        );
+        for (copy, shipped) in copies.iter().zip(&binaries) {
+            let binary = format!("/usr/local/bin/{}", shipped.bin);
+            assert!(
+                copy.rest.starts_with("--from=") && copy.rest.ends_with(&binary),
+                "{file}: COPY {}",
+                copy.rest
+            );
+            assert!(
+                !copy.rest.contains("--chown"),
+                "{file}: {binary} should stay root-owned, not writable by the process"
+            );
+        }
+        let binary = format!("/usr/local/bin/{}", image.entrypoint.bin);
         let entrypoint = last.iter().rfind(|i| i.keyword == "ENTRYPOINT").unwrap();
         let exec_form: Value = serde_json::from_str(&entrypoint.rest).unwrap_or_else(|error| {
             panic!(
@@ -272,7 +361,8 @@ fn images_carry_oci_labels() {
     let version = workspace_package("version");
     let license = workspace_package("license");
     let repository = workspace_package("repository");
-    for (file, _, bin) in IMAGES {
+    for image in IMAGES {
+        let (file, bin) = (image.dockerfile, image.entrypoint.bin);
         let stages = stages(&instructions(&read(file)));
         let last = stages.last().unwrap();
         let labels: String = last
@@ -318,8 +408,9 @@ fn images_carry_oci_labels() {
 }
 
 #[test]
-fn builds_are_locked_release_builds_of_one_binary_without_downloads() {
-    for (file, package, bin) in IMAGES {
+fn builds_are_locked_release_builds_of_the_shipped_binaries_without_downloads() {
+    for image in IMAGES {
+        let file = image.dockerfile;
         let text = read(file);
         let all = instructions(&text);
         for instruction in &all {
@@ -346,17 +437,15 @@ fn builds_are_locked_release_builds_of_one_binary_without_downloads() {
                 }
             }
         }
-        let builds: Vec<String> = all
+        let expected: Vec<String> = image
+            .binaries()
             .iter()
-            .filter(|i| i.keyword == "RUN" && i.rest.contains("cargo build"))
-            .map(|i| cargo_build_command(&i.rest))
+            .map(Shipped::build_command)
             .collect();
         assert_eq!(
-            builds,
-            [format!(
-                "cargo build --release --locked -p {package} --bin {bin}"
-            )],
-            "{file}: one locked release build of exactly the shipped binary"
+            dockerfile_builds(&all),
+            expected,
+            "{file}: one locked release build of each shipped binary, and nothing else"
         );
         for instruction in all.iter().filter(|i| i.keyword == "RUN") {
             assert!(
@@ -372,10 +461,16 @@ fn builds_are_locked_release_builds_of_one_binary_without_downloads() {
 #[test]
 fn ci_runs_the_dockerfiles_cargo_commands() {
     let makefile = read("Makefile");
+    // Make's `$$` is the shell's `$`.
     let recipe_lines: Vec<String> = makefile
         .lines()
         .filter(|line| line.starts_with('\t'))
-        .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+        .map(|line| {
+            line.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .replace("$$", "$")
+        })
         .collect();
     // `make test` (what .ci/run runs) depends on the target that holds these lines.
     let test_line = makefile
@@ -388,18 +483,17 @@ fn ci_runs_the_dockerfiles_cargo_commands() {
             .any(|dep| dep == "release-build"),
         "`make test` does not run release-build: {test_line}"
     );
-    for (file, _, _) in IMAGES {
-        let all = instructions(&read(file));
-        let run = all
-            .iter()
-            .find(|i| i.keyword == "RUN" && i.rest.contains("cargo build"))
-            .unwrap();
-        let command = cargo_build_command(&run.rest);
-        let as_make = command.replacen("cargo", "$(CARGO)", 1);
-        assert!(
-            recipe_lines.contains(&as_make),
-            "{file}: the Makefile does not run `{as_make}`"
-        );
+    for image in IMAGES {
+        let file = image.dockerfile;
+        let builds = dockerfile_builds(&instructions(&read(file)));
+        assert!(!builds.is_empty(), "{file}: no cargo build");
+        for command in builds {
+            let as_make = command.replacen("cargo build", "$(CARGO) build", 1);
+            assert!(
+                recipe_lines.contains(&as_make),
+                "{file}: the Makefile does not run `{as_make}`"
+            );
+        }
     }
 }
 
@@ -461,8 +555,9 @@ fn shared_libraries(binary: &Path) -> Vec<String> {
 }
 
 #[test]
-fn binaries_need_only_what_the_final_base_provides() {
-    for (file, _, bin) in IMAGES {
+fn entrypoints_need_only_what_the_final_base_provides() {
+    for image in IMAGES {
+        let (file, bin) = (image.dockerfile, image.entrypoint.bin);
         let path = match bin {
             "sluice-operator" => sluice_operator().unwrap(),
             _ => sluice_proxy().unwrap(),

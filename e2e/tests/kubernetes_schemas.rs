@@ -460,6 +460,56 @@ spec:
     assert_eq!(server["volumeMounts"][1]["mountPath"], "/tmp");
 }
 
+/// A stdio `container` server (the bridge's init container, its emptyDir, the server's
+/// command replaced by the bridge's) renders a Deployment valid against both schemas.
+#[test]
+fn rendered_stdio_servers_are_valid() {
+    let manifest = "apiVersion: sluice.dev/v1alpha1
+kind: McpServer
+metadata: {name: any-stdio, namespace: tools}
+spec:
+  container:
+    image: ghcr.io/example/stdio-server:1.2.3
+    command: [npx, -y, '@modelcontextprotocol/server-everything']
+    args: [stdio]
+    env: [{name: HOME, value: /home/mcp}]
+    writablePaths: [{path: /home/mcp, sizeLimit: 512Mi}]
+    stdio: {maxProcesses: 4, idleTimeout: 1h}
+  sessions: stateful
+  policy:
+    authentication: {mode: none}
+";
+    let rendered = render::render_stdin(manifest).unwrap();
+    let report = kubernetes::validate_yaml(&rendered, &KUBERNETES_VERSIONS).unwrap();
+    assert_valid(&report);
+    assert_eq!(report.unvalidated_types(), BTreeSet::new());
+    let deployments = report
+        .documents
+        .iter()
+        .filter(|d| d.kind.as_deref() == Some("Deployment"))
+        .filter(|d| d.results.values().all(|r| r.status == Status::Valid))
+        .count();
+    assert_eq!(deployments, 1, "{report:#?}");
+
+    // Not vacuous: what was validated carries the bridge.
+    let docs = serde_saphyr::from_multiple::<serde_json::Value>(&rendered).unwrap();
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["initContainers"][0]["name"], "sluice-bridge-install");
+    assert_eq!(
+        pod["containers"][0]["command"][0],
+        "/sluice/bridge/sluice-bridge"
+    );
+    assert_eq!(pod["containers"][0]["args"][8], "npx");
+    assert!(
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "sluice-bridge" && v["emptyDir"]["sizeLimit"] == "32Mi")
+    );
+}
+
 /// The validator really rejects what the API server would: without this, a validator that
 /// accepted everything would make the tests above pass vacuously.
 #[test]

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use sluice_crds::McpServer;
-use sluice_crds::defaults::{ADMIN_PORT, CONDUIT_PORT, SERVER_LISTENER_PORT};
+use sluice_crds::defaults::{ADMIN_PORT, BRIDGE_PORT, CONDUIT_PORT, SERVER_LISTENER_PORT};
 use sluice_crds::policy::Policy;
 use sluice_crds::server::{self, UpstreamAuthMode};
 use sluice_crds::tls::EntryPointTls;
@@ -348,7 +348,8 @@ pub(crate) fn phabricator_api_url(url: &str) -> String {
     }
 }
 
-/// The port the server listens on, on the pod's loopback: Conduit's, or `container.port`.
+/// The port the server listens on, on the pod's loopback: Conduit's, or `container.port`
+/// (for a stdio server, the bridge's, by default [`BRIDGE_PORT`]).
 pub(crate) fn upstream_port(
     key: &ObjectKey,
     spec: &server::McpServerSpec,
@@ -356,14 +357,21 @@ pub(crate) fn upstream_port(
     let Some(container) = &spec.container else {
         return Ok(CONDUIT_PORT);
     };
-    u16::try_from(container.port)
-        .ok()
-        .filter(|port| *port > 0)
-        .ok_or_else(|| RenderError::InvalidSpec {
-            object: key.clone(),
-            field: "spec.container.port".into(),
-            message: "must be a port from 1 to 65535".into(),
-        })
+    let invalid = |message: &str| RenderError::InvalidSpec {
+        object: key.clone(),
+        field: "spec.container.port".into(),
+        message: message.into(),
+    };
+    match (container.port, &container.stdio) {
+        (Some(port), _) => u16::try_from(port)
+            .ok()
+            .filter(|port| *port > 0)
+            .ok_or_else(|| invalid("must be a port from 1 to 65535")),
+        (None, Some(_)) => Ok(BRIDGE_PORT),
+        (None, None) => Err(invalid(
+            "is required without container.stdio: it is the port the server serves Streamable HTTP on",
+        )),
+    }
 }
 
 /// Whether the server's Conduit runs its OAuth proxy.

@@ -1,6 +1,7 @@
 //! A `container` server under the controller: its Deployment runs the user's image, a Secret
 //! its environment names is waited for and rolls the pods when it changes, and a route that
-//! leaves its mode to Conduit's default is rejected with the field named.
+//! leaves its mode to Conduit's default is rejected with the field named; a stdio server runs
+//! under the bridge.
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 mod controller_support;
@@ -107,5 +108,70 @@ async fn a_container_server_runs_its_image_and_follows_its_secrets() {
             && message.contains("runs a container, not Conduit"),
         "{message}"
     );
+    operator.stop().await;
+}
+
+/// A stdio server under the controller: the defaults of `stdio: {}` reach the bridge's
+/// arguments, the bridge's installer is an init container, and once rolled out the operator
+/// sends nothing more (the init container does not make it apply again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_server_runs_under_the_bridge_and_converges() {
+    let cluster = Cluster::start().await;
+    let operator = Operator::start_default(&cluster);
+    cluster
+        .apply::<McpServer>(json!({
+            "apiVersion": "sluice.dev/v1alpha1",
+            "kind": "McpServer",
+            "metadata": {"name": "everything", "namespace": NS},
+            "spec": {
+                "container": {
+                    "image": "docker.io/library/node:22-alpine",
+                    "command": ["npx", "-y", "@modelcontextprotocol/server-everything"],
+                    "args": ["stdio"],
+                    "stdio": {},
+                },
+                "sessions": "stateful",
+                "policy": {"authentication": {"mode": "none"}},
+            },
+        }))
+        .await;
+    let deployment = cluster
+        .wait_for::<Deployment>("everything", "the Deployment", |_| true)
+        .await;
+    let pod = deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .clone()
+        .unwrap();
+    let init: Vec<String> = pod
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(init, ["sluice-bridge-install"]);
+    let server = &pod.containers[0];
+    assert_eq!(
+        server.command.as_deref(),
+        Some(&["/sluice/bridge/sluice-bridge".to_string()][..])
+    );
+    let args = server.args.clone().unwrap();
+    assert_eq!(
+        args[..8],
+        [
+            "run",
+            "--port",
+            "3000",
+            "--max-processes",
+            "16",
+            "--idle-timeout",
+            "30m",
+            "--"
+        ]
+    );
+    assert_quiet_once_rolled_out(&cluster, &operator, "everything").await;
     operator.stop().await;
 }

@@ -324,3 +324,178 @@ fn routes_of_a_container_server_name_their_mode_and_inject_no_phabricator_token(
         .collect();
     assert_eq!(names, ["everything", "agents"]);
 }
+
+// === stdio servers, behind the bridge ===
+
+/// server-everything as a stdio server: `npx` runs it, `stdio` its mode.
+fn everything_stdio() -> ServerBuilder {
+    ServerBuilder::stdio("everything", "docker.io/library/node:22-alpine")
+        .set(
+            "container.command",
+            json!(["npx", "-y", "@modelcontextprotocol/server-everything"]),
+        )
+        .set("container.args", json!(["stdio"]))
+        .set(
+            "container.env",
+            json!([{"name": "HOME", "value": "/home/node"}]),
+        )
+}
+
+#[test]
+fn a_stdio_server_runs_the_users_command_under_the_bridge_with_its_defaults() {
+    let pod = pod_of_server(&everything_stdio().build());
+    let c = container(&pod, "mcp-server");
+    assert_eq!(c.image.as_deref(), Some("docker.io/library/node:22-alpine"));
+    assert_eq!(
+        c.command.as_deref(),
+        Some(&["/sluice/bridge/sluice-bridge".to_string()][..])
+    );
+    assert_eq!(
+        c.args.clone().unwrap_or_default(),
+        [
+            "run",
+            "--port",
+            "3000",
+            "--max-processes",
+            "16",
+            "--idle-timeout",
+            "30m",
+            "--",
+            "npx",
+            "-y",
+            "@modelcontextprotocol/server-everything",
+            "stdio",
+        ]
+    );
+    let env: Vec<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
+    assert_eq!(env, ["HOME"], "the processes inherit the container's env");
+
+    let docs = rendered_documents(&[everything_stdio().build()], &[]);
+    let config = proxy_config(&docs, "everything");
+    assert_eq!(config.upstream.url, "http://127.0.0.1:3000");
+    assert_eq!(config.upstream.sessions, Sessions::Stateful);
+}
+
+#[test]
+fn a_stdio_servers_port_and_limits_reach_the_bridge() {
+    let server = everything_stdio()
+        .set("container.port", json!(3100))
+        .set(
+            "container.stdio",
+            json!({"maxProcesses": 4, "idleTimeout": "1h30m"}),
+        )
+        .build();
+    let pod = pod_of_server(&server);
+    let args = container(&pod, "mcp-server")
+        .args
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(
+        args[..8],
+        [
+            "run",
+            "--port",
+            "3100",
+            "--max-processes",
+            "4",
+            "--idle-timeout",
+            "1h30m",
+            "--"
+        ]
+    );
+    let docs = rendered_documents(&[server], &[]);
+    assert_eq!(
+        proxy_config(&docs, "everything").upstream.url,
+        "http://127.0.0.1:3100"
+    );
+}
+
+#[test]
+fn the_bridge_is_installed_from_the_sidecars_image_into_an_empty_dir_the_server_cannot_write() {
+    let pod = pod_of_server(&everything_stdio().build());
+    let init = pod.init_containers.clone().unwrap_or_default();
+    let names: Vec<&str> = init.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["sluice-bridge-install"]);
+    let install = &init[0];
+    assert_eq!(install.image, container(&pod, "sluice-proxy").image);
+    assert_eq!(
+        install.command.clone().unwrap_or_default(),
+        ["/usr/local/bin/sluice-bridge", "install", "/sluice/bridge"]
+    );
+    assert_eq!(
+        install.security_context,
+        container(&pod, "sluice-proxy").security_context,
+        "the same hardening as the sidecar"
+    );
+    let resources = install.resources.clone().expect("resources");
+    let memory_limit = resources.limits.and_then(|l| l.get("memory").cloned());
+    assert_eq!(memory_limit.map(|q| q.0).as_deref(), Some("32Mi"));
+    assert!(resources.requests.is_some_and(|r| r.contains_key("cpu")));
+
+    assert_eq!(
+        mounts(install),
+        [("sluice-bridge".into(), "/sluice/bridge".into(), false)]
+    );
+    assert_eq!(
+        mounts(container(&pod, "mcp-server")),
+        [
+            ("tmp".into(), "/tmp".into(), false),
+            ("sluice-bridge".into(), "/sluice/bridge".into(), true),
+        ]
+    );
+    assert!(
+        mounts(container(&pod, "sluice-proxy"))
+            .iter()
+            .all(|(name, _, _)| name != "sluice-bridge"),
+        "the sidecar has its own copy"
+    );
+    assert_eq!(size_of(&pod, "sluice-bridge").as_deref(), Some("32Mi"));
+}
+
+#[test]
+fn a_streamable_http_server_gets_no_bridge() {
+    let pod = pod_of_server(&everything().build());
+    assert!(pod.init_containers.is_none());
+    assert!(
+        pod.volumes
+            .iter()
+            .flatten()
+            .all(|v| v.name != "sluice-bridge")
+    );
+    assert_eq!(
+        container(&pod, "mcp-server").args.as_deref(),
+        Some(&["streamableHttp".to_string()][..]),
+        "its command and args as written"
+    );
+}
+
+#[test]
+fn a_stdio_server_is_probed_and_hardened_as_any_other() {
+    let stdio = pod_of_server(
+        &everything_stdio()
+            .set("container.runAsUser", json!(1000))
+            .build(),
+    );
+    let http = pod_of_server(&everything().set("container.runAsUser", json!(1000)).build());
+    let (stdio, http) = (
+        container(&stdio, "mcp-server"),
+        container(&http, "mcp-server"),
+    );
+    assert_eq!(stdio.security_context, http.security_context);
+    assert_eq!(stdio.startup_probe, http.startup_probe);
+    assert_eq!(stdio.liveness_probe, http.liveness_probe);
+    assert_eq!(stdio.lifecycle, http.lifecycle);
+    assert!(stdio.ports.is_none());
+}
+
+#[test]
+fn a_streamable_http_server_without_a_port_is_refused_naming_the_field() {
+    // The API server refuses it first (a CEL rule); this is what the operator says to a
+    // manifest that skipped admission.
+    let server = everything().set("container.port", json!(null)).build();
+    let error = render_error(&[server], &[]);
+    assert!(
+        error.contains("spec.container.port") && error.contains("without container.stdio"),
+        "{error}"
+    );
+}

@@ -1,5 +1,7 @@
-//! The server's ServiceAccount and Deployment: the MCP server behind the sidecar in one pod.
+//! The server's ServiceAccount and Deployment: the MCP server behind the sidecar in one pod
+//! (with, for a stdio server, the bridge's installer as an init container).
 
+mod bridge;
 mod containers;
 mod volumes;
 
@@ -70,6 +72,12 @@ pub fn deployment(ctx: &Context<'_>, inputs: &PodInputs<'_>) -> Deployment {
         // layout (a `container` server is told its peers' addresses in `env`).
         enable_service_links: Some(false),
         security_context: Some(pod_security_context(inputs.state)),
+        init_containers: is_stdio(spec).then(|| {
+            vec![bridge::install_container(
+                ctx,
+                volumes.bridge_install_mounts.clone(),
+            )]
+        }),
         containers: vec![
             containers::server(ctx, inputs, volumes.server_mounts.clone()),
             containers::sidecar(ctx, inputs, volumes.sidecar_mounts.clone()),
@@ -143,6 +151,11 @@ fn pod_security_context(state: &StateHome) -> PodSecurityContext {
         seccomp_profile: Some(runtime_default_seccomp()),
         ..PodSecurityContext::default()
     }
+}
+
+/// Whether the server is a stdio one, run behind the bridge.
+fn is_stdio(spec: &sluice_crds::McpServerSpec) -> bool {
+    spec.container.as_ref().is_some_and(|c| c.stdio.is_some())
 }
 
 fn runtime_default_seccomp() -> SeccompProfile {

@@ -53,6 +53,24 @@ impl ServerBuilder {
         }
     }
 
+    /// `name` in [`NAMESPACE`] running `image`'s command as a stdio server behind the bridge
+    /// (`spec.container.stdio`, its defaults, stateful sessions), open to every caller. Its
+    /// `container.command` is left to the test (the API requires one).
+    pub fn stdio(name: &str, image: &str) -> Self {
+        Self {
+            object: json!({
+                "apiVersion": "sluice.dev/v1alpha1",
+                "kind": "McpServer",
+                "metadata": {"name": name, "namespace": NAMESPACE},
+                "spec": {
+                    "container": {"image": image, "stdio": {}},
+                    "sessions": "stateful",
+                    "policy": {"authentication": {"mode": "none"}},
+                },
+            }),
+        }
+    }
+
     /// Sets `spec.<path>` (dot-separated) to `value`.
     pub fn set(mut self, path: &str, value: Value) -> Self {
         set(&mut self.object["spec"], path, value);

@@ -1,5 +1,5 @@
-//! The two containers: the MCP server (Conduit, or the user's `container`) on loopback, and
-//! the sidecar in front of it.
+//! The two containers: the MCP server (Conduit, or the user's `container`, a stdio one under
+//! the bridge) on loopback, and the sidecar in front of it.
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle,
@@ -15,7 +15,7 @@ use sluice_crds::server::{Phabricator, PullPolicy, Sessions};
 use sluice_proxy_config::ProxyConfig;
 
 use super::super::context::Context;
-use super::{PodInputs, non_empty, runtime_default_seccomp};
+use super::{PodInputs, bridge, non_empty, runtime_default_seccomp};
 use crate::translate::{self, CONFIG_DIR, CONFIG_FILE, PHABRICATOR_CA_DIR, PHABRICATOR_CA_FILE};
 
 /// Name of the Conduit container.
@@ -50,7 +50,8 @@ pub fn server(ctx: &Context<'_>, inputs: &PodInputs<'_>, mounts: Vec<VolumeMount
 }
 
 /// A `container` server as its spec says, with what every server gets: the hardening, the
-/// preStop sleep and the probes the sidecar answers. Nothing Phabricator's.
+/// preStop sleep and the probes the sidecar answers. Nothing Phabricator's. A stdio server's
+/// command and arguments are the bridge's, which runs the user's.
 fn any_server(
     ctx: &Context<'_>,
     inputs: &PodInputs<'_>,
@@ -62,12 +63,16 @@ fn any_server(
     if let Some(uid) = container.run_as_user {
         security_context.run_as_user = Some(uid);
     }
+    let (command, args) = match &container.stdio {
+        Some(stdio) => bridge::command_and_args(container, stdio),
+        None => (container.command.clone(), container.args.clone()),
+    };
     Container {
         name: MCP_SERVER.into(),
         image: Some(ctx.server_image.clone()),
         image_pull_policy: Some(pull_policy(spec.image_pull_policy).into()),
-        command: non_empty(container.command.clone()),
-        args: non_empty(container.args.clone()),
+        command: non_empty(command),
+        args: non_empty(args),
         env: non_empty(container.env.clone()),
         env_from: non_empty(container.env_from.clone()),
         lifecycle: Some(pre_stop_sleep(inputs.config)),
@@ -263,10 +268,10 @@ pub fn sidecar(ctx: &Context<'_>, inputs: &PodInputs<'_>, mounts: Vec<VolumeMoun
     }
 }
 
-/// Both containers: non-root, read-only root, no privilege escalation, no capabilities, the
+/// Every container: non-root, read-only root, no privilege escalation, no capabilities, the
 /// runtime's default seccomp profile. No spec field reaches this but `container.runAsUser`,
 /// which replaces the UID (still non-root) of a `container` server.
-fn hardened() -> SecurityContext {
+pub(super) fn hardened() -> SecurityContext {
     SecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(NON_ROOT_ID),
@@ -283,7 +288,7 @@ fn hardened() -> SecurityContext {
     }
 }
 
-fn pull_policy(policy: PullPolicy) -> &'static str {
+pub(super) fn pull_policy(policy: PullPolicy) -> &'static str {
     match policy {
         PullPolicy::Always => "Always",
         PullPolicy::IfNotPresent => "IfNotPresent",

@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use super::super::context::Context;
 use super::super::names::{config_map_name, volume_name};
 use super::super::oauth_state::{CLAIM_HOME, StateHome};
+use super::bridge;
 use crate::translate::{
     CA_BUNDLES_DIR, CONFIG_DIR, CaSource, PHABRICATOR_CA_DIR, PHABRICATOR_CA_FILE,
     SERVICE_ACCOUNT_DIR, SecretFiles, SidecarFiles, secret_dir,
@@ -35,12 +36,14 @@ pub struct VolumePlan {
     pub volumes: Vec<Volume>,
     pub server_mounts: Vec<VolumeMount>,
     pub sidecar_mounts: Vec<VolumeMount>,
+    /// The bridge's install container's, for a stdio server (none otherwise).
+    pub bridge_install_mounts: Vec<VolumeMount>,
 }
 
-/// `/tmp`, the OAuth state's claim and the CA bundle for Conduit (`/tmp` and the writable
-/// paths for a `container` server); the config, the CA bundle, each needed Secret and the
-/// TokenReview credentials for the sidecar. All mounts are read-only except `/tmp`, the
-/// writable paths and the state's.
+/// `/tmp`, the OAuth state's claim and the CA bundle for Conduit (`/tmp`, the writable
+/// paths and, for a stdio server, the bridge for a `container` server); the config, the CA
+/// bundle, each needed Secret and the TokenReview credentials for the sidecar. All mounts
+/// are read-only except `/tmp`, the writable paths, the state's and the bridge installer's.
 pub fn plan(ctx: &Context<'_>, files: &SidecarFiles, state: &StateHome) -> VolumePlan {
     let mut plan = VolumePlan::default();
     let writable = ctx
@@ -59,6 +62,17 @@ pub fn plan(ctx: &Context<'_>, files: &SidecarFiles, state: &StateHome) -> Volum
         let name = format!("writable-{i}");
         plan.volumes.push(empty_dir(&name, path.size_limit.clone()));
         plan.server_mounts.push(mount(&name, &path.path, false));
+    }
+    if super::is_stdio(&ctx.server.spec) {
+        plan.volumes.push(empty_dir(
+            bridge::VOLUME,
+            Some(Quantity(bridge::VOLUME_SIZE_LIMIT.into())),
+        ));
+        plan.bridge_install_mounts
+            .push(mount(bridge::VOLUME, bridge::DIR, false));
+        // Read-only: the server runs the bridge and must not be able to replace it.
+        plan.server_mounts
+            .push(mount(bridge::VOLUME, bridge::DIR, true));
     }
 
     // Conduit's alone: the logins' tokens have no business in the sidecar.
