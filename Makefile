@@ -92,6 +92,10 @@ release-build:
 	$(CARGO) build --release --locked -p sluice-operator --bin sluice-operator
 	$(CARGO) build --release --locked -p sluice-proxy --bin sluice-proxy
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target "$$(rustc -vV | sed -n 's/^host: //p')" -p sluice-bridge --bin sluice-bridge
+	@# The bridge runs in the server's image, glibc or musl or none: it must load no library.
+	@bridge="$${CARGO_TARGET_DIR:-target}/$$(rustc -vV | sed -n 's/^host: //p')/release/sluice-bridge"; \
+	if ! ldd "$$bridge" 2>&1 | grep -Eq 'statically linked|not a dynamic executable'; then echo "$$bridge is dynamically linked:"; ldd "$$bridge"; exit 1; fi; \
+	"$$bridge" --version
 
 fmt:
 	$(CARGO) fmt --all

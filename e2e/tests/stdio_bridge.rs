@@ -522,3 +522,137 @@ fn the_conformance_suite_sees_stdio_servers_through_the_bridge_as_over_http() {
     assert!(served > 20, "the stdio fixture served {served} requests");
     fixture.ensure_running().unwrap();
 }
+
+/// The rendered documents as JSON, the sidecar's config parsed (`e2e/py/oauth/rendered.py`).
+fn rendered(manifest: &str) -> Vec<Value> {
+    let yaml = sluice_e2e::render::render_stdin(manifest).unwrap();
+    let mut command = Command::new(peers::python_mcp2().unwrap());
+    command.arg(python_script("oauth/rendered.py").unwrap());
+    let output =
+        sluice_e2e::process::run_with_input(&mut command, Some(yaml.as_bytes()), WAIT).unwrap();
+    assert!(output.status.success(), "rendered.py failed");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    serde_json::from_value(value.clone()).unwrap()
+}
+
+#[test]
+fn a_stdio_server_rendered_by_the_operator_serves_through_the_bridge_and_the_sidecar() {
+    // The server's command as the image would hold it; here the npm package's files.
+    let node = peers::node22().unwrap();
+    let cli = peers::server_everything_cli().unwrap();
+    let manifest = format!(
+        "apiVersion: sluice.dev/v1alpha1
+kind: McpServer
+metadata: {{name: everything, namespace: tools}}
+spec:
+  container:
+    image: docker.io/mcp/everything:latest
+    command: ['{node}', '{cli}']
+    args: [stdio]
+    stdio: {{maxProcesses: 4, idleTimeout: 10m}}
+  sessions: stateful
+  policy:
+    authentication: {{mode: apiKey, apiKey: {{secretRef: {{name: everything-keys}}}}}}
+    tools: {{deny: [get-env]}}
+",
+        node = node.display(),
+        cli = cli.display()
+    );
+    let docs = rendered(&manifest);
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+
+    // The init container, as the kubelet would run it: the bridge installs itself.
+    let init = &pod["initContainers"][0];
+    let install = strings(&init["command"]);
+    assert_eq!(install[1..], ["install", "/sluice/bridge"], "{init:#}");
+    let volume = tempfile::tempdir().unwrap();
+    let mut command = Command::new(sluice_e2e::sluice_bridge().unwrap());
+    command.arg(&install[1]).arg(volume.path());
+    run_ok(&mut command, WAIT).unwrap();
+    let installed = volume.path().join("sluice-bridge");
+
+    // The server's container, its bridge path moved to where the volume is mounted here.
+    let server = &pod["containers"][0];
+    assert_eq!(server["name"], "mcp-server");
+    assert_eq!(
+        strings(&server["command"]),
+        ["/sluice/bridge/sluice-bridge"]
+    );
+    let args = strings(&server["args"]);
+    let port_at = args.iter().position(|a| a == "--port").unwrap() + 1;
+    let port = sluice_e2e::free_port().unwrap();
+    let mut args = args.clone();
+    args[port_at] = port.to_string();
+    let mut command = Command::new(&installed);
+    command.args(&args);
+    let mut bridge = sluice_e2e::Process::spawn("rendered sluice-bridge", command).unwrap();
+    bridge.wait_for_port(port, WAIT).unwrap();
+
+    // The sidecar with the rendered config, its upstream moved to the bridge's port.
+    let scratch = tempfile::tempdir().unwrap();
+    let keys = scratch.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let (name, value) = Sidecar::AUTHORIZATION.split_once(": Bearer ").unwrap();
+    assert_eq!(name, "Authorization");
+    std::fs::write(keys.join("e2e"), value).unwrap();
+    let configmap = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    let mut config = configmap["parsedData"]["config.yaml"].clone();
+    assert_eq!(config["upstream"]["sessions"], "stateful");
+    config["upstream"]["url"] = json!(format!("http://127.0.0.1:{port}"));
+    let (listen, admin) = (
+        sluice_e2e::free_port().unwrap(),
+        sluice_e2e::free_port().unwrap(),
+    );
+    config["admin"]["listen"] = json!(format!("127.0.0.1:{admin}"));
+    config["entryPoints"][0]["listen"] = json!(format!("127.0.0.1:{listen}"));
+    config["entryPoints"][0]["auth"]["keysDir"] = json!(keys.to_string_lossy());
+    let path = scratch.path().join("sidecar.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let mut command = Command::new(sluice_e2e::sluice_proxy().unwrap());
+    command.arg("--config").arg(&path).env_remove("RUST_LOG");
+    let mut sidecar = sluice_e2e::Process::spawn("sluice-proxy", command).unwrap();
+    sidecar
+        .wait_for_http_ok(&format!("http://127.0.0.1:{admin}/readyz"), WAIT)
+        .unwrap();
+
+    // What the SDK client sees over stdio, less the tool the policy denies.
+    let url = format!("http://127.0.0.1:{listen}/mcp");
+    let call = r#"echo:{"message":"hi"}"#;
+    let stream = r#"trigger-long-running-operation:{"duration":0.3,"steps":3}"#;
+    let server: Vec<OsString> = vec![node.into(), cli.into(), "stdio".into()];
+    let direct = client(Target::Stdio(&server), "legacy", call, stream);
+    let proxied = client(Target::Url(&url), "legacy", call, stream);
+    let tools = |report: &Value| strings(&report["tools"]);
+    assert!(tools(&direct).contains(&"get-env".to_owned()));
+    let expected: Vec<String> = tools(&direct)
+        .into_iter()
+        .filter(|t| t != "get-env")
+        .collect();
+    assert_eq!(tools(&proxied), expected);
+    for field in ["protocol_version", "server_name", "call", "stream"] {
+        assert_eq!(direct[field], proxied[field], "{field}");
+    }
+    // The rendered limit reached the bridge: sessions beyond maxProcesses (4) are refused
+    // (one slot may be the sidecar's check's, for the moment it runs).
+    let initialize = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "stdio-bridge-test", "version": "1"}}});
+    let mut opened = 0;
+    let refused = loop {
+        let response = http::post_json(&url, &initialize, &Session::headers(None)).unwrap();
+        if response.status != 200 {
+            break response;
+        }
+        opened += 1;
+        assert!(opened <= 4, "more sessions than maxProcesses");
+    };
+    assert!(opened >= 3, "only {opened} sessions");
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(refused.body.contains("--max-processes"), "{}", refused.body);
+    bridge.ensure_running().unwrap();
+    sidecar.ensure_running().unwrap();
+}
