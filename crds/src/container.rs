@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 /// runtime's default seccomp profile, and no ServiceAccount token.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = kube::core::Rule::new("!has(self.stdio) || !has(self.path) || self.path == '/mcp'").message("container.path must be /mcp (or left out) with container.stdio: the bridge serves there").field_path(".path"))]
 #[x_kube(validation = kube::core::Rule::new("has(self.stdio) || has(self.port)").message("container.port is required without container.stdio: it is the port the server serves Streamable HTTP on").field_path(".port"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.stdio) || (has(self.command) && size(self.command) > 0)").message("container.command is required with container.stdio: it is the stdio server the bridge runs, and the bridge cannot know the image's entrypoint").field_path(".command"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.stdio) || !has(self.writablePaths) || self.writablePaths.all(w, w.path != '/sluice/bridge' && !w.path.startsWith('/sluice/bridge/'))").message("container.writablePaths may not be /sluice/bridge or under it with container.stdio: the bridge is mounted there").field_path(".writablePaths"))]
@@ -68,6 +69,15 @@ pub struct ServerContainer {
     #[x_kube(validation = kube::core::Rule::new("!(self >= 8080 && self <= 8999) && self != 9090").message("container.port may not be 8080 to 8999 or 9090: the sidecar listens there"))]
     pub port: Option<i32>,
 
+    /// The path the server serves MCP at on `port`, e.g. `/` or `/api/mcp`; default `/mcp`.
+    /// Callers still ask the sidecar for `/mcp` (below a route's `pathPrefix`), and the sidecar
+    /// forwards that, and its own MCP readiness check, to this path. Other paths pass through
+    /// unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = kube::core::Rule::new(r"self == '/' || (self.matches('^(/[A-Za-z0-9._~!$&()*+,;=:@%-]+)+$') && !self.matches('/\\.\\.?(/|$)'))").message("container.path must be / or an absolute path without a query, a trailing slash, empty, . or .. segments, e.g. /api/mcp"))]
+    pub path: Option<String>,
+
     /// The image's `command` is a stdio MCP server (MCP on its standard input and output, the
     /// transport most of the MCP catalogue uses). Set (even as `{}`), an init container copies
     /// `sluice-bridge` from the sidecar's image and the container runs it: it serves
@@ -79,7 +89,9 @@ pub struct ServerContainer {
     /// session); memory grows with the sessions open, up to `maxProcesses` processes per pod
     /// (size `resources` for that many); and a session lives in one pod, so `sessions` must
     /// be `stateful`, and more than one replica needs `sessionAffinity: ClientIP`, as for any
-    /// stateful server. The processes inherit the container's environment (`env`,
+    /// stateful server. Requests without a session (MCP's stateless revision, e.g.
+    /// `server/discover`) share one process per pod, their ids renamed so callers' ids never
+    /// meet. The processes inherit the container's environment (`env`,
     /// `envFrom`); their stderr goes to the container's log, each line prefixed with its
     /// session. A process that exits unasked is restarted for its session with backoff (its
     /// `initialize` replayed); while one is in backoff new sessions are refused, so the

@@ -174,6 +174,11 @@ pub(crate) fn proxy_config(
     let config = ProxyConfig {
         upstream: Upstream {
             url: format!("http://127.0.0.1:{}", upstream_port(key, spec)?),
+            mcp_path: spec
+                .container
+                .as_ref()
+                .and_then(|c| c.path.clone())
+                .unwrap_or_else(|| sluice_proxy_config::DEFAULT_MCP_PATH.into()),
             sessions: match spec.sessions {
                 server::Sessions::Stateless => sluice_proxy_config::Sessions::Stateless,
                 server::Sessions::Stateful => sluice_proxy_config::Sessions::Stateful,

@@ -133,8 +133,19 @@ fn the_sidecar_points_at_the_servers_port_and_knows_no_phabricator() {
     let docs = rendered_documents(&[server], &[]);
     let config = proxy_config(&docs, "everything");
     assert_eq!(config.upstream.url, "http://127.0.0.1:3001");
+    assert_eq!(config.upstream.mcp_path, "/mcp");
     assert_eq!(config.upstream.sessions, Sessions::Stateful);
     assert!(config.phabricator.is_none());
+
+    // A server that serves MCP elsewhere: the sidecar forwards callers' /mcp there.
+    let elsewhere = everything()
+        .set("container.path", json!("/api/v1/mcp"))
+        .build();
+    let docs = rendered_documents(&[elsewhere], &[]);
+    assert_eq!(
+        proxy_config(&docs, "everything").upstream.mcp_path,
+        "/api/v1/mcp"
+    );
 
     let conduit = ServerBuilder::new("conduit").build();
     let docs = rendered_documents(&[conduit], &[]);
@@ -142,6 +153,7 @@ fn the_sidecar_points_at_the_servers_port_and_knows_no_phabricator() {
         proxy_config(&docs, "conduit").upstream.url,
         "http://127.0.0.1:8000"
     );
+    assert_eq!(proxy_config(&docs, "conduit").upstream.mcp_path, "/mcp");
 }
 
 #[test]
