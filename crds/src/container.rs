@@ -99,9 +99,9 @@ pub struct ServerContainer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdio: Option<Stdio>,
 
-    /// Directories the server may write to, each an emptyDir of its own (the root filesystem
-    /// is read-only). `/tmp` is always writable (64Mi) unless listed here with a size of its
-    /// own.
+    /// Directories the server may write to (the root filesystem is read-only): each an
+    /// emptyDir of its own, or an existing PersistentVolumeClaim (`claimName`) for what must
+    /// outlive the pod. `/tmp` is always writable (64Mi) unless listed here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     #[x_kube(validation = kube::core::Rule::new("self.all(a, self.filter(b, b.path == a.path).size() == 1)").message("container.writablePaths may name each path once"))]
@@ -115,9 +115,11 @@ pub struct ServerContainer {
     pub run_as_user: Option<i64>,
 }
 
-/// A writable directory of the server's: an emptyDir mounted at `path`.
+/// A writable directory of the server's: an emptyDir, or an existing PersistentVolumeClaim,
+/// mounted at `path`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = kube::core::Rule::new("!(has(self.claimName) && has(self.sizeLimit))").message("container.writablePaths[] takes sizeLimit (an emptyDir) or claimName (a PersistentVolumeClaim), not both: a claim's size is the claim's").field_path(".sizeLimit"))]
 pub struct WritablePath {
     /// Absolute path in the server's container, e.g. `/home/app/.cache`.
     #[schemars(length(min = 2, max = 1024))]
@@ -130,6 +132,16 @@ pub struct WritablePath {
     #[schemars(with = "Option<String>", length(min = 1, max = 24))]
     #[x_kube(validation = kube::core::Rule::new("self.matches('^[1-9][0-9]{0,15}(Ki|Mi|Gi|Ti|k|M|G|T)?$')").message("container.writablePaths[].sizeLimit must be a whole number of bytes with an optional suffix, e.g. 64Mi"))]
     pub size_limit: Option<Quantity>,
+
+    /// An existing PersistentVolumeClaim in the McpServer's namespace to mount here
+    /// read-write, instead of an emptyDir: the directory then outlives the pod. Every replica
+    /// mounts the same claim, so more than one replica needs a ReadWriteMany claim (or the
+    /// pods of a ReadWriteOnce one must share a node); a claim that does not exist keeps the
+    /// pods Pending, as the kubelet reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = kube::core::Rule::new(r"self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("container.writablePaths[].claimName must be a PersistentVolumeClaim's name (a DNS subdomain)"))]
+    pub claim_name: Option<String>,
 }
 
 /// How the bridge runs a stdio server: how many processes at once, and how long an idle one

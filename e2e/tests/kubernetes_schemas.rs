@@ -420,9 +420,11 @@ spec:
       - configMapRef: {name: any-settings}
       - {prefix: DB_, secretRef: {name: any-db}}
     port: 3001
+    path: /api/mcp
     writablePaths:
       - {path: /home/node/.cache, sizeLimit: 1Gi}
       - {path: /tmp, sizeLimit: 256Mi}
+      - {path: /data, claimName: any-data}
     runAsUser: 1000
   sessions: stateful
   policy:

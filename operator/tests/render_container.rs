@@ -198,6 +198,36 @@ fn writable_paths_are_size_limited_empty_dirs_of_the_server_alone() {
     assert!(pod.volumes.iter().flatten().all(|v| v.name != "tmp"));
 }
 
+#[test]
+fn a_writable_path_may_be_an_existing_claim_mounted_read_write() {
+    let server = everything()
+        .set(
+            "container.writablePaths",
+            json!([{"path": "/data", "claimName": "everything-data"}, {"path": "/cache"}]),
+        )
+        .build();
+    let pod = pod_of_server(&server);
+    assert_eq!(
+        mounts(container(&pod, "mcp-server")),
+        [
+            ("tmp".into(), "/tmp".into(), false),
+            ("writable-0".into(), "/data".into(), false),
+            ("writable-1".into(), "/cache".into(), false),
+        ]
+    );
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "writable-0")
+        .expect("the claim's volume");
+    let claim = volume.persistent_volume_claim.as_ref().expect("a claim");
+    assert_eq!(claim.claim_name, "everything-data");
+    assert_ne!(claim.read_only, Some(true));
+    assert!(volume.empty_dir.is_none());
+    assert_eq!(size_of(&pod, "writable-1").as_deref(), Some("64Mi"));
+}
+
 fn size_of(pod: &PodSpec, name: &str) -> Option<String> {
     pod.volumes
         .iter()

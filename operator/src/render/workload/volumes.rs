@@ -60,7 +60,17 @@ pub fn plan(ctx: &Context<'_>, files: &SidecarFiles, state: &StateHome) -> Volum
     for (i, path) in writable.enumerate() {
         // By index: paths may be longer than a volume name, and the spec keeps their order.
         let name = format!("writable-{i}");
-        plan.volumes.push(empty_dir(&name, path.size_limit.clone()));
+        plan.volumes.push(match &path.claim_name {
+            Some(claim) => Volume {
+                name: name.clone(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim.clone(),
+                    read_only: None,
+                }),
+                ..Volume::default()
+            },
+            None => empty_dir(&name, path.size_limit.clone()),
+        });
         plan.server_mounts.push(mount(&name, &path.path, false));
     }
     if super::is_stdio(&ctx.server.spec) {
