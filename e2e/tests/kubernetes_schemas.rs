@@ -435,6 +435,8 @@ spec:
         ports: [{port: 5432, protocol: TCP}]
 ";
     let rendered = render::render_stdin(manifest).unwrap();
+    // Not vacuous: the claim is in what is validated.
+    assert!(rendered.contains("claimName: any-data"), "{rendered}");
     let report = kubernetes::validate_yaml(&rendered, &KUBERNETES_VERSIONS).unwrap();
     assert_valid(&report);
     assert_eq!(report.unvalidated_types(), BTreeSet::new());
