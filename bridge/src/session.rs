@@ -194,22 +194,7 @@ impl Session {
         let Kind::Request { id, .. } = &message.kind else {
             return self.send_other(message).await;
         };
-        let stdin = {
-            let mut state = self.state();
-            let stdin = state
-                .stdin
-                .clone()
-                .ok_or(NotTaken::NoProcess(state.phase))?;
-            state.wait_for(id, message, waiter, None)?;
-            stdin
-        };
-        if stdin.send(message.to_line()).await.is_err() {
-            // The process went between the two steps; its supervisor fails what is waiting.
-            let mut state = self.state();
-            state.waiting.remove(&jsonrpc::id_key(id));
-            return Err(NotTaken::NoProcess(state.phase));
-        }
-        Ok(())
+        self.send_waiting(message, id, waiter, None).await
     }
 
     /// Sends a request under `alias` (as its id, and as its progress token if it has one); its
@@ -228,18 +213,31 @@ impl Session {
             progress_token: request.progress_token().cloned(),
         };
         let aliased = request.with_ids(Some(&alias), Some(&alias));
+        self.send_waiting(&aliased, &alias, waiter, Some(originals))
+            .await
+    }
+
+    /// Registers `waiter` for the response to `request` (id `id`), then writes it to stdin.
+    async fn send_waiting(
+        &self,
+        request: &Message,
+        id: &Value,
+        waiter: Waiter,
+        aliased: Option<Originals>,
+    ) -> Result<(), NotTaken> {
         let stdin = {
             let mut state = self.state();
             let stdin = state
                 .stdin
                 .clone()
                 .ok_or(NotTaken::NoProcess(state.phase))?;
-            state.wait_for(&alias, &aliased, waiter, Some(originals))?;
+            state.wait_for(id, request, waiter, aliased)?;
             stdin
         };
-        if stdin.send(aliased.to_line()).await.is_err() {
+        if stdin.send(request.to_line()).await.is_err() {
+            // The process went between the two steps; its supervisor fails what is waiting.
             let mut state = self.state();
-            state.waiting.remove(&jsonrpc::id_key(&alias));
+            state.waiting.remove(&jsonrpc::id_key(id));
             return Err(NotTaken::NoProcess(state.phase));
         }
         Ok(())

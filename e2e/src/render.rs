@@ -33,6 +33,17 @@ pub fn render_stdin(manifests: &str) -> Result<String> {
     stdout_of(&mut command, Some(manifests.as_bytes()))
 }
 
+/// [`render_stdin`], as JSON documents, each ConfigMap's sidecar config parsed into
+/// `parsedData` (by `e2e/py/oauth/rendered.py`, under the Python of e2e/.venv-mcp2).
+pub fn render_stdin_json(manifests: &str) -> Result<Vec<serde_json::Value>> {
+    let yaml = render_stdin(manifests)?;
+    let mut command = Command::new(crate::peers::python_mcp2()?);
+    command.arg(crate::peers::python_script("oauth/rendered.py")?);
+    let output = run_with_input(&mut command, Some(yaml.as_bytes()), RENDER_TIMEOUT)?;
+    ensure_success(&command, &output)?;
+    serde_json::from_slice(&output.stdout).context("rendered.py printed no JSON")
+}
+
 /// Runs `sluice-operator` with `args` (and optional stdin) and returns the whole output,
 /// whatever its exit status: for tests of how it refuses bad input.
 pub fn operator_output(args: &[&str], stdin: Option<&str>) -> Result<Output> {

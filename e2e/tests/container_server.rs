@@ -17,8 +17,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sluice_e2e::peers::{self, python_script};
-use sluice_e2e::process::{run_ok, run_with_input};
-use sluice_e2e::render::render_stdin;
+use sluice_e2e::process::run_ok;
 use sluice_e2e::wait::{Probe, wait_until};
 use sluice_e2e::{Process, free_port, sluice_proxy};
 
@@ -36,14 +35,9 @@ fn server_port() -> u16 {
     }
 }
 
-/// The rendered documents as JSON, the sidecar's config parsed (`e2e/py/oauth/rendered.py`).
+/// The rendered documents as JSON, the sidecar's config parsed.
 fn rendered(manifest: &str) -> Vec<Value> {
-    let yaml = render_stdin(manifest).unwrap();
-    let mut command = Command::new(peers::python_mcp2().unwrap());
-    command.arg(python_script("oauth/rendered.py").unwrap());
-    let output = run_with_input(&mut command, Some(yaml.as_bytes()), START).unwrap();
-    assert!(output.status.success(), "rendered.py failed");
-    serde_json::from_slice(&output.stdout).unwrap()
+    sluice_e2e::render::render_stdin_json(manifest).unwrap()
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {

@@ -523,15 +523,9 @@ fn the_conformance_suite_sees_stdio_servers_through_the_bridge_as_over_http() {
     fixture.ensure_running().unwrap();
 }
 
-/// The rendered documents as JSON, the sidecar's config parsed (`e2e/py/oauth/rendered.py`).
+/// The rendered documents as JSON, the sidecar's config parsed.
 fn rendered(manifest: &str) -> Vec<Value> {
-    let yaml = sluice_e2e::render::render_stdin(manifest).unwrap();
-    let mut command = Command::new(peers::python_mcp2().unwrap());
-    command.arg(python_script("oauth/rendered.py").unwrap());
-    let output =
-        sluice_e2e::process::run_with_input(&mut command, Some(yaml.as_bytes()), WAIT).unwrap();
-    assert!(output.status.success(), "rendered.py failed");
-    serde_json::from_slice(&output.stdout).unwrap()
+    sluice_e2e::render::render_stdin_json(manifest).unwrap()
 }
 
 fn strings(value: &Value) -> Vec<String> {
