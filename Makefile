@@ -10,10 +10,12 @@ SHELL := /usr/bin/env bash
 CARGO ?= cargo
 # The manifest `make render` renders.
 EXAMPLE ?= examples/phabricator-header-token.yaml
-# Extra arguments for the benchmark program, e.g. `make bench BENCH_ARGS='--rounds 5'`
+# Extra arguments for the benchmark programs, e.g. `make bench BENCH_ARGS='--rounds 5'`
+# (bench-proxy) and `BRIDGE_BENCH_ARGS='--server python'` (bench-bridge)
 # (`--policy` adds sluice-proxy with every policy on). The tracing variants (sampling 0 and 1)
 # are always measured.
 BENCH_ARGS ?=
+BRIDGE_BENCH_ARGS ?=
 # Seconds per fuzz target in `make fuzz`, and which targets (fuzz/fuzz_targets).
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= inspect proxy_config discovery_paths manifest_render
@@ -44,7 +46,7 @@ help:
 	@echo 'make doc         cargo doc with warnings as errors: broken intra-doc links fail (part of make test)'
 	@echo 'make fmt         format the code'
 	@echo 'make generate    regenerate the committed CRD YAML, API reference and sidecar config schema'
-	@echo 'make bench       benchmark sluice-proxy against a direct path and nginx'
+	@echo 'make bench       benchmark sluice-proxy against a direct path and nginx, and sluice-bridge against stdio'
 	@echo 'make soak        drive sluice-proxy at a fixed rate for 10 minutes, print its memory curve'
 	@echo 'make fuzz        run each cargo-fuzz target for FUZZ_SECONDS (default 60; nightly, not in CI)'
 	@echo 'make clean-peers remove the Python venvs and node_modules under e2e/'
@@ -114,6 +116,8 @@ generate:
 bench: setup
 	$(call step,cargo run --release -p sluice-e2e --bin bench-proxy -- --tracing)
 	$(CARGO) run --release -p sluice-e2e --bin bench-proxy -- --tracing $(BENCH_ARGS)
+	$(call step,cargo run --release -p sluice-e2e --bin bench-bridge)
+	$(CARGO) run --release -p sluice-e2e --bin bench-bridge -- $(BRIDGE_BENCH_ARGS)
 
 # Not part of `make test`: it runs for 10 minutes by default and needs no peer.
 soak:
