@@ -10,10 +10,9 @@ SHELL := /usr/bin/env bash
 CARGO ?= cargo
 # The manifest `make render` renders.
 EXAMPLE ?= examples/phabricator-header-token.yaml
-# Extra arguments for the benchmark programs, e.g. `make bench BENCH_ARGS='--rounds 5'`
-# (bench-proxy) and `BRIDGE_BENCH_ARGS='--server python'` (bench-bridge)
-# (`--policy` adds sluice-proxy with every policy on). The tracing variants (sampling 0 and 1)
-# are always measured.
+# Extra arguments for the benchmark programs: bench-proxy's, e.g. `make bench BENCH_ARGS='--rounds 5'`
+# (`--policy` adds sluice-proxy with every policy on; the tracing variants, sampling 0 and 1,
+# are always measured), and bench-bridge's, e.g. `BRIDGE_BENCH_ARGS='--server python'`.
 BENCH_ARGS ?=
 BRIDGE_BENCH_ARGS ?=
 # Seconds per fuzz target in `make fuzz`, and which targets (fuzz/fuzz_targets).
