@@ -523,6 +523,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn two_callers_with_the_same_ids_on_the_shared_process_never_meet() {
+        let shared = Session::new_shared();
+        let (stdin, mut process) = mpsc::channel(8);
+        shared.attach(stdin);
+        let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"progressToken":1}}}"#;
+        let (first, first_body) = EventStream::channel(8);
+        let (second, second_body) = EventStream::channel(8);
+        for (alias, caller) in [("b-1", first), ("b-2", second)] {
+            shared
+                .send_request_as(message(call), Value::from(alias), Waiter::Caller(caller))
+                .await
+                .expect("taken");
+        }
+        // The process sees two different ids and tokens.
+        for alias in ["b-1", "b-2"] {
+            let line: Value = serde_json::from_str(&read_one(&mut process).await).expect("JSON");
+            assert_eq!(line["id"], alias);
+            assert_eq!(line["params"]["_meta"]["progressToken"], alias);
+        }
+        // Progress and the response for the second come back to the second, under its own id.
+        shared
+            .deliver(message(r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"b-2","progress":1}}"#))
+            .await;
+        shared
+            .deliver(message(r#"{"jsonrpc":"2.0","id":"b-2","result":{"n":2}}"#))
+            .await;
+        shared
+            .deliver(message(r#"{"jsonrpc":"2.0","id":"b-1","result":{"n":1}}"#))
+            .await;
+        shared.end();
+        let events = |body: Bytes| -> Vec<Value> {
+            String::from_utf8(body.to_vec())
+                .expect("utf-8")
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .map(|d| serde_json::from_str(d).expect("JSON"))
+                .collect()
+        };
+        let first = events(first_body.collect().await.expect("ok").to_bytes());
+        let second = events(second_body.collect().await.expect("ok").to_bytes());
+        assert_eq!(
+            first,
+            [serde_json::json!({"jsonrpc":"2.0","id":1,"result":{"n":1}})]
+        );
+        assert_eq!(
+            second,
+            [
+                serde_json::json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}),
+                serde_json::json!({"jsonrpc":"2.0","id":1,"result":{"n":2}}),
+            ]
+        );
+    }
+
+    #[tokio::test]
     async fn an_exited_process_fails_what_waits_and_takes_no_more() {
         let session = Session::new("s2".into());
         let (stdin, _process) = mpsc::channel(8);

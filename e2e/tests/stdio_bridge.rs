@@ -103,12 +103,23 @@ fn sdk_clients_see_through_the_bridge_and_the_sidecar_what_they_see_over_stdio()
         let bridge = Bridge::start(&[], server).unwrap();
         let sidecar = Sidecar::permissive(bridge.port()).unwrap();
         for mode in ["legacy", "auto"] {
-            let (direct, bridged) = std::thread::scope(|scope| {
+            // Two callers at once through the bridge: their ids (and, sessionless, their
+            // progress tokens) are the same numbers, and must not meet.
+            let (direct, bridged, other) = std::thread::scope(|scope| {
                 let direct = scope.spawn(|| client(Target::Stdio(server), mode, call, stream));
+                let other = scope.spawn(|| client(Target::Url(&sidecar.url()), mode, call, stream));
                 let bridged = client(Target::Url(&sidecar.url()), mode, call, stream);
-                (direct.join().unwrap(), bridged)
+                (direct.join().unwrap(), bridged, other.join().unwrap())
             });
-            println!("{name} {mode}\n  stdio:   {direct}\n  bridged: {bridged}");
+            println!(
+                "{name} {mode}\n  stdio:   {direct}\n  bridged: {bridged}\n  other:   {other}"
+            );
+            for field in SEEN {
+                assert_eq!(
+                    direct[field], other[field],
+                    "{name} {mode}, the other caller: {field}"
+                );
+            }
             assert!(direct.get("connect_error").is_none(), "{direct:#}");
             assert!(
                 direct["stream"]["progress"].as_array().unwrap().len() == 3,
