@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::RngExt;
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
@@ -59,6 +59,8 @@ pub struct Bridge {
     next_alias: std::sync::atomic::AtomicU64,
     backoff: Mutex<Backoff>,
     shutting_down: std::sync::atomic::AtomicBool,
+    /// Supervisors running, i.e. processes not yet reaped: shutdown waits for none.
+    supervisors: watch::Sender<usize>,
 }
 
 impl Bridge {
@@ -72,6 +74,7 @@ impl Bridge {
             next_alias: std::sync::atomic::AtomicU64::new(0),
             backoff: Mutex::new(backoff),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            supervisors: watch::Sender::new(0),
         })
     }
 
@@ -104,7 +107,7 @@ impl Bridge {
         self.sessions()
             .insert(session.id.clone(), Arc::clone(&session));
         session.attach(running.stdin());
-        tokio::spawn(supervise(Arc::clone(self), Arc::clone(&session), running));
+        self.supervise(&session, running);
         // A process that died at once fails this in its supervisor, like any waiting request.
         let _ = session.send_initialize(initialize, caller).await;
         Ok(session)
@@ -124,7 +127,7 @@ impl Bridge {
         let session = Arc::new(Session::new_shared());
         let running = self.start(&session)?;
         session.attach(running.stdin());
-        tokio::spawn(supervise(Arc::clone(self), Arc::clone(&session), running));
+        self.supervise(&session, running);
         *shared = Some(Arc::clone(&session));
         Ok(session)
     }
@@ -206,6 +209,22 @@ impl Bridge {
                 session.end();
             }
         }
+    }
+
+    /// Runs `session`'s process under [`supervise`], counted until it ends.
+    fn supervise(self: &Arc<Self>, session: &Arc<Session>, running: Running) {
+        self.supervisors.send_modify(|n| *n += 1);
+        let (bridge, session) = (Arc::clone(self), Arc::clone(session));
+        tokio::spawn(async move {
+            supervise(Arc::clone(&bridge), session, running).await;
+            bridge.supervisors.send_modify(|n| *n -= 1);
+        });
+    }
+
+    /// Waits until every process has exited or been killed (after [`Bridge::shut_down`]).
+    pub async fn processes_ended(&self) {
+        let mut supervisors = self.supervisors.subscribe();
+        let _ = supervisors.wait_for(|n| *n == 0).await;
     }
 
     /// Ends every session and takes no new one (SIGTERM).

@@ -176,8 +176,15 @@ async fn run(args: RunArgs) -> std::io::Result<()> {
         "stopping: ending every session"
     );
     bridge.shut_down();
-    // The processes get their stdin closed and a grace period (process.rs) before the bridge
-    // exits and the kernel reaps what is left.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Every process has its stdin closed, then STOP_GRACE to exit before it is killed: wait for
+    // that (bounded), so a server can finish what it does at end of input.
+    let ended = tokio::time::timeout(
+        process::STOP_GRACE + Duration::from_secs(1),
+        bridge.processes_ended(),
+    )
+    .await;
+    if ended.is_err() {
+        tracing::warn!("processes still running after the grace period; exiting anyway");
+    }
     Ok(())
 }

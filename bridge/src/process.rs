@@ -20,7 +20,7 @@ use crate::session::Session;
 /// Lines that may wait for the process to read its stdin.
 const STDIN_QUEUE: usize = 64;
 /// How long a process gets to exit once its stdin is closed, before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(2);
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
 /// How long the last lines on stdout get to be delivered after the process exited (a child of
 /// its own may hold the pipe open).
 const DRAIN_GRACE: Duration = Duration::from_secs(1);

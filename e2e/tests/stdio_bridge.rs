@@ -661,3 +661,33 @@ spec:
     bridge.ensure_running().unwrap();
     sidecar.ensure_running().unwrap();
 }
+
+#[test]
+fn at_sigterm_the_bridge_lets_its_servers_finish_before_it_exits() {
+    let scratch = tempfile::tempdir().unwrap();
+    let marker = scratch.path().join("exited");
+    // `env` execs the server with the marker's path in its environment (same process).
+    let mut server: Vec<OsString> = vec![
+        "env".into(),
+        format!("EXIT_MARKER={}", marker.display()).into(),
+    ];
+    server.extend(python_server());
+    let mut bridge = Bridge::start(&[], &server).unwrap();
+    let session = Session::open(&bridge.url());
+    let pid = answer(&session.call(1, "whoami", json!({}))).unwrap();
+
+    bridge
+        .process()
+        .signal(sluice_e2e::process::Signal::Term)
+        .unwrap();
+    let status = bridge
+        .process()
+        .wait_timeout(Duration::from_secs(20))
+        .unwrap()
+        .expect("the bridge exits after SIGTERM");
+    assert!(status.success(), "{status}");
+    // The server saw its stdin close and finished (half a second) before the bridge exited.
+    let written = std::fs::read_to_string(&marker)
+        .unwrap_or_else(|e| panic!("the server left no exit marker ({e}): it was killed first"));
+    assert_eq!(written.trim(), format!("exited cleanly: {pid}"));
+}

@@ -3,7 +3,7 @@
 e2e/.venv-mcp2), for the bridge's tests: well-behaved tools, and tools that make the process
 misbehave the ways real stdio servers do.
 
-usage: server.py
+usage: server.py   (with EXIT_MARKER=PATH: at a clean exit, after half a second, writes PATH)
 
 Tools:
 - `echo(text)`: answers `text`; `whoami()`: this process's pid (a restart shows as a new one);
@@ -22,8 +22,10 @@ guard, and their prints land between the messages. The tools write to the wire's
 to act as those do.
 """
 
+import atexit
 import os
 import sys
+import time
 
 from mcp.server import stdio as stdio_transport
 from mcp.server.mcpserver import Context, MCPServer
@@ -88,5 +90,15 @@ async def shout(count: int, ctx: Context) -> str:
     return f"shouted {count}"
 
 
+def write_exit_marker(path):
+    """At a clean exit (stdin closed), takes half a second, as a server finishing its work
+    does, then leaves a file behind: a process killed first leaves none."""
+    time.sleep(0.5)
+    with open(path, "w") as marker:
+        marker.write(f"exited cleanly: {os.getpid()}\n")
+
+
 if __name__ == "__main__":
+    if os.environ.get("EXIT_MARKER"):
+        atexit.register(write_exit_marker, os.environ["EXIT_MARKER"])
     server.run("stdio")
