@@ -108,9 +108,14 @@ impl Bridge {
             .insert(session.id.clone(), Arc::clone(&session));
         session.attach(running.stdin());
         self.supervise(&session, running);
-        // A process that died at once fails this in its supervisor, like any waiting request.
-        let _ = session.send_initialize(initialize, caller).await;
-        Ok(session)
+        // Once taken, a process that dies fails the initialize in its supervisor, like any
+        // waiting request; one already gone cannot take it, and the caller hears so here.
+        match session.send_initialize(initialize, caller).await {
+            Ok(()) => Ok(session),
+            Err(_) => Err(Refused::Start(std::io::Error::other(
+                "the process exited before it could read the initialize",
+            ))),
+        }
     }
 
     /// The shared process of sessionless requests, started if none runs.
