@@ -224,6 +224,10 @@ fn a_server_that_crashes_mid_call_fails_the_call_comes_back_and_readiness_follow
     ready(true);
     let session = Session::open(&sidecar.url());
     let first_pid = answer(&session.call(1, "whoami", json!({}))).unwrap();
+    // A second caller: a process of its own, untouched by the first one's crash.
+    let other = Session::open(&sidecar.url());
+    let other_pid = answer(&other.call(1, "whoami", json!({}))).unwrap();
+    assert_ne!(first_pid, other_pid, "each session has its own process");
 
     // The call in flight gets a JSON-RPC error, not a hung or broken stream.
     let crashed = session.call(2, "crash", json!({"code": 3}));
@@ -237,6 +241,11 @@ fn a_server_that_crashes_mid_call_fails_the_call_comes_back_and_readiness_follow
         "{message}"
     );
 
+    // The other session's process still answers, within the backoff.
+    assert_eq!(
+        answer(&other.call(2, "whoami", json!({}))).unwrap(),
+        other_pid
+    );
     // While the bridge backs off, the pod is not ready; the same session waits meanwhile.
     ready(false);
     let waiting = session.call(3, "whoami", json!({}));
