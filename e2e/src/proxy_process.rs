@@ -148,6 +148,13 @@ impl ProxyProcess {
         self.admin_get("/readyz")
     }
 
+    /// Waits until `/readyz` answers 200: the first upstream check runs after the listeners
+    /// open, so a test that needs a ready sidecar waits for it rather than asking once.
+    pub fn wait_ready(&mut self) -> Result<()> {
+        let url = format!("http://127.0.0.1:{}/readyz", self.admin);
+        self.process.wait_for_http_ok(&url, START_TIMEOUT)
+    }
+
     /// `GET <path>` on the admin port (`/upstream`, `/upstream/livez` …).
     pub fn admin_get(&self, path: &str) -> Result<HttpResponse> {
         http::get(&format!("http://127.0.0.1:{}{path}", self.admin), &[])

@@ -32,8 +32,8 @@ fn a_thousand_event_streams_held_for_a_minute_get_every_event() {
         "the open-files limit ({limit}) is too low for {STREAMS} streams"
     );
     let upstream = TestUpstream::start().unwrap();
-    let proxy = ProxyProcess::in_front_of(&upstream.url(), "", "").unwrap();
-    proxy.readyz().unwrap().expect_status(200).unwrap();
+    let mut proxy = ProxyProcess::in_front_of(&upstream.url(), "", "").unwrap();
+    proxy.wait_ready().unwrap();
     let pid = proxy.process.pid();
     let idle = Memory::of(pid).unwrap();
 
