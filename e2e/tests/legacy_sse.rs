@@ -945,8 +945,10 @@ fn idle_sessions_end_and_upstream_failures_come_on_the_stream() {
     let admin = sidecar.admin();
 
     let (mut alice, alice_url) = session(entry, ALICE);
-    initialize(&mut alice, &alice_url, ALICE);
+    // Taken before the session's last message: the sidecar's idle clock starts later (when the
+    // answer to initialize is delivered), so a loaded runner cannot shorten the silence measured.
     let last_message = Instant::now();
+    initialize(&mut alice, &alice_url, ALICE);
     until_metric(admin, &entry.gauge(), 1.0).unwrap();
     Server::until_open_sessions(upstream.port, 1).unwrap();
     let ended = wait_until("alice's idle session to end", PATIENCE, || {

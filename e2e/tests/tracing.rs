@@ -13,6 +13,7 @@ use serde_json::Value;
 use sluice_e2e::http::{self, MCP_ACCEPT};
 use sluice_e2e::peers::{python_mcp1, python_script};
 use sluice_e2e::proxy_process::ProxyProcess;
+use sluice_e2e::wait::{Probe, wait_until};
 use sluice_e2e::{Process, free_port};
 
 const START: Duration = Duration::from_secs(60);
@@ -90,21 +91,41 @@ fn one_trace_runs_from_the_client_through_the_sidecar_into_the_server() {
     let result: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(result["echo"], "hi");
 
-    // The sidecar's spans arrive within its batch delay; the server's at once.
-    let mut all = Vec::new();
-    for _ in 0..100 {
-        all = spans(&collector);
-        let sidecar_calls = all
-            .iter()
-            .filter(|s| {
-                s["resource"]["service.name"] == "sluice-proxy" && s["name"] == "tools/call echo"
+    // The sidecar's spans arrive within its batch delay, the server's when its exporter sends
+    // them (after its answer), and the sidecar counts an export once the receiver has answered
+    // it: wait for all of that, then look.
+    let all = wait_until("the call's spans from the sidecar and the server", START, || {
+        let all = spans(&collector);
+        let sidecar_call = |kind: &str| {
+            all.iter().find(|s| {
+                s["resource"]["service.name"] == "sluice-proxy"
+                    && s["kind"] == kind
+                    && s["name"] == "tools/call echo"
             })
-            .count();
-        if sidecar_calls == 2 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        };
+        let server_side = sidecar_call("SPAN_KIND_CLIENT").is_some_and(|client| {
+            all.iter().any(|s| {
+                s["resource"]["service.name"] == "traced-upstream"
+                    && s["parent_span_id"] == client["span_id"]
+            })
+        });
+        let fastmcp = all
+            .iter()
+            .any(|s| s["scope"]["name"] == "fastmcp" && s["name"] == "tools/call echo");
+        let exported = proxy.count("sluice_trace_spans_exported_total")?;
+        Ok(
+            if sidecar_call("SPAN_KIND_SERVER").is_some() && server_side && fastmcp && exported >= 2.0
+            {
+                Probe::Ready(all)
+            } else {
+                Probe::NotYet(format!(
+                    "{} spans, server-side span {server_side}, FastMCP's {fastmcp}, {exported} counted as exported",
+                    all.len()
+                ))
+            },
+        )
+    })
+    .unwrap();
     let in_trace: Vec<Value> = all
         .iter()
         .filter(|s| s["trace_id"] == CALLER_TRACE)
@@ -177,7 +198,6 @@ fn one_trace_runs_from_the_client_through_the_sidecar_into_the_server() {
         s["scope"]["name"] == "fastmcp" && s["name"] == "tools/call echo"
     });
     assert_eq!(fastmcp["parent_span_id"], asgi["span_id"]);
-    assert!(proxy.count("sluice_trace_spans_exported_total").unwrap() >= 2.0);
 }
 
 /// 40 calls through `proxy`, each answered 200; how long they took.
@@ -204,21 +224,17 @@ fn a_collector_that_refuses_or_hangs_costs_counted_errors_not_requests() {
         let proxy = traced_sidecar(&upstream_url, &collector, "500ms");
         let took = forty_calls(&proxy);
         let errors = format!("sluice_trace_export_errors_total{{reason=\"{reason}\"}}");
-        for _ in 0..100 {
-            if proxy.count(&errors).unwrap() >= 1.0 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        assert!(
-            proxy.count(&errors).unwrap() >= 1.0,
-            "{}",
-            proxy.metrics().unwrap()
-        );
-        let lost = proxy
-            .count("sluice_trace_spans_dropped_total{reason=\"export_failed\"}")
-            .unwrap();
-        assert!(lost >= 1.0);
+        // The exporter counts the failed export, then the spans it lost: wait for both.
+        let lost = wait_until(&format!("{errors} and the spans lost"), START, || {
+            let failed = proxy.count(&errors)?;
+            let lost = proxy.count("sluice_trace_spans_dropped_total{reason=\"export_failed\"}")?;
+            Ok(if failed >= 1.0 && lost >= 1.0 {
+                Probe::Ready(lost)
+            } else {
+                Probe::NotYet(proxy.metrics()?)
+            })
+        })
+        .unwrap();
         println!(
             "collector {mode}: 40 calls took {took:?} (tracing off: {baseline:?}); {errors} = {}, spans lost = {lost}",
             proxy.count(&errors).unwrap()

@@ -91,10 +91,22 @@ impl Binary {
         .await
     }
 
-    fn drain(&mut self) -> String {
-        while let Ok(line) = self.lines.try_recv() {
-            self.all.push(line);
-        }
+    /// Stops the binary with SIGTERM (a graceful exit writes out every queued log line; they
+    /// are written in batches) and returns every line it wrote, read to the end of its output.
+    async fn finish(&mut self) -> String {
+        let pid = self.child.id().unwrap().to_string();
+        let term = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        let _ = within("the proxy to exit", self.child.wait()).await;
+        within("the end of its output", async {
+            while let Some(line) = self.lines.recv().await {
+                self.all.push(line);
+            }
+        })
+        .await;
         self.all.join("\n")
     }
 }
@@ -223,11 +235,7 @@ async fn no_credential_reaches_the_logs() {
     let refused = format!("Bearer {OAUTH_REFUSED}");
     assert_eq!(send_to("oauth", &[("authorization", &refused)]).await, 401);
 
-    // Let the last lines arrive, then stop the proxy.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    binary.child.start_kill().unwrap();
-    let _ = within("the proxy to exit", binary.child.wait()).await;
-    let text = binary.drain();
+    let text = binary.finish().await;
     assert!(
         text.contains("caller refused"),
         "no refusal was logged:\n{text}"

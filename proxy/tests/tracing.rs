@@ -180,10 +180,11 @@ async fn a_callers_trace_runs_through_the_sidecar_to_the_upstream() {
     assert_eq!(hex(&server.trace_id), trace);
     assert!(server.parent_span_id.is_empty(), "a root span");
     assert_eq!(hex(&client.span_id), upstream_parent);
-    assert_eq!(
-        sluice.metric("sluice_trace_spans_exported_total").await,
-        Some(5.0)
-    );
+    // Counted once the collector has answered the export, which is after it handed us the spans.
+    eventually("the five exported spans counted", async || {
+        sluice.metric("sluice_trace_spans_exported_total").await == Some(5.0)
+    })
+    .await;
 }
 
 #[tokio::test]
