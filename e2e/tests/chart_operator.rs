@@ -268,7 +268,7 @@ fn replicas_get_leader_election_and_a_disruption_budget() {
     );
     assert_eq!(flag(&args, "--lease-name"), None);
     assert_eq!(flag(&args, "--log-format"), Some("text"));
-    assert_eq!(flag(&args, "--admin-address"), Some("0.0.0.0:9191"));
+    assert_eq!(flag(&args, "--admin-address"), Some("[::]:9191"));
 }
 
 #[test]

@@ -586,13 +586,18 @@ fn operator() -> (ApiServer, Process, u16) {
             "--log-format=text",
             "--resync=2s",
             "--admin-address",
-            &format!("127.0.0.1:{admin}"),
+            &format!("[::]:{admin}"),
         ])
         .env("KUBECONFIG", &api.kubeconfig)
         .env_remove("RUST_LOG");
     let mut process = Process::spawn("sluice-operator", command).unwrap();
     process
         .wait_for_http_ok(&format!("http://127.0.0.1:{admin}/readyz"), PATIENCE)
+        .unwrap();
+    // The chart's `[::]` takes both families: probes and scrapes on IPv6-only clusters too.
+    http::get(&format!("http://[::1]:{admin}/healthz"), &[])
+        .unwrap()
+        .expect_status(200)
         .unwrap();
     (api, process, admin)
 }

@@ -60,7 +60,7 @@ struct RunArgs {
         long,
         env = "SLUICE_ADMIN_ADDRESS",
         value_name = "ADDR",
-        default_value = "0.0.0.0:8080"
+        default_value = "[::]:8080"
     )]
     admin_address: SocketAddr,
     /// Hold a Lease and reconcile only while holding it, so several replicas can run.
@@ -212,8 +212,10 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     if let Some(leader) = &leader {
         leader.validate()?;
     }
-    let admin = tokio::net::TcpListener::bind(args.admin_address)
-        .await
+    // The IPv6 wildcard (the default) serves IPv4 too, so probes and scrapes reach the operator
+    // on IPv4-only, dual-stack and IPv6-only clusters.
+    let admin = sluice_net::bind(args.admin_address)
+        .and_then(tokio::net::TcpListener::from_std)
         .map_err(|e| {
             anyhow::anyhow!(
                 "admin endpoint: cannot listen on {}: {e}",

@@ -138,44 +138,10 @@ fn open(state: &Arc<State>, want: Desired) -> Result<Running, String> {
     })
 }
 
-/// Binds `addr`. The IPv6 wildcard (`[::]`, what the operator renders) takes IPv4 too, whatever
-/// the node's `net.ipv6.bindv6only` says, so one listener serves IPv4-only, dual-stack and
-/// IPv6-only pods; where the pod has no IPv6 at all it falls back to `0.0.0.0`.
+/// Binds `addr` (the IPv6 wildcard, what the operator renders, serves both families: see
+/// [`sluice_net::bind`]).
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let std_listener = match addr {
-        SocketAddr::V6(v6) if v6.ip().is_unspecified() => match bind_dual_stack(addr) {
-            Err(e) if is_no_ipv6(&e) => {
-                let v4 = SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, v6.port()));
-                tracing::warn!(%addr, fallback = %v4, error = %e, "IPv6 is not available in this pod; listening on IPv4 only");
-                std::net::TcpListener::bind(v4)?
-            }
-            bound => bound?,
-        },
-        _ => std::net::TcpListener::bind(addr)?,
-    };
-    std_listener.set_nonblocking(true)?;
-    TcpListener::from_std(std_listener)
-}
-
-/// A listener on the IPv6 wildcard that accepts IPv4 as well (as `::ffff:a.b.c.d` peers, which
-/// the proxy reports as the IPv4 address).
-fn bind_dual_stack(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_only_v6(false)?;
-    // As std's TcpListener::bind does: a restarted proxy rebinds while old connections linger.
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
-}
-
-/// The kernel has no IPv6 (module absent, or disabled for the pod's network namespace).
-fn is_no_ipv6(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
-    )
+    TcpListener::from_std(sluice_net::bind(addr)?)
 }
 
 /// Accepts until the listener is dropped from the config or shutdown begins.

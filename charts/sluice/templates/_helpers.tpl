@@ -78,7 +78,7 @@ The operator's command line: the only place that names its flags (`sluice-operat
 {{- with .Values.watchNamespaces }}
 - --namespaces={{ join "," . }}
 {{- end }}
-- --admin-address=0.0.0.0:{{ .Values.adminPort }}
+- --admin-address=[::]:{{ .Values.adminPort }}
 - --log-format={{ .Values.logFormat }}
 {{- if .Values.leaderElection.enabled }}
 - --leader-election=true
