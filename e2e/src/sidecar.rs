@@ -120,13 +120,23 @@ impl Sidecar {
         &self,
         complete: impl Fn(&[serde_json::Value]) -> bool,
     ) -> Vec<serde_json::Value> {
+        self.log_lines_until("audit", complete)
+    }
+
+    /// Its JSON log lines of `target` (`audit`, `sluice::access` …), once `complete` says they
+    /// are all there or 10 s have passed.
+    pub fn log_lines_until(
+        &self,
+        target: &str,
+        complete: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let logs = self.process.stdout() + &self.process.stderr();
             let events: Vec<serde_json::Value> = logs
                 .lines()
                 .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-                .filter(|event| event["target"] == "audit")
+                .filter(|event| event["target"] == target)
                 .collect();
             if complete(&events) || std::time::Instant::now() > deadline {
                 return events;

@@ -74,15 +74,20 @@ impl Upstream {
 struct Calls {
     call: &'static str,
     stream: &'static str,
+    /// The least time the streamed call takes (the tool sleeps between its steps).
+    stream_takes: Duration,
 }
 
 const PYTHON_CALLS: Calls = Calls {
     call: r#"echo:{"text":"hi"}"#,
+    // Three steps of 20 ms.
     stream: r#"count:{"steps":3}"#,
+    stream_takes: Duration::from_millis(60),
 };
 const EVERYTHING_CALLS: Calls = Calls {
     call: r#"echo:{"message":"hi"}"#,
     stream: r#"trigger-long-running-operation:{"duration":0.3,"steps":3}"#,
+    stream_takes: Duration::from_millis(300),
 };
 
 /// Runs the SDK client against `url` and returns its report, the wire sorted (the SDK opens its
@@ -183,6 +188,29 @@ fn compare(mut upstream: Upstream, calls: &Calls, expect: &Expect) {
     assert_eq!(
         allowed, 4,
         "two calls per proxied run, one run per mode: {audited:#?}"
+    );
+    // The streamed call's answer is an event stream whose head comes before the tool is done:
+    // its access line (and latency) count the call's whole time, not the time to the head.
+    let stream_tool = calls.stream.split(':').next().unwrap();
+    let streamed =
+        |line: &&Value| line["mcp_method"] == "tools/call" && line["tool"] == stream_tool;
+    let access = sidecar.log_lines_until("sluice::access", |lines| {
+        lines.iter().filter(streamed).count() >= 2
+    });
+    let latencies: Vec<u64> = access
+        .iter()
+        .filter(streamed)
+        .map(|line| line["latency_us"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        latencies.len(),
+        2,
+        "one streamed call per proxied run: {access:#?}"
+    );
+    let least = u64::try_from(calls.stream_takes.as_micros()).unwrap();
+    assert!(
+        latencies.iter().all(|&us| us >= least),
+        "the streamed calls took at least {least} µs; their access lines say {latencies:?} µs"
     );
     the_check_sees_what_the_client_sees(&sidecar, &legacy, &upstream);
     sidecar.process().ensure_running().unwrap();

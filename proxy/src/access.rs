@@ -10,21 +10,26 @@ use crate::errors::UpstreamFailure;
 use crate::metrics::{self, LatencyLabels, Metrics, RequestLabels, UpstreamErrorLabels};
 use crate::request::RequestContext;
 
-/// Counts and logs a request when its response head (with `status`) is ready.
-pub fn record(m: &Metrics, cx: &RequestContext, status: StatusCode) {
-    let elapsed = cx.started.elapsed();
+/// Counts a request when its response head (with `status`) is ready.
+pub fn count(m: &Metrics, cx: &RequestContext, status: StatusCode) {
     let inspection = cx.inspection.as_ref();
-    let mcp_method = inspection.map_or("", |i| i.method_label());
-    let tool = inspection.and_then(|i| i.tool());
     m.requests
         .get_or_create(&RequestLabels {
             entry_point: cx.entry_point.clone(),
             http_method: metrics::http_method(&cx.method),
-            mcp_method,
-            tool: m.tools.label(tool),
+            mcp_method: inspection.map_or("", |i| i.method_label()),
+            tool: m.tools.label(inspection.and_then(|i| i.tool())),
             status: metrics::status_class(status),
         })
         .inc();
+}
+
+/// Observes the request's latency and writes its access line, once it is answered: at the
+/// response head, or when a streamed answer is over (stack.rs decides which).
+pub fn answered(m: &Metrics, cx: &RequestContext, status: StatusCode) {
+    let elapsed = cx.started.elapsed();
+    let inspection = cx.inspection.as_ref();
+    let mcp_method = inspection.map_or("", |i| i.method_label());
     m.latency
         .get_or_create(&LatencyLabels {
             entry_point: cx.entry_point.clone(),
@@ -40,7 +45,7 @@ pub fn record(m: &Metrics, cx: &RequestContext, status: StatusCode) {
         // The path only: a query may carry codes or tokens.
         path = cx.uri.path(),
         mcp_method,
-        tool,
+        tool = inspection.and_then(|i| i.tool()),
         status = status.as_u16(),
         latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
     );

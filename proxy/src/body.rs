@@ -1,6 +1,7 @@
 //! The response body: upstream bytes as they arrive, an event stream with keep-alives, or an
 //! answer the proxy made. It carries the request's guards, so a request counts as in flight
-//! (and its connection as busy) until the caller has the last byte or goes away.
+//! (and its connection as busy) until the caller has the last byte or goes away, and what is
+//! due then: the upstream call's span, and the record of an answer that streams.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -11,6 +12,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use prometheus_client::metrics::counter::Counter;
+use sluice_otlp::Span;
 
 use crate::activity::Busy;
 use crate::in_flight::Permit;
@@ -28,6 +30,18 @@ pub struct Guards {
     pub stream: Option<GaugeGuard>,
     /// Counts the upstream breaking off the body (`sluice_upstream_errors_total{kind="body"}`).
     pub broken: Option<Counter>,
+    /// The upstream call's span: it lasts as long as the upstream's answer does.
+    pub upstream_span: Option<Span>,
+    /// What is due when the answer is over (stack.rs: a streamed answer's latency, access line
+    /// and span). Last, so it runs after the places above are given back.
+    pub at_end: Option<Box<dyn AtEnd>>,
+}
+
+/// Work due when an answer is over: sent whole, broken off by the upstream, or left by the
+/// caller (dropped).
+pub trait AtEnd: Send + std::fmt::Debug {
+    /// The upstream broke the answer off before its end.
+    fn broken_off(&mut self);
 }
 
 pin_project! {
@@ -89,6 +103,12 @@ impl ResponseBody {
     pub fn guards_mut(&mut self) -> &mut Guards {
         &mut self.guards
     }
+
+    /// Whether the proxy made this body whole (a refusal, a 202): nothing of it is still to
+    /// come from the upstream.
+    pub fn is_made_here(&self) -> bool {
+        matches!(self.kind, Kind::Full { .. })
+    }
 }
 
 impl Body for ResponseBody {
@@ -106,8 +126,13 @@ impl Body for ResponseBody {
             KindProj::Stream { body } => body.poll_frame(cx),
             KindProj::Boxed { body } => body.poll_frame(cx),
         };
-        if let (Poll::Ready(Some(Err(_))), Some(broken)) = (&polled, &this.guards.broken) {
-            broken.inc();
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            if let Some(broken) = &this.guards.broken {
+                broken.inc();
+            }
+            if let Some(at_end) = &mut this.guards.at_end {
+                at_end.broken_off();
+            }
         }
         if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
             // Finished: release the guards now rather than whenever the server drops the body.

@@ -196,7 +196,7 @@ impl Metrics {
         );
         r.register(
             "request_duration_seconds",
-            "Time to the response head, by entry point and MCP method",
+            "Time until a request is answered (a POST the upstream answers: the end of that answer; anything else: the response head), by entry point and MCP method",
             m.latency.clone(),
         );
         r.register(

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::activity::Activity;
 use crate::auth::Caller;
-use crate::body::ResponseBody;
+use crate::body::{AtEnd, ResponseBody};
 use crate::errors::Refusal;
 use crate::metrics::GaugeGuard;
 use crate::policy::ListFilter;
@@ -131,9 +131,50 @@ pub async fn serve(mut req: Request<Incoming>, conn: &Conn) -> Response<Response
     response
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), cx.request_id.clone());
-    access::record(metrics, &cx, response.status());
+    let status = response.status();
+    access::count(metrics, &cx, status);
     response.body_mut().guards_mut().busy = Some(busy);
+    if cx.method == Method::POST && !response.body().is_made_here() {
+        // An MCP answer often streams (Conduit's always do): its time is the stream's, so its
+        // latency, access line and span wait for the answer's end.
+        response.body_mut().guards_mut().at_end = Some(Box::new(Answering {
+            cx,
+            state: conn.state.clone(),
+            status,
+        }));
+    } else {
+        access::answered(metrics, &cx, status);
+    }
     response
+}
+
+/// A POST whose answer comes from the upstream, until that answer is over: then its latency
+/// is observed and its access line written, and its span (in `cx`) ends.
+struct Answering {
+    cx: RequestContext,
+    state: Arc<State>,
+    status: http::StatusCode,
+}
+
+impl std::fmt::Debug for Answering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answering")
+            .field("request_id", &self.cx.request_id)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AtEnd for Answering {
+    fn broken_off(&mut self) {
+        trace::broken_off(&mut self.cx);
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        access::answered(&self.state.metrics, &self.cx, self.status);
+    }
 }
 
 async fn handle(
@@ -313,11 +354,11 @@ async fn handle(
 
 /// The upstream's answer to `request`, as the caller gets it: a refused bearer forgotten,
 /// challenges naming this entry point's metadata, list replies filtered. `span`, the upstream
-/// call's, is passed on in `traceparent` and ends with the answer's head.
+/// call's, is passed on in `traceparent` and ends with a POST's answer, else with the head.
 async fn exchange(
     entry: &Entry,
     mut request: Request<Full<Bytes>>,
-    span: Option<Span>,
+    mut span: Option<Span>,
     caller: &Caller,
     host: Option<&HeaderValue>,
     list_filter: Option<ListFilter>,
@@ -326,13 +367,16 @@ async fn exchange(
     if let Some(span) = &span {
         trace::inject(span, request.headers_mut());
     }
+    // A POST's answer (a call's result) is what the span times; a GET stream can last for
+    // hours, so its span ends with the head, as the request's does.
+    let span_lasts_the_answer = request.method() == Method::POST;
     let sent = forwarding
         .upstream
         .send(request)
         .await
         .map_err(Refusal::Upstream);
-    if let Some(span) = span {
-        trace::upstream_done(span, sent.as_ref().map(Response::status));
+    if let Some(span) = &mut span {
+        trace::upstream_answered(span, sent.as_ref().map(Response::status));
     }
     let upstream_resp = sent?;
     if upstream_resp.status() == http::StatusCode::UNAUTHORIZED {
@@ -345,6 +389,9 @@ async fn exchange(
         .rewrite_challenge(&mut response, discovery::Via::of(&forwarding.proto, host));
     if let Some(filter) = list_filter {
         response = filter.apply(response).await?;
+    }
+    if span_lasts_the_answer {
+        response.body_mut().guards_mut().upstream_span = span;
     }
     Ok(response)
 }

@@ -81,8 +81,9 @@ pub fn inject(span: &Span, headers: &mut HeaderMap) {
     }
 }
 
-/// Ends the upstream call's span with the upstream's status, or how it failed.
-pub fn upstream_done(mut span: Span, outcome: Result<StatusCode, &Refusal>) {
+/// Gives the upstream call's span the upstream's status, or how it failed; it ends when
+/// dropped (with the upstream's answer, which holds it: body.rs).
+pub fn upstream_answered(span: &mut Span, outcome: Result<StatusCode, &Refusal>) {
     match outcome {
         Ok(status) => {
             span.set_attribute("http.response.status_code", status.as_u16());
@@ -98,17 +99,19 @@ pub fn upstream_done(mut span: Span, outcome: Result<StatusCode, &Refusal>) {
     }
 }
 
-/// Ends the request's span once its answer's head (with `status`) is ready: its name and MCP
-/// attributes (from what the body said), the status, and why the proxy refused it.
+/// Completes the request's span once its answer's head (with `status`) is ready: its name
+/// and MCP attributes (from what the body said), the status, and why the proxy refused it.
+/// The span ends when `cx` is dropped: with the head, or when a streamed answer is over.
 pub fn finish(cx: &mut RequestContext, status: StatusCode, refusal: Option<&Refusal>) {
-    let Some(mut span) = cx.span.take() else {
-        return;
-    };
-    if !span.is_recording() {
+    if !cx.span.as_ref().is_some_and(Span::is_recording) {
         return;
     }
-    span.set_name(span_name(cx));
-    set_mcp_attributes(&mut span, cx.inspection.as_ref());
+    let name = span_name(cx);
+    let Some(span) = cx.span.as_mut() else {
+        return;
+    };
+    span.set_name(name);
+    set_mcp_attributes(span, cx.inspection.as_ref());
     span.set_attribute("http.response.status_code", status.as_u16());
     if let Some(refusal) = refusal {
         span.set_attribute("error.type", refusal.kind());
@@ -119,6 +122,14 @@ pub fn finish(cx: &mut RequestContext, status: StatusCode, refusal: Option<&Refu
     } else if status.is_server_error() {
         span.set_attribute("error.type", status.as_str().to_owned());
         span.set_error(format!("the upstream answered {status}"));
+    }
+}
+
+/// Marks the request's span failed: the upstream broke its answer off after the head.
+pub fn broken_off(cx: &mut RequestContext) {
+    if let Some(span) = cx.span.as_mut().filter(|s| s.is_recording()) {
+        span.set_attribute("error.type", "upstream_body");
+        span.set_error("the upstream broke its answer off".to_owned());
     }
 }
 

@@ -214,11 +214,14 @@ async fn health_readiness_and_metrics() {
     );
     let line = "sluice_requests_total{entry_point=\"main\",http_method=\"POST\",mcp_method=\"tools/call\",tool=\"pha_task_get\",status=\"2xx\"} 1";
     assert!(metrics.text().contains(line), "{}", metrics.text());
-    assert!(
-        metrics
+    // The latency is observed once the answer is over, which the caller may see first.
+    eventually("the call's latency to be observed", async || {
+        get(&sluice.admin("/metrics"))
+            .await
             .text()
             .contains("sluice_request_duration_seconds_bucket{")
-    );
+    })
+    .await;
 
     // What the upstream check learned, and the upstream's own liveness.
     let upstream = get(&sluice.admin("/upstream")).await;

@@ -3,34 +3,10 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
-
 use bytes::Bytes;
 use http::Request;
-use http_body_util::channel::{Channel, Sender};
 use http_body_util::{BodyExt, Full};
 use support::*;
-
-/// An upstream whose one response is an event stream the test writes into.
-async fn streaming_upstream() -> (Upstream, tokio::sync::oneshot::Receiver<Sender<Bytes>>) {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let tx = Arc::new(Mutex::new(Some(tx)));
-    let upstream = Upstream::start(move |_| {
-        let tx = tx.lock().unwrap().take();
-        async move {
-            let (sender, body) = Channel::<Bytes, std::convert::Infallible>::new(4);
-            if let Some(tx) = tx {
-                let _ = tx.send(sender);
-            }
-            http::Response::builder()
-                .header("content-type", "text/event-stream")
-                .body(body.boxed_unsync())
-                .unwrap()
-        }
-    })
-    .await;
-    (upstream, rx)
-}
 
 /// Reads the next data frame of a response body (bounded).
 async fn next_data(body: &mut hyper::body::Incoming) -> Option<Bytes> {
@@ -48,7 +24,7 @@ async fn next_data(body: &mut hyper::body::Incoming) -> Option<Bytes> {
 
 #[tokio::test]
 async fn an_event_reaches_the_caller_before_the_upstream_ends_the_stream() {
-    let (upstream, sender) = streaming_upstream().await;
+    let (upstream, mut senders) = Upstream::streaming().await;
     let sluice = Sluice::start(&config(upstream.addr, "streaming: {}", "")).await;
     let req = post(&sluice.url("/mcp")).body(body(TOOLS_CALL)).unwrap();
     let response = within("the response head", client().request(req))
@@ -57,7 +33,7 @@ async fn an_event_reaches_the_caller_before_the_upstream_ends_the_stream() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-accel-buffering"], "no");
     let mut body = response.into_body();
-    let mut sender = within("the upstream stream", sender).await.unwrap();
+    let mut sender = within("the upstream stream", senders.recv()).await.unwrap();
 
     sender
         .send_data(Bytes::from_static(b"event: message\ndata: {\"n\":1}\n\n"))
@@ -86,7 +62,7 @@ async fn an_event_reaches_the_caller_before_the_upstream_ends_the_stream() {
 
 #[tokio::test]
 async fn silent_streams_get_keep_alive_comments_only_between_events() {
-    let (upstream, sender) = streaming_upstream().await;
+    let (upstream, mut senders) = Upstream::streaming().await;
     let sluice = Sluice::start(&config(upstream.addr, "streaming:\n  keepAlive: 100ms", "")).await;
     let req = Request::get(sluice.url("/mcp"))
         .header("accept", "text/event-stream")
@@ -96,7 +72,7 @@ async fn silent_streams_get_keep_alive_comments_only_between_events() {
         .await
         .unwrap();
     let mut body = response.into_body();
-    let mut sender = within("the upstream stream", sender).await.unwrap();
+    let mut sender = within("the upstream stream", senders.recv()).await.unwrap();
 
     // Silence at the start of the stream: a comment.
     assert_eq!(next_data(&mut body).await.unwrap(), ": keep-alive\n\n");
@@ -119,7 +95,7 @@ async fn silent_streams_get_keep_alive_comments_only_between_events() {
 
 #[tokio::test]
 async fn a_reload_that_turns_keep_alive_off_applies_to_new_streams() {
-    let (upstream, sender) = streaming_upstream().await;
+    let (upstream, mut senders) = Upstream::streaming().await;
     let sluice = Sluice::start(&config(upstream.addr, "streaming:\n  keepAlive: 100ms", "")).await;
     sluice.write_config(&config(upstream.addr, "streaming:\n  keepAlive: null", ""));
     let applied = "sluice_config_reloads_total{result=\"applied\"}";
@@ -135,7 +111,7 @@ async fn a_reload_that_turns_keep_alive_off_applies_to_new_streams() {
         .await
         .unwrap();
     let mut body = response.into_body();
-    let mut sender = within("the upstream stream", sender).await.unwrap();
+    let mut sender = within("the upstream stream", senders.recv()).await.unwrap();
     sender
         .send_data(Bytes::from_static(b"data: 1\n\n"))
         .await
@@ -157,25 +133,7 @@ async fn a_reload_that_turns_keep_alive_off_applies_to_new_streams() {
 
 #[tokio::test]
 async fn an_upstream_dying_mid_stream_is_a_broken_stream_for_the_caller() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut buf = [0u8; 4096];
-        // The caller's request; the sidecar's upstream check is left unanswered.
-        let mut tcp = loop {
-            let (mut tcp, _) = listener.accept().await.unwrap();
-            let n = tcp.read(&mut buf).await.unwrap_or(0);
-            if !String::from_utf8_lossy(&buf[..n]).contains(support::UPSTREAM_CHECK_AGENT) {
-                break tcp;
-            }
-        };
-        let event = "data: 1\n\n";
-        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
-        let chunk = format!("{head}{:x}\r\n{event}\r\n", event.len());
-        tcp.write_all(chunk.as_bytes()).await.unwrap();
-        // Killed before the terminating chunk.
-    });
+    let addr = breaking_off_upstream("data: 1\n\n").await;
     let sluice = Sluice::start(&config(addr, "", "")).await;
     let req = Request::get(sluice.url("/mcp"))
         .body(Full::default())
@@ -195,4 +153,49 @@ async fn an_upstream_dying_mid_stream_is_a_broken_stream_for_the_caller() {
         sluice.metric(metric).await == Some(1.0)
     })
     .await;
+}
+
+/// Conduit answers every call as an event stream whose head comes at once: the call's time is
+/// the stream's. Its latency is observed when the answer is over, not at the head.
+#[tokio::test]
+async fn a_streamed_answer_is_timed_to_its_end_not_its_head() {
+    const TOOL_TIME: std::time::Duration = std::time::Duration::from_millis(300);
+    let (upstream, mut senders) = Upstream::streaming().await;
+    let sluice = Sluice::start(&config(upstream.addr, "", "")).await;
+    let req = post(&sluice.url("/mcp")).body(body(TOOLS_CALL)).unwrap();
+    let response = within("the response head", client().request(req))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut sender = within("the upstream stream", senders.recv()).await.unwrap();
+    let series = "{entry_point=\"main\",mcp_method=\"tools/call\"}";
+    let count = format!("sluice_request_duration_seconds_count{series}");
+    assert_eq!(
+        sluice.metric(&count).await,
+        None,
+        "observed at the head, before the answer"
+    );
+
+    tokio::time::sleep(TOOL_TIME).await;
+    let answer = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":42,\"result\":{}}\n\n";
+    sender
+        .send_data(Bytes::from_static(answer.as_bytes()))
+        .await
+        .unwrap();
+    drop(sender);
+    assert_eq!(next_data(&mut body).await.unwrap(), answer);
+    assert_eq!(next_data(&mut body).await, None);
+    eventually("the call's latency to be observed", async || {
+        sluice.metric(&count).await == Some(1.0)
+    })
+    .await;
+    let took = sluice
+        .metric(&format!("sluice_request_duration_seconds_sum{series}"))
+        .await
+        .unwrap();
+    assert!(
+        took >= TOOL_TIME.as_secs_f64(),
+        "observed {took}s for an answer that took at least {TOOL_TIME:?}"
+    );
 }

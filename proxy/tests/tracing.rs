@@ -10,6 +10,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use http::StatusCode;
+use http_body_util::BodyExt as _;
 use prost::Message;
 use sluice_otlp::proto::{ExportTraceServiceRequest, Span, any_value};
 use support::*;
@@ -19,9 +20,9 @@ const CALLER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const CALLER_SPAN: &str = "b7ad6b7169203331";
 const DENIED_CALL: &str = r#"{"jsonrpc":"2.0","id":"d-1","method":"tools/call","params":{"name":"pha_task_delete","arguments":{}}}"#;
 
-fn traced(upstream: &Upstream, collector: &Upstream, ratio: &str) -> String {
+fn traced(upstream: std::net::SocketAddr, collector: &Upstream, ratio: &str) -> String {
     config(
-        upstream.addr,
+        upstream,
         &format!(
             "tracing:\n  samplingRatio: {ratio}\n  resourceAttributes:\n    k8s.namespace.name: team-a\n  otlp:\n    endpoint: http://{}/v1/traces\n    batchDelay: 20ms\n",
             collector.addr
@@ -97,7 +98,7 @@ fn parent_of(seen: &Seen) -> (String, String, bool) {
 async fn a_callers_trace_runs_through_the_sidecar_to_the_upstream() {
     let mut upstream = Upstream::ok().await;
     let mut collector = Upstream::ok().await;
-    let sluice = Sluice::start(&traced(&upstream, &collector, "1")).await;
+    let sluice = Sluice::start(&traced(upstream.addr, &collector, "1")).await;
 
     let reply = call(&sluice, Some(CALLER), TOOLS_CALL).await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -191,7 +192,7 @@ async fn a_callers_trace_runs_through_the_sidecar_to_the_upstream() {
 async fn the_callers_sampled_flag_decides_and_the_ratio_decides_the_rest() {
     let mut upstream = Upstream::ok().await;
     let mut collector = Upstream::ok().await;
-    let sluice = Sluice::start(&traced(&upstream, &collector, "0")).await;
+    let sluice = Sluice::start(&traced(upstream.addr, &collector, "0")).await;
 
     // Ratio 0 and no caller context: nothing recorded, but the upstream learns the trace is
     // not sampled, so it does not start one of its own for the same request.
@@ -236,11 +237,66 @@ async fn with_tracing_off_traceparent_passes_through() {
 async fn a_bad_traceparent_starts_a_new_trace() {
     let mut upstream = Upstream::ok().await;
     let collector = Upstream::ok().await;
-    let sluice = Sluice::start(&traced(&upstream, &collector, "1")).await;
+    let sluice = Sluice::start(&traced(upstream.addr, &collector, "1")).await;
     let zeros = "00-00000000000000000000000000000000-b7ad6b7169203331-01";
     call(&sluice, Some(zeros), TOOLS_CALL).await;
     let (trace, parent, sampled) = parent_of(&upstream.next().await);
     assert_ne!(trace, "0".repeat(32));
     assert_ne!(parent, CALLER_SPAN);
     assert!(sampled);
+}
+
+/// Conduit's answers are event streams whose head comes at once and whose result comes when
+/// the tool is done: the request's span and its upstream call's last until the answer is over.
+/// An answer the upstream breaks off fails the request's span.
+#[tokio::test]
+async fn a_streamed_answer_is_traced_to_its_end_and_one_broken_off_fails_its_span() {
+    const TOOL_TIME: std::time::Duration = std::time::Duration::from_millis(300);
+    let (upstream, mut senders) = Upstream::streaming().await;
+    let mut collector = Upstream::ok().await;
+    let sluice = Sluice::start(&traced(upstream.addr, &collector, "1")).await;
+    let req = post(&sluice.url("/mcp")).body(body(TOOLS_CALL)).unwrap();
+    let response = within("the response head", client().request(req))
+        .await
+        .unwrap();
+    let mut sender = within("the upstream stream", senders.recv()).await.unwrap();
+    tokio::time::sleep(TOOL_TIME).await;
+    let answer = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":42,\"result\":{}}\n\n";
+    sender
+        .send_data(bytes::Bytes::from_static(answer.as_bytes()))
+        .await
+        .unwrap();
+    drop(sender);
+    let read = within("the answer", response.into_body().collect()).await;
+    assert_eq!(read.unwrap().to_bytes(), answer);
+    let spans = spans_until(&mut collector, 2).await;
+    for kind in [2, 3] {
+        let span = spans.iter().find(|s| s.kind == kind).unwrap();
+        let lasted = span.end_time_unix_nano - span.start_time_unix_nano;
+        assert!(
+            u128::from(lasted) >= TOOL_TIME.as_nanos(),
+            "span {} (kind {kind}) lasted {lasted} ns, the answer at least {TOOL_TIME:?}",
+            span.name
+        );
+        assert!(span.status.is_none(), "{span:?}");
+    }
+
+    let dying = breaking_off_upstream("event: message\ndata: {}\n\n").await;
+    let mut collector = Upstream::ok().await;
+    let sluice = Sluice::start(&traced(dying, &collector, "1")).await;
+    let req = post(&sluice.url("/mcp")).body(body(TOOLS_CALL)).unwrap();
+    let response = within("the response head", client().request(req))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let read = within("the broken answer", response.into_body().collect()).await;
+    assert!(read.is_err(), "the caller sees the answer broken off");
+    let spans = spans_until(&mut collector, 2).await;
+    let server = spans.iter().find(|s| s.kind == 2).unwrap();
+    assert_eq!(
+        attributes(&server.attributes)["error.type"],
+        "upstream_body"
+    );
+    let status = server.status.as_ref().unwrap();
+    assert_eq!(status.code, 2, "{status:?}");
 }

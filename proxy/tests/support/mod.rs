@@ -138,6 +138,28 @@ impl Upstream {
             .await
     }
 
+    /// An upstream answering each request with an event stream the test writes into (its head
+    /// at once, as Conduit's answers come): each request's stream sender, in order.
+    pub async fn streaming() -> (
+        Self,
+        mpsc::UnboundedReceiver<http_body_util::channel::Sender<Bytes>>,
+    ) {
+        let (tx, senders) = mpsc::unbounded_channel();
+        let upstream = Self::start(move |_| {
+            let tx = tx.clone();
+            async move {
+                let (sender, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(4);
+                let _ = tx.send(sender);
+                Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .body(body.boxed_unsync())
+                    .unwrap()
+            }
+        })
+        .await;
+        (upstream, senders)
+    }
+
     /// The next request the upstream saw.
     pub async fn next(&mut self) -> Seen {
         within("the upstream to see a request", self.seen.recv())
@@ -391,6 +413,29 @@ pub fn body(text: &str) -> Full<Bytes> {
 pub const TOOLS_CALL: &str = r#"{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"pha_task_get","arguments":{"id":1}}}"#;
 
 // === The binary ===
+
+/// A raw upstream that answers the first request that is not the sidecar's upstream check
+/// with an event-stream head and `event`, then dies before the stream's end (the check's
+/// requests are left unanswered). Its address.
+pub async fn breaking_off_upstream(event: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        let mut tcp = loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let n = tcp.read(&mut buf).await.unwrap_or(0);
+            if !String::from_utf8_lossy(&buf[..n]).contains(UPSTREAM_CHECK_AGENT) {
+                break tcp;
+            }
+        };
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+        let chunk = format!("{head}{:x}\r\n{event}\r\n", event.len());
+        tcp.write_all(chunk.as_bytes()).await.unwrap();
+        // Gone before the terminating chunk.
+    });
+    addr
+}
 
 /// A free loopback port (closed again, for a process to bind), never one handed out before in
 /// this test binary: the OS may offer a port again as soon as the probing socket closes.
