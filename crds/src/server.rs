@@ -544,6 +544,7 @@ pub struct ProxySpec {
 /// Where and how the sidecar exports traces (see [`ProxySpec::tracing`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = kube::core::Rule::new("!has(self.caBundle) || self.endpoint.startsWith('https://')").message("proxy.tracing.caBundle is for an https endpoint: the endpoint is http").field_path(".caBundle"))]
 pub struct Tracing {
     /// The OTLP/HTTP (protobuf) traces URL of a collector, e.g.
     /// `http://otel-collector.observability.svc:4318/v1/traces`, used as is; without a path,
@@ -556,6 +557,12 @@ pub struct Tracing {
     /// only; give it a Secret of its own, since every key becomes a header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers_secret_ref: Option<SecretRef>,
+    /// The CA certificates (PEM) to trust for an `https` endpoint's certificate, besides the
+    /// sidecar image's system roots: a collector in the cluster with a certificate from a
+    /// private CA (cert-manager's, say). Mounted into the sidecar only, and read at start, so
+    /// a change rolls the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<CaBundle>,
     /// The share of traces the sidecar starts that it samples, from `"0"` to `"1"`, as a
     /// string (like the OpenTelemetry `traceidratio` sampler's argument), e.g. `"0.25"`. A
     /// caller's `traceparent` decides for its own trace. Default `"1"`: every trace.

@@ -245,7 +245,7 @@ spec:
 /// A server that uses every egress destination and narrows each (IPv4 and IPv6 CIDRs, DNS by
 /// pod and namespace selectors), besides a rule of its own: the NetworkPolicy, one rule per
 /// destination, passes strict validation. (The examples cover the policy without
-/// `egressDestinations`.)
+/// `egressDestinations`; the trace collector is https with a CA of its own.)
 #[test]
 fn rendered_egress_destinations_are_valid() {
     let manifest = "apiVersion: sluice.dev/v1alpha1
@@ -257,7 +257,9 @@ spec:
     proxy: http://proxy.corp.example.com:3128
   redis: {address: redis.infra.svc:6379}
   proxy:
-    tracing: {endpoint: http://otel-collector.observability.svc:4318}
+    tracing:
+      endpoint: https://otel-collector.observability.svc:4318
+      caBundle: {configMapKeyRef: {name: collector-ca, key: ca.crt}}
   policy:
     authentication:
       mode: jwt

@@ -308,6 +308,15 @@ fn tracing(
         .headers_secret_ref
         .as_ref()
         .map(|secret| files.whole_secret(&secret.name));
+    if let Some(bundle) = &spec.ca_bundle {
+        let source = CaSource::of(bundle).ok_or_else(|| {
+            invalid(
+                "caBundle",
+                "caBundle needs exactly one of configMapKeyRef or secretKeyRef".into(),
+            )
+        })?;
+        otlp.ca_file = Some(files.ca_bundle(source));
+    }
     let sampling_ratio = spec
         .sampling_ratio
         .parse::<f64>()

@@ -59,7 +59,8 @@ fn pod_variants() -> Vec<(Vec<McpServer>, Vec<McpRoute>)> {
                     .set("sessions", json!("stateful"))
                     .set(
                         "proxy.tracing",
-                        json!({"endpoint": "https://otlp.example.com", "headersSecretRef": {"name": "otlp"}}),
+                        json!({"endpoint": "https://otlp.example.com", "headersSecretRef": {"name": "otlp"},
+                            "caBundle": {"secretKeyRef": {"name": "corp-ca", "key": "bundle.pem"}}}),
                     )
                     .build(),
             ],

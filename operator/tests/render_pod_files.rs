@@ -513,6 +513,76 @@ fn the_trace_headers_secret_is_mounted_into_the_sidecar_alone() {
     assert!(mounts_of("conduit").is_empty());
 }
 
+#[test]
+fn the_trace_collectors_ca_is_mounted_into_the_sidecar_alone_and_rolls_the_pods() {
+    let server = ServerBuilder::new("traced")
+        .set(
+            "proxy.tracing",
+            json!({"endpoint": "https://otel-collector.observability.svc:4318",
+                "caBundle": {"configMapKeyRef": {"name": "collector-ca", "key": "ca.crt"}}}),
+        )
+        .build();
+    let docs = rendered_documents(std::slice::from_ref(&server), &[]);
+    let ca_file = proxy_config(&docs, "traced")
+        .tracing
+        .and_then(|t| t.otlp.ca_file)
+        .expect("the export's CA file");
+    let pod = pod_of(&docs, "traced");
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| {
+            v.projected.as_ref().is_some_and(|p| {
+                p.sources.iter().flatten().any(|s| {
+                    s.config_map
+                        .as_ref()
+                        .is_some_and(|c| c.name == "collector-ca")
+                })
+            })
+        })
+        .expect("a volume with the collector's CA");
+    let mounted: Vec<String> = container(&pod, "sluice-proxy")
+        .volume_mounts
+        .iter()
+        .flatten()
+        .filter(|m| m.name == volume.name)
+        .map(|m| m.mount_path.clone())
+        .collect();
+    assert_eq!(mounted.len(), 1, "{mounted:?}");
+    assert!(
+        ca_file.starts_with(&mounted[0]),
+        "{} is not under {mounted:?}",
+        ca_file.display()
+    );
+    assert!(
+        container(&pod, "conduit")
+            .volume_mounts
+            .iter()
+            .flatten()
+            .all(|m| m.name != volume.name)
+    );
+
+    // Read at start: a new CA rolls the pods.
+    let observed = Observed::default();
+    let rendered = render_server(&server, &[], &observed);
+    let reference = rendered
+        .references
+        .iter()
+        .find(|r| r.kind == "ConfigMap" && r.name == "collector-ca")
+        .expect("the CA's ConfigMap is referenced");
+    assert_eq!(reference.on_change, OnChange::Rollout);
+    let mut rotated = observed.clone();
+    rotated
+        .config_map_versions
+        .insert("collector-ca".into(), "v2".into());
+    assert_ne!(
+        restart_hash(&template_of(&server, &[], &observed)),
+        restart_hash(&template_of(&server, &[], &rotated)),
+        "a new CA rolls out"
+    );
+}
+
 fn template_of(server: &McpServer, routes: &[McpRoute], observed: &Observed) -> serde_json::Value {
     let rendered = render_server(server, routes, observed);
     let docs = objects_documents(&rendered.objects);

@@ -300,3 +300,104 @@ async fn a_streamed_answer_is_traced_to_its_end_and_one_broken_off_fails_its_spa
     let status = server.status.as_ref().unwrap();
     assert_eq!(status.code, 2, "{status:?}");
 }
+
+/// A collector behind TLS whose certificate no public CA signed: what it received, decoded.
+async fn tls_collector(
+    certified: &rcgen::CertifiedKey<rcgen::KeyPair>,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
+) {
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key.into())
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                // A client that does not trust the certificate ends the handshake here.
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| {
+                        let tx = tx.clone();
+                        async move {
+                            let body = request.into_body().collect().await?.to_bytes();
+                            let _ = tx.send(ExportTraceServiceRequest::decode(body).unwrap());
+                            Ok::<_, hyper::Error>(http::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::new(),
+                            )))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, received)
+}
+
+/// An `https` collector with a certificate of a private CA (what `proxy.tracing.caBundle` is
+/// for): trusted with `otlp.caFile`, and without it the handshake fails and the export is
+/// counted as failed, nothing sent.
+#[tokio::test]
+async fn an_https_collector_of_a_private_ca_is_trusted_through_the_ca_file_alone() {
+    let upstream = Upstream::ok().await;
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let (collector, mut received) = tls_collector(&certified).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("collector-ca.pem");
+    std::fs::write(&ca_file, certified.cert.pem()).unwrap();
+    let traced = |ca: &str| {
+        config(
+            upstream.addr,
+            &format!(
+                "tracing:\n  otlp:\n    endpoint: https://{collector}/v1/traces\n    batchDelay: 20ms\n{ca}"
+            ),
+            "",
+        )
+    };
+
+    let untrusting = Sluice::start(&traced("")).await;
+    assert_eq!(
+        call(&untrusting, None, TOOLS_CALL).await.status,
+        StatusCode::OK
+    );
+    let failed = "sluice_trace_export_errors_total{reason=\"connect\"}";
+    eventually("the failed export to be counted", async || {
+        untrusting.metric(failed).await.is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    assert!(
+        received.try_recv().is_err(),
+        "nothing reached the collector"
+    );
+
+    let trusting = Sluice::start(&traced(&format!("    caFile: {}\n", ca_file.display()))).await;
+    assert_eq!(
+        call(&trusting, None, TOOLS_CALL).await.status,
+        StatusCode::OK
+    );
+    let export = within("an export over TLS", received.recv()).await.unwrap();
+    let spans: usize = export
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len())
+        .sum();
+    assert!(spans >= 1, "{export:?}");
+    assert_eq!(trusting.metric(failed).await, None);
+}

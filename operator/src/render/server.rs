@@ -283,26 +283,22 @@ fn references(server: &McpServer, files: &SidecarFiles) -> Vec<Reference> {
             }
         }
     }
-    let ca_bundle = server
-        .spec
-        .phabricator
-        .as_ref()
-        .and_then(|p| p.ca_bundle.as_ref());
-    if let Some(ca) = ca_bundle {
-        if let Some(r) = &ca.config_map_key_ref {
-            add("ConfigMap", &r.name, OnChange::Rollout);
-        }
-        if let Some(r) = &ca.secret_key_ref {
-            add("Secret", &r.name, OnChange::Rollout);
-        }
+    // Read only at start: Conduit's CA for Phabricator, the sidecar's trace export headers
+    // and the export's CA.
+    let tracing = server.spec.proxy.tracing.as_ref();
+    let read_at_start = [
+        server
+            .spec
+            .phabricator
+            .as_ref()
+            .and_then(|p| p.ca_bundle.as_ref()),
+        tracing.and_then(|t| t.ca_bundle.as_ref()),
+    ];
+    for source in read_at_start.into_iter().flatten().filter_map(CaSource::of) {
+        let (kind, name) = source.object();
+        add(kind, name, OnChange::Rollout);
     }
-    if let Some(secret) = server
-        .spec
-        .proxy
-        .tracing
-        .as_ref()
-        .and_then(|t| t.headers_secret_ref.as_ref())
-    {
+    if let Some(secret) = tracing.and_then(|t| t.headers_secret_ref.as_ref()) {
         add("Secret", &secret.name, OnChange::Rollout);
     }
     // A Secret also read at start keeps `Rollout`: it sorts first, and `dedup` keeps the first.
